@@ -1,0 +1,883 @@
+//! The project's configuration as typed data: `sluice.toml` and
+//! `pipelines/*.toml`, decoded from the spanned tree with every problem
+//! reported at its file:line:col. The structs are inert data: nothing here
+//! connects, reads data files or resolves secrets; cross-references between
+//! files are checked in `validate`.
+
+use std::str::FromStr;
+
+use super::tree::{Cx, Decode, Dur, Fields, FileId, Loc, Node, Spanned, V, one_of};
+use crate::types::{Column, ColumnType, Schema};
+
+/// The file name of a project's main configuration.
+pub const PROJECT_FILE: &str = "sluice.toml";
+
+/// The connection used when a project declares none.
+pub const DEFAULT_CONNECTION: &str = "warehouse";
+/// Its URL, relative to the project folder.
+pub const DEFAULT_WAREHOUSE_URL: &str = "sqlite://.sluice/warehouse.db";
+/// The object store used when `[storage]` gives no URL.
+pub const DEFAULT_STORAGE_URL: &str = "file://.sluice/lake";
+
+/// `sluice.toml`.
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    pub file: FileId,
+    /// The project's name, shown in logs and the API.
+    pub name: Option<Spanned<String>>,
+    pub description: Option<String>,
+    /// Named database connections; the first is the default unless `defaults.connection` says otherwise.
+    pub connections: Vec<ConnectionConfig>,
+    pub storage: StorageConfig,
+    pub defaults: Defaults,
+    /// Values for `var('name')` in models.
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    pub models: ModelsConfig,
+    pub state: StateConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    pub name: Spanned<String>,
+    /// The URL as written (it may hold `${env:…}` references).
+    pub url: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StorageConfig {
+    /// `file://DIR` (relative to the project) or `s3://bucket/prefix`.
+    pub url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// The connection steps use when they name none.
+    pub connection: Option<Spanned<String>>,
+    /// IANA time zone for schedules and logical dates.
+    pub timezone: Option<Spanned<String>>,
+    /// Retries of a failed step.
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelsConfig {
+    /// Folders that hold `*.sql` models, relative to the project.
+    pub paths: Vec<Spanned<String>>,
+    /// How models are built unless they say otherwise.
+    pub materialized: Materialized,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig { paths: Vec::new(), materialized: Materialized::Table }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StateConfig {
+    /// Where runs are recorded: `sqlite://…` (default `.sluice/state.db`) or `postgres://…`.
+    pub url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Materialized {
+    Table,
+    View,
+    Incremental,
+    Ephemeral,
+}
+
+pub const MATERIALIZED: &[(&str, Materialized)] = &[
+    ("table", Materialized::Table),
+    ("view", Materialized::View),
+    ("incremental", Materialized::Incremental),
+    ("ephemeral", Materialized::Ephemeral),
+];
+
+/// One `pipelines/*.toml`.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub file: FileId,
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    pub triggers: Vec<Trigger>,
+    pub max_active_runs: Option<u32>,
+    pub steps: Vec<StepConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub loc: Loc,
+    pub kind: TriggerKind,
+    pub catchup: Option<Catchup>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TriggerKind {
+    Cron { expr: Spanned<String>, timezone: Option<Spanned<String>> },
+    Every(Spanned<Dur>),
+    OnDataset(Spanned<String>),
+    OnNewObjects(Spanned<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Catchup {
+    None,
+    Latest,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepConfig {
+    pub loc: Loc,
+    pub name: Spanned<String>,
+    pub depends_on: Vec<Spanned<String>>,
+    pub retries: Option<u32>,
+    pub timeout: Option<Dur>,
+    pub kind: StepKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    Ingest(IngestStep),
+    Load(LoadStep),
+    Sql(SqlStep),
+    Export(ExportStep),
+}
+
+impl StepKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Ingest(_) => "ingest",
+            StepKind::Load(_) => "load",
+            StepKind::Sql(_) => "sql",
+            StepKind::Export(_) => "export",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestStep {
+    /// A file or glob, relative to the project folder.
+    pub source: Spanned<String>,
+    /// The name under `raw/` (default: the step's name).
+    pub dataset: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadStep {
+    /// The ingest step whose dataset this step loads.
+    pub from: Spanned<String>,
+    pub table: Spanned<String>,
+    pub connection: Option<Spanned<String>>,
+    pub schema: SchemaSource,
+    pub mode: LoadMode,
+    pub csv: CsvOptions,
+}
+
+/// Where a load's column types come from.
+#[derive(Debug, Clone)]
+pub enum SchemaSource {
+    /// Declared in the step (`[steps.columns]`).
+    Inline(Spanned<Schema>),
+    /// A schema file (`sluice infer` writes these).
+    File(Spanned<String>),
+    /// The existing table's own columns.
+    Table,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    Append,
+    Replace,
+}
+
+pub const LOAD_MODES: &[(&str, LoadMode)] = &[("append", LoadMode::Append), ("replace", LoadMode::Replace)];
+
+/// How a delimited file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    pub delimiter: u8,
+    pub quote: u8,
+    pub header: bool,
+    /// A marker that means NULL, besides the empty unquoted field.
+    pub null: Option<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions { delimiter: b',', quote: b'"', header: true, null: None }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlStep {
+    /// The models to build (with everything they depend on inside the list);
+    /// all models when absent.
+    pub models: Option<Vec<Spanned<String>>>,
+    pub connection: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportStep {
+    pub what: ExportWhat,
+    /// The output file, relative to the project folder.
+    pub path: Spanned<String>,
+    pub format: ExportFormat,
+    pub header: bool,
+    /// How NULL is written.
+    pub null: String,
+    pub connection: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ExportWhat {
+    Table(Spanned<String>),
+    Query(Spanned<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Tsv,
+    Csv,
+}
+
+pub const EXPORT_FORMATS: &[(&str, ExportFormat)] = &[("tsv", ExportFormat::Tsv), ("csv", ExportFormat::Csv)];
+
+/// The keys every step has, whatever its kind.
+pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries", "timeout"];
+
+/// The step kinds and their own keys; the single registry of step kinds.
+pub const STEP_KINDS: &[(&str, &[&str])] = &[
+    ("ingest", &["source", "dataset"]),
+    ("load", &["from", "table", "connection", "columns", "schema", "mode", "delimiter", "quote", "header", "null"]),
+    ("sql", &["models", "connection"]),
+    ("export", &["table", "query", "path", "format", "header", "null", "connection"]),
+];
+
+pub const PROJECT_KEYS: &[&str] = &["name", "description", "connections", "storage", "defaults", "vars", "models", "state"];
+pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "steps"];
+pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup"];
+
+/// Decodes `sluice.toml`.
+pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
+    let mut cfg = ProjectConfig {
+        file: cx.file,
+        name: None,
+        description: None,
+        connections: Vec::new(),
+        storage: StorageConfig::default(),
+        defaults: Defaults::default(),
+        vars: serde_json::Map::new(),
+        models: ModelsConfig::default(),
+        state: StateConfig::default(),
+    };
+    let Some(mut t) = Fields::new(root, cx, "sluice.toml") else { return cfg };
+    cfg.name = t.req(cx, "name");
+    if let Some(n) = &cfg.name
+        && !valid_name(n)
+    {
+        cx.error(span(&n.loc), format!("invalid project name \"{}\"", n.v)).help = Some(NAME_RULE.into());
+    }
+    cfg.description = t.opt(cx, "description");
+    if let Some(node) = t.node("connections") {
+        let entries: &[_] = match &node.v {
+            V::Table(entries) => entries,
+            _ => {
+                cx.error(node.span.clone(), format!("wrong type for `connections`: expected a table, found {}", node.type_name())).help =
+                    Some("write one [connections.NAME] table per connection, with `url = \"…\"`".into());
+                &[]
+            }
+        };
+        for (key, value) in entries {
+            let what = format!("connection `{}`", key.name);
+            let Some(mut f) = Fields::new(value, cx, what) else { continue };
+            let url: Option<Spanned<String>> = f.req(cx, "url");
+            f.finish(cx, |_| None);
+            if !valid_name(&key.name) {
+                cx.error(key.span.clone(), format!("invalid connection name \"{}\"", key.name)).help = Some(NAME_RULE.into());
+            }
+            if let Some(url) = url {
+                check_url_scheme(cx, &url, &["sqlite", "postgres", "postgresql", "mysql", "mariadb", "oracle"]);
+                cfg.connections.push(ConnectionConfig {
+                    name: Spanned { v: key.name.clone(), loc: cx.loc(&key.span) },
+                    url,
+                });
+            }
+        }
+    }
+    if let Some(node) = t.node("storage")
+        && let Some(mut f) = Fields::new(node, cx, "[storage]")
+    {
+        cfg.storage.url = f.opt(cx, "url");
+        if let Some(u) = &cfg.storage.url {
+            check_url_scheme(cx, u, &["file", "s3"]);
+        }
+        f.finish(cx, |_| None);
+    }
+    if let Some(node) = t.node("defaults")
+        && let Some(mut f) = Fields::new(node, cx, "[defaults]")
+    {
+        cfg.defaults.connection = f.opt(cx, "connection");
+        cfg.defaults.timezone = f.opt(cx, "timezone");
+        if let Some(tz) = &cfg.defaults.timezone {
+            check_timezone(cx, tz);
+        }
+        cfg.defaults.retries = f.opt(cx, "retries");
+        f.finish(cx, |_| None);
+    }
+    if let Some(node) = t.node("vars") {
+        match node.to_json() {
+            serde_json::Value::Object(m) => cfg.vars = m,
+            _ => {
+                cx.error(node.span.clone(), format!("wrong type for `vars`: expected a table, found {}", node.type_name()));
+            }
+        }
+    }
+    if let Some(node) = t.node("models")
+        && let Some(mut f) = Fields::new(node, cx, "[models]")
+    {
+        if let Some(p) = f.opt(cx, "paths") {
+            cfg.models.paths = p;
+        }
+        if let Some(n) = f.node("materialized")
+            && let Some(m) = one_of(n, cx, "materialized", MATERIALIZED)
+        {
+            cfg.models.materialized = m;
+        }
+        f.finish(cx, |_| None);
+    }
+    if let Some(node) = t.node("state")
+        && let Some(mut f) = Fields::new(node, cx, "[state]")
+    {
+        cfg.state.url = f.opt(cx, "url");
+        if let Some(u) = &cfg.state.url {
+            check_url_scheme(cx, u, &["sqlite", "postgres", "postgresql"]);
+        }
+        f.finish(cx, |_| None);
+    }
+    t.finish(cx, |k| match k {
+        "pipelines" | "steps" => Some("pipelines are files of their own: pipelines/NAME.toml".into()),
+        _ => None,
+    });
+    cfg
+}
+
+pub const NAME_RULE: &str = "names start with a letter or `_` and hold only letters, digits, `_` and `-`";
+
+/// Whether a name is usable for projects, pipelines, steps and connections.
+pub fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn span(loc: &Loc) -> std::ops::Range<usize> {
+    loc.start as usize..loc.end as usize
+}
+
+fn check_url_scheme(cx: &mut Cx, url: &Spanned<String>, schemes: &[&str]) {
+    if url.v.starts_with("${") {
+        return;
+    }
+    let scheme = url.v.split_once("://").map(|(s, _)| s).or_else(|| url.v.split_once(':').map(|(s, _)| s));
+    match scheme {
+        Some(s) if schemes.contains(&s) => {}
+        _ => {
+            let list = schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ");
+            cx.error(span(&url.loc), format!("unsupported URL \"{}\"", crate::secret::redact_url(&url.v))).help =
+                Some(format!("use one of: {list}"));
+        }
+    }
+}
+
+fn check_timezone(cx: &mut Cx, tz: &Spanned<String>) {
+    if chrono_tz::Tz::from_str(&tz.v).is_err() {
+        let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+        let d = cx.error(span(&tz.loc), format!("unknown time zone \"{}\"", tz.v));
+        d.help = crate::error::nearest(&tz.v, names.iter().copied())
+            .map(|n| format!("did you mean `{n}`? (an IANA name such as Europe/Helsinki or UTC)"))
+            .or_else(|| Some("use an IANA name such as Europe/Helsinki, America/New_York or UTC".into()));
+    }
+}
+
+/// Decodes one pipeline file. `stem` is the file name without `.toml`.
+pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineConfig> {
+    let mut t = Fields::new(root, cx, format!("pipeline `{stem}`"))?;
+    let name = t.opt::<Spanned<String>>(cx, "name").unwrap_or(Spanned { v: stem.to_string(), loc: cx.loc(&(0..0)) });
+    if !valid_name(&name) {
+        cx.error(span(&name.loc), format!("invalid pipeline name \"{}\"", name.v)).help = Some(NAME_RULE.into());
+    }
+    t.what = format!("pipeline `{}`", name.v);
+    let description = t.opt(cx, "description");
+    let max_active_runs = t.opt(cx, "max_active_runs");
+    let mut triggers = Vec::new();
+    if let Some(node) = t.node("triggers") {
+        match &node.v {
+            V::Array(items) => {
+                for it in items {
+                    if let Some(tr) = decode_trigger(it, cx) {
+                        triggers.push(tr);
+                    }
+                }
+            }
+            _ => {
+                cx.error(
+                    node.span.clone(),
+                    format!("wrong type for `triggers`: expected an array of tables ([[triggers]]), found {}", node.type_name()),
+                );
+            }
+        }
+    }
+    let mut steps = Vec::new();
+    match t.node("steps") {
+        Some(node) => match &node.v {
+            V::Array(items) => {
+                for (i, it) in items.iter().enumerate() {
+                    if let Some(s) = decode_step(it, cx, i) {
+                        steps.push(s);
+                    }
+                }
+            }
+            _ => {
+                cx.error(
+                    node.span.clone(),
+                    format!("wrong type for `steps`: expected an array of tables ([[steps]]), found {}", node.type_name()),
+                );
+            }
+        },
+        None => {
+            cx.error(0..0, format!("pipeline `{}` has no steps", name.v)).help =
+                Some("add a step: [[steps]] with `name` and `kind` (ingest, load, sql or export)".into());
+        }
+    }
+    t.finish(cx, |k| match k {
+        "step" => Some("steps are written as [[steps]]".into()),
+        "trigger" | "schedule" | "cron" => Some("schedules are written as [[triggers]] with `cron = \"0 0 * * *\"`".into()),
+        _ => None,
+    });
+    Some(PipelineConfig { file: cx.file, name, description, triggers, max_active_runs, steps })
+}
+
+fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
+    let mut t = Fields::new(node, cx, "trigger")?;
+    let cron: Option<Spanned<String>> = t.opt(cx, "cron");
+    let timezone: Option<Spanned<String>> = t.opt(cx, "timezone");
+    let every: Option<Spanned<Dur>> = t.opt(cx, "every");
+    let on_dataset: Option<Spanned<String>> = t.opt(cx, "on_dataset");
+    let on_new: Option<Spanned<String>> = t.opt(cx, "on_new_objects");
+    let catchup = t.node("catchup").and_then(|n| {
+        one_of(n, cx, "catchup", &[("none", Catchup::None), ("latest", Catchup::Latest), ("all", Catchup::All)])
+    });
+    let present = ["cron", "every", "on_dataset", "on_new_objects"]
+        .iter()
+        .filter(|k| t.key_span(k).is_some())
+        .copied()
+        .collect::<Vec<_>>();
+    let tspan = t.span();
+    t.finish(cx, |_| None);
+    if present.len() != 1 {
+        let msg = if present.is_empty() {
+            "a trigger needs one of `cron`, `every`, `on_dataset` or `on_new_objects`".to_string()
+        } else {
+            format!("a trigger takes one of `cron`, `every`, `on_dataset`, `on_new_objects`; this one has {}", present.join(" and "))
+        };
+        cx.error(tspan.start..tspan.start, msg).help = Some("write one [[triggers]] table per trigger".into());
+        return None;
+    }
+    if let Some(tz) = &timezone {
+        check_timezone(cx, tz);
+        if cron.is_none() {
+            cx.error(span(&tz.loc), "`timezone` applies only to `cron` triggers");
+        }
+    }
+    let kind = if let Some(expr) = cron {
+        if let Err(e) = croner::Cron::from_str(&expr.v) {
+            let why = explain_cron_error(&expr.v).unwrap_or_else(|| e.to_string());
+            cx.error(span(&expr.loc), format!("invalid cron expression \"{}\": {why}", expr.v)).help = Some(
+                "five fields: minute hour day-of-month month day-of-week, e.g. \"0 0 * * *\" for every night at 00:00"
+                    .into(),
+            );
+            return None;
+        }
+        TriggerKind::Cron { expr, timezone }
+    } else if let Some(e) = every {
+        if e.v.0.is_zero() {
+            cx.error(span(&e.loc), "`every` must be longer than zero");
+            return None;
+        }
+        TriggerKind::Every(e)
+    } else if let Some(d) = on_dataset {
+        TriggerKind::OnDataset(d)
+    } else {
+        TriggerKind::OnNewObjects(on_new.expect("one trigger key is present"))
+    };
+    Some(Trigger { loc: cx.loc(&tspan), kind, catchup })
+}
+
+/// Says which field of a cron expression is wrong, where croner's message does not.
+pub fn explain_cron_error(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if expr.trim_start().starts_with('@') {
+        return None;
+    }
+    let (names, ranges): (&[&str], &[(u32, u32)]) = match fields.len() {
+        5 => (&["minute", "hour", "day-of-month", "month", "day-of-week"], &[(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]),
+        6 => (
+            &["second", "minute", "hour", "day-of-month", "month", "day-of-week"],
+            &[(0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7)],
+        ),
+        n => return Some(format!("expected 5 fields (minute hour day-of-month month day-of-week), found {n}")),
+    };
+    for ((field, name), (lo, hi)) in fields.iter().zip(names).zip(ranges) {
+        // Numbers that are values, not step sizes (`*/15`) or `#` ordinals.
+        for part in field.split(',') {
+            let value_part = part.split('/').next().unwrap_or("");
+            let value_part = value_part.split('#').next().unwrap_or("");
+            for n in value_part.split('-') {
+                if let Ok(v) = n.parse::<u32>()
+                    && (v < *lo || v > *hi)
+                {
+                    return Some(format!("{name} {v} is out of range ({lo}-{hi})"));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
+    let mut t = Fields::new(node, cx, format!("step #{}", index + 1))?;
+    let name: Option<Spanned<String>> = t.req(cx, "name");
+    if let Some(n) = &name {
+        t.what = format!("step `{}`", n.v);
+        if !valid_name(n) {
+            cx.error(span(&n.loc), format!("invalid step name \"{}\"", n.v)).help = Some(NAME_RULE.into());
+        }
+    }
+    let kinds: Vec<(&'static str, &'static str)> = STEP_KINDS.iter().map(|(k, _)| (*k, *k)).collect();
+    let kind = match t.node("kind") {
+        Some(n) => one_of(n, cx, "kind", &kinds),
+        None => {
+            let what = t.what.clone();
+            cx.error(t.span().start..t.span().start, format!("missing key `kind` in {what}")).help =
+                Some("add `kind = \"…\"`: one of ingest, load, sql, export".into());
+            None
+        }
+    };
+    let depends_on: Vec<Spanned<String>> = t.opt(cx, "depends_on").unwrap_or_default();
+    let retries = t.opt(cx, "retries");
+    let timeout = t.opt(cx, "timeout");
+    let step_kind = match kind {
+        Some("ingest") => decode_ingest(&mut t, cx).map(StepKind::Ingest),
+        Some("load") => decode_load(&mut t, cx).map(StepKind::Load),
+        Some("sql") => decode_sql(&mut t, cx).map(StepKind::Sql),
+        Some("export") => decode_export(&mut t, cx).map(StepKind::Export),
+        _ => {
+            // Without a kind, every kind's keys are accepted so only the kind is reported.
+            for (_, keys) in STEP_KINDS {
+                t.allow(keys);
+            }
+            None
+        }
+    };
+    let this_kind = kind.unwrap_or("");
+    t.finish(cx, |k| {
+        let owners: Vec<&str> = STEP_KINDS.iter().filter(|(_, keys)| keys.contains(&k)).map(|(n, _)| *n).collect();
+        if owners.is_empty() {
+            None
+        } else {
+            Some(format!("`{k}` is a key of {} steps, not of {this_kind} steps", owners.join(" and ")))
+        }
+    });
+    let loc = cx.loc(&node.span);
+    Some(StepConfig { loc, name: name?, depends_on, retries, timeout, kind: step_kind? })
+}
+
+fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
+    let source = t.req(cx, "source");
+    let dataset: Option<Spanned<String>> = t.opt(cx, "dataset");
+    if let Some(d) = &dataset
+        && !valid_name(d)
+    {
+        cx.error(span(&d.loc), format!("invalid dataset name \"{}\"", d.v)).help = Some(NAME_RULE.into());
+    }
+    Some(IngestStep { source: source?, dataset })
+}
+
+fn decode_load(t: &mut Fields, cx: &mut Cx) -> Option<LoadStep> {
+    let from = t.req(cx, "from");
+    let table: Option<Spanned<String>> = t.req(cx, "table");
+    let connection = t.opt(cx, "connection");
+    let file: Option<Spanned<String>> = t.opt(cx, "schema");
+    let inline = t.node("columns").and_then(|n| decode_columns(n, cx));
+    let schema = match (inline, file) {
+        (Some(_), Some(f)) => {
+            cx.error(span(&f.loc), "a load takes `columns` or `schema`, not both");
+            return None;
+        }
+        (Some(s), None) => SchemaSource::Inline(s),
+        (None, Some(f)) => SchemaSource::File(f),
+        (None, None) => SchemaSource::Table,
+    };
+    let mode = t.node("mode").and_then(|n| one_of(n, cx, "mode", LOAD_MODES)).unwrap_or(LoadMode::Append);
+    let csv = decode_csv_options(t, cx);
+    Some(LoadStep { from: from?, table: table?, connection, schema, mode, csv })
+}
+
+/// Reads `delimiter`, `quote`, `header` and `null`.
+pub fn decode_csv_options(t: &mut Fields, cx: &mut Cx) -> CsvOptions {
+    let mut o = CsvOptions::default();
+    for (key, slot) in [("delimiter", &mut o.delimiter), ("quote", &mut o.quote)] {
+        if let Some(n) = t.node(key)
+            && let Some(s) = String::decode(n, cx, Some(key))
+        {
+            let s = if s == "\\t" { "\t".to_string() } else { s };
+            if s.len() == 1 && s.is_ascii() && s != "\n" && s != "\r" {
+                *slot = s.as_bytes()[0];
+            } else {
+                cx.error(n.span.clone(), format!("`{key}` must be one ASCII character, found \"{s}\"")).help =
+                    Some("for a tab write \"\\t\"".into());
+            }
+        }
+    }
+    if let Some(h) = t.opt(cx, "header") {
+        o.header = h;
+    }
+    o.null = t.opt(cx, "null");
+    o
+}
+
+/// Decodes a `[columns]` table: `name = "type"` or `name = { type, nullable, format }`.
+pub fn decode_columns(node: &Node, cx: &mut Cx) -> Option<Spanned<Schema>> {
+    let V::Table(entries) = &node.v else {
+        cx.error(node.span.clone(), format!("wrong type for `columns`: expected a table of name = \"type\", found {}", node.type_name()));
+        return None;
+    };
+    let mut cols = Vec::new();
+    let mut ok = true;
+    for (key, value) in entries {
+        match &value.v {
+            V::Str(spec) => match Column::parse_short(&key.name, spec) {
+                Ok(c) => cols.push(c),
+                Err(e) => {
+                    cx.error(value.span.clone(), format!("column `{}`: {e}", key.name));
+                    ok = false;
+                }
+            },
+            V::Table(_) => {
+                let Some(mut f) = Fields::new(value, cx, format!("column `{}`", key.name)) else { continue };
+                let ty: Option<Spanned<String>> = f.req(cx, "type");
+                let nullable: Option<bool> = f.opt(cx, "nullable");
+                let format: Option<String> = f.opt(cx, "format");
+                f.finish(cx, |_| None);
+                let Some(ty) = ty else {
+                    ok = false;
+                    continue;
+                };
+                match ColumnType::parse(&ty.v) {
+                    Ok(t) => {
+                        if format.is_some() && !matches!(t, ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz) {
+                            cx.error(value.span.clone(), format!("column `{}`: `format` applies only to date and timestamp columns", key.name));
+                            ok = false;
+                        }
+                        let mut c = Column::new(&key.name, t);
+                        c.nullable = nullable.unwrap_or(true);
+                        c.format = format;
+                        cols.push(c);
+                    }
+                    Err(e) => {
+                        cx.error(span(&ty.loc), format!("column `{}`: {e}", key.name));
+                        ok = false;
+                    }
+                }
+            }
+            _ => {
+                cx.error(
+                    value.span.clone(),
+                    format!("wrong type for column `{}`: expected a type name such as \"integer\", found {}", key.name, value.type_name()),
+                );
+                ok = false;
+            }
+        }
+    }
+    if cols.is_empty() && ok {
+        cx.error(node.span.clone(), "`columns` is empty");
+        return None;
+    }
+    ok.then(|| Spanned { v: Schema::new(cols), loc: cx.loc(&node.span) })
+}
+
+fn decode_sql(t: &mut Fields, cx: &mut Cx) -> Option<SqlStep> {
+    let models = t.opt(cx, "models");
+    let connection = t.opt(cx, "connection");
+    Some(SqlStep { models, connection })
+}
+
+fn decode_export(t: &mut Fields, cx: &mut Cx) -> Option<ExportStep> {
+    let table: Option<Spanned<String>> = t.opt(cx, "table");
+    let query: Option<Spanned<String>> = t.opt(cx, "query");
+    let path: Option<Spanned<String>> = t.req(cx, "path");
+    let format = match t.node("format") {
+        Some(n) => one_of(n, cx, "format", EXPORT_FORMATS),
+        None => path.as_ref().map(|p| {
+            if p.v.to_ascii_lowercase().ends_with(".csv") { ExportFormat::Csv } else { ExportFormat::Tsv }
+        }),
+    };
+    let header = t.opt(cx, "header").unwrap_or(true);
+    let null = t.opt(cx, "null").unwrap_or_default();
+    let connection = t.opt(cx, "connection");
+    let what = match (table, query) {
+        (Some(t), None) => ExportWhat::Table(t),
+        (None, Some(q)) => ExportWhat::Query(q),
+        (Some(tb), Some(_)) => {
+            cx.error(span(&tb.loc), "an export takes `table` or `query`, not both");
+            return None;
+        }
+        (None, None) => {
+            let s = t.span();
+            let what = t.what.clone();
+            cx.error(s.start..s.start, format!("{what} needs `table` or `query`")).help =
+                Some("add `table = \"name\"` or `query = \"select …\"`".into());
+            return None;
+        }
+    };
+    Some(ExportStep { what, path: path?, format: format?, header, null, connection })
+}
+
+/// Decodes a schema file (`[columns]`).
+pub fn decode_schema_file(root: &Node, cx: &mut Cx) -> Option<Schema> {
+    let mut t = Fields::new(root, cx, "schema file")?;
+    let cols = match t.node("columns") {
+        Some(n) => decode_columns(n, cx),
+        None => {
+            cx.error(0..0, "missing `[columns]` in the schema file").help =
+                Some("write one `name = \"type\"` line per column under [columns]; `sluice infer FILE` prints one".into());
+            None
+        }
+    };
+    t.finish(cx, |_| None);
+    cols.map(|s| s.v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tree::{SourceFile, parse};
+    use super::*;
+
+    fn pipeline(text: &str) -> (Option<PipelineConfig>, Vec<String>) {
+        let f = SourceFile::new("pipelines/p.toml".into(), "p.toml".into(), text.into());
+        let root = parse(&f).unwrap();
+        let mut cx = Cx::new(FileId(0), &f);
+        let p = decode_pipeline(&root, &mut cx, "p");
+        let msgs = cx.diags.iter().map(|d| format!("{}{}", d.headline(), d.help.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default())).collect();
+        (p, msgs)
+    }
+
+    #[test]
+    fn a_full_pipeline_decodes() {
+        let (p, msgs) = pipeline(
+            r#"
+[[triggers]]
+cron = "0 0 * * *"
+timezone = "Europe/Helsinki"
+
+[[steps]]
+name = "ingest"
+kind = "ingest"
+source = "data/*.csv"
+
+[[steps]]
+name = "load"
+kind = "load"
+from = "ingest"
+table = "sales"
+mode = "replace"
+delimiter = ";"
+[steps.columns]
+id = "bigint not null"
+day = { type = "date", format = "%d.%m.%Y" }
+
+[[steps]]
+name = "out"
+kind = "export"
+depends_on = ["load"]
+table = "sales"
+path = "out/sales.csv"
+"#,
+        );
+        assert_eq!(msgs, Vec::<String>::new());
+        let p = p.unwrap();
+        assert_eq!(p.name.v, "p");
+        assert_eq!(p.steps.len(), 3);
+        let StepKind::Load(l) = &p.steps[1].kind else { panic!() };
+        assert_eq!(l.mode, LoadMode::Replace);
+        assert_eq!(l.csv.delimiter, b';');
+        let SchemaSource::Inline(s) = &l.schema else { panic!() };
+        assert_eq!(s.v.names(), vec!["id", "day"]);
+        assert!(!s.v.columns[0].nullable);
+        let StepKind::Export(e) = &p.steps[2].kind else { panic!() };
+        assert_eq!(e.format, ExportFormat::Csv);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_place() {
+        let (_, msgs) = pipeline(
+            r#"
+[[triggers]]
+cron = "61 * * * *"
+
+[[steps]]
+name = "a"
+kind = "ingest"
+source = "x.csv"
+table = "t"
+
+[[steps]]
+name = "b"
+kind = "lod"
+
+[[steps]]
+name = "c"
+kind = "export"
+path = 3
+tabel = "x"
+"#,
+        );
+        assert_eq!(
+            msgs,
+            vec![
+                "pipelines/p.toml:3:8: invalid cron expression \"61 * * * *\": minute 61 is out of range (0-59) [five fields: minute hour day-of-month month day-of-week, e.g. \"0 0 * * *\" for every night at 00:00]",
+                "pipelines/p.toml:9:1: unknown key `table` in step `a` [`table` is a key of load and export steps, not of ingest steps]",
+                "pipelines/p.toml:13:8: invalid value \"lod\" for `kind` [did you mean `load`? (valid choices: ingest, load, sql, export)]",
+                "pipelines/p.toml:18:8: wrong type for `path`: expected a string, found an integer",
+                "pipelines/p.toml:15:1: step `c` needs `table` or `query` [add `table = \"name\"` or `query = \"select …\"`]",
+                "pipelines/p.toml:19:1: unknown key `tabel` in step `c` [did you mean `table`?]",
+            ]
+        );
+    }
+
+    #[test]
+    fn step_kind_key_lists_match_the_decoders() {
+        // The registry's key lists drive help texts and docs; they must be the
+        // keys the decoders actually read.
+        for (kind, keys) in STEP_KINDS {
+            let f = SourceFile::new("x".into(), "x".into(), String::new());
+            let root = parse(&f).unwrap();
+            let mut cx = Cx::new(FileId(0), &f);
+            let mut t = Fields::new(&root, &mut cx, "step").unwrap();
+            match *kind {
+                "ingest" => drop(decode_ingest(&mut t, &mut cx)),
+                "load" => drop(decode_load(&mut t, &mut cx)),
+                "sql" => drop(decode_sql(&mut t, &mut cx)),
+                "export" => drop(decode_export(&mut t, &mut cx)),
+                other => panic!("step kind {other} has no decoder in this test"),
+            }
+            let mut read: Vec<&str> = t.known().to_vec();
+            let mut listed: Vec<&str> = keys.to_vec();
+            read.sort();
+            listed.sort();
+            assert_eq!(read, listed, "keys of {kind} steps");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! A project folder read into memory: `sluice.toml`, `pipelines/*.toml` and
+//! `models/**/*.sql`, each kept with its text for error reports. Reading never
+//! touches data or servers; `validate` checks the references between files.
+
+pub mod config;
+pub mod tree;
+
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Diagnostic, Error, Result, Severity};
+use crate::secret::{Env, Secret};
+pub use config::*;
+use tree::{Cx, FileId, SourceFile, Sources};
+
+/// A model file.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The file name without `.sql`; unique in the project.
+    pub name: String,
+    pub file: FileId,
+}
+
+/// A project read from its folder.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The folder as the user named it.
+    pub dir: PathBuf,
+    pub sources: Sources,
+    pub config: ProjectConfig,
+    pub pipelines: Vec<PipelineConfig>,
+    pub models: Vec<Model>,
+    pub env: Env,
+    /// Every problem found, errors and warnings.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Project {
+    /// Reads every file of the project, collecting problems without stopping.
+    pub fn read(dir: &Path) -> Result<Project> {
+        if !dir.is_dir() {
+            return Err(Error::user(format!(
+                "project folder {} does not exist (create one with `sluice init {}`)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        let main = dir.join(PROJECT_FILE);
+        if !main.is_file() {
+            return Err(Error::user(format!(
+                "{} has no {PROJECT_FILE}: not a sluice project (pass the project folder with -p DIR, or create one with `sluice init DIR`)",
+                display_dir(dir)
+            )));
+        }
+        let env = Env::load(dir).map_err(Error::user)?;
+        let mut sources = Sources::default();
+        let mut diagnostics = Vec::new();
+
+        let main_id = read_file(&mut sources, dir, Path::new(PROJECT_FILE))?;
+        let config = {
+            let src = sources.get(main_id);
+            let mut cx = Cx::new(main_id, src);
+            let cfg = match tree::parse(src) {
+                Ok(root) => config::decode_project(&root, &mut cx),
+                Err(d) => {
+                    cx.diags.extend(d);
+                    empty_project(main_id)
+                }
+            };
+            diagnostics.extend(cx.diags);
+            cfg
+        };
+
+        let mut pipelines = Vec::new();
+        for rel in list_files(dir, Path::new("pipelines"), "toml", false)? {
+            let id = read_file(&mut sources, dir, &rel)?;
+            let src = sources.get(id);
+            let stem = rel.file_stem().and_then(|s| s.to_str()).unwrap_or("pipeline").to_string();
+            let mut cx = Cx::new(id, src);
+            match tree::parse(src) {
+                Ok(root) => {
+                    if let Some(p) = config::decode_pipeline(&root, &mut cx, &stem) {
+                        pipelines.push(p);
+                    }
+                }
+                Err(d) => cx.diags.extend(d),
+            }
+            diagnostics.extend(cx.diags);
+        }
+
+        let model_dirs: Vec<PathBuf> = if config.models.paths.is_empty() {
+            vec![PathBuf::from("models")]
+        } else {
+            config.models.paths.iter().map(|p| PathBuf::from(&p.v)).collect()
+        };
+        let mut models = Vec::new();
+        for mdir in &model_dirs {
+            for rel in list_files(dir, mdir, "sql", true)? {
+                let id = read_file(&mut sources, dir, &rel)?;
+                let name = rel.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+                models.push(Model { name, file: id });
+            }
+        }
+
+        Ok(Project { dir: dir.to_path_buf(), sources, config, pipelines, models, env, diagnostics })
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Warning)
+    }
+
+    /// The project's name (the folder's when unnamed).
+    pub fn name(&self) -> String {
+        self.config.name.as_ref().map(|n| n.v.clone()).unwrap_or_else(|| {
+            std::fs::canonicalize(&self.dir)
+                .ok()
+                .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "project".into())
+        })
+    }
+
+    /// A path of the project, resolved against its folder.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        let p = Path::new(rel);
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+
+    /// A project path as shown to the user.
+    pub fn show_path(&self, rel: &str) -> String {
+        show(&self.dir, Path::new(rel))
+    }
+
+    pub fn pipeline(&self, name: &str) -> Result<&PipelineConfig> {
+        self.pipelines.iter().find(|p| p.name.v == name).ok_or_else(|| {
+            let names: Vec<&str> = self.pipelines.iter().map(|p| p.name.v.as_str()).collect();
+            let hint = crate::error::suggest(name, &names).unwrap_or_else(|| "the project has no pipelines".into());
+            Error::user(format!("no pipeline named `{name}`: {hint}"))
+        })
+    }
+
+    /// The pipeline to use when the user named none: the only one there is.
+    pub fn only_pipeline(&self) -> Result<&PipelineConfig> {
+        match self.pipelines.as_slice() {
+            [p] => Ok(p),
+            [] => Err(Error::user(format!("{} has no pipelines: add one under pipelines/", display_dir(&self.dir)))),
+            many => Err(Error::user(format!(
+                "the project has {} pipelines; name the one to use: {}",
+                many.len(),
+                many.iter().map(|p| p.name.v.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn model_text(&self, m: &Model) -> &str {
+        &self.sources.get(m.file).text
+    }
+
+    pub fn model_path(&self, m: &Model) -> &str {
+        &self.sources.get(m.file).name
+    }
+
+    /// The name of the connection used when a step names none.
+    pub fn default_connection(&self) -> String {
+        if let Some(c) = &self.config.defaults.connection {
+            return c.v.clone();
+        }
+        self.config.connections.first().map(|c| c.name.v.clone()).unwrap_or_else(|| DEFAULT_CONNECTION.to_string())
+    }
+
+    /// The names of all connections, the implicit default included.
+    pub fn connection_names(&self) -> Vec<&str> {
+        if self.config.connections.is_empty() {
+            vec![DEFAULT_CONNECTION]
+        } else {
+            self.config.connections.iter().map(|c| c.name.v.as_str()).collect()
+        }
+    }
+
+    /// The resolved URL of a connection (`None`: the default one).
+    pub fn connection_url(&self, name: Option<&str>) -> Result<Secret> {
+        let name = name.map(str::to_string).unwrap_or_else(|| self.default_connection());
+        if self.config.connections.is_empty() && name == DEFAULT_CONNECTION {
+            return Ok(Secret::plain(DEFAULT_WAREHOUSE_URL));
+        }
+        let c = self.config.connections.iter().find(|c| c.name.v == name).ok_or_else(|| {
+            Error::user(format!("no connection named `{name}` in {PROJECT_FILE}"))
+        })?;
+        Secret::new(&c.url.v, &self.env)
+            .map_err(|e| Error::user(format!("connection `{name}` ({}): {e}", self.sources.position(&c.url.loc))))
+    }
+
+    /// The object store URL.
+    pub fn storage_url(&self) -> Result<String> {
+        match &self.config.storage.url {
+            Some(u) => self.env.resolve(&u.v).map_err(|e| Error::user(format!("[storage] url: {e}"))),
+            None => Ok(DEFAULT_STORAGE_URL.to_string()),
+        }
+    }
+
+    /// The IANA time zone of the project (UTC unless set).
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.config.defaults.timezone.as_ref().and_then(|t| t.v.parse().ok()).unwrap_or(chrono_tz::UTC)
+    }
+}
+
+fn empty_project(file: FileId) -> ProjectConfig {
+    ProjectConfig {
+        file,
+        name: None,
+        description: None,
+        connections: Vec::new(),
+        storage: StorageConfig::default(),
+        defaults: Defaults::default(),
+        vars: serde_json::Map::new(),
+        models: ModelsConfig::default(),
+        state: StateConfig::default(),
+    }
+}
+
+/// The folder as shown in messages (`.` for the current one).
+pub fn display_dir(dir: &Path) -> String {
+    let s = dir.display().to_string();
+    if s.is_empty() { ".".into() } else { s }
+}
+
+/// `dir/rel` as the user would type it from where they are.
+pub fn show(dir: &Path, rel: &Path) -> String {
+    if rel.is_absolute() || dir.as_os_str().is_empty() || dir == Path::new(".") {
+        rel.display().to_string()
+    } else {
+        dir.join(rel).display().to_string()
+    }
+}
+
+fn read_file(sources: &mut Sources, dir: &Path, rel: &Path) -> Result<FileId> {
+    let path = dir.join(rel);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::user(format!("{}: not valid UTF-8 (at byte {})", show(dir, rel), e.utf8_error().valid_up_to())))?;
+    Ok(sources.add(SourceFile::new(show(dir, rel), path, text)))
+}
+
+/// Files with extension `ext` under `dir/sub`, sorted, as paths relative to `dir`.
+fn list_files(dir: &Path, sub: &Path, ext: &str, recursive: bool) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![sub.to_path_buf()];
+    while let Some(rel) = stack.pop() {
+        let abs = dir.join(&rel);
+        let rd = match std::fs::read_dir(&abs) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("list", &abs, e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("list", &abs, e))?;
+            let name = entry.file_name();
+            let name_s = name.to_string_lossy();
+            if name_s.starts_with('.') {
+                continue;
+            }
+            let child = rel.join(&name);
+            let ft = entry.file_type().map_err(|e| Error::io("stat", &entry.path(), e))?;
+            if ft.is_dir() {
+                if recursive {
+                    stack.push(child);
+                }
+            } else if Path::new(&name).extension().is_some_and(|e| e == ext) {
+                out.push(child);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
