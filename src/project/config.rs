@@ -83,16 +83,9 @@ pub struct StateConfig {
 pub enum Materialized {
     Table,
     View,
-    Incremental,
-    Ephemeral,
 }
 
-pub const MATERIALIZED: &[(&str, Materialized)] = &[
-    ("table", Materialized::Table),
-    ("view", Materialized::View),
-    ("incremental", Materialized::Incremental),
-    ("ephemeral", Materialized::Ephemeral),
-];
+pub const MATERIALIZED: &[(&str, Materialized)] = &[("table", Materialized::Table), ("view", Materialized::View)];
 
 /// One `pipelines/*.toml`.
 #[derive(Debug, Clone)]

@@ -211,7 +211,7 @@ mod tests {
         let e = render("m.sql", "m", "select {{ var('nope') }}", &ctx()).unwrap_err();
         assert!(e.message.contains("var `nope` is not set"), "{}", e.message);
         let e = render("m.sql", "m", "{{ config(materialized='tabel') }}", &ctx()).unwrap_err();
-        assert!(e.message.contains("materialized='tabel' is not one of table, view, incremental, ephemeral"), "{}", e.message);
+        assert!(e.message.contains("materialized='tabel' is not one of table, view"), "{}", e.message);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! words for dates, no silent truncation or rounding. This module owns the
 //! meaning of each type; how a backend stores it belongs to `warehouse`.
 
+pub mod batch;
 pub mod value;
 
 use std::fmt;
 
-pub use value::{Val, parse_value};
+pub use batch::{Cell, RowBatch};
+pub use value::{NullRule, Val, parse_value};
 
 /// A column's declared type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,92 @@
+//! The `sluice` command line: one file per subcommand. This layer parses
+//! arguments, prints for people, and maps errors to exit codes; the work is
+//! done by the library below it.
+
+mod check;
+mod dag;
+mod init;
+pub mod progress;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Kind};
+
+/// Sluice: ingest, load, transform and export data with one binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: ingest, land, load, transform and export data, from one project folder",
+    long_about = "Sluice runs data pipelines described in a project folder: sluice.toml (connections, storage, defaults), \
+pipelines/*.toml (steps and triggers) and models/**/*.sql (SQL models with {{ ref('…') }}).\n\n\
+Start with `sluice init demo`, then `sluice run -p demo`.",
+    after_help = "Exit status: 0 success, 2 a problem in the project or the arguments, 3 bad input data, \
+4 a server or the system failed, 70 a bug in sluice."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every project command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProjectArgs {
+    /// The project folder (the one holding sluice.toml).
+    #[arg(short = 'p', long = "project", env = "SLUICE_PROJECT", default_value = ".", value_name = "DIR")]
+    pub project: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a small project that `sluice run` runs as is.
+    Init(init::Args),
+    /// Validate the whole project without touching data; every problem is reported with file:line:col.
+    Check(check::Args),
+    /// Run a pipeline's steps in dependency order.
+    Run(run::Args),
+    /// Show a pipeline's plan as a tree, a Graphviz DOT graph or JSON.
+    Dag(dag::Args),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Init(a) => init::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Dag(a) => dag::run(a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(&e);
+            e.kind().exit_code()
+        }
+    }
+}
+
+/// Prints an error and its context on stderr.
+pub fn print_error(e: &Error) {
+    let text = e.chain();
+    if e.kind() == Kind::Internal {
+        eprintln!("error: {text}");
+    } else {
+        eprintln!("error: {}", indent_rest(&text));
+    }
+}
+
+/// Indents every line after the first, for multi-line messages.
+pub fn indent_rest(s: &str) -> String {
+    let mut lines = s.lines();
+    let mut out = lines.next().unwrap_or("").to_string();
+    for l in lines {
+        out.push('\n');
+        out.push_str("  ");
+        out.push_str(l);
+    }
+    out
+}

@@ -1,0 +1,589 @@
+//! A streaming CSV/TSV reader that keeps each record's physical line and
+//! survives broken quoting, and the matching writer.
+//!
+//! The reader copies each record's fields into one reused buffer (no per-field
+//! allocation). A quote that is never closed does not swallow the rest of the
+//! file: when a record that spans several lines turns out malformed (a stray
+//! character after a closing quote, the wrong number of fields, or the end of
+//! the file inside quotes), the reader reports one bad record at the line where
+//! it started and starts again on the next line, so each following row is read
+//! on its own. Blank lines are skipped.
+
+use std::io::{self, Read, Write};
+
+use memchr::{memchr, memchr2};
+
+const INITIAL_BUF: usize = 1 << 20;
+/// The largest record the reader holds; longer ones are reported as bad.
+pub const MAX_RECORD: usize = 64 << 20;
+
+/// One record: its fields, and where it starts.
+#[derive(Debug, Default, Clone)]
+pub struct Record {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    quoted: Vec<bool>,
+    /// The 1-based physical line the record starts on.
+    pub line: u64,
+    /// How many physical lines it spans.
+    pub lines: u32,
+}
+
+impl Record {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn field(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+
+    /// Whether field `i` was written between quotes.
+    pub fn quoted(&self, i: usize) -> bool {
+        self.quoted[i]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.field(i))
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.quoted.clear();
+    }
+
+    fn end_field(&mut self, quoted: bool) {
+        self.ends.push(self.data.len());
+        self.quoted.push(quoted);
+    }
+}
+
+/// A record the reader could not split into fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecord {
+    /// The 1-based physical line where the record starts.
+    pub line: u64,
+    /// The 0-based field where the problem is.
+    pub field: usize,
+    pub reason: String,
+    /// The record's first line (at most 500 bytes), as it is in the file.
+    pub raw: Vec<u8>,
+}
+
+/// What `next` found.
+#[derive(Debug)]
+pub enum Next<'a> {
+    Record(&'a Record),
+    Bad(BadRecord),
+    End,
+}
+
+enum Parse {
+    Done { consumed: usize, newlines: u32, multiline_field: Option<usize> },
+    NeedMore,
+    Malformed { field: usize, reason: String, newlines: u32, at: usize },
+}
+
+/// Reads delimited records from any byte stream.
+pub struct CsvReader<R> {
+    src: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    line: u64,
+    delim: u8,
+    quote: u8,
+    expected: Option<usize>,
+    consumed_total: u64,
+    rec: Record,
+    started: bool,
+}
+
+impl<R: Read> CsvReader<R> {
+    pub fn new(src: R, delim: u8, quote: u8) -> Self {
+        CsvReader {
+            src,
+            buf: vec![0; INITIAL_BUF],
+            start: 0,
+            end: 0,
+            eof: false,
+            line: 1,
+            delim,
+            quote,
+            expected: None,
+            consumed_total: 0,
+            rec: Record::default(),
+            started: false,
+        }
+    }
+
+    /// The number of fields every record should have; lets the reader tell a
+    /// broken quote from a field with a line break in it.
+    pub fn set_expected_fields(&mut self, n: usize) {
+        self.expected = Some(n);
+    }
+
+    /// Bytes of input consumed so far.
+    pub fn position(&self) -> u64 {
+        self.consumed_total
+    }
+
+    /// The next record, a bad record, or the end of the input.
+    pub fn next_record(&mut self) -> io::Result<Next<'_>> {
+        if !self.started {
+            self.started = true;
+            self.fill()?;
+            if self.buf[self.start..self.end].starts_with(b"\xEF\xBB\xBF") {
+                self.start += 3;
+                self.consumed_total += 3;
+            }
+        }
+        loop {
+            // Skip blank lines.
+            if self.start >= self.end {
+                if self.eof {
+                    return Ok(Next::End);
+                }
+                self.fill()?;
+                continue;
+            }
+            match self.buf[self.start] {
+                b'\n' => {
+                    self.line += 1;
+                    self.start += 1;
+                    self.consumed_total += 1;
+                    continue;
+                }
+                b'\r' => {
+                    if self.start + 1 >= self.end && !self.eof {
+                        self.fill()?;
+                        continue;
+                    }
+                    if self.start + 1 >= self.end || self.buf[self.start + 1] == b'\n' {
+                        self.start += 1;
+                        self.consumed_total += 1;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            let first_line = self.line;
+            match self.parse() {
+                Parse::NeedMore => {
+                    if self.end - self.start >= MAX_RECORD {
+                        return Ok(Next::Bad(self.resync(
+                            first_line,
+                            self.rec.len(),
+                            format!("record is longer than {} MiB; an opening quote is probably never closed", MAX_RECORD >> 20),
+                        )));
+                    }
+                    self.fill()?;
+                }
+                Parse::Done { consumed, newlines, multiline_field } => {
+                    if let (Some(f), Some(n)) = (multiline_field, self.expected)
+                        && self.rec.len() != n
+                    {
+                        let reason = format!(
+                            "a quote opened in this field is not closed on this line: the record it starts spans {} lines and has {} fields instead of {n}",
+                            newlines + 1,
+                            self.rec.len()
+                        );
+                        return Ok(Next::Bad(self.resync(first_line, f, reason)));
+                    }
+                    self.start += consumed;
+                    self.consumed_total += consumed as u64;
+                    self.line += newlines as u64 + 1;
+                    self.rec.line = first_line;
+                    self.rec.lines = newlines + 1;
+                    return Ok(Next::Record(&self.rec));
+                }
+                Parse::Malformed { field, reason, newlines, at } => {
+                    if newlines > 0 {
+                        let reason = format!("a quote opened in this field is not closed on this line ({reason})");
+                        return Ok(Next::Bad(self.resync(first_line, field, reason)));
+                    }
+                    // A single-line problem: drop the rest of this line.
+                    match memchr(b'\n', &self.buf[self.start + at..self.end]) {
+                        Some(k) => {
+                            let bad = BadRecord { line: first_line, field, reason, raw: self.first_line_raw() };
+                            let consumed = at + k + 1;
+                            self.start += consumed;
+                            self.consumed_total += consumed as u64;
+                            self.line += 1;
+                            return Ok(Next::Bad(bad));
+                        }
+                        None if self.eof => {
+                            let bad = BadRecord { line: first_line, field, reason, raw: self.first_line_raw() };
+                            self.consumed_total += (self.end - self.start) as u64;
+                            self.start = self.end;
+                            return Ok(Next::Bad(bad));
+                        }
+                        None => self.fill()?,
+                    }
+                }
+            }
+        }
+    }
+
+    fn first_line_raw(&self) -> Vec<u8> {
+        let b = &self.buf[self.start..self.end];
+        let n = memchr(b'\n', b).unwrap_or(b.len());
+        let mut raw = b[..n.min(500)].to_vec();
+        if raw.last() == Some(&b'\r') {
+            raw.pop();
+        }
+        raw
+    }
+
+    /// Reports the record at `self.start` as bad and restarts on the next line.
+    fn resync(&mut self, line: u64, field: usize, reason: String) -> BadRecord {
+        let raw = self.first_line_raw();
+        let b = &self.buf[self.start..self.end];
+        let consumed = memchr(b'\n', b).map(|k| k + 1).unwrap_or(b.len());
+        self.start += consumed;
+        self.consumed_total += consumed as u64;
+        self.line += 1;
+        BadRecord { line, field, reason, raw }
+    }
+
+    /// Reads more input, keeping the unparsed part.
+    fn fill(&mut self) -> io::Result<()> {
+        if self.eof {
+            return Ok(());
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let new_len = (self.buf.len() * 2).min(MAX_RECORD + INITIAL_BUF);
+            self.buf.resize(new_len, 0);
+        }
+        loop {
+            match self.src.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Splits the record at `self.start` into `self.rec`.
+    fn parse(&mut self) -> Parse {
+        let buf = &self.buf[self.start..self.end];
+        let eof = self.eof;
+        let (delim, quote) = (self.delim, self.quote);
+        let rec = &mut self.rec;
+        rec.clear();
+        let mut i = 0;
+        let mut newlines = 0u32;
+        let mut multiline_field = None;
+        loop {
+            if i < buf.len() && buf[i] == quote {
+                // A quoted field.
+                i += 1;
+                loop {
+                    let Some(k) = memchr(quote, &buf[i..]) else {
+                        if !eof {
+                            return Parse::NeedMore;
+                        }
+                        let chunk = &buf[i..];
+                        let nl = memchr::memchr_iter(b'\n', chunk).count() as u32;
+                        return Parse::Malformed {
+                            field: rec.len(),
+                            reason: "the file ends inside a quoted field".into(),
+                            newlines: newlines + nl,
+                            at: buf.len(),
+                        };
+                    };
+                    let chunk = &buf[i..i + k];
+                    let nl = memchr::memchr_iter(b'\n', chunk).count() as u32;
+                    if nl > 0 {
+                        newlines += nl;
+                        multiline_field.get_or_insert(rec.len());
+                    }
+                    rec.data.extend_from_slice(chunk);
+                    i += k + 1;
+                    if i >= buf.len() {
+                        if !eof {
+                            return Parse::NeedMore;
+                        }
+                        rec.end_field(true);
+                        return Parse::Done { consumed: i, newlines, multiline_field };
+                    }
+                    let c = buf[i];
+                    if c == quote {
+                        rec.data.push(quote);
+                        i += 1;
+                        continue;
+                    }
+                    if c == delim {
+                        rec.end_field(true);
+                        i += 1;
+                        break;
+                    }
+                    if c == b'\n' {
+                        rec.end_field(true);
+                        return Parse::Done { consumed: i + 1, newlines, multiline_field };
+                    }
+                    if c == b'\r' {
+                        if i + 1 >= buf.len() && !eof {
+                            return Parse::NeedMore;
+                        }
+                        if i + 1 >= buf.len() || buf[i + 1] == b'\n' {
+                            rec.end_field(true);
+                            return Parse::Done { consumed: (i + 2).min(buf.len()), newlines, multiline_field };
+                        }
+                    }
+                    let shown = crate::error::printable_bytes(&buf[i..(i + 1).max(i + utf8_len(c)).min(buf.len())]);
+                    return Parse::Malformed {
+                        field: rec.len(),
+                        reason: format!("unexpected `{shown}` after the closing quote of a field"),
+                        newlines,
+                        at: i,
+                    };
+                }
+                // Continue with the next field after a delimiter.
+                if i >= buf.len() {
+                    if !eof {
+                        return Parse::NeedMore;
+                    }
+                    rec.end_field(false);
+                    return Parse::Done { consumed: i, newlines, multiline_field };
+                }
+            } else {
+                match memchr2(delim, b'\n', &buf[i..]) {
+                    Some(k) => {
+                        let mut field = &buf[i..i + k];
+                        let term = buf[i + k];
+                        if term == b'\n' && field.last() == Some(&b'\r') {
+                            field = &field[..field.len() - 1];
+                        }
+                        rec.data.extend_from_slice(field);
+                        rec.end_field(false);
+                        i += k + 1;
+                        if term == b'\n' {
+                            return Parse::Done { consumed: i, newlines, multiline_field };
+                        }
+                        if i >= buf.len() {
+                            if !eof {
+                                return Parse::NeedMore;
+                            }
+                            rec.end_field(false);
+                            return Parse::Done { consumed: i, newlines, multiline_field };
+                        }
+                    }
+                    None => {
+                        if !eof {
+                            return Parse::NeedMore;
+                        }
+                        let mut field = &buf[i..];
+                        if field.last() == Some(&b'\r') {
+                            field = &field[..field.len() - 1];
+                        }
+                        rec.data.extend_from_slice(field);
+                        rec.end_field(false);
+                        return Parse::Done { consumed: buf.len(), newlines, multiline_field };
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
+    }
+}
+
+/// Writes delimited records: fields are quoted only when they must be (they
+/// hold the delimiter, a quote, a line break, or are empty strings that must
+/// not read back as NULL).
+pub struct CsvWriter<W: Write> {
+    out: W,
+    delim: u8,
+    first: bool,
+}
+
+impl<W: Write> CsvWriter<W> {
+    pub fn new(out: W, delim: u8) -> Self {
+        CsvWriter { out, delim, first: true }
+    }
+
+    /// Writes a field as is, quoted when needed.
+    pub fn field(&mut self, v: &[u8]) -> io::Result<()> {
+        self.sep()?;
+        let needs = v.iter().any(|&b| b == self.delim || b == b'"' || b == b'\n' || b == b'\r');
+        if needs {
+            self.first = true;
+            self.quoted(v)
+        } else {
+            self.out.write_all(v)
+        }
+    }
+
+    /// Writes a field between quotes whatever it holds (an empty string that
+    /// must not read back as NULL).
+    pub fn quoted(&mut self, v: &[u8]) -> io::Result<()> {
+        self.sep()?;
+        self.out.write_all(b"\"")?;
+        let mut rest = v;
+        while let Some(k) = memchr(b'"', rest) {
+            self.out.write_all(&rest[..=k])?;
+            self.out.write_all(b"\"")?;
+            rest = &rest[k + 1..];
+        }
+        self.out.write_all(rest)?;
+        self.out.write_all(b"\"")
+    }
+
+    /// Writes a field that is never quoted (a NULL marker, a number).
+    pub fn raw(&mut self, v: &[u8]) -> io::Result<()> {
+        self.sep()?;
+        self.out.write_all(v)
+    }
+
+    fn sep(&mut self) -> io::Result<()> {
+        if !self.first {
+            self.out.write_all(&[self.delim])?;
+        }
+        self.first = false;
+        Ok(())
+    }
+
+    pub fn end_record(&mut self) -> io::Result<()> {
+        self.first = true;
+        self.out.write_all(b"\n")
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads everything, returning (line, fields) for records and (line, reason) for bad ones.
+    fn read_all(input: &[u8], expected: Option<usize>, chunk: usize) -> Vec<Result<(u64, Vec<String>), (u64, usize, String)>> {
+        struct Chunked<'a>(&'a [u8], usize);
+        impl Read for Chunked<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(self.1).min(out.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut r = CsvReader::new(Chunked(input, chunk), b',', b'"');
+        if let Some(n) = expected {
+            r.set_expected_fields(n);
+        }
+        let mut out = Vec::new();
+        loop {
+            match r.next_record().unwrap() {
+                Next::Record(rec) => out.push(Ok((rec.line, rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect()))),
+                Next::Bad(b) => out.push(Err((b.line, b.field, b.reason))),
+                Next::End => break,
+            }
+        }
+        out
+    }
+
+    fn rec(line: u64, f: &[&str]) -> Result<(u64, Vec<String>), (u64, usize, String)> {
+        Ok((line, f.iter().map(|s| s.to_string()).collect()))
+    }
+
+    #[test]
+    fn quoting_newlines_and_crlf() {
+        let input = b"a,b,c\r\n1,\"x, \"\"y\"\"\",3\r\n2,\"multi\nline\",\r\n\n4,,\"\"\n";
+        for chunk in [1, 2, 3, 7, 1000] {
+            let got = read_all(input, Some(3), chunk);
+            assert_eq!(
+                got,
+                vec![
+                    rec(1, &["a", "b", "c"]),
+                    rec(2, &["1", "x, \"y\"", "3"]),
+                    rec(3, &["2", "multi\nline", ""]),
+                    rec(6, &["4", "", ""]),
+                ],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn quoted_flags_tell_empty_from_missing() {
+        let mut r = CsvReader::new(&b"a,\"\",c"[..], b',', b'"');
+        let Next::Record(rec) = r.next_record().unwrap() else { panic!() };
+        assert_eq!((rec.quoted(0), rec.quoted(1), rec.quoted(2)), (false, true, false));
+        assert_eq!(rec.len(), 3);
+    }
+
+    #[test]
+    fn unterminated_quote_is_reported_where_it_opens_and_rows_after_it_survive() {
+        // Line 3 opens a quote that is never closed; the next quote char (line 5)
+        // would close it in a lenient reader and swallow lines 4 and 5.
+        let input = b"id,name,qty\n1,ok,1\n2,\"broken,2\n3,fine,3\n4,\"Acme \"\"Pro\"\" Mouse\",4\n5,last,5\n";
+        for chunk in [1, 5, 1000] {
+            let got = read_all(input, Some(3), chunk);
+            assert_eq!(got[0], rec(1, &["id", "name", "qty"]));
+            assert_eq!(got[1], rec(2, &["1", "ok", "1"]));
+            let Err((3, 1, reason)) = &got[2] else { panic!("chunk {chunk}: {got:?}") };
+            assert!(reason.contains("not closed"), "{reason}");
+            assert_eq!(got[3], rec(4, &["3", "fine", "3"]), "chunk {chunk}");
+            assert_eq!(got[4], rec(5, &["4", "Acme \"Pro\" Mouse", "4"]));
+            assert_eq!(got[5], rec(6, &["5", "last", "5"]));
+            assert_eq!(got.len(), 6);
+        }
+    }
+
+    #[test]
+    fn garbage_after_a_closing_quote() {
+        let got = read_all(b"a,b\n\"x\"y,1\n2,3\n", Some(2), 1000);
+        assert_eq!(got[1], Err((2, 0, "unexpected `y` after the closing quote of a field".into())));
+        assert_eq!(got[2], rec(3, &["2", "3"]));
+        // An unclosed quote at the end of the file is reported and loses nothing before it.
+        let got = read_all(b"a,b\n1,2\n3,\"open\n", Some(2), 4);
+        assert_eq!(got[1], rec(2, &["1", "2"]));
+        assert_eq!(
+            got[2],
+            Err((3, 1, "a quote opened in this field is not closed on this line (the file ends inside a quoted field)".into()))
+        );
+    }
+
+    #[test]
+    fn writer_quotes_only_when_needed() {
+        let mut w = CsvWriter::new(Vec::new(), b'\t');
+        w.field(b"plain").unwrap();
+        w.field(b"tab\there").unwrap();
+        w.field(b"say \"hi\"").unwrap();
+        w.field(b"a,b").unwrap();
+        w.end_record().unwrap();
+        assert_eq!(w.into_inner(), b"plain\t\"tab\there\"\t\"say \"\"hi\"\"\"\ta,b\n");
+    }
+}

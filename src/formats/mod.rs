@@ -1,0 +1,4 @@
+//! Streaming readers and writers of data files. Readers hand out records in a
+//! reused buffer with each record's line; they never read a whole file.
+
+pub mod csv;

@@ -1,0 +1,129 @@
+//! `export`: writes a table or a query's rows to a TSV or CSV file with a
+//! header row. The file is written under a temporary name in the same folder
+//! and renamed when complete, so a reader never sees half a file.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::{RunCtx, StepOutput, human_bytes, thousands};
+use crate::error::{Error, Result};
+use crate::formats::csv::CsvWriter;
+use crate::project::{ExportFormat, ExportStep, ExportWhat};
+use crate::template::{self, RenderCtx};
+use crate::types::Val;
+use crate::warehouse::{RowSink, Warehouse, format_val};
+
+/// Where and how rows are written.
+#[derive(Debug, Clone)]
+pub struct ExportSpec {
+    pub format: ExportFormat,
+    pub header: bool,
+    pub null: String,
+}
+
+/// Writes rows to a delimited file as they arrive.
+pub struct DelimitedSink<W: Write> {
+    w: CsvWriter<W>,
+    spec: ExportSpec,
+    buf: Vec<u8>,
+    pub rows: u64,
+}
+
+impl<W: Write> DelimitedSink<W> {
+    pub fn new(out: W, spec: ExportSpec) -> Self {
+        let delim = match spec.format {
+            ExportFormat::Tsv => b'\t',
+            ExportFormat::Csv => b',',
+        };
+        DelimitedSink { w: CsvWriter::new(out, delim), spec, buf: Vec::with_capacity(256), rows: 0 }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.w.into_inner()
+    }
+}
+
+fn write_err(e: std::io::Error) -> Error {
+    Error::external(format!("cannot write the export: {e}"), false)
+}
+
+impl<W: Write> RowSink for DelimitedSink<W> {
+    fn columns(&mut self, names: &[String]) -> Result<()> {
+        if self.spec.header {
+            for n in names {
+                self.w.field(n.as_bytes()).map_err(write_err)?;
+            }
+            self.w.end_record().map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    fn row(&mut self, vals: &[Val]) -> Result<()> {
+        for v in vals {
+            match v {
+                Val::Null => self.w.raw(self.spec.null.as_bytes()),
+                Val::Text(s) if s.is_empty() || *s == self.spec.null => self.w.quoted(s.as_bytes()),
+                v => {
+                    self.buf.clear();
+                    format_val(&mut self.buf, v);
+                    self.w.field(&self.buf)
+                }
+            }
+            .map_err(write_err)?;
+        }
+        self.w.end_record().map_err(write_err)?;
+        self.rows += 1;
+        Ok(())
+    }
+}
+
+/// Runs `sql` and writes its rows to `path` atomically. Returns rows and bytes.
+pub fn export_query(wh: &mut dyn Warehouse, sql: &str, path: &Path, shown: &str, spec: &ExportSpec) -> Result<(u64, u64)> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create the output folder", &dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple()));
+    let file = File::create(&tmp).map_err(|e| Error::io(&format!("create {shown} (as a temporary file)"), &dir, e))?;
+    let mut sink = DelimitedSink::new(BufWriter::with_capacity(1 << 20, file), spec.clone());
+    let res = wh.query(sql, &mut sink).and_then(|rows| {
+        let file = sink.into_inner().into_inner().map_err(|e| write_err(e.into_error()))?;
+        file.sync_all().map_err(write_err)?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("publish", path, e))?;
+        Ok((rows, bytes))
+    });
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+pub fn run(ctx: &RunCtx, cfg: &ExportStep) -> Result<StepOutput> {
+    let mut wh = ctx.warehouse(cfg.connection.as_ref().map(|c| c.v.as_str()))?;
+    let (sql, what) = match &cfg.what {
+        ExportWhat::Table(t) => (format!("SELECT * FROM {}", wh.relation(&t.v)), t.v.clone()),
+        ExportWhat::Query(q) => {
+            let rctx = RenderCtx { vars: ctx.project.config.vars.clone(), relation: wh.naming().relation_fn(), is_incremental: false };
+            let r = template::render("query", "query", &q.v, &rctx)
+                .map_err(|e| Error::user(format!("{}: in `query`: {}", ctx.project.sources.position(&q.loc), e.message)))?;
+            (r.sql, "query".to_string())
+        }
+    };
+    let path = ctx.project.path(&cfg.path.v);
+    let shown = ctx.project.show_path(&cfg.path.v);
+    let spec = ExportSpec { format: cfg.format, header: cfg.header, null: cfg.null.clone() };
+    let (rows, bytes) = export_query(wh.as_mut(), &sql, &path, &shown, &spec)?;
+    Ok(StepOutput {
+        summary: format!("wrote {} rows of {what} to {shown} ({})", thousands(rows), human_bytes(bytes)),
+        rows: Some(rows),
+        bytes: Some(bytes),
+        details: json!({ "path": shown, "rows": rows, "bytes": bytes }),
+    })
+}

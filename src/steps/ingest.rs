@@ -1,0 +1,108 @@
+//! `ingest`: copies source files byte for byte into the object store under
+//! `raw/<dataset>/<date>/<run-id>/`, with a manifest. A file whose bytes were
+//! landed before is skipped, so running the step twice lands nothing new.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{RunCtx, StepOutput, human_bytes, thousands};
+use crate::error::{Error, Result};
+use crate::project::{IngestStep, StepConfig};
+use crate::storage::raw::{self, Landing, Manifest};
+
+/// The dataset an ingest step lands into.
+pub fn dataset_of(step: &StepConfig, cfg: &IngestStep) -> String {
+    cfg.dataset.as_ref().map(|d| d.v.clone()).unwrap_or_else(|| step.name.v.clone())
+}
+
+/// The files a source names: one path, or every match of a glob, sorted.
+pub fn source_files(ctx: &RunCtx, source: &str) -> Result<Vec<PathBuf>> {
+    let path = ctx.project.path(source);
+    let s = path.to_string_lossy().into_owned();
+    if s.contains(['*', '?', '[']) {
+        let mut out: Vec<PathBuf> = glob::glob(&s)
+            .map_err(|e| Error::user(format!("invalid glob \"{source}\": {}", e.msg)))?
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect();
+        out.sort();
+        Ok(out)
+    } else if path.is_file() {
+        Ok(vec![path])
+    } else if path.is_dir() {
+        Err(Error::user(format!("source {} is a folder; name a file or a glob such as {source}/*.csv", ctx.project.show_path(source))))
+    } else {
+        Err(Error::user(format!("source file not found: {}", ctx.project.show_path(source))))
+    }
+}
+
+pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutput> {
+    let dataset = dataset_of(step, cfg);
+    let files = source_files(ctx, &cfg.source.v)?;
+    if files.is_empty() {
+        return Ok(StepOutput {
+            summary: format!("no file matches {}; nothing landed", cfg.source.v),
+            rows: Some(0),
+            bytes: Some(0),
+            details: json!({ "dataset": dataset, "landed": [], "skipped": [] }),
+        });
+    }
+    let prefix = raw::landing_prefix(&dataset, &ctx.logical_date, &ctx.run_id);
+    let mut landed = Vec::new();
+    let mut skipped = Vec::new();
+    let mut used_names: Vec<String> = Vec::new();
+    for path in &files {
+        let shown = path.strip_prefix(&ctx.project.dir).map(|p| p.display().to_string()).unwrap_or_else(|_| path.display().to_string());
+        let mut name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+        if used_names.contains(&name) {
+            name = format!("{}-{name}", used_names.len());
+        }
+        used_names.push(name.clone());
+        let size = std::fs::metadata(path).map(|m| m.len()).ok();
+        let meter = ctx.meter(&format!("landing {shown}"), size);
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let has_header = true;
+        let outcome = raw::land(ctx.store.as_ref(), &dataset, &prefix, &name, &shown, has_header, &mut f, &mut |b| {
+            meter.update(b, 0)
+        })?;
+        match outcome {
+            Landing::New(m) => landed.push(m),
+            Landing::Duplicate { existing, sha256, bytes } => {
+                skipped.push(json!({ "source": shown, "sha256": sha256, "bytes": bytes, "landed_as": existing }))
+            }
+        }
+    }
+    if !landed.is_empty() {
+        let m = Manifest {
+            dataset: dataset.clone(),
+            run_id: ctx.run_id.clone(),
+            landed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            files: landed.clone(),
+        };
+        raw::write_manifest(ctx.store.as_ref(), &prefix, &m)?;
+    }
+    let rows: u64 = landed.iter().map(|f| f.rows).sum();
+    let bytes: u64 = landed.iter().map(|f| f.bytes).sum();
+    let s = |n: usize| if n == 1 { "" } else { "s" };
+    let mut summary = if landed.is_empty() {
+        format!("nothing new: {} file{} already landed", skipped.len(), s(skipped.len()))
+    } else {
+        format!(
+            "landed {} file{} ({} rows, {}) under {prefix}",
+            landed.len(),
+            s(landed.len()),
+            thousands(rows),
+            human_bytes(bytes)
+        )
+    };
+    if !landed.is_empty() && !skipped.is_empty() {
+        summary.push_str(&format!("; {} already landed", skipped.len()));
+    }
+    Ok(StepOutput {
+        summary,
+        rows: Some(rows),
+        bytes: Some(bytes),
+        details: json!({ "dataset": dataset, "landed": landed, "skipped": skipped }),
+    })
+}

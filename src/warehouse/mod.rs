@@ -1,0 +1,231 @@
+//! The databases data is loaded into and transformed in, behind one interface:
+//! connect by URL, the dialect (quoting, types, DDL), bulk load inside one
+//! transaction, run SQL, stream query results out. One file per backend;
+//! backends never use each other. The interface is synchronous: callers run it
+//! on blocking threads, and network backends drive their async drivers inside.
+
+pub mod sqlite;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::project::{LoadMode, Materialized};
+use crate::secret::Secret;
+use crate::types::{RowBatch, Schema, Val};
+
+/// Which database a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    Mysql,
+    Oracle,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
+            Backend::Oracle => "oracle",
+        }
+    }
+}
+
+/// How a warehouse writes names: its identifier quotes and the schema (if
+/// any) that relations live in. Cheap to clone into template closures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Naming {
+    pub open: char,
+    pub close: char,
+    pub schema: Option<String>,
+}
+
+impl Naming {
+    pub fn quote(&self, ident: &str) -> String {
+        let doubled = format!("{0}{0}", self.close);
+        format!("{}{}{}", self.open, ident.replace(self.close, &doubled), self.close)
+    }
+
+    pub fn relation(&self, name: &str) -> String {
+        match &self.schema {
+            Some(s) => format!("{}.{}", self.quote(s), self.quote(name)),
+            None => self.quote(name),
+        }
+    }
+
+    /// A closure for templates' `ref()`.
+    pub fn relation_fn(&self) -> crate::template::RelationFn {
+        let n = self.clone();
+        std::sync::Arc::new(move |name: &str| n.relation(name))
+    }
+}
+
+/// The table a load fills, and how.
+#[derive(Debug, Clone)]
+pub struct LoadTarget<'a> {
+    pub table: &'a str,
+    pub schema: &'a Schema,
+    pub mode: LoadMode,
+}
+
+/// A raw object recorded as loaded in `_sluice_loads`, in the same transaction
+/// as its rows, so it is never loaded twice.
+#[derive(Debug, Clone)]
+pub struct LoadRecord {
+    pub object: String,
+    pub sha256: String,
+    pub rows: u64,
+    pub run_id: String,
+}
+
+/// A load in progress: rows go in, and nothing is visible until `commit`.
+pub trait LoadTx {
+    fn write(&mut self, batch: &RowBatch) -> Result<()>;
+    /// Records the loaded objects and publishes the rows, all at once.
+    fn commit(self: Box<Self>, records: &[LoadRecord]) -> Result<()>;
+    /// Leaves the target exactly as it was.
+    fn rollback(self: Box<Self>) -> Result<()>;
+}
+
+/// Receives the rows of a query.
+pub trait RowSink {
+    fn columns(&mut self, names: &[String]) -> Result<()>;
+    fn row(&mut self, vals: &[Val]) -> Result<()>;
+}
+
+/// A connection to a warehouse.
+pub trait Warehouse: Send {
+    fn backend(&self) -> Backend;
+    /// The connection as shown to users (no secrets).
+    fn describe(&self) -> String;
+    /// How identifiers and relations are written in this warehouse's SQL.
+    fn naming(&self) -> Naming;
+    /// Quotes an identifier.
+    fn quote(&self, ident: &str) -> String {
+        self.naming().quote(ident)
+    }
+    /// How a table or model is named in SQL.
+    fn relation(&self, name: &str) -> String {
+        self.naming().relation(name)
+    }
+    /// Runs statements that return no rows.
+    fn execute(&mut self, sql: &str) -> Result<()>;
+    /// Runs a query and streams its rows into `sink`; returns the row count.
+    fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64>;
+    /// The columns of a table, or `None` if it does not exist.
+    fn table_schema(&mut self, table: &str) -> Result<Option<Schema>>;
+    /// Starts a load transaction.
+    fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>>;
+    /// The raw objects already loaded into a table.
+    fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>>;
+    /// Builds a model from its rendered SELECT.
+    fn materialize(&mut self, name: &str, sql: &str, how: Materialized) -> Result<()>;
+}
+
+/// The name of the table that records loaded objects.
+pub const LOADS_TABLE: &str = "_sluice_loads";
+
+/// Connects to the warehouse a URL names. Relative SQLite paths are under `base`.
+pub fn connect(url: &Secret, base: &Path) -> Result<Box<dyn Warehouse>> {
+    let u = url.expose();
+    let scheme = u.split(':').next().unwrap_or("");
+    match scheme {
+        "sqlite" => Ok(Box::new(sqlite::Sqlite::open(u, base)?)),
+        "postgres" | "postgresql" | "mysql" | "mariadb" | "oracle" => Err(Error::user(format!(
+            "warehouse {}: {scheme} connections are not available in this build yet; use sqlite://",
+            url
+        ))),
+        _ => Err(Error::user(format!(
+            "unsupported warehouse URL \"{}\": use sqlite://PATH, postgres://…, mysql://… or oracle://…",
+            url
+        ))),
+    }
+}
+
+/// Writes a value as text the way exports show it. NULL is the caller's business.
+pub fn format_val(out: &mut Vec<u8>, v: &Val) {
+    use std::io::Write;
+    match *v {
+        Val::Null => {}
+        Val::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Val::Float(f) => out.extend_from_slice(format_float(f).as_bytes()),
+        Val::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Val::Dec(s) => out.extend_from_slice(s.trim_start_matches('+').as_bytes()),
+        Val::Text(s) | Val::Json(s) => out.extend_from_slice(s.as_bytes()),
+        Val::Date(d) => crate::types::value::write_date(out, d as i64),
+        Val::Ts(t) => crate::types::value::write_ts(out, t, b' '),
+        Val::TsTz(t) => {
+            crate::types::value::write_ts(out, t, b' ');
+            out.extend_from_slice(b"+00");
+        }
+    }
+}
+
+/// Formats a float with at most 15 significant digits (as SQLite and most SQL
+/// clients print doubles): `3.0`, `0.3`, `1234.5`, `1.0e+20`.
+pub fn format_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    if f == 0.0 {
+        return "0.0".into();
+    }
+    let sci = format!("{:.14e}", f);
+    let (mant, exp) = sci.split_once('e').expect("exponent form");
+    let exp: i32 = exp.parse().expect("exponent is a number");
+    if (-5..15).contains(&exp) {
+        let decimals = (14 - exp).max(0) as usize;
+        let mut s = format!("{:.*}", decimals, f);
+        if s.contains('.') {
+            while s.ends_with('0') {
+                s.pop();
+            }
+            if s.ends_with('.') {
+                s.push('0');
+            }
+        } else {
+            s.push_str(".0");
+        }
+        s
+    } else {
+        let mut m = mant.to_string();
+        while m.ends_with('0') {
+            m.pop();
+        }
+        if m.ends_with('.') {
+            m.push('0');
+        }
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{m}e{sign}{:02}", exp.abs())
+    }
+}
+
+/// Formats a decimal stored as a float with the declared scale (`12.5` → `12.50`).
+pub fn format_scaled(f: f64, scale: u8) -> String {
+    format!("{:.*}", scale as usize, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_like_sql_clients() {
+        assert_eq!(format_float(3.0), "3.0");
+        assert_eq!(format_float(0.1 + 0.2), "0.3");
+        assert_eq!(format_float(1234.5), "1234.5");
+        assert_eq!(format_float(-2.25), "-2.25");
+        assert_eq!(format_float(1e20), "1.0e+20");
+        assert_eq!(format_float(1.5e-7), "1.5e-07");
+        assert_eq!(format_float(123456789012345.0), "123456789012345.0");
+        assert_eq!(format_scaled(12.5, 2), "12.50");
+    }
+}

@@ -1,0 +1,432 @@
+//! The embedded default warehouse: a SQLite file. Loads are prepared inserts in
+//! one `BEGIN IMMEDIATE` transaction (replace drops and recreates the table
+//! inside it), so a failed or killed load leaves the file as it was (WAL).
+//! Decimals follow SQLite's NUMERIC affinity: exact up to 15 significant digits.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode};
+
+use super::{Backend, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, RowSink, Warehouse, format_scaled};
+use crate::error::{Error, Result};
+use crate::project::{LoadMode, Materialized};
+use crate::types::{Cell, Column, ColumnType, RowBatch, Schema, Val};
+
+pub struct Sqlite {
+    conn: Connection,
+    shown: String,
+}
+
+impl Sqlite {
+    /// Opens `sqlite://PATH` (relative to `base`), `sqlite:///ABS` or `sqlite::memory:`.
+    pub fn open(url: &str, base: &Path) -> Result<Sqlite> {
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        let conn = if rest == ":memory:" || rest.is_empty() {
+            Connection::open_in_memory().map_err(|e| sql_err(e, "open an in-memory database"))?
+        } else {
+            let p = Path::new(rest);
+            let path = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+            if let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io("create folder", parent, e))?;
+            }
+            Connection::open(&path).map_err(|e| sql_err(e, &format!("open {}", path.display())))?
+        };
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768;",
+        )
+        .map_err(|e| sql_err(e, &format!("set up {url}")))?;
+        Ok(Sqlite { conn, shown: url.to_string() })
+    }
+
+    /// The connection itself, for tests and tools.
+    pub fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    fn object_type(&self, name: &str) -> Result<Option<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT type FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')")
+            .map_err(|e| sql_err(e, "read the schema"))?;
+        let mut rows = stmt.query([name]).map_err(|e| sql_err(e, "read the schema"))?;
+        match rows.next().map_err(|e| sql_err(e, "read the schema"))? {
+            Some(r) => Ok(Some(r.get(0).map_err(|e| sql_err(e, "read the schema"))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn drop_relation(&self, name: &str) -> Result<()> {
+        match self.object_type(name)?.as_deref() {
+            Some("view") => self.exec(&format!("DROP VIEW {}", quote(name))),
+            Some(_) => self.exec(&format!("DROP TABLE {}", quote(name))),
+            None => Ok(()),
+        }
+    }
+
+    fn exec(&self, sql: &str) -> Result<()> {
+        self.conn.execute_batch(sql).map_err(|e| sql_err(e, "run SQL"))
+    }
+}
+
+/// Quotes an identifier for SQLite.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The declared SQLite type of a column type.
+pub fn sql_type(t: ColumnType) -> String {
+    match t {
+        ColumnType::SmallInt => "SMALLINT".into(),
+        ColumnType::Integer => "INTEGER".into(),
+        ColumnType::BigInt => "BIGINT".into(),
+        ColumnType::Decimal(Some((p, s))) => format!("DECIMAL({p},{s})"),
+        ColumnType::Decimal(None) => "NUMERIC".into(),
+        ColumnType::Float => "DOUBLE".into(),
+        ColumnType::Text => "TEXT".into(),
+        ColumnType::Varchar(n) => format!("VARCHAR({n})"),
+        ColumnType::Boolean => "BOOLEAN".into(),
+        ColumnType::Date => "DATE".into(),
+        ColumnType::Timestamp => "TIMESTAMP".into(),
+        ColumnType::TimestampTz => "TIMESTAMPTZ".into(),
+        ColumnType::Json => "JSON".into(),
+    }
+}
+
+/// A declared SQLite type back to a column type (SQLite's affinity rules for
+/// names it does not know).
+pub fn column_type_of(decl: &str) -> ColumnType {
+    if let Ok(t) = ColumnType::parse(decl) {
+        return t;
+    }
+    let u = decl.to_ascii_uppercase();
+    if u.contains("INT") {
+        ColumnType::BigInt
+    } else if u.contains("CHAR") || u.contains("CLOB") || u.contains("TEXT") || u.is_empty() {
+        ColumnType::Text
+    } else if u.contains("REAL") || u.contains("FLOA") || u.contains("DOUB") {
+        ColumnType::Float
+    } else {
+        ColumnType::Decimal(None)
+    }
+}
+
+fn create_table_sql(table: &str, schema: &Schema) -> String {
+    let cols: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| format!("{} {}{}", quote(&c.name), sql_type(c.ty), if c.nullable { "" } else { " NOT NULL" }))
+        .collect();
+    format!("CREATE TABLE {} ({})", quote(table), cols.join(", "))
+}
+
+/// Maps a SQLite error to the crate's kinds: busy/locked is retryable, I/O is
+/// the system's, and anything about the SQL is the user's to fix.
+pub fn sql_err(e: rusqlite::Error, what: &str) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) => {
+            let detail = msg.clone().unwrap_or_else(|| f.to_string());
+            match f.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                    Error::external(format!("cannot {what}: the database is busy ({detail})"), true)
+                }
+                ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::PermissionDenied
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase => Error::external(format!("cannot {what}: {detail}"), false),
+                ErrorCode::ConstraintViolation => Error::DataMsg(format!("cannot {what}: {detail}")),
+                _ => Error::user(format!("cannot {what}: {detail}")),
+            }
+        }
+        rusqlite::Error::SqlInputError { msg, offset, .. } => {
+            Error::user(format!("cannot {what}: {msg} (at character {offset} of the SQL)"))
+        }
+        _ => Error::external(format!("cannot {what}: {e}"), false),
+    }
+}
+
+impl Warehouse for Sqlite {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn naming(&self) -> Naming {
+        Naming { open: '"', close: '"', schema: None }
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<()> {
+        self.conn.execute_batch(sql).map_err(|e| sql_err(e, "run SQL"))
+    }
+
+    fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| sql_err(e, "prepare the query"))?;
+        let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+        let kinds: Vec<Option<ColumnType>> = stmt.columns().map(|c| c.decl_type().map(column_type_of)).collect();
+        sink.columns(&names)?;
+        let width = names.len();
+        let mut rows = stmt.query([]).map_err(|e| sql_err(e, "run the query"))?;
+        let mut n = 0u64;
+        let mut scratch: Vec<String> = vec![String::new(); width];
+        while let Some(row) = rows.next().map_err(|e| sql_err(e, "read query results"))? {
+            // First format what needs formatting, then borrow.
+            for i in 0..width {
+                scratch[i].clear();
+                let v = row.get_ref(i).map_err(|e| sql_err(e, "read a value"))?;
+                match (v, kinds[i]) {
+                    (ValueRef::Real(f), Some(ColumnType::Decimal(Some((_, s))))) => scratch[i] = format_scaled(f, s),
+                    (ValueRef::Integer(x), Some(ColumnType::Decimal(Some((_, s))))) if s > 0 => {
+                        scratch[i] = format!("{x}.{}", "0".repeat(s as usize))
+                    }
+                    (ValueRef::Blob(b), _) => scratch[i] = crate::storage::raw::hex(b),
+                    (ValueRef::Text(t), _) if std::str::from_utf8(t).is_err() => {
+                        scratch[i] = String::from_utf8_lossy(t).into_owned()
+                    }
+                    _ => {}
+                }
+            }
+            let mut vals: Vec<Val> = Vec::with_capacity(width);
+            for i in 0..width {
+                let v = row.get_ref(i).map_err(|e| sql_err(e, "read a value"))?;
+                let val = match (v, kinds[i]) {
+                    (ValueRef::Null, _) => Val::Null,
+                    (ValueRef::Integer(x), Some(ColumnType::Boolean)) => Val::Bool(x != 0),
+                    (ValueRef::Integer(_), Some(ColumnType::Decimal(Some((_, s))))) if s > 0 => Val::Dec(&scratch[i]),
+                    (ValueRef::Integer(x), _) => Val::Int(x),
+                    (ValueRef::Real(_), Some(ColumnType::Decimal(Some(_)))) => Val::Dec(&scratch[i]),
+                    (ValueRef::Real(f), _) => Val::Float(f),
+                    (ValueRef::Text(t), _) => match std::str::from_utf8(t) {
+                        Ok(s) => Val::Text(s),
+                        Err(_) => Val::Text(&scratch[i]),
+                    },
+                    (ValueRef::Blob(_), _) => Val::Text(&scratch[i]),
+                };
+                vals.push(val);
+            }
+            sink.row(&vals)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn table_schema(&mut self, table: &str) -> Result<Option<Schema>> {
+        if self.object_type(table)?.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, type, \"notnull\" FROM pragma_table_info(?1) ORDER BY cid")
+            .map_err(|e| sql_err(e, "read the table's columns"))?;
+        let cols = stmt
+            .query_map([table], |r| {
+                let name: String = r.get(0)?;
+                let decl: String = r.get(1)?;
+                let notnull: i64 = r.get(2)?;
+                Ok(Column { name, ty: column_type_of(&decl), nullable: notnull == 0, format: None })
+            })
+            .map_err(|e| sql_err(e, "read the table's columns"))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| sql_err(e, "read the table's columns"))?;
+        Ok(Some(Schema::new(cols)))
+    }
+
+    fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>> {
+        let what = format!("load into table `{}`", target.table);
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| sql_err(e, &what))?;
+        let mut guard = SqliteLoad { conn: &mut self.conn, insert: String::new(), table: target.table.to_string(), open: true };
+        guard.setup(target).map_err(|e| e.context(what.clone()))?;
+        Ok(Box::new(guard))
+    }
+
+    fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>> {
+        if self.object_type(LOADS_TABLE)?.is_none() {
+            return Ok(BTreeSet::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT object FROM {} WHERE target = ?1", quote(LOADS_TABLE)))
+            .map_err(|e| sql_err(e, "read loaded objects"))?;
+        let out = stmt
+            .query_map([table], |r| r.get::<_, String>(0))
+            .map_err(|e| sql_err(e, "read loaded objects"))?
+            .collect::<std::result::Result<BTreeSet<_>, _>>()
+            .map_err(|e| sql_err(e, "read loaded objects"))?;
+        Ok(out)
+    }
+
+    fn materialize(&mut self, name: &str, sql: &str, how: Materialized) -> Result<()> {
+        let body = sql.trim().trim_end_matches(';').trim_end();
+        let kind = match how {
+            Materialized::View => "VIEW",
+            Materialized::Table => "TABLE",
+        };
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| sql_err(e, "start a transaction"))?;
+        let res = (|| {
+            self.drop_relation(name)?;
+            self.conn
+                .execute_batch(&format!("CREATE {kind} {} AS\n{body}", quote(name)))
+                .map_err(|e| sql_err(e, &format!("build {}", name)))
+        })();
+        match res {
+            Ok(()) => self.conn.execute_batch("COMMIT").map_err(|e| sql_err(e, "commit")),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+struct SqliteLoad<'a> {
+    conn: &'a mut Connection,
+    insert: String,
+    table: String,
+    open: bool,
+}
+
+impl SqliteLoad<'_> {
+    fn setup(&mut self, target: &LoadTarget<'_>) -> Result<()> {
+        let exec = |c: &Connection, sql: &str| c.execute_batch(sql).map_err(|e| sql_err(e, "prepare the table"));
+        exec(
+            self.conn,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {} (target TEXT NOT NULL, object TEXT NOT NULL, sha256 TEXT, rows INTEGER, run_id TEXT, loaded_at TEXT, PRIMARY KEY (target, object))",
+                quote(LOADS_TABLE)
+            ),
+        )?;
+        let existing: Option<String> = self
+            .conn
+            .query_row("SELECT type FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')", [target.table], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
+            .map_err(|e| sql_err(e, "read the schema"))?;
+        match target.mode {
+            LoadMode::Replace => {
+                match existing.as_deref() {
+                    Some("view") => exec(self.conn, &format!("DROP VIEW {}", quote(target.table)))?,
+                    Some(_) => exec(self.conn, &format!("DROP TABLE {}", quote(target.table)))?,
+                    None => {}
+                }
+                exec(self.conn, &create_table_sql(target.table, target.schema))?;
+                self.conn
+                    .execute(&format!("DELETE FROM {} WHERE target = ?1", quote(LOADS_TABLE)), [target.table])
+                    .map_err(|e| sql_err(e, "reset load records"))?;
+            }
+            LoadMode::Append => match existing.as_deref() {
+                None => exec(self.conn, &create_table_sql(target.table, target.schema))?,
+                Some("view") => return Err(Error::user(format!("`{}` is a view; a load needs a table", target.table))),
+                Some(_) => {
+                    let mut stmt = self
+                        .conn
+                        .prepare("SELECT name FROM pragma_table_info(?1)")
+                        .map_err(|e| sql_err(e, "read the table's columns"))?;
+                    let have: Vec<String> = stmt
+                        .query_map([target.table], |r| r.get(0))
+                        .map_err(|e| sql_err(e, "read the table's columns"))?
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|e| sql_err(e, "read the table's columns"))?;
+                    let missing: Vec<&str> =
+                        target.schema.columns.iter().map(|c| c.name.as_str()).filter(|n| !have.iter().any(|h| h == n)).collect();
+                    if !missing.is_empty() {
+                        return Err(Error::user(format!(
+                            "table `{}` has no column {} (it has: {}); use mode = \"replace\" to rebuild it",
+                            target.table,
+                            missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                            have.join(", ")
+                        )));
+                    }
+                }
+            },
+        }
+        let cols: Vec<String> = target.schema.columns.iter().map(|c| quote(&c.name)).collect();
+        let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+        self.insert = format!("INSERT INTO {} ({}) VALUES ({})", quote(target.table), cols.join(", "), params.join(", "));
+        Ok(())
+    }
+}
+
+impl LoadTx for SqliteLoad<'_> {
+    fn write(&mut self, batch: &RowBatch) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(&self.insert).map_err(|e| sql_err(e, "prepare the insert"))?;
+        let mut buf: Vec<u8> = Vec::with_capacity(64);
+        for r in 0..batch.len() {
+            for (i, cell) in batch.row(r).iter().enumerate() {
+                let idx = i + 1;
+                let res = match *cell {
+                    Cell::Null => stmt.raw_bind_parameter(idx, rusqlite::types::Null),
+                    Cell::Int(x) => stmt.raw_bind_parameter(idx, x),
+                    Cell::Float(f) => stmt.raw_bind_parameter(idx, f),
+                    Cell::Bool(b) => stmt.raw_bind_parameter(idx, i64::from(b)),
+                    Cell::Text(..) | Cell::Json(..) | Cell::Dec(..) => match batch.val(*cell) {
+                        Val::Text(s) | Val::Json(s) => stmt.raw_bind_parameter(idx, s),
+                        Val::Dec(s) => stmt.raw_bind_parameter(idx, s.trim_start_matches('+')),
+                        _ => unreachable!("text cells hold text"),
+                    },
+                    Cell::Date(d) => {
+                        buf.clear();
+                        crate::types::value::write_date(&mut buf, d as i64);
+                        stmt.raw_bind_parameter(idx, std::str::from_utf8(&buf).expect("dates are ASCII"))
+                    }
+                    Cell::Ts(t) => {
+                        buf.clear();
+                        crate::types::value::write_ts(&mut buf, t, b' ');
+                        stmt.raw_bind_parameter(idx, std::str::from_utf8(&buf).expect("timestamps are ASCII"))
+                    }
+                    Cell::TsTz(t) => {
+                        buf.clear();
+                        crate::types::value::write_ts(&mut buf, t, b' ');
+                        buf.extend_from_slice(b"+00:00");
+                        stmt.raw_bind_parameter(idx, std::str::from_utf8(&buf).expect("timestamps are ASCII"))
+                    }
+                };
+                res.map_err(|e| sql_err(e, "bind a value"))?;
+            }
+            stmt.raw_execute().map_err(|e| {
+                sql_err(e, &format!("insert the row from line {} into `{}`", batch.lines[r], self.table))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO {} (target, object, sha256, rows, run_id, loaded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    quote(LOADS_TABLE)
+                ))
+                .map_err(|e| sql_err(e, "record the load"))?;
+            for r in records {
+                stmt.execute(rusqlite::params![self.table, r.object, r.sha256, r.rows as i64, r.run_id, now])
+                    .map_err(|e| sql_err(e, "record the load"))?;
+            }
+        }
+        self.conn.execute_batch("COMMIT").map_err(|e| sql_err(e, "commit the load"))?;
+        self.open = false;
+        Ok(())
+    }
+
+    fn rollback(mut self: Box<Self>) -> Result<()> {
+        self.open = false;
+        self.conn.execute_batch("ROLLBACK").map_err(|e| sql_err(e, "roll back the load"))
+    }
+}
+
+impl Drop for SqliteLoad<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
