@@ -98,7 +98,13 @@ impl fmt::Display for Diagnostic {
         if let Some(s) = &self.snippet {
             let num = self.line.to_string();
             let pad = " ".repeat(num.len());
-            write!(f, "\n {pad} |\n {num} | {}\n {pad} | {}{}", s.text, " ".repeat(s.col.saturating_sub(1)), "^".repeat(s.width.max(1)))?;
+            write!(
+                f,
+                "\n {pad} |\n {num} | {}\n {pad} | {}{}",
+                s.text,
+                " ".repeat(s.col.saturating_sub(1)),
+                "^".repeat(s.width.max(1))
+            )?;
         }
         if let Some(h) = &self.help {
             write!(f, "\n  = help: {h}")?;
@@ -355,8 +361,8 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {

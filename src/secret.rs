@@ -78,7 +78,9 @@ impl Env {
         } else if let Some(p) = inner.strip_prefix("file:") {
             read_secret_file(&self.base.join(p))
         } else {
-            Err(format!("unknown reference `${{{inner}}}`: use `${{env:NAME}}`, `${{env:NAME:-default}}` or `${{file:PATH}}`"))
+            Err(format!(
+                "unknown reference `${{{inner}}}`: use `${{env:NAME}}`, `${{env:NAME:-default}}` or `${{file:PATH}}`"
+            ))
         }
     }
 }
@@ -145,10 +147,10 @@ pub fn redact_url(url: &str) -> String {
         let auth_start = scheme_end + 3;
         let rest = &out[auth_start..];
         let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if let Some(at) = rest[..auth_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
-            }
+        if let Some(at) = rest[..auth_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            out.replace_range(auth_start + colon + 1..auth_start + at, "***");
         }
     }
     for key in ["password=", "pass=", "pwd=", "secret=", "token="] {

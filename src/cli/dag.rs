@@ -115,15 +115,22 @@ pub fn tree(project: &Project, plan: &Plan, pl: &PipelineConfig) -> String {
         (0..pl.steps.len()).map(|i| g.dag.deps[i].iter().copied().max_by_key(|&d| pos[d])).collect();
     let mut out = format!("{}\n", pl.name.v);
     let roots: Vec<usize> = g.order.iter().copied().filter(|&i| parent[i].is_none()).collect();
-    fn walk(out: &mut String, project: &Project, plan: &Plan, pl: &PipelineConfig, g: &StepGraph, parent: &[Option<usize>], nodes: &[usize], prefix: &str) {
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        out: &mut String,
+        project: &Project,
+        plan: &Plan,
+        pl: &PipelineConfig,
+        g: &StepGraph,
+        parent: &[Option<usize>],
+        nodes: &[usize],
+        prefix: &str,
+    ) {
         for (k, &i) in nodes.iter().enumerate() {
             let last = k + 1 == nodes.len();
             let step = &pl.steps[i];
-            let others: Vec<&str> = g.dag.deps[i]
-                .iter()
-                .filter(|&&d| Some(d) != parent[i])
-                .map(|&d| pl.steps[d].name.v.as_str())
-                .collect();
+            let others: Vec<&str> =
+                g.dag.deps[i].iter().filter(|&&d| Some(d) != parent[i]).map(|&d| pl.steps[d].name.v.as_str()).collect();
             let also = if others.is_empty() { String::new() } else { format!("  (also after {})", others.join(", ")) };
             out.push_str(&format!(
                 "{prefix}{}{}  [{}]{also}\n",
@@ -149,7 +156,11 @@ pub fn dot(project: &Project, plan: &Plan, pl: &PipelineConfig) -> String {
     let mut out = format!("digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n", dot_str(&pl.name.v));
     for &i in &g.order {
         let s = &pl.steps[i];
-        out.push_str(&format!("  {} [label={}];\n", dot_str(&s.name.v), dot_str(&format!("{}\n{}", s.name.v, detail(project, plan, s)))));
+        out.push_str(&format!(
+            "  {} [label={}];\n",
+            dot_str(&s.name.v),
+            dot_str(&format!("{}\n{}", s.name.v, detail(project, plan, s)))
+        ));
     }
     for &i in &g.order {
         for &d in &g.dag.deps[i] {

@@ -113,7 +113,8 @@ pub fn run(a: Args) -> Result<i32> {
             .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "demo".into()),
     };
-    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+    let name: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
     let name = if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') { name } else { format!("p_{name}") };
     let project = format!(
         r#"# The project: connections, storage and defaults. See docs/configuration.md.

@@ -14,7 +14,9 @@ use crate::steps::{Meter, MeterFactory, NoMeter, thousands};
 
 /// Whether progress bars should be drawn.
 pub fn interactive() -> bool {
-    std::io::stdout().is_terminal() && std::io::stderr().is_terminal() && std::env::var_os("SLUICE_NO_PROGRESS").is_none()
+    std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("SLUICE_NO_PROGRESS").is_none()
 }
 
 struct BarMeter {
@@ -89,7 +91,9 @@ impl Observer for Screen {
                 println!("{:<20} FAILED  {secs:>7}", r.name);
                 print_step_error(e);
             }
-            StepState::UpstreamFailed(dep) => println!("{:<20} skipped           (upstream step `{dep}` failed)", r.name),
+            StepState::UpstreamFailed(dep) => {
+                println!("{:<20} skipped           (upstream step `{dep}` failed)", r.name)
+            }
         }
     }
 }

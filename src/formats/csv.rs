@@ -14,6 +14,8 @@ use std::io::{self, Read, Write};
 use memchr::{memchr, memchr2};
 
 const INITIAL_BUF: usize = 1 << 20;
+const UNCLOSED: &str = "opens a quote that is never closed on this line";
+const EOF_IN_QUOTES: &str = "the file ends inside a quoted field";
 /// The largest record the reader holds; longer ones are reported as bad.
 pub const MAX_RECORD: usize = 64 << 20;
 
@@ -72,6 +74,8 @@ pub struct BadRecord {
     /// The 0-based field where the problem is.
     pub field: usize,
     pub reason: String,
+    /// The field from its first byte to the end of its line (at most 200 bytes).
+    pub value: Vec<u8>,
     /// The record's first line (at most 500 bytes), as it is in the file.
     pub raw: Vec<u8>,
 }
@@ -103,6 +107,8 @@ pub struct CsvReader<R> {
     expected: Option<usize>,
     consumed_total: u64,
     rec: Record,
+    /// Where each field of the record being parsed starts (offsets from its start).
+    starts: Vec<usize>,
     started: bool,
 }
 
@@ -120,6 +126,7 @@ impl<R: Read> CsvReader<R> {
             expected: None,
             consumed_total: 0,
             rec: Record::default(),
+            starts: Vec::new(),
             started: false,
         }
     }
@@ -178,11 +185,12 @@ impl<R: Read> CsvReader<R> {
             match self.parse() {
                 Parse::NeedMore => {
                     if self.end - self.start >= MAX_RECORD {
-                        return Ok(Next::Bad(self.resync(
-                            first_line,
-                            self.rec.len(),
-                            format!("record is longer than {} MiB; an opening quote is probably never closed", MAX_RECORD >> 20),
-                        )));
+                        let field = self.rec.len();
+                        let reason = format!(
+                            "opens a quote that is never closed (the record would be longer than {} MiB)",
+                            MAX_RECORD >> 20
+                        );
+                        return Ok(Next::Bad(self.resync(first_line, field, reason)));
                     }
                     self.fill()?;
                 }
@@ -190,12 +198,7 @@ impl<R: Read> CsvReader<R> {
                     if let (Some(f), Some(n)) = (multiline_field, self.expected)
                         && self.rec.len() != n
                     {
-                        let reason = format!(
-                            "a quote opened in this field is not closed on this line: the record it starts spans {} lines and has {} fields instead of {n}",
-                            newlines + 1,
-                            self.rec.len()
-                        );
-                        return Ok(Next::Bad(self.resync(first_line, f, reason)));
+                        return Ok(Next::Bad(self.resync(first_line, f, UNCLOSED.to_string())));
                     }
                     self.start += consumed;
                     self.consumed_total += consumed as u64;
@@ -205,31 +208,43 @@ impl<R: Read> CsvReader<R> {
                     return Ok(Next::Record(&self.rec));
                 }
                 Parse::Malformed { field, reason, newlines, at } => {
-                    if newlines > 0 {
-                        let reason = format!("a quote opened in this field is not closed on this line ({reason})");
+                    if reason == EOF_IN_QUOTES {
+                        let reason = format!("{UNCLOSED} (the file ends inside it)");
                         return Ok(Next::Bad(self.resync(first_line, field, reason)));
                     }
-                    // A single-line problem: drop the rest of this line.
-                    match memchr(b'\n', &self.buf[self.start + at..self.end]) {
-                        Some(k) => {
-                            let bad = BadRecord { line: first_line, field, reason, raw: self.first_line_raw() };
-                            let consumed = at + k + 1;
-                            self.start += consumed;
-                            self.consumed_total += consumed as u64;
-                            self.line += 1;
-                            return Ok(Next::Bad(bad));
-                        }
-                        None if self.eof => {
-                            let bad = BadRecord { line: first_line, field, reason, raw: self.first_line_raw() };
-                            self.consumed_total += (self.end - self.start) as u64;
-                            self.start = self.end;
-                            return Ok(Next::Bad(bad));
-                        }
-                        None => self.fill()?,
+                    if newlines > 0 {
+                        return Ok(Next::Bad(self.resync(first_line, field, UNCLOSED.to_string())));
                     }
+                    // A single-line problem: drop the rest of this line.
+                    let nl = memchr(b'\n', &self.buf[self.start + at..self.end]);
+                    if nl.is_none() && !self.eof {
+                        self.fill()?;
+                        continue;
+                    }
+                    let bad = self.bad(first_line, field, reason);
+                    let consumed = match nl {
+                        Some(k) => at + k + 1,
+                        None => self.end - self.start,
+                    };
+                    self.start += consumed;
+                    self.consumed_total += consumed as u64;
+                    self.line += 1;
+                    return Ok(Next::Bad(bad));
                 }
             }
         }
+    }
+
+    /// A bad record at `self.start`, naming field `field`.
+    fn bad(&self, line: u64, field: usize, reason: String) -> BadRecord {
+        let b = &self.buf[self.start..self.end];
+        let line_end = memchr(b'\n', b).unwrap_or(b.len());
+        let fs = self.starts.get(field).copied().unwrap_or(0).min(line_end);
+        let mut value = b[fs..line_end.min(fs + 200)].to_vec();
+        if value.last() == Some(&b'\r') {
+            value.pop();
+        }
+        BadRecord { line, field, reason, value, raw: self.first_line_raw() }
     }
 
     fn first_line_raw(&self) -> Vec<u8> {
@@ -244,13 +259,13 @@ impl<R: Read> CsvReader<R> {
 
     /// Reports the record at `self.start` as bad and restarts on the next line.
     fn resync(&mut self, line: u64, field: usize, reason: String) -> BadRecord {
-        let raw = self.first_line_raw();
+        let bad = self.bad(line, field, reason);
         let b = &self.buf[self.start..self.end];
         let consumed = memchr(b'\n', b).map(|k| k + 1).unwrap_or(b.len());
         self.start += consumed;
         self.consumed_total += consumed as u64;
         self.line += 1;
-        BadRecord { line, field, reason, raw }
+        bad
     }
 
     /// Reads more input, keeping the unparsed part.
@@ -289,11 +304,14 @@ impl<R: Read> CsvReader<R> {
         let eof = self.eof;
         let (delim, quote) = (self.delim, self.quote);
         let rec = &mut self.rec;
+        let starts = &mut self.starts;
+        starts.clear();
         rec.clear();
         let mut i = 0;
         let mut newlines = 0u32;
         let mut multiline_field = None;
         loop {
+            starts.push(i);
             if i < buf.len() && buf[i] == quote {
                 // A quoted field.
                 i += 1;
@@ -306,7 +324,7 @@ impl<R: Read> CsvReader<R> {
                         let nl = memchr::memchr_iter(b'\n', chunk).count() as u32;
                         return Parse::Malformed {
                             field: rec.len(),
-                            reason: "the file ends inside a quoted field".into(),
+                            reason: EOF_IN_QUOTES.into(),
                             newlines: newlines + nl,
                             at: buf.len(),
                         };
@@ -353,7 +371,7 @@ impl<R: Read> CsvReader<R> {
                     let shown = crate::error::printable_bytes(&buf[i..(i + 1).max(i + utf8_len(c)).min(buf.len())]);
                     return Parse::Malformed {
                         field: rec.len(),
-                        reason: format!("unexpected `{shown}` after the closing quote of a field"),
+                        reason: format!("has `{shown}` after its closing quote"),
                         newlines,
                         at: i,
                     };
@@ -488,8 +506,10 @@ impl<W: Write> CsvWriter<W> {
 mod tests {
     use super::*;
 
+    type Got = Result<(u64, Vec<String>), (u64, usize, String)>;
+
     /// Reads everything, returning (line, fields) for records and (line, reason) for bad ones.
-    fn read_all(input: &[u8], expected: Option<usize>, chunk: usize) -> Vec<Result<(u64, Vec<String>), (u64, usize, String)>> {
+    fn read_all(input: &[u8], expected: Option<usize>, chunk: usize) -> Vec<Got> {
         struct Chunked<'a>(&'a [u8], usize);
         impl Read for Chunked<'_> {
             fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
@@ -506,7 +526,9 @@ mod tests {
         let mut out = Vec::new();
         loop {
             match r.next_record().unwrap() {
-                Next::Record(rec) => out.push(Ok((rec.line, rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect()))),
+                Next::Record(rec) => {
+                    out.push(Ok((rec.line, rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect())))
+                }
                 Next::Bad(b) => out.push(Err((b.line, b.field, b.reason))),
                 Next::End => break,
             }
@@ -514,7 +536,7 @@ mod tests {
         out
     }
 
-    fn rec(line: u64, f: &[&str]) -> Result<(u64, Vec<String>), (u64, usize, String)> {
+    fn rec(line: u64, f: &[&str]) -> Got {
         Ok((line, f.iter().map(|s| s.to_string()).collect()))
     }
 
@@ -554,7 +576,7 @@ mod tests {
             assert_eq!(got[0], rec(1, &["id", "name", "qty"]));
             assert_eq!(got[1], rec(2, &["1", "ok", "1"]));
             let Err((3, 1, reason)) = &got[2] else { panic!("chunk {chunk}: {got:?}") };
-            assert!(reason.contains("not closed"), "{reason}");
+            assert_eq!(reason, UNCLOSED);
             assert_eq!(got[3], rec(4, &["3", "fine", "3"]), "chunk {chunk}");
             assert_eq!(got[4], rec(5, &["4", "Acme \"Pro\" Mouse", "4"]));
             assert_eq!(got[5], rec(6, &["5", "last", "5"]));
@@ -565,14 +587,14 @@ mod tests {
     #[test]
     fn garbage_after_a_closing_quote() {
         let got = read_all(b"a,b\n\"x\"y,1\n2,3\n", Some(2), 1000);
-        assert_eq!(got[1], Err((2, 0, "unexpected `y` after the closing quote of a field".into())));
+        assert_eq!(got[1], Err((2, 0, "has `y` after its closing quote".into())));
         assert_eq!(got[2], rec(3, &["2", "3"]));
         // An unclosed quote at the end of the file is reported and loses nothing before it.
         let got = read_all(b"a,b\n1,2\n3,\"open\n", Some(2), 4);
         assert_eq!(got[1], rec(2, &["1", "2"]));
         assert_eq!(
             got[2],
-            Err((3, 1, "a quote opened in this field is not closed on this line (the file ends inside a quoted field)".into()))
+            Err((3, 1, "opens a quote that is never closed on this line (the file ends inside it)".into()))
         );
     }
 

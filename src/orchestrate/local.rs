@@ -75,8 +75,8 @@ pub fn run_pipeline(req: RunRequest<'_>, observer: &dyn Observer) -> Result<RunS
     for s in &req.only {
         if !pl.steps.iter().any(|x| x.name.v == *s) {
             let names: Vec<&str> = pl.steps.iter().map(|x| x.name.v.as_str()).collect();
-            let hint = crate::error::suggest(s, &names).unwrap_or_default();
-            return Err(Error::user(format!("pipeline `{}` has no step `{s}` {hint}", pl.name.v).trim_end().to_string()));
+            let hint = crate::error::suggest(s, &names).map(|h| format!("; {h}")).unwrap_or_default();
+            return Err(Error::user(format!("pipeline `{}` has no step `{s}`{hint}", pl.name.v)));
         }
     }
     let ctx = RunCtx {
@@ -94,7 +94,8 @@ pub fn run_pipeline(req: RunRequest<'_>, observer: &dyn Observer) -> Result<RunS
         if !req.only.is_empty() && !req.only.contains(&step.name.v) {
             continue;
         }
-        let blocked = graph.dag.deps[i].iter().find(|&&d| results[d] == Some(false)).map(|&d| pl.steps[d].name.v.clone());
+        let blocked =
+            graph.dag.deps[i].iter().find(|&&d| results[d] == Some(false)).map(|&d| pl.steps[d].name.v.clone());
         let t0 = Instant::now();
         let state = match blocked {
             Some(dep) => StepState::UpstreamFailed(dep),

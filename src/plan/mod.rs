@@ -56,7 +56,8 @@ impl Dag {
         let mut path = vec![start];
         let mut cur = start;
         loop {
-            let next = *self.deps[cur].iter().find(|d| left.contains(d)).expect("a node in a cycle has a dependency in it");
+            let next =
+                *self.deps[cur].iter().find(|d| left.contains(d)).expect("a node in a cycle has a dependency in it");
             if let Some(pos) = path.iter().position(|&p| p == next) {
                 // Written in the direction of the arrows: x depends on y is x -> y.
                 let mut cycle = path[pos..].to_vec();
@@ -155,9 +156,7 @@ pub fn open(dir: &Path) -> Result<(Project, Plan)> {
 pub fn check(dir: &Path) -> Result<(Project, Plan)> {
     let mut project = Project::read(dir)?;
     let plan = validate::validate(&mut project);
-    project
-        .diagnostics
-        .sort_by(|a, b| (a.severity, &a.file, a.line, a.col).cmp(&(b.severity, &b.file, b.line, b.col)));
+    project.diagnostics.sort_by(|a, b| (a.severity, &a.file, a.line, a.col).cmp(&(b.severity, &b.file, b.line, b.col)));
     project.diagnostics.dedup();
     Ok((project, plan))
 }

@@ -21,7 +21,8 @@ pub(super) fn validate(p: &mut Project) -> Plan {
             && !conn_refs.contains(&c.v.as_str())
         {
             let mut x = p.sources.diag(&c.loc, format!("unknown connection `{}`", c.v));
-            x.help = suggest(&c.v, &conn_refs).or_else(|| Some(format!("declare it in {PROJECT_FILE} as [connections.{}]", c.v)));
+            x.help = suggest(&c.v, &conn_refs)
+                .or_else(|| Some(format!("declare it in {PROJECT_FILE} as [connections.{}]", c.v)));
             d.push(x);
         }
     };
@@ -29,8 +30,14 @@ pub(super) fn validate(p: &mut Project) -> Plan {
 
     let mut seen_conn: BTreeMap<&str, &Loc> = BTreeMap::new();
     for c in &p.config.connections {
+        if let Err(e) = crate::secret::Secret::new(&c.url.v, &p.env) {
+            d.push(p.sources.diag(&c.url.loc, format!("connection `{}`: {e}", c.name.v)));
+        }
         if let Some(first) = seen_conn.insert(&c.name.v, &c.name.loc) {
-            d.push(p.sources.diag(&c.name.loc, format!("connection `{}` is declared twice (first at {})", c.name.v, p.sources.position(first))));
+            d.push(p.sources.diag(
+                &c.name.loc,
+                format!("connection `{}` is declared twice (first at {})", c.name.v, p.sources.position(first)),
+            ));
         }
     }
 
@@ -57,7 +64,10 @@ pub(super) fn validate(p: &mut Project) -> Plan {
     let mut graphs = Vec::new();
     for pl in &p.pipelines {
         if let Some(first) = pipeline_names.get(&pl.name.v) {
-            d.push(p.sources.diag(&pl.name.loc, format!("pipeline `{}` is defined twice (first at {})", pl.name.v, p.sources.position(first))));
+            d.push(p.sources.diag(
+                &pl.name.loc,
+                format!("pipeline `{}` is defined twice (first at {})", pl.name.v, p.sources.position(first)),
+            ));
         } else {
             pipeline_names.insert(pl.name.v.clone(), pl.name.loc.clone());
         }
@@ -67,18 +77,25 @@ pub(super) fn validate(p: &mut Project) -> Plan {
         let mut seen: BTreeMap<&str, &Loc> = BTreeMap::new();
         for (i, s) in pl.steps.iter().enumerate() {
             if let Some(first) = seen.insert(&s.name.v, &s.name.loc) {
-                d.push(p.sources.diag(&s.name.loc, format!("step `{}` is defined twice (first at {})", s.name.v, p.sources.position(first))));
+                d.push(p.sources.diag(
+                    &s.name.loc,
+                    format!("step `{}` is defined twice (first at {})", s.name.v, p.sources.position(first)),
+                ));
             }
             for dep in &s.depends_on {
                 match name_refs.iter().position(|n| *n == dep.v) {
-                    Some(j) if j == i => d.push(p.sources.diag(&dep.loc, format!("step `{}` depends on itself", s.name.v))),
+                    Some(j) if j == i => {
+                        d.push(p.sources.diag(&dep.loc, format!("step `{}` depends on itself", s.name.v)))
+                    }
                     Some(j) => {
                         if !dag.deps[i].contains(&j) {
                             dag.deps[i].push(j)
                         }
                     }
                     None => {
-                        let mut x = p.sources.diag(&dep.loc, format!("unknown step `{}` in depends_on of step `{}`", dep.v, s.name.v));
+                        let mut x = p
+                            .sources
+                            .diag(&dep.loc, format!("unknown step `{}` in depends_on of step `{}`", dep.v, s.name.v));
                         x.help = suggest(&dep.v, &name_refs);
                         d.push(x);
                     }
@@ -96,7 +113,11 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                         }
                         Some(j) => d.push(p.sources.diag(
                             &l.from.loc,
-                            format!("`from` must name an ingest step; `{}` is a {} step", l.from.v, pl.steps[j].kind.name()),
+                            format!(
+                                "`from` must name an ingest step; `{}` is a {} step",
+                                l.from.v,
+                                pl.steps[j].kind.name()
+                            ),
                         )),
                         None => {
                             let ingests: Vec<&str> = pl
@@ -105,8 +126,12 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                                 .filter(|x| matches!(x.kind, StepKind::Ingest(_)))
                                 .map(|x| x.name.v.as_str())
                                 .collect();
-                            let mut x = p.sources.diag(&l.from.loc, format!("unknown step `{}` in `from` of step `{}`", l.from.v, s.name.v));
-                            x.help = suggest(&l.from.v, &ingests).or_else(|| Some("`from` names an ingest step of the same pipeline".into()));
+                            let mut x = p.sources.diag(
+                                &l.from.loc,
+                                format!("unknown step `{}` in `from` of step `{}`", l.from.v, s.name.v),
+                            );
+                            x.help = suggest(&l.from.v, &ingests)
+                                .or_else(|| Some("`from` names an ingest step of the same pipeline".into()));
                             d.push(x);
                         }
                     }
@@ -122,8 +147,10 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                     check_conn(&mut d, &q.connection);
                     for m in q.models.iter().flatten() {
                         if !model_names.contains(&m.v.as_str()) {
-                            let mut x = p.sources.diag(&m.loc, format!("unknown model `{}` in step `{}`", m.v, s.name.v));
-                            x.help = suggest(&m.v, &model_names).or_else(|| Some("models are the .sql files under models/".into()));
+                            let mut x =
+                                p.sources.diag(&m.loc, format!("unknown model `{}` in step `{}`", m.v, s.name.v));
+                            x.help = suggest(&m.v, &model_names)
+                                .or_else(|| Some("models are the .sql files under models/".into()));
                             d.push(x);
                         }
                     }
@@ -143,8 +170,14 @@ pub(super) fn validate(p: &mut Project) -> Plan {
             Err(cycle) => {
                 let path: Vec<&str> = cycle.iter().map(|&i| dag.names[i].as_str()).collect();
                 let first = &pl.steps[cycle[0]];
-                let at = first.depends_on.iter().find(|x| x.v == dag.names[cycle[1]]).map(|x| x.loc.clone()).unwrap_or(first.name.loc.clone());
-                let mut x = p.sources.diag(&at, format!("dependency cycle in pipeline `{}`: {}", pl.name.v, path.join(" -> ")));
+                let at = first
+                    .depends_on
+                    .iter()
+                    .find(|x| x.v == dag.names[cycle[1]])
+                    .map(|x| x.loc.clone())
+                    .unwrap_or(first.name.loc.clone());
+                let mut x =
+                    p.sources.diag(&at, format!("dependency cycle in pipeline `{}`: {}", pl.name.v, path.join(" -> ")));
                 x.help = Some("remove one of these dependencies".into());
                 d.push(x);
                 Vec::new()
@@ -156,9 +189,15 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 && !tables.contains(&ds.v)
                 && !model_names.contains(&ds.v.as_str())
             {
-                let known: Vec<&str> = datasets.iter().chain(tables.iter()).map(String::as_str).chain(model_names.iter().copied()).collect();
+                let known: Vec<&str> = datasets
+                    .iter()
+                    .chain(tables.iter())
+                    .map(String::as_str)
+                    .chain(model_names.iter().copied())
+                    .collect();
                 let mut x = p.sources.diag(&ds.loc, format!("unknown dataset `{}` in on_dataset", ds.v));
-                x.help = suggest(&ds.v, &known).or_else(|| Some("a dataset is an ingest step's dataset, a loaded table or a model".into()));
+                x.help = suggest(&ds.v, &known)
+                    .or_else(|| Some("a dataset is an ingest step's dataset, a loaded table or a model".into()));
                 d.push(x);
             }
         }
@@ -198,7 +237,7 @@ pub fn load_schema_file(p: &Project, rel: &str) -> Result<Schema> {
     let path = p.path(rel);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read schema file", &path, e))?;
     let f = SourceFile::new(p.show_path(rel), path, text);
-    let mut cx = Cx::new(tree::FileId(u32::MAX), &f);
+    let mut cx = Cx::new(tree::FileId(u32::MAX), &f).with_env(&p.env);
     let schema = match tree::parse(&f) {
         Ok(root) => decode_schema_file(&root, &mut cx),
         Err(ds) => {
@@ -215,11 +254,8 @@ pub fn load_schema_file(p: &Project, rel: &str) -> Result<Schema> {
 /// Renders every model (with neutral quoting) to learn its refs and config,
 /// reports unknown refs and cycles, and orders the models.
 fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String>) -> ModelGraph {
-    let ctx = RenderCtx {
-        vars: p.config.vars.clone(),
-        relation: Arc::new(|n: &str| quote_ident(n)),
-        is_incremental: false,
-    };
+    let ctx =
+        RenderCtx { vars: p.config.vars.clone(), relation: Arc::new(|n: &str| quote_ident(n)), is_incremental: false };
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let names: Vec<String> = p.models.iter().map(|m| m.name.clone()).collect();
     let mut dag = Dag { names: names.clone(), deps: vec![Vec::new(); names.len()] };
@@ -229,12 +265,23 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
         let file = p.sources.get(m.file);
         if let Some(&j) = seen.get(m.name.as_str()) {
             let other = &p.sources.get(p.models[j].file).name;
-            d.push(Diagnostic::new(file.name.clone(), 0, 0, format!("model `{}` is defined twice: here and in {other}", m.name)).with_help("model names are file names; rename one of the files"));
+            d.push(
+                Diagnostic::new(
+                    file.name.clone(),
+                    0,
+                    0,
+                    format!("model `{}` is defined twice: here and in {other}", m.name),
+                )
+                .with_help("model names are file names; rename one of the files"),
+            );
         } else {
             seen.insert(&m.name, i);
         }
         if !crate::project::valid_name(&m.name) {
-            d.push(Diagnostic::new(file.name.clone(), 0, 0, format!("invalid model name \"{}\"", m.name)).with_help(crate::project::NAME_RULE));
+            d.push(
+                Diagnostic::new(file.name.clone(), 0, 0, format!("invalid model name \"{}\"", m.name))
+                    .with_help(crate::project::NAME_RULE),
+            );
         }
         let mut node = ModelNode {
             name: m.name.clone(),
@@ -254,8 +301,7 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                 refs_of.push(r.refs);
             }
             Err(e) => {
-                let (line, col) = (e.line.unwrap_or(0), if e.line.is_some() { 1 } else { 0 });
-                d.push(Diagnostic::new(file.name.clone(), line, col, e.message));
+                d.push(template_diag(file, &e));
                 refs_of.push(Vec::new());
             }
         }
@@ -269,17 +315,19 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
         for r in refs {
             if let Some(j) = seen.get(r.as_str()) {
                 if *j == i {
-                    let (l, c) = template::find_ref_line(&file.text, r).unwrap_or((0, 0));
-                    d.push(Diagnostic::new(file.name.clone(), l, c, format!("model `{r}` refers to itself")).with_help("use {{ this }} to name the model's own table"));
+                    d.push(
+                        ref_diag(file, r, format!("model `{r}` refers to itself"))
+                            .with_help("use {{ this }} to name the model's own table"),
+                    );
                 } else if !dag.deps[i].contains(j) {
                     dag.deps[i].push(*j);
                 }
             } else if tables.contains(r) {
                 nodes[i].tables.push(r.clone());
             } else {
-                let (l, c) = template::find_ref_line(&file.text, r).unwrap_or((0, 0));
-                let mut x = Diagnostic::new(file.name.clone(), l, c, format!("unknown model or table `{r}` in ref()"));
-                x.help = suggest(r, &known).or_else(|| Some("ref() names a model (models/*.sql) or a table a load step fills".into()));
+                let mut x = ref_diag(file, r, format!("unknown model or table `{r}` in ref()"));
+                x.help = suggest(r, &known)
+                    .or_else(|| Some("ref() names a model (models/*.sql) or a table a load step fills".into()));
                 d.push(x);
             }
         }
@@ -289,9 +337,8 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
         Err(cycle) => {
             let files: Vec<String> = cycle.iter().map(|&i| p.sources.get(p.models[i].file).name.clone()).collect();
             let first = p.sources.get(p.models[cycle[0]].file);
-            let (l, c) = template::find_ref_line(&first.text, &names[cycle[1]]).unwrap_or((0, 0));
             d.push(
-                Diagnostic::new(first.name.clone(), l, c, format!("found a cycle between models: {}", files.join(" -> ")))
+                ref_diag(first, &names[cycle[1]], format!("found a cycle between models: {}", files.join(" -> ")))
                     .with_help("a model cannot depend on itself through other models; remove one of these ref() calls"),
             );
             Vec::new()
@@ -300,8 +347,27 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
     ModelGraph { nodes, dag, order }
 }
 
+/// A problem at the `ref('name')` call of a model (or the whole file).
+fn ref_diag(file: &SourceFile, name: &str, msg: String) -> Diagnostic {
+    match template::find_ref(&file.text, name) {
+        Some(r) => file.diag(r, msg),
+        None => Diagnostic::new(file.name.clone(), 0, 0, msg),
+    }
+}
+
+/// A template error at its place in the model file.
+pub fn template_diag(file: &SourceFile, e: &template::TemplateError) -> Diagnostic {
+    match (&e.range, e.line) {
+        (Some(r), _) => file.diag(r.clone(), e.message.clone()),
+        (None, Some(l)) => Diagnostic::new(file.name.clone(), l, 1, e.message.clone()),
+        (None, None) => Diagnostic::new(file.name.clone(), 0, 0, e.message.clone()),
+    }
+}
+
 /// Whether a name is a model or a loaded table of the project (for `export`).
 pub fn model_relation_check(p: &Project, name: &str) -> bool {
     p.model(name).is_some()
-        || p.pipelines.iter().any(|pl| pl.steps.iter().any(|s| matches!(&s.kind, StepKind::Load(l) if l.table.v == name)))
+        || p.pipelines
+            .iter()
+            .any(|pl| pl.steps.iter().any(|s| matches!(&s.kind, StepKind::Load(l) if l.table.v == name)))
 }

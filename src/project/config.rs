@@ -6,7 +6,7 @@
 
 use std::str::FromStr;
 
-use super::tree::{Cx, Decode, Dur, Fields, FileId, Loc, Node, Spanned, V, one_of};
+use super::tree::{Cx, Decode, Dur, Fields, FileId, Loc, Node, Spanned, V, Written, one_of};
 use crate::types::{Column, ColumnType, Schema};
 
 /// The file name of a project's main configuration.
@@ -75,7 +75,8 @@ impl Default for ModelsConfig {
 
 #[derive(Debug, Clone, Default)]
 pub struct StateConfig {
-    /// Where runs are recorded: `sqlite://…` (default `.sluice/state.db`) or `postgres://…`.
+    /// Where runs are recorded: `sqlite://…` (default `.sluice/state.db`) or
+    /// `postgres://…`; kept as written (it may hold secrets).
     pub url: Option<Spanned<String>>,
 }
 
@@ -248,7 +249,8 @@ pub const STEP_KINDS: &[(&str, &[&str])] = &[
     ("export", &["table", "query", "path", "format", "header", "null", "connection"]),
 ];
 
-pub const PROJECT_KEYS: &[&str] = &["name", "description", "connections", "storage", "defaults", "vars", "models", "state"];
+pub const PROJECT_KEYS: &[&str] =
+    &["name", "description", "connections", "storage", "defaults", "vars", "models", "state"];
 pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "steps"];
 pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup"];
 
@@ -277,25 +279,28 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
         let entries: &[_] = match &node.v {
             V::Table(entries) => entries,
             _ => {
-                cx.error(node.span.clone(), format!("wrong type for `connections`: expected a table, found {}", node.type_name())).help =
-                    Some("write one [connections.NAME] table per connection, with `url = \"…\"`".into());
+                cx.error(
+                    node.span.clone(),
+                    format!("wrong type for `connections`: expected a table, found {}", node.type_name()),
+                )
+                .help = Some("write one [connections.NAME] table per connection, with `url = \"…\"`".into());
                 &[]
             }
         };
         for (key, value) in entries {
             let what = format!("connection `{}`", key.name);
             let Some(mut f) = Fields::new(value, cx, what) else { continue };
-            let url: Option<Spanned<String>> = f.req(cx, "url");
+            let url: Option<Spanned<Written>> = f.req(cx, "url");
+            let url = url.map(|u| Spanned { v: u.v.0, loc: u.loc });
             f.finish(cx, |_| None);
             if !valid_name(&key.name) {
-                cx.error(key.span.clone(), format!("invalid connection name \"{}\"", key.name)).help = Some(NAME_RULE.into());
+                cx.error(key.span.clone(), format!("invalid connection name \"{}\"", key.name)).help =
+                    Some(NAME_RULE.into());
             }
             if let Some(url) = url {
                 check_url_scheme(cx, &url, &["sqlite", "postgres", "postgresql", "mysql", "mariadb", "oracle"]);
-                cfg.connections.push(ConnectionConfig {
-                    name: Spanned { v: key.name.clone(), loc: cx.loc(&key.span) },
-                    url,
-                });
+                cfg.connections
+                    .push(ConnectionConfig { name: Spanned { v: key.name.clone(), loc: cx.loc(&key.span) }, url });
             }
         }
     }
@@ -320,10 +325,13 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
         f.finish(cx, |_| None);
     }
     if let Some(node) = t.node("vars") {
-        match node.to_json() {
+        match resolve_json(node.to_json(), node, cx) {
             serde_json::Value::Object(m) => cfg.vars = m,
             _ => {
-                cx.error(node.span.clone(), format!("wrong type for `vars`: expected a table, found {}", node.type_name()));
+                cx.error(
+                    node.span.clone(),
+                    format!("wrong type for `vars`: expected a table, found {}", node.type_name()),
+                );
             }
         }
     }
@@ -343,7 +351,8 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
     if let Some(node) = t.node("state")
         && let Some(mut f) = Fields::new(node, cx, "[state]")
     {
-        cfg.state.url = f.opt(cx, "url");
+        let url: Option<Spanned<Written>> = f.opt(cx, "url");
+        cfg.state.url = url.map(|u| Spanned { v: u.v.0, loc: u.loc });
         if let Some(u) = &cfg.state.url {
             check_url_scheme(cx, u, &["sqlite", "postgres", "postgresql"]);
         }
@@ -354,6 +363,24 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
         _ => None,
     });
     cfg
+}
+
+/// Resolves `${env:…}` references in the strings of a JSON value.
+fn resolve_json(v: serde_json::Value, node: &Node, cx: &mut Cx) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) if crate::secret::has_refs(&s) => match cx.env.map(|e| e.resolve(&s)) {
+            Some(Ok(r)) => J::String(r),
+            Some(Err(e)) => {
+                cx.error(node.span.clone(), format!("in `vars`: {e}"));
+                J::String(s)
+            }
+            None => J::String(s),
+        },
+        J::Array(a) => J::Array(a.into_iter().map(|x| resolve_json(x, node, cx)).collect()),
+        J::Object(m) => J::Object(m.into_iter().map(|(k, x)| (k, resolve_json(x, node, cx))).collect()),
+        other => other,
+    }
 }
 
 pub const NAME_RULE: &str = "names start with a letter or `_` and hold only letters, digits, `_` and `-`";
@@ -417,7 +444,10 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
             _ => {
                 cx.error(
                     node.span.clone(),
-                    format!("wrong type for `triggers`: expected an array of tables ([[triggers]]), found {}", node.type_name()),
+                    format!(
+                        "wrong type for `triggers`: expected an array of tables ([[triggers]]), found {}",
+                        node.type_name()
+                    ),
                 );
             }
         }
@@ -435,7 +465,10 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
             _ => {
                 cx.error(
                     node.span.clone(),
-                    format!("wrong type for `steps`: expected an array of tables ([[steps]]), found {}", node.type_name()),
+                    format!(
+                        "wrong type for `steps`: expected an array of tables ([[steps]]), found {}",
+                        node.type_name()
+                    ),
                 );
             }
         },
@@ -446,7 +479,9 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
     }
     t.finish(cx, |k| match k {
         "step" => Some("steps are written as [[steps]]".into()),
-        "trigger" | "schedule" | "cron" => Some("schedules are written as [[triggers]] with `cron = \"0 0 * * *\"`".into()),
+        "trigger" | "schedule" | "cron" => {
+            Some("schedules are written as [[triggers]] with `cron = \"0 0 * * *\"`".into())
+        }
         _ => None,
     });
     Some(PipelineConfig { file: cx.file, name, description, triggers, max_active_runs, steps })
@@ -473,7 +508,10 @@ fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
         let msg = if present.is_empty() {
             "a trigger needs one of `cron`, `every`, `on_dataset` or `on_new_objects`".to_string()
         } else {
-            format!("a trigger takes one of `cron`, `every`, `on_dataset`, `on_new_objects`; this one has {}", present.join(" and "))
+            format!(
+                "a trigger takes one of `cron`, `every`, `on_dataset`, `on_new_objects`; this one has {}",
+                present.join(" and ")
+            )
         };
         cx.error(tspan.start..tspan.start, msg).help = Some("write one [[triggers]] table per trigger".into());
         return None;
@@ -515,7 +553,9 @@ pub fn explain_cron_error(expr: &str) -> Option<String> {
         return None;
     }
     let (names, ranges): (&[&str], &[(u32, u32)]) = match fields.len() {
-        5 => (&["minute", "hour", "day-of-month", "month", "day-of-week"], &[(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]),
+        5 => {
+            (&["minute", "hour", "day-of-month", "month", "day-of-week"], &[(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)])
+        }
         6 => (
             &["second", "minute", "hour", "day-of-month", "month", "day-of-week"],
             &[(0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7)],
@@ -644,7 +684,10 @@ pub fn decode_csv_options(t: &mut Fields, cx: &mut Cx) -> CsvOptions {
 /// Decodes a `[columns]` table: `name = "type"` or `name = { type, nullable, format }`.
 pub fn decode_columns(node: &Node, cx: &mut Cx) -> Option<Spanned<Schema>> {
     let V::Table(entries) = &node.v else {
-        cx.error(node.span.clone(), format!("wrong type for `columns`: expected a table of name = \"type\", found {}", node.type_name()));
+        cx.error(
+            node.span.clone(),
+            format!("wrong type for `columns`: expected a table of name = \"type\", found {}", node.type_name()),
+        );
         return None;
     };
     let mut cols = Vec::new();
@@ -670,8 +713,13 @@ pub fn decode_columns(node: &Node, cx: &mut Cx) -> Option<Spanned<Schema>> {
                 };
                 match ColumnType::parse(&ty.v) {
                     Ok(t) => {
-                        if format.is_some() && !matches!(t, ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz) {
-                            cx.error(value.span.clone(), format!("column `{}`: `format` applies only to date and timestamp columns", key.name));
+                        if format.is_some()
+                            && !matches!(t, ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz)
+                        {
+                            cx.error(
+                                value.span.clone(),
+                                format!("column `{}`: `format` applies only to date and timestamp columns", key.name),
+                            );
                             ok = false;
                         }
                         let mut c = Column::new(&key.name, t);
@@ -688,7 +736,11 @@ pub fn decode_columns(node: &Node, cx: &mut Cx) -> Option<Spanned<Schema>> {
             _ => {
                 cx.error(
                     value.span.clone(),
-                    format!("wrong type for column `{}`: expected a type name such as \"integer\", found {}", key.name, value.type_name()),
+                    format!(
+                        "wrong type for column `{}`: expected a type name such as \"integer\", found {}",
+                        key.name,
+                        value.type_name()
+                    ),
                 );
                 ok = false;
             }
@@ -713,9 +765,9 @@ fn decode_export(t: &mut Fields, cx: &mut Cx) -> Option<ExportStep> {
     let path: Option<Spanned<String>> = t.req(cx, "path");
     let format = match t.node("format") {
         Some(n) => one_of(n, cx, "format", EXPORT_FORMATS),
-        None => path.as_ref().map(|p| {
-            if p.v.to_ascii_lowercase().ends_with(".csv") { ExportFormat::Csv } else { ExportFormat::Tsv }
-        }),
+        None => path
+            .as_ref()
+            .map(|p| if p.v.to_ascii_lowercase().ends_with(".csv") { ExportFormat::Csv } else { ExportFormat::Tsv }),
     };
     let header = t.opt(cx, "header").unwrap_or(true);
     let null = t.opt(cx, "null").unwrap_or_default();
@@ -744,8 +796,9 @@ pub fn decode_schema_file(root: &Node, cx: &mut Cx) -> Option<Schema> {
     let cols = match t.node("columns") {
         Some(n) => decode_columns(n, cx),
         None => {
-            cx.error(0..0, "missing `[columns]` in the schema file").help =
-                Some("write one `name = \"type\"` line per column under [columns]; `sluice infer FILE` prints one".into());
+            cx.error(0..0, "missing `[columns]` in the schema file").help = Some(
+                "write one `name = \"type\"` line per column under [columns]; `sluice infer FILE` prints one".into(),
+            );
             None
         }
     };
@@ -763,7 +816,11 @@ mod tests {
         let root = parse(&f).unwrap();
         let mut cx = Cx::new(FileId(0), &f);
         let p = decode_pipeline(&root, &mut cx, "p");
-        let msgs = cx.diags.iter().map(|d| format!("{}{}", d.headline(), d.help.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default())).collect();
+        let msgs = cx
+            .diags
+            .iter()
+            .map(|d| format!("{}{}", d.headline(), d.help.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default()))
+            .collect();
         (p, msgs)
     }
 
@@ -871,6 +928,23 @@ tabel = "x"
             read.sort();
             listed.sort();
             assert_eq!(read, listed, "keys of {kind} steps");
+        }
+    }
+
+    #[test]
+    fn docs_cover_every_key() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+        let mut keys: Vec<&str> = Vec::new();
+        keys.extend(PROJECT_KEYS);
+        keys.extend(PIPELINE_KEYS);
+        keys.extend(TRIGGER_KEYS);
+        keys.extend(STEP_COMMON_KEYS);
+        for (_, k) in STEP_KINDS {
+            keys.extend(k.iter());
+        }
+        keys.extend(["url", "connection", "timezone", "retries", "paths", "materialized"]);
+        for k in keys {
+            assert!(doc.contains(&format!("| `{k}` |")), "docs/configuration.md does not describe `{k}`");
         }
     }
 }

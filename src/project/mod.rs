@@ -5,7 +5,6 @@
 pub mod config;
 pub mod tree;
 
-
 use std::path::{Path, PathBuf};
 
 use crate::error::{Diagnostic, Error, Result, Severity};
@@ -59,7 +58,7 @@ impl Project {
         let main_id = read_file(&mut sources, dir, Path::new(PROJECT_FILE))?;
         let config = {
             let src = sources.get(main_id);
-            let mut cx = Cx::new(main_id, src);
+            let mut cx = Cx::new(main_id, src).with_env(&env);
             let cfg = match tree::parse(src) {
                 Ok(root) => config::decode_project(&root, &mut cx),
                 Err(d) => {
@@ -76,7 +75,7 @@ impl Project {
             let id = read_file(&mut sources, dir, &rel)?;
             let src = sources.get(id);
             let stem = rel.file_stem().and_then(|s| s.to_str()).unwrap_or("pipeline").to_string();
-            let mut cx = Cx::new(id, src);
+            let mut cx = Cx::new(id, src).with_env(&env);
             match tree::parse(src) {
                 Ok(root) => {
                     if let Some(p) = config::decode_pipeline(&root, &mut cx, &stem) {
@@ -190,19 +189,19 @@ impl Project {
         if self.config.connections.is_empty() && name == DEFAULT_CONNECTION {
             return Ok(Secret::plain(DEFAULT_WAREHOUSE_URL));
         }
-        let c = self.config.connections.iter().find(|c| c.name.v == name).ok_or_else(|| {
-            Error::user(format!("no connection named `{name}` in {PROJECT_FILE}"))
-        })?;
+        let c = self
+            .config
+            .connections
+            .iter()
+            .find(|c| c.name.v == name)
+            .ok_or_else(|| Error::user(format!("no connection named `{name}` in {PROJECT_FILE}")))?;
         Secret::new(&c.url.v, &self.env)
             .map_err(|e| Error::user(format!("connection `{name}` ({}): {e}", self.sources.position(&c.url.loc))))
     }
 
     /// The object store URL.
     pub fn storage_url(&self) -> Result<String> {
-        match &self.config.storage.url {
-            Some(u) => self.env.resolve(&u.v).map_err(|e| Error::user(format!("[storage] url: {e}"))),
-            None => Ok(DEFAULT_STORAGE_URL.to_string()),
-        }
+        Ok(self.config.storage.url.as_ref().map(|u| u.v.clone()).unwrap_or_else(|| DEFAULT_STORAGE_URL.to_string()))
     }
 
     /// The IANA time zone of the project (UTC unless set).
@@ -243,8 +242,9 @@ pub fn show(dir: &Path, rel: &Path) -> String {
 fn read_file(sources: &mut Sources, dir: &Path, rel: &Path) -> Result<FileId> {
     let path = dir.join(rel);
     let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| Error::user(format!("{}: not valid UTF-8 (at byte {})", show(dir, rel), e.utf8_error().valid_up_to())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::user(format!("{}: not valid UTF-8 (at byte {})", show(dir, rel), e.utf8_error().valid_up_to()))
+    })?;
     Ok(sources.add(SourceFile::new(show(dir, rel), path, text)))
 }
 

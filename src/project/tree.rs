@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::error::{Diagnostic, Severity, Snippet, suggest};
+use crate::secret::Env;
 
 /// The index of a file in [`Sources`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,7 +79,8 @@ impl SourceFile {
         let text = self.line_text(line).to_string();
         let line_end_col = text.chars().count() + 1;
         let (end_line, end_col) = self.line_col(span.end.max(span.start));
-        let width = if end_line == line { end_col.saturating_sub(col).max(1) } else { line_end_col.saturating_sub(col).max(1) };
+        let width =
+            if end_line == line { end_col.saturating_sub(col).max(1) } else { line_end_col.saturating_sub(col).max(1) };
         let mut d = Diagnostic::new(self.name.clone(), line, col, message);
         d.snippet = Some(Snippet { text, col, width });
         d
@@ -220,11 +222,18 @@ pub struct Cx<'s> {
     pub file: FileId,
     pub src: &'s SourceFile,
     pub diags: Vec<Diagnostic>,
+    /// Resolves `${env:…}` / `${file:…}` in string values; `None` leaves them as written.
+    pub env: Option<&'s Env>,
 }
 
 impl<'s> Cx<'s> {
     pub fn new(file: FileId, src: &'s SourceFile) -> Self {
-        Cx { file, src, diags: Vec::new() }
+        Cx { file, src, diags: Vec::new(), env: None }
+    }
+
+    pub fn with_env(mut self, env: &'s Env) -> Self {
+        self.env = Some(env);
+        self
     }
 
     pub fn error(&mut self, span: Range<usize>, msg: impl Into<String>) -> &mut Diagnostic {
@@ -257,13 +266,39 @@ pub trait Decode: Sized {
     fn decode(node: &Node, cx: &mut Cx, key: Option<&str>) -> Option<Self>;
 }
 
+/// Strings have their `${env:…}` and `${file:…}` references resolved (see
+/// [`Written`] for values that must stay as written, such as secrets).
 impl Decode for String {
     fn expected() -> String {
         "a string".into()
     }
     fn decode(node: &Node, cx: &mut Cx, key: Option<&str>) -> Option<Self> {
+        let Written(s) = Written::decode(node, cx, key)?;
+        match cx.env {
+            Some(env) if crate::secret::has_refs(&s) => match env.resolve(&s) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    cx.error(node.span.clone(), e);
+                    None
+                }
+            },
+            _ => Some(s),
+        }
+    }
+}
+
+/// A string kept exactly as written, references unresolved (connection URLs,
+/// which may carry secrets and are resolved only when used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written(pub String);
+
+impl Decode for Written {
+    fn expected() -> String {
+        "a string".into()
+    }
+    fn decode(node: &Node, cx: &mut Cx, key: Option<&str>) -> Option<Self> {
         match &node.v {
-            V::Str(s) => Some(s.clone()),
+            V::Str(s) => Some(Written(s.clone())),
             _ => {
                 cx.wrong_type(node, key, &Self::expected());
                 None
@@ -396,7 +431,10 @@ impl<'n> Fields<'n> {
         match &node.v {
             V::Table(t) => Some(Fields { entries: t, span: node.span.clone(), what, known: Vec::new() }),
             _ => {
-                cx.error(node.span.clone(), format!("wrong type for {what}: expected a table, found {}", node.type_name()));
+                cx.error(
+                    node.span.clone(),
+                    format!("wrong type for {what}: expected a table, found {}", node.type_name()),
+                );
                 None
             }
         }
@@ -428,8 +466,8 @@ impl<'n> Fields<'n> {
     pub fn req<T: Decode>(&mut self, cx: &mut Cx, key: &'static str) -> Option<T> {
         if self.node(key).is_none() {
             let what = self.what.clone();
-            cx.error(self.span.start..self.span.start, format!("missing key `{key}` in {what}"))
-                .help = Some(format!("add `{key} = …` ({})", T::expected()));
+            cx.error(self.span.start..self.span.start, format!("missing key `{key}` in {what}")).help =
+                Some(format!("add `{key} = …` ({})", T::expected()));
             return None;
         }
         self.opt(cx, key)
@@ -455,7 +493,10 @@ impl<'n> Fields<'n> {
             if self.known.contains(&k.name.as_str()) {
                 continue;
             }
-            let help = hint(&k.name).or_else(|| suggest(&k.name, &self.known));
+            let help = hint(&k.name).or_else(|| match crate::error::nearest(&k.name, self.known.iter().copied()) {
+                Some(n) => Some(format!("did you mean `{n}`?")),
+                None => Some(format!("valid keys here: {}", self.known.join(", "))),
+            });
             let d = cx.error(k.span.clone(), format!("unknown key `{}` in {}", k.name, self.what));
             d.help = help;
         }
@@ -470,9 +511,8 @@ pub fn one_of<T: Copy>(node: &Node, cx: &mut Cx, key: &str, choices: &[(&'static
     }
     let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
     let d = cx.error(node.span.clone(), format!("invalid value \"{s}\" for `{key}`"));
-    d.help = suggest(&s, &names).map(|h| {
-        if h.starts_with("did you") { format!("{h} (valid choices: {})", names.join(", ")) } else { h }
-    });
+    d.help = suggest(&s, &names)
+        .map(|h| if h.starts_with("did you") { format!("{h} (valid choices: {})", names.join(", ")) } else { h });
     None
 }
 

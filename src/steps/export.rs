@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{RunCtx, StepOutput, human_bytes, thousands};
+use super::{RunCtx, StepOutput, count, human_bytes};
 use crate::error::{Error, Result};
 use crate::formats::csv::CsvWriter;
 use crate::project::{ExportFormat, ExportStep, ExportWhat};
@@ -81,7 +81,13 @@ impl<W: Write> RowSink for DelimitedSink<W> {
 }
 
 /// Runs `sql` and writes its rows to `path` atomically. Returns rows and bytes.
-pub fn export_query(wh: &mut dyn Warehouse, sql: &str, path: &Path, shown: &str, spec: &ExportSpec) -> Result<(u64, u64)> {
+pub fn export_query(
+    wh: &mut dyn Warehouse,
+    sql: &str,
+    path: &Path,
+    shown: &str,
+    spec: &ExportSpec,
+) -> Result<(u64, u64)> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -110,9 +116,14 @@ pub fn run(ctx: &RunCtx, cfg: &ExportStep) -> Result<StepOutput> {
     let (sql, what) = match &cfg.what {
         ExportWhat::Table(t) => (format!("SELECT * FROM {}", wh.relation(&t.v)), t.v.clone()),
         ExportWhat::Query(q) => {
-            let rctx = RenderCtx { vars: ctx.project.config.vars.clone(), relation: wh.naming().relation_fn(), is_incremental: false };
-            let r = template::render("query", "query", &q.v, &rctx)
-                .map_err(|e| Error::user(format!("{}: in `query`: {}", ctx.project.sources.position(&q.loc), e.message)))?;
+            let rctx = RenderCtx {
+                vars: ctx.project.config.vars.clone(),
+                relation: wh.naming().relation_fn(),
+                is_incremental: false,
+            };
+            let r = template::render("query", "query", &q.v, &rctx).map_err(|e| {
+                Error::user(format!("{}: in `query`: {}", ctx.project.sources.position(&q.loc), e.message))
+            })?;
             (r.sql, "query".to_string())
         }
     };
@@ -121,7 +132,7 @@ pub fn run(ctx: &RunCtx, cfg: &ExportStep) -> Result<StepOutput> {
     let spec = ExportSpec { format: cfg.format, header: cfg.header, null: cfg.null.clone() };
     let (rows, bytes) = export_query(wh.as_mut(), &sql, &path, &shown, &spec)?;
     Ok(StepOutput {
-        summary: format!("wrote {} rows of {what} to {shown} ({})", thousands(rows), human_bytes(bytes)),
+        summary: format!("wrote {} of {what} to {shown} ({})", count(rows, "row"), human_bytes(bytes)),
         rows: Some(rows),
         bytes: Some(bytes),
         details: json!({ "path": shown, "rows": rows, "bytes": bytes }),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{RunCtx, StepOutput, human_bytes, thousands};
+use super::{RunCtx, StepOutput, count, human_bytes};
 use crate::error::{Error, Result};
 use crate::project::{IngestStep, StepConfig};
 use crate::storage::raw::{self, Landing, Manifest};
@@ -31,7 +31,10 @@ pub fn source_files(ctx: &RunCtx, source: &str) -> Result<Vec<PathBuf>> {
     } else if path.is_file() {
         Ok(vec![path])
     } else if path.is_dir() {
-        Err(Error::user(format!("source {} is a folder; name a file or a glob such as {source}/*.csv", ctx.project.show_path(source))))
+        Err(Error::user(format!(
+            "source {} is a folder; name a file or a glob such as {source}/*.csv",
+            ctx.project.show_path(source)
+        )))
     } else {
         Err(Error::user(format!("source file not found: {}", ctx.project.show_path(source))))
     }
@@ -53,7 +56,10 @@ pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutp
     let mut skipped = Vec::new();
     let mut used_names: Vec<String> = Vec::new();
     for path in &files {
-        let shown = path.strip_prefix(&ctx.project.dir).map(|p| p.display().to_string()).unwrap_or_else(|_| path.display().to_string());
+        let shown = path
+            .strip_prefix(&ctx.project.dir)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.display().to_string());
         let mut name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
         if used_names.contains(&name) {
             name = format!("{}-{name}", used_names.len());
@@ -62,8 +68,8 @@ pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutp
         let size = std::fs::metadata(path).map(|m| m.len()).ok();
         let meter = ctx.meter(&format!("landing {shown}"), size);
         let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-        let has_header = true;
-        let outcome = raw::land(ctx.store.as_ref(), &dataset, &prefix, &name, &shown, has_header, &mut f, &mut |b| {
+        let count = raw::RowCount::Csv { delimiter: b',', quote: b'"', header: true };
+        let outcome = raw::land(ctx.store.as_ref(), &dataset, &prefix, &name, &shown, count, &mut f, &mut |b| {
             meter.update(b, 0)
         })?;
         match outcome {
@@ -89,10 +95,9 @@ pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutp
         format!("nothing new: {} file{} already landed", skipped.len(), s(skipped.len()))
     } else {
         format!(
-            "landed {} file{} ({} rows, {}) under {prefix}",
-            landed.len(),
-            s(landed.len()),
-            thousands(rows),
+            "landed {} ({}, {}) under {prefix}",
+            count(landed.len() as u64, "file"),
+            count(rows, "row"),
             human_bytes(bytes)
         )
     };

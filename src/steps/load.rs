@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use serde_json::json;
 
-use super::{Meter, RunCtx, StepOutput, human_bytes, thousands};
+use super::{Meter, RunCtx, StepOutput, count, human_bytes};
 use crate::error::{BadRows, Error, Result, RowError, printable_bytes};
 use crate::formats::csv::{CsvReader, Next};
 use crate::project::{CsvOptions, LoadMode, LoadStep, PipelineConfig, SchemaSource, StepKind};
@@ -225,7 +225,7 @@ fn parse_input(
                         file: label.to_string(),
                         line: b.line,
                         column,
-                        value: Some(printable_bytes(&b.raw)),
+                        value: Some(printable_bytes(&b.value)),
                         reason: b.reason,
                     },
                     &mut rejected,
@@ -347,7 +347,9 @@ pub fn dataset_of(pl: &PipelineConfig, cfg: &LoadStep) -> Result<String> {
         .ok_or_else(|| Error::user(format!("no step `{}` in pipeline `{}`", cfg.from.v, pl.name.v)))?;
     match &from.kind {
         StepKind::Ingest(i) => Ok(super::ingest::dataset_of(from, i)),
-        other => Err(Error::user(format!("`from` must name an ingest step; `{}` is a {} step", cfg.from.v, other.name()))),
+        other => {
+            Err(Error::user(format!("`from` must name an ingest step; `{}` is a {} step", cfg.from.v, other.name())))
+        }
     }
 }
 
@@ -384,7 +386,9 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             let newest = manifests.last().expect("not empty");
             if newest.files.iter().all(|f| done.contains(&f.key)) { Vec::new() } else { newest.files.clone() }
         }
-        LoadMode::Append => manifests.iter().flat_map(|m| m.files.iter()).filter(|f| !done.contains(&f.key)).cloned().collect(),
+        LoadMode::Append => {
+            manifests.iter().flat_map(|m| m.files.iter()).filter(|f| !done.contains(&f.key)).cloned().collect()
+        }
     };
     if pending.is_empty() {
         return Ok(StepOutput {
@@ -402,10 +406,17 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             let key = f.key.clone();
             Input {
                 label: f.source.clone(),
-                record: Some(LoadRecord { object: f.key.clone(), sha256: f.sha256.clone(), rows: f.rows, run_id: ctx.run_id.clone() }),
+                record: Some(LoadRecord {
+                    object: f.key.clone(),
+                    sha256: f.sha256.clone(),
+                    rows: f.rows,
+                    run_id: ctx.run_id.clone(),
+                }),
                 size: Some(f.bytes),
                 open: Box::new(move || {
-                    store.get(&key)?.ok_or_else(|| Error::external(format!("raw object {key} is missing from {}", store.describe()), false))
+                    store.get(&key)?.ok_or_else(|| {
+                        Error::external(format!("raw object {key} is missing from {}", store.describe()), false)
+                    })
                 }),
             }
         })
@@ -423,9 +434,9 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
     let n = pending.len();
     Ok(StepOutput {
         summary: format!(
-            "loaded {} rows into {table} from {n} file{} ({})",
-            thousands(report.loaded),
-            if n == 1 { "" } else { "s" },
+            "loaded {} into {table} from {} ({})",
+            count(report.loaded, "row"),
+            count(n as u64, "file"),
             human_bytes(report.bytes)
         ),
         rows: Some(report.loaded),

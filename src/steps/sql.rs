@@ -22,7 +22,8 @@ pub fn run(ctx: &RunCtx, cfg: &SqlStep) -> Result<StepOutput> {
     if selected.is_empty() {
         return Ok(StepOutput { summary: "no models to build".into(), ..Default::default() });
     }
-    let rctx = RenderCtx { vars: ctx.project.config.vars.clone(), relation: wh.naming().relation_fn(), is_incremental: false };
+    let rctx =
+        RenderCtx { vars: ctx.project.config.vars.clone(), relation: wh.naming().relation_fn(), is_incremental: false };
     let meter = ctx.meter("building models", None);
     let mut built = Vec::new();
     for (n, &i) in selected.iter().enumerate() {

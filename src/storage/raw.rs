@@ -3,7 +3,7 @@
 //! index by hash under `_sluice/index/<dataset>/` so a file already landed is
 //! not landed again. Objects are copied byte for byte.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -46,7 +46,45 @@ fn index_key(dataset: &str, sha: &str) -> String {
 pub enum Landing {
     New(ManifestFile),
     /// The same bytes were landed before, under this key.
-    Duplicate { existing: String, sha256: String, bytes: u64 },
+    Duplicate {
+        existing: String,
+        sha256: String,
+        bytes: u64,
+    },
+}
+
+/// How landing counts the rows of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowCount {
+    /// Delimited records, as the loader will read them (header not counted).
+    Csv { delimiter: u8, quote: u8, header: bool },
+    /// Non-empty lines (NDJSON).
+    Lines,
+}
+
+/// Hashes and stores what passes through it while a counter reads it.
+struct Tee<'a> {
+    src: &'a mut dyn Read,
+    hasher: Sha256,
+    staged: &'a mut dyn Write,
+    bytes: u64,
+    progress: &'a mut dyn FnMut(u64),
+    write_error: Option<std::io::Error>,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.src.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if let Err(e) = self.staged.write_all(&buf[..n]) {
+            let msg = e.to_string();
+            self.write_error = Some(e);
+            return Err(std::io::Error::other(msg));
+        }
+        self.bytes += n as u64;
+        (self.progress)(self.bytes);
+        Ok(n)
+    }
 }
 
 /// Copies `src` into the store under the landing prefix, hashing and counting
@@ -59,36 +97,28 @@ pub fn land(
     prefix: &str,
     name: &str,
     source: &str,
-    has_header: bool,
+    count: RowCount,
     src: &mut dyn Read,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Landing> {
     let key = format!("{prefix}{name}");
     let mut staged = store.stage(&key)?;
-    let mut hasher = Sha256::new();
-    let mut counter = RowCounter::default();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    let (sha, bytes, rows) = {
+        let mut tee = Tee { src, hasher: Sha256::new(), staged: &mut staged, bytes: 0, progress, write_error: None };
+        let counted = count_rows(&mut tee, count);
+        if let Some(e) = tee.write_error.take() {
+            let _ = staged.abort();
+            return Err(Error::external(format!("cannot write {key} to {}: {e}", store.describe()), true));
+        }
+        let rows = match counted {
+            Ok(r) => r,
             Err(e) => {
                 let _ = staged.abort();
                 return Err(Error::external(format!("cannot read {source}: {e}"), true));
             }
         };
-        hasher.update(&buf[..n]);
-        counter.feed(&buf[..n]);
-        if let Err(e) = staged.write_all(&buf[..n]) {
-            let _ = staged.abort();
-            return Err(Error::external(format!("cannot write {key} to {}: {e}", store.describe()), true));
-        }
-        bytes += n as u64;
-        progress(bytes);
-    }
-    let sha = hex(&hasher.finalize());
+        (hex(&tee.hasher.finalize()), tee.bytes, rows)
+    };
     if let Some(existing) = store.get_bytes(&index_key(dataset, &sha))? {
         let existing = String::from_utf8_lossy(&existing).into_owned();
         if store.get(&existing)?.is_some() {
@@ -97,8 +127,6 @@ pub fn land(
         }
     }
     staged.commit()?;
-    let records = counter.finish();
-    let rows = if has_header { records.saturating_sub(1) } else { records };
     if !store.put_if_absent(&index_key(dataset, &sha), key.as_bytes())? {
         // Another run landed the same bytes at the same moment: keep theirs.
         let existing = store.get_bytes(&index_key(dataset, &sha))?.unwrap_or_default();
@@ -110,6 +138,46 @@ pub fn land(
         store.put(&index_key(dataset, &sha), key.as_bytes())?;
     }
     Ok(Landing::New(ManifestFile { name: name.to_string(), key, source: source.to_string(), sha256: sha, bytes, rows }))
+}
+
+/// Reads a whole stream, counting its rows.
+fn count_rows(r: &mut dyn Read, count: RowCount) -> std::io::Result<u64> {
+    match count {
+        RowCount::Lines => {
+            let mut buf = vec![0u8; 1 << 20];
+            let (mut lines, mut pending) = (0u64, false);
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(lines + u64::from(pending));
+                }
+                for chunk in buf[..n].split_inclusive(|&b| b == b'\n') {
+                    let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+                    pending |= body.iter().any(|b| !b.is_ascii_whitespace());
+                    if chunk.ends_with(b"\n") {
+                        lines += u64::from(pending);
+                        pending = false;
+                    }
+                }
+            }
+        }
+        RowCount::Csv { delimiter, quote, header } => {
+            let mut reader = crate::formats::csv::CsvReader::new(r, delimiter, quote);
+            let mut rows = 0u64;
+            let mut first = header;
+            loop {
+                match reader.next_record()? {
+                    crate::formats::csv::Next::End => return Ok(rows),
+                    crate::formats::csv::Next::Record(rec) if first => {
+                        first = false;
+                        let n = rec.len();
+                        reader.set_expected_fields(n);
+                    }
+                    _ => rows += 1,
+                }
+            }
+        }
+    }
 }
 
 /// Writes a landing's manifest; the landing is visible to loads from then on.
@@ -145,56 +213,19 @@ pub fn hex(b: &[u8]) -> String {
     s
 }
 
-/// Counts CSV records: line breaks outside double quotes, plus a last line
-/// without one.
-#[derive(Default)]
-struct RowCounter {
-    in_quotes: bool,
-    records: u64,
-    line_has_data: bool,
-}
-
-impl RowCounter {
-    fn feed(&mut self, mut b: &[u8]) {
-        while !b.is_empty() {
-            match memchr::memchr2(b'"', b'\n', b) {
-                None => {
-                    self.line_has_data = true;
-                    return;
-                }
-                Some(k) => {
-                    if b[k] == b'"' {
-                        self.in_quotes = !self.in_quotes;
-                        self.line_has_data = true;
-                    } else if !self.in_quotes {
-                        let has = self.line_has_data || (k > 0 && b[..k] != *b"\r");
-                        if has {
-                            self.records += 1;
-                        }
-                        self.line_has_data = false;
-                    }
-                    b = &b[k + 1..];
-                }
-            }
-        }
-    }
-
-    fn finish(self) -> u64 {
-        self.records + u64::from(self.line_has_data)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::local::LocalStore;
 
+    const CSV: RowCount = RowCount::Csv { delimiter: b',', quote: b'"', header: true };
+
     #[test]
     fn counts_records_not_lines() {
-        let mut c = RowCounter::default();
-        c.feed(b"a,b\n1,\"x\ny\"\n\n2,");
-        c.feed(b"z");
-        assert_eq!(c.finish(), 3);
+        assert_eq!(count_rows(&mut &b"a,b\n1,\"x\ny\"\n\n2,z"[..], CSV).unwrap(), 2);
+        // An unterminated quote costs one record, not the rest of the file.
+        assert_eq!(count_rows(&mut &b"a,b\n1,\"x\n2,y\n3,\"z\"\n"[..], CSV).unwrap(), 3);
+        assert_eq!(count_rows(&mut &b"{}\n\n{}\n  \n{}"[..], RowCount::Lines).unwrap(), 3);
     }
 
     #[test]
@@ -203,13 +234,15 @@ mod tests {
         let s = LocalStore::new(dir.path().to_path_buf(), "file://x".into());
         let data = b"id\n1\n2\n";
         let p1 = landing_prefix("sales", "2026-01-01", "r1");
-        let Landing::New(f) = land(&s, "sales", &p1, "s.csv", "s.csv", true, &mut &data[..], &mut |_| {}).unwrap() else {
+        let Landing::New(f) = land(&s, "sales", &p1, "s.csv", "s.csv", CSV, &mut &data[..], &mut |_| {}).unwrap()
+        else {
             panic!()
         };
         assert_eq!((f.rows, f.bytes), (2, 7));
         assert_eq!(f.sha256.len(), 64);
         let p2 = landing_prefix("sales", "2026-01-02", "r2");
-        let Landing::Duplicate { existing, .. } = land(&s, "sales", &p2, "s.csv", "s.csv", true, &mut &data[..], &mut |_| {}).unwrap()
+        let Landing::Duplicate { existing, .. } =
+            land(&s, "sales", &p2, "s.csv", "s.csv", CSV, &mut &data[..], &mut |_| {}).unwrap()
         else {
             panic!()
         };

@@ -40,6 +40,8 @@ pub struct Rendered {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateError {
     pub line: Option<usize>,
+    /// Byte range in the template source, when known.
+    pub range: Option<std::ops::Range<usize>>,
     pub message: String,
 }
 
@@ -57,7 +59,10 @@ pub fn render(name: &str, model: &str, source: &str, ctx: &RenderCtx) -> Result<
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_syntax(
-        minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("the default delimiters are valid"),
+        minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("the default delimiters are valid"),
     );
 
     let r = rec.clone();
@@ -77,7 +82,9 @@ pub fn render(name: &str, model: &str, source: &str, ctx: &RenderCtx) -> Result<
             None => default.ok_or_else(|| {
                 minijinja::Error::new(
                     ErrorKind::InvalidOperation,
-                    format!("var `{key}` is not set: add it under [vars] in sluice.toml or give a default, var('{key}', …)"),
+                    format!(
+                        "var `{key}` is not set: add it under [vars] in sluice.toml or give a default, var('{key}', …)"
+                    ),
                 )
             }),
         }
@@ -156,7 +163,7 @@ fn convert_error(e: &minijinja::Error) -> TemplateError {
         Some(d) => format!("{what}: {d}"),
         None => what.to_string(),
     };
-    TemplateError { line: e.line(), message }
+    TemplateError { line: e.line(), range: e.range(), message }
 }
 
 /// Quotes a name the SQL-standard way (`"name"`, doubling inner quotes).
@@ -164,16 +171,19 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The line of the first `ref('target')` call in a model's text (for messages).
-pub fn find_ref_line(source: &str, target: &str) -> Option<(usize, usize)> {
-    for (i, line) in source.lines().enumerate() {
-        for q in ['\'', '"'] {
-            let needle = format!("{q}{target}{q}");
-            if let Some(pos) = line.find(&needle)
-                && line[..pos].contains("ref")
-            {
-                return Some((i + 1, line[..pos].chars().count() + 1));
+/// The byte range of the name in the first `ref('target')` call of a model's
+/// text (for messages).
+pub fn find_ref(source: &str, target: &str) -> Option<std::ops::Range<usize>> {
+    for q in ['\'', '"'] {
+        let needle = format!("{q}{target}{q}");
+        let mut from = 0;
+        while let Some(pos) = source[from..].find(&needle) {
+            let at = from + pos;
+            let before = source[..at].trim_end();
+            if before.ends_with("ref(") || before.ends_with("ref (") {
+                return Some(at..at + needle.len());
             }
+            from = at + needle.len();
         }
     }
     None
@@ -216,6 +226,8 @@ mod tests {
 
     #[test]
     fn finds_ref_positions() {
-        assert_eq!(find_ref_line("select\n  * from {{ ref('abc') }}", "abc"), Some((2, 17)));
+        let src = "select 'abc'\n  * from {{ ref('abc') }}";
+        assert_eq!(find_ref(src, "abc"), Some(29..34));
+        assert_eq!(find_ref(src, "zzz"), None);
     }
 }

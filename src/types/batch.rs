@@ -31,7 +31,12 @@ pub struct RowBatch {
 
 impl RowBatch {
     pub fn new(width: usize) -> Self {
-        RowBatch { width, cells: Vec::with_capacity(width * 4096), text: Vec::with_capacity(1 << 20), lines: Vec::with_capacity(4096) }
+        RowBatch {
+            width,
+            cells: Vec::with_capacity(width * 4096),
+            text: Vec::with_capacity(1 << 20),
+            lines: Vec::with_capacity(4096),
+        }
     }
 
     pub fn clear(&mut self) {

@@ -81,7 +81,11 @@ impl ColumnType {
                 None => Ok(vec![]),
                 Some(a) => a
                     .split(',')
-                    .map(|x| x.trim().parse::<u32>().map_err(|_| format!("invalid type \"{s}\": `{}` is not a number", x.trim())))
+                    .map(|x| {
+                        x.trim()
+                            .parse::<u32>()
+                            .map_err(|_| format!("invalid type \"{s}\": `{}` is not a number", x.trim()))
+                    })
                     .collect(),
             }
         };
@@ -137,7 +141,11 @@ impl ColumnType {
     pub fn is_numeric(self) -> bool {
         matches!(
             self,
-            ColumnType::SmallInt | ColumnType::Integer | ColumnType::BigInt | ColumnType::Decimal(_) | ColumnType::Float
+            ColumnType::SmallInt
+                | ColumnType::Integer
+                | ColumnType::BigInt
+                | ColumnType::Decimal(_)
+                | ColumnType::Float
         )
     }
 }

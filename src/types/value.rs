@@ -149,7 +149,10 @@ fn parse_decimal(raw: &[u8], ps: Option<(u8, u8)>) -> Result<&str, String> {
                 ));
             }
             if int_digits > (p - sc) as usize {
-                return Err(format!("is out of range for decimal({p},{sc}): at most {} digits before the point", p - sc));
+                return Err(format!(
+                    "is out of range for decimal({p},{sc}): at most {} digits before the point",
+                    p - sc
+                ));
             }
         }
         None => {
@@ -263,7 +266,8 @@ fn parse_iso_ts(raw: &[u8], tz: bool) -> Result<(i64, Option<i64>), String> {
     if raw.len() < 10 {
         return Err(expect.into());
     }
-    let days = parse_date_part(&raw[..10]).map_err(|e| if e.contains("valid") { e.replace("date", "timestamp") } else { expect.into() })?;
+    let days = parse_date_part(&raw[..10])
+        .map_err(|e| if e.contains("valid") { e.replace("date", "timestamp") } else { expect.into() })?;
     let mut rest = &raw[10..];
     let mut micros: i64 = 0;
     if !rest.is_empty() && (rest[0] == b'T' || rest[0] == b' ') && rest.len() >= 6 && rest[3] == b':' {
@@ -326,7 +330,8 @@ fn parse_iso_ts(raw: &[u8], tz: bool) -> Result<(i64, Option<i64>), String> {
 }
 
 fn parse_date_fmt(s: &str, f: &str) -> Result<i32, String> {
-    let d = chrono::NaiveDate::parse_from_str(s, f).map_err(|e| format!("is not a date in the format \"{f}\" ({e})"))?;
+    let d =
+        chrono::NaiveDate::parse_from_str(s, f).map_err(|e| format!("is not a date in the format \"{f}\" ({e})"))?;
     Ok((d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32)
 }
 
@@ -372,7 +377,7 @@ pub fn write_ts(out: &mut Vec<u8>, micros: i64, sep: u8) {
     if us != 0 {
         out.push(b'.');
         let mut width = 6;
-        while us % 10 == 0 {
+        while us.is_multiple_of(10) {
             us /= 10;
             width -= 1;
         }

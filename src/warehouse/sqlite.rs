@@ -242,7 +242,8 @@ impl Warehouse for Sqlite {
     fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>> {
         let what = format!("load into table `{}`", target.table);
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| sql_err(e, &what))?;
-        let mut guard = SqliteLoad { conn: &mut self.conn, insert: String::new(), table: target.table.to_string(), open: true };
+        let mut guard =
+            SqliteLoad { conn: &mut self.conn, insert: String::new(), table: target.table.to_string(), open: true };
         guard.setup(target).map_err(|e| e.context(what.clone()))?;
         Ok(Box::new(guard))
     }
@@ -305,7 +306,11 @@ impl SqliteLoad<'_> {
         )?;
         let existing: Option<String> = self
             .conn
-            .query_row("SELECT type FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')", [target.table], |r| r.get(0))
+            .query_row(
+                "SELECT type FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')",
+                [target.table],
+                |r| r.get(0),
+            )
             .map(Some)
             .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
             .map_err(|e| sql_err(e, "read the schema"))?;
@@ -334,8 +339,13 @@ impl SqliteLoad<'_> {
                         .map_err(|e| sql_err(e, "read the table's columns"))?
                         .collect::<std::result::Result<_, _>>()
                         .map_err(|e| sql_err(e, "read the table's columns"))?;
-                    let missing: Vec<&str> =
-                        target.schema.columns.iter().map(|c| c.name.as_str()).filter(|n| !have.iter().any(|h| h == n)).collect();
+                    let missing: Vec<&str> = target
+                        .schema
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .filter(|n| !have.iter().any(|h| h == n))
+                        .collect();
                     if !missing.is_empty() {
                         return Err(Error::user(format!(
                             "table `{}` has no column {} (it has: {}); use mode = \"replace\" to rebuild it",
@@ -349,7 +359,8 @@ impl SqliteLoad<'_> {
         }
         let cols: Vec<String> = target.schema.columns.iter().map(|c| quote(&c.name)).collect();
         let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-        self.insert = format!("INSERT INTO {} ({}) VALUES ({})", quote(target.table), cols.join(", "), params.join(", "));
+        self.insert =
+            format!("INSERT INTO {} ({}) VALUES ({})", quote(target.table), cols.join(", "), params.join(", "));
         Ok(())
     }
 }

@@ -1,1 +1,8 @@
+//! Integration tests: the real `sluice` binary on temporary projects, real
+//! files and real databases. One test binary (each extra one is another link).
 
+mod bad_input;
+mod check;
+mod examples;
+mod run;
+mod support;
