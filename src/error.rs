@@ -126,6 +126,8 @@ pub struct RowError {
     pub value: Option<String>,
     /// Why the record was rejected.
     pub reason: String,
+    /// The whole record as it is in the file (made printable), for rejects files.
+    pub record: Option<String>,
 }
 
 impl fmt::Display for RowError {

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::error::Result;
 use crate::plan::{Plan, StepGraph};
-use crate::project::{ExportWhat, LoadMode, PipelineConfig, Project, StepConfig, StepKind};
+use crate::project::{ExportWhat, PipelineConfig, Project, StepConfig, StepKind};
 
 use super::ProjectArgs;
 
@@ -68,10 +68,7 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
             format!("ingest: {} → raw/{ds}/", i.source.v)
         }
         StepKind::Load(l) => {
-            let mode = match l.mode {
-                LoadMode::Append => "append",
-                LoadMode::Replace => "replace",
-            };
+            let mode = l.mode.name();
             format!("load: {} → table {} ({mode})", l.from.v, l.table.v)
         }
         StepKind::Sql(s) => {

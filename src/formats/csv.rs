@@ -83,7 +83,8 @@ pub struct BadRecord {
 /// What `next` found.
 #[derive(Debug)]
 pub enum Next<'a> {
-    Record(&'a Record),
+    /// A record, and its bytes as they are in the input (without the line end).
+    Record(&'a Record, &'a [u8]),
     Bad(BadRecord),
     End,
 }
@@ -200,12 +201,20 @@ impl<R: Read> CsvReader<R> {
                     {
                         return Ok(Next::Bad(self.resync(first_line, f, UNCLOSED.to_string())));
                     }
+                    let raw_start = self.start;
                     self.start += consumed;
                     self.consumed_total += consumed as u64;
                     self.line += newlines as u64 + 1;
                     self.rec.line = first_line;
                     self.rec.lines = newlines + 1;
-                    return Ok(Next::Record(&self.rec));
+                    let mut raw = &self.buf[raw_start..raw_start + consumed];
+                    if raw.last() == Some(&b'\n') {
+                        raw = &raw[..raw.len() - 1];
+                    }
+                    if raw.last() == Some(&b'\r') {
+                        raw = &raw[..raw.len() - 1];
+                    }
+                    return Ok(Next::Record(&self.rec, raw));
                 }
                 Parse::Malformed { field, reason, newlines, at } => {
                     if reason == EOF_IN_QUOTES {
@@ -526,7 +535,7 @@ mod tests {
         let mut out = Vec::new();
         loop {
             match r.next_record().unwrap() {
-                Next::Record(rec) => {
+                Next::Record(rec, _) => {
                     out.push(Ok((rec.line, rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect())))
                 }
                 Next::Bad(b) => out.push(Err((b.line, b.field, b.reason))),
@@ -561,7 +570,8 @@ mod tests {
     #[test]
     fn quoted_flags_tell_empty_from_missing() {
         let mut r = CsvReader::new(&b"a,\"\",c"[..], b',', b'"');
-        let Next::Record(rec) = r.next_record().unwrap() else { panic!() };
+        let Next::Record(rec, raw) = r.next_record().unwrap() else { panic!() };
+        assert_eq!(raw, b"a,\"\",c");
         assert_eq!((rec.quoted(0), rec.quoted(1), rec.quoted(2)), (false, true, false));
         assert_eq!(rec.len(), 3);
     }

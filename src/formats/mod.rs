@@ -2,3 +2,6 @@
 //! reused buffer with each record's line; they never read a whole file.
 
 pub mod csv;
+pub mod encoding;
+pub mod infer;
+pub mod json;

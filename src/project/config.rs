@@ -166,7 +166,14 @@ pub struct LoadStep {
     pub connection: Option<Spanned<String>>,
     pub schema: SchemaSource,
     pub mode: LoadMode,
-    pub csv: CsvOptions,
+    /// The key columns of `mode = "merge"`.
+    pub key: Vec<String>,
+    pub read: ReadOptions,
+    pub on_error: OnError,
+    pub max_errors: Option<u64>,
+    /// Where `quarantine` writes rejected rows (default `.sluice/rejects/<table>/<run>.tsv`).
+    pub rejects: Option<Spanned<String>>,
+    pub schema_change: SchemaChange,
 }
 
 /// Where a load's column types come from.
@@ -182,25 +189,125 @@ pub enum SchemaSource {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadMode {
+    /// Add the rows to the table.
     Append,
+    /// The table becomes the loaded rows.
     Replace,
+    /// Rows replace the table's rows with the same key; others are added.
+    Merge,
 }
 
-pub const LOAD_MODES: &[(&str, LoadMode)] = &[("append", LoadMode::Append), ("replace", LoadMode::Replace)];
+pub const LOAD_MODES: &[(&str, LoadMode)] =
+    &[("append", LoadMode::Append), ("replace", LoadMode::Replace), ("merge", LoadMode::Merge)];
 
-/// How a delimited file is read.
+impl LoadMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadMode::Append => "append",
+            LoadMode::Replace => "replace",
+            LoadMode::Merge => "merge",
+        }
+    }
+}
+
+/// What a load does with rows that do not fit their types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Publish nothing; report the first bad rows and the count.
+    Fail,
+    /// Load the good rows (up to `max_errors` bad ones).
+    Skip,
+    /// Like skip, and write the bad rows to a rejects file and `_sluice_rejects`.
+    Quarantine,
+}
+
+pub const ON_ERROR: &[(&str, OnError)] =
+    &[("fail", OnError::Fail), ("skip", OnError::Skip), ("quarantine", OnError::Quarantine)];
+
+/// What a load does when the source's columns differ from the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// Stop, listing every difference.
+    Fail,
+    /// Add new columns, widen narrower ones, fill missing ones with NULL.
+    AddColumns,
+    /// Load only the table's columns: drop new ones, fill missing ones with NULL.
+    IgnoreExtra,
+}
+
+pub const SCHEMA_CHANGES: &[(&str, SchemaChange)] = &[
+    ("fail", SchemaChange::Fail),
+    ("add_columns", SchemaChange::AddColumns),
+    ("ignore_extra", SchemaChange::IgnoreExtra),
+];
+
+/// The format of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Delimited text (CSV, TSV).
+    Csv,
+    /// NDJSON or one JSON array of objects.
+    Json,
+}
+
+pub const FILE_FORMATS: &[(&str, FileFormat)] =
+    &[("csv", FileFormat::Csv), ("tsv", FileFormat::Csv), ("json", FileFormat::Json), ("ndjson", FileFormat::Json)];
+
+/// A text encoding of input files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    Latin1,
+    Windows1252,
+}
+
+pub const ENCODINGS: &[(&str, Encoding)] = &[
+    ("utf-8", Encoding::Utf8),
+    ("latin1", Encoding::Latin1),
+    ("iso-8859-1", Encoding::Latin1),
+    ("windows-1252", Encoding::Windows1252),
+    ("cp1252", Encoding::Windows1252),
+];
+
+/// How an input file is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CsvOptions {
-    pub delimiter: u8,
+pub struct ReadOptions {
+    /// `None`: from the file name (`.json`, `.ndjson`, `.jsonl` are JSON; the rest CSV).
+    pub format: Option<FileFormat>,
+    /// `None`: tab for `.tsv`/`.tab` files, comma otherwise.
+    pub delimiter: Option<u8>,
     pub quote: u8,
     pub header: bool,
     /// A marker that means NULL, besides the empty unquoted field.
     pub null: Option<String>,
+    pub encoding: Encoding,
 }
 
-impl Default for CsvOptions {
+impl Default for ReadOptions {
     fn default() -> Self {
-        CsvOptions { delimiter: b',', quote: b'"', header: true, null: None }
+        ReadOptions { format: None, delimiter: None, quote: b'"', header: true, null: None, encoding: Encoding::Utf8 }
+    }
+}
+
+impl ReadOptions {
+    /// The format of a file with this name.
+    pub fn format_of(&self, name: &str) -> FileFormat {
+        self.format.unwrap_or_else(|| {
+            let l = name.to_ascii_lowercase();
+            if l.ends_with(".json") || l.ends_with(".ndjson") || l.ends_with(".jsonl") {
+                FileFormat::Json
+            } else {
+                FileFormat::Csv
+            }
+        })
+    }
+
+    /// The delimiter of a file with this name.
+    pub fn delimiter_of(&self, name: &str) -> u8 {
+        self.delimiter.unwrap_or_else(|| {
+            let l = name.to_ascii_lowercase();
+            if l.ends_with(".tsv") || l.ends_with(".tab") { b'\t' } else { b',' }
+        })
     }
 }
 
@@ -244,7 +351,28 @@ pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries",
 /// The step kinds and their own keys; the single registry of step kinds.
 pub const STEP_KINDS: &[(&str, &[&str])] = &[
     ("ingest", &["source", "dataset"]),
-    ("load", &["from", "table", "connection", "columns", "schema", "mode", "delimiter", "quote", "header", "null"]),
+    (
+        "load",
+        &[
+            "from",
+            "table",
+            "connection",
+            "columns",
+            "schema",
+            "mode",
+            "key",
+            "format",
+            "delimiter",
+            "quote",
+            "header",
+            "null",
+            "encoding",
+            "on_error",
+            "max_errors",
+            "rejects",
+            "schema_change",
+        ],
+    ),
     ("sql", &["models", "connection"]),
     ("export", &["table", "query", "path", "format", "header", "null", "connection"]),
 ];
@@ -654,20 +782,82 @@ fn decode_load(t: &mut Fields, cx: &mut Cx) -> Option<LoadStep> {
         (None, None) => SchemaSource::Table,
     };
     let mode = t.node("mode").and_then(|n| one_of(n, cx, "mode", LOAD_MODES)).unwrap_or(LoadMode::Append);
-    let csv = decode_csv_options(t, cx);
-    Some(LoadStep { from: from?, table: table?, connection, schema, mode, csv })
+    let key_node = t.node("key");
+    let key: Vec<String> = match key_node {
+        Some(n) => match &n.v {
+            V::Str(_) => String::decode(n, cx, Some("key")).map(|k| vec![k]).unwrap_or_default(),
+            _ => Vec::<String>::decode(n, cx, Some("key")).unwrap_or_default(),
+        },
+        None => Vec::new(),
+    };
+    match (mode, key_node) {
+        (LoadMode::Merge, None) => {
+            let sp = t.key_span("mode").unwrap_or(t.span());
+            cx.error(sp, "mode = \"merge\" needs `key`: the column(s) that identify a row").help =
+                Some("add `key = \"id\"` or `key = [\"a\", \"b\"]`".into());
+        }
+        (LoadMode::Append | LoadMode::Replace, Some(n)) => {
+            cx.error(n.span.clone(), "`key` applies only to mode = \"merge\"");
+        }
+        _ => {}
+    }
+    if let (SchemaSource::Inline(s), Some(n)) = (&schema, key_node) {
+        for k in &key {
+            if s.v.index_of(k).is_none() {
+                cx.error(n.span.clone(), format!("key column `{k}` is not among the declared columns"));
+            }
+        }
+    }
+    let read = decode_read_options(t, cx);
+    let on_error = t.node("on_error").and_then(|n| one_of(n, cx, "on_error", ON_ERROR)).unwrap_or(OnError::Fail);
+    let max_errors = t.opt(cx, "max_errors");
+    let rejects: Option<Spanned<String>> = t.opt(cx, "rejects");
+    if let Some(r) = &rejects
+        && on_error != OnError::Quarantine
+    {
+        cx.error(span(&r.loc), "`rejects` applies only to on_error = \"quarantine\"");
+    }
+    let schema_change = t
+        .node("schema_change")
+        .and_then(|n| one_of(n, cx, "schema_change", SCHEMA_CHANGES))
+        .unwrap_or(SchemaChange::Fail);
+    Some(LoadStep {
+        from: from?,
+        table: table?,
+        connection,
+        schema,
+        mode,
+        key,
+        read,
+        on_error,
+        max_errors,
+        rejects,
+        schema_change,
+    })
 }
 
-/// Reads `delimiter`, `quote`, `header` and `null`.
-pub fn decode_csv_options(t: &mut Fields, cx: &mut Cx) -> CsvOptions {
-    let mut o = CsvOptions::default();
-    for (key, slot) in [("delimiter", &mut o.delimiter), ("quote", &mut o.quote)] {
+/// Reads `format`, `delimiter`, `quote`, `header`, `null` and `encoding`.
+pub fn decode_read_options(t: &mut Fields, cx: &mut Cx) -> ReadOptions {
+    let mut o = ReadOptions::default();
+    if let Some(n) = t.node("format") {
+        o.format = one_of(n, cx, "format", FILE_FORMATS);
+        if let (Some(FileFormat::Csv), V::Str(f)) = (o.format, &n.v)
+            && f == "tsv"
+        {
+            o.delimiter = Some(b'\t');
+        }
+    }
+    for key in ["delimiter", "quote"] {
         if let Some(n) = t.node(key)
             && let Some(s) = String::decode(n, cx, Some(key))
         {
             let s = if s == "\\t" { "\t".to_string() } else { s };
             if s.len() == 1 && s.is_ascii() && s != "\n" && s != "\r" {
-                *slot = s.as_bytes()[0];
+                if key == "delimiter" {
+                    o.delimiter = Some(s.as_bytes()[0]);
+                } else {
+                    o.quote = s.as_bytes()[0];
+                }
             } else {
                 cx.error(n.span.clone(), format!("`{key}` must be one ASCII character, found \"{s}\"")).help =
                     Some("for a tab write \"\\t\"".into());
@@ -678,6 +868,9 @@ pub fn decode_csv_options(t: &mut Fields, cx: &mut Cx) -> CsvOptions {
         o.header = h;
     }
     o.null = t.opt(cx, "null");
+    if let Some(n) = t.node("encoding") {
+        o.encoding = one_of(n, cx, "encoding", ENCODINGS).unwrap_or(Encoding::Utf8);
+    }
     o
 }
 
@@ -862,7 +1055,7 @@ path = "out/sales.csv"
         assert_eq!(p.steps.len(), 3);
         let StepKind::Load(l) = &p.steps[1].kind else { panic!() };
         assert_eq!(l.mode, LoadMode::Replace);
-        assert_eq!(l.csv.delimiter, b';');
+        assert_eq!(l.read.delimiter, Some(b';'));
         let SchemaSource::Inline(s) = &l.schema else { panic!() };
         assert_eq!(s.v.names(), vec!["id", "day"]);
         assert!(!s.v.columns[0].nullable);

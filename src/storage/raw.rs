@@ -168,7 +168,7 @@ fn count_rows(r: &mut dyn Read, count: RowCount) -> std::io::Result<u64> {
             loop {
                 match reader.next_record()? {
                     crate::formats::csv::Next::End => return Ok(rows),
-                    crate::formats::csv::Next::Record(rec) if first => {
+                    crate::formats::csv::Next::Record(rec, _) if first => {
                         first = false;
                         let n = rec.len();
                         reader.set_expected_fields(n);

@@ -27,6 +27,8 @@ pub struct RowBatch {
     text: Vec<u8>,
     /// The source line of each row.
     pub lines: Vec<u64>,
+    /// Rows rejected since the previous batch (quarantine keeps them).
+    pub rejects: Vec<crate::error::RowError>,
 }
 
 impl RowBatch {
@@ -36,6 +38,7 @@ impl RowBatch {
             cells: Vec::with_capacity(width * 4096),
             text: Vec::with_capacity(1 << 20),
             lines: Vec::with_capacity(4096),
+            rejects: Vec::new(),
         }
     }
 
@@ -43,6 +46,7 @@ impl RowBatch {
         self.cells.clear();
         self.text.clear();
         self.lines.clear();
+        self.rejects.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -77,6 +81,13 @@ impl RowBatch {
     pub fn finish_row(&mut self, line: u64) {
         debug_assert_eq!(self.cells.len(), (self.lines.len() + 1) * self.width);
         self.lines.push(line);
+    }
+
+    /// Drops every row, keeping the rejects.
+    pub fn discard_rows(&mut self) {
+        self.cells.clear();
+        self.text.clear();
+        self.lines.clear();
     }
 
     /// Drops the cells of a row that was not finished.

@@ -9,10 +9,10 @@ pub mod sqlite;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
 use crate::secret::Secret;
-use crate::types::{RowBatch, Schema, Val};
+use crate::types::{Column, ColumnType, RowBatch, Schema, Val};
 
 /// Which database a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,12 +63,31 @@ impl Naming {
     }
 }
 
+/// A change a load makes to an existing table before writing rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Add a (nullable) column.
+    Add(Column),
+    /// Make a column's type wider.
+    Widen { column: String, to: ColumnType },
+}
+
 /// The table a load fills, and how.
 #[derive(Debug, Clone)]
 pub struct LoadTarget<'a> {
     pub table: &'a str,
+    /// The columns each row carries, in order (their declared types).
+    pub columns: &'a [Column],
+    /// The table's schema: created from this when the table does not exist or
+    /// is replaced.
     pub schema: &'a Schema,
     pub mode: LoadMode,
+    /// Key columns of a merge.
+    pub key: &'a [String],
+    /// Changes to make first (schema_change = "add_columns").
+    pub changes: &'a [Change],
+    /// The run that loads (recorded with rejects).
+    pub run_id: &'a str,
 }
 
 /// A raw object recorded as loaded in `_sluice_loads`, in the same transaction
@@ -84,6 +103,8 @@ pub struct LoadRecord {
 /// A load in progress: rows go in, and nothing is visible until `commit`.
 pub trait LoadTx {
     fn write(&mut self, batch: &RowBatch) -> Result<()>;
+    /// Records rejected rows in `_sluice_rejects`, in the same transaction.
+    fn write_rejects(&mut self, rejects: &[RowError]) -> Result<()>;
     /// Records the loaded objects and publishes the rows, all at once.
     fn commit(self: Box<Self>, records: &[LoadRecord]) -> Result<()>;
     /// Leaves the target exactly as it was.
@@ -127,6 +148,10 @@ pub trait Warehouse: Send {
 
 /// The name of the table that records loaded objects.
 pub const LOADS_TABLE: &str = "_sluice_loads";
+/// The name of the table that keeps quarantined rows.
+pub const REJECTS_TABLE: &str = "_sluice_rejects";
+/// The suffix of the table a replace fills before it is swapped in.
+pub const NEW_SUFFIX: &str = "__sluice_new";
 
 /// Connects to the warehouse a URL names. Relative SQLite paths are under `base`.
 pub fn connect(url: &Secret, base: &Path) -> Result<Box<dyn Warehouse>> {

@@ -9,8 +9,11 @@ use std::path::Path;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode};
 
-use super::{Backend, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, RowSink, Warehouse, format_scaled};
-use crate::error::{Error, Result};
+use super::{
+    Backend, Change, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE, RowSink, Warehouse,
+    format_scaled,
+};
+use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
 use crate::types::{Cell, Column, ColumnType, RowBatch, Schema, Val};
 
@@ -242,9 +245,17 @@ impl Warehouse for Sqlite {
     fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>> {
         let what = format!("load into table `{}`", target.table);
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| sql_err(e, &what))?;
-        let mut guard =
-            SqliteLoad { conn: &mut self.conn, insert: String::new(), table: target.table.to_string(), open: true };
-        guard.setup(target).map_err(|e| e.context(what.clone()))?;
+        let mut guard = SqliteLoad {
+            conn: &mut self.conn,
+            insert: String::new(),
+            table: target.table.to_string(),
+            columns: target.columns.iter().map(|c| c.name.clone()).collect(),
+            key: target.key.to_vec(),
+            merge: target.mode == LoadMode::Merge,
+            run_id: target.run_id.to_string(),
+            open: true,
+        };
+        guard.setup(target)?;
         Ok(Box::new(guard))
     }
 
@@ -287,80 +298,121 @@ impl Warehouse for Sqlite {
     }
 }
 
+const STAGE: &str = "__sluice_stage";
+
 struct SqliteLoad<'a> {
     conn: &'a mut Connection,
     insert: String,
     table: String,
+    columns: Vec<String>,
+    key: Vec<String>,
+    merge: bool,
+    run_id: String,
     open: bool,
 }
 
+fn exec(c: &Connection, sql: &str, what: &str) -> Result<()> {
+    c.execute_batch(sql).map_err(|e| sql_err(e, what))
+}
+
 impl SqliteLoad<'_> {
+    fn object_type(&self, name: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT type FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')", [name], |r| {
+                r.get(0)
+            })
+            .map(Some)
+            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
+            .map_err(|e| sql_err(e, "read the schema"))
+    }
+
     fn setup(&mut self, target: &LoadTarget<'_>) -> Result<()> {
-        let exec = |c: &Connection, sql: &str| c.execute_batch(sql).map_err(|e| sql_err(e, "prepare the table"));
+        let t = quote(target.table);
         exec(
             self.conn,
             &format!(
                 "CREATE TABLE IF NOT EXISTS {} (target TEXT NOT NULL, object TEXT NOT NULL, sha256 TEXT, rows INTEGER, run_id TEXT, loaded_at TEXT, PRIMARY KEY (target, object))",
                 quote(LOADS_TABLE)
             ),
+            "create the load records table",
         )?;
-        let existing: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT type FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')",
-                [target.table],
-                |r| r.get(0),
-            )
-            .map(Some)
-            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
-            .map_err(|e| sql_err(e, "read the schema"))?;
+        let existing = self.object_type(target.table)?;
+        if existing.as_deref() == Some("view") {
+            if target.mode != LoadMode::Replace {
+                return Err(Error::user(format!("`{}` is a view; a load needs a table", target.table)));
+            }
+            exec(self.conn, &format!("DROP VIEW {t}"), "drop the view")?;
+        }
+        let exists = existing.as_deref() == Some("table");
         match target.mode {
             LoadMode::Replace => {
-                match existing.as_deref() {
-                    Some("view") => exec(self.conn, &format!("DROP VIEW {}", quote(target.table)))?,
-                    Some(_) => exec(self.conn, &format!("DROP TABLE {}", quote(target.table)))?,
-                    None => {}
+                if exists {
+                    exec(self.conn, &format!("DROP TABLE {t}"), "drop the old table")?;
                 }
-                exec(self.conn, &create_table_sql(target.table, target.schema))?;
+                exec(self.conn, &create_table_sql(target.table, target.schema), "create the table")?;
                 self.conn
                     .execute(&format!("DELETE FROM {} WHERE target = ?1", quote(LOADS_TABLE)), [target.table])
                     .map_err(|e| sql_err(e, "reset load records"))?;
             }
-            LoadMode::Append => match existing.as_deref() {
-                None => exec(self.conn, &create_table_sql(target.table, target.schema))?,
-                Some("view") => return Err(Error::user(format!("`{}` is a view; a load needs a table", target.table))),
-                Some(_) => {
-                    let mut stmt = self
-                        .conn
-                        .prepare("SELECT name FROM pragma_table_info(?1)")
-                        .map_err(|e| sql_err(e, "read the table's columns"))?;
-                    let have: Vec<String> = stmt
-                        .query_map([target.table], |r| r.get(0))
-                        .map_err(|e| sql_err(e, "read the table's columns"))?
-                        .collect::<std::result::Result<_, _>>()
-                        .map_err(|e| sql_err(e, "read the table's columns"))?;
-                    let missing: Vec<&str> = target
-                        .schema
-                        .columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .filter(|n| !have.iter().any(|h| h == n))
-                        .collect();
-                    if !missing.is_empty() {
-                        return Err(Error::user(format!(
-                            "table `{}` has no column {} (it has: {}); use mode = \"replace\" to rebuild it",
-                            target.table,
-                            missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
-                            have.join(", ")
-                        )));
-                    }
+            LoadMode::Append | LoadMode::Merge => {
+                if !exists {
+                    exec(self.conn, &create_table_sql(target.table, target.schema), "create the table")?;
+                } else {
+                    self.apply_changes(target)?;
                 }
-            },
+            }
         }
-        let cols: Vec<String> = target.schema.columns.iter().map(|c| quote(&c.name)).collect();
+        let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
+        let into = if self.merge {
+            exec(self.conn, &format!("DROP TABLE IF EXISTS temp.{}", quote(STAGE)), "drop a stale staging table")?;
+            exec(
+                self.conn,
+                &format!("CREATE TEMP TABLE {} AS SELECT {} FROM {t} WHERE 0", quote(STAGE), cols.join(", ")),
+                "create the staging table",
+            )?;
+            format!("temp.{}", quote(STAGE))
+        } else {
+            t
+        };
         let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-        self.insert =
-            format!("INSERT INTO {} ({}) VALUES ({})", quote(target.table), cols.join(", "), params.join(", "));
+        self.insert = format!("INSERT INTO {into} ({}) VALUES ({})", cols.join(", "), params.join(", "));
+        Ok(())
+    }
+
+    /// Adds and widens columns. SQLite cannot change a column's declared type,
+    /// so widening rebuilds the table inside the transaction.
+    fn apply_changes(&mut self, target: &LoadTarget<'_>) -> Result<()> {
+        let t = quote(target.table);
+        let mut widen = false;
+        for c in target.changes {
+            match c {
+                Change::Add(col) => exec(
+                    self.conn,
+                    &format!("ALTER TABLE {t} ADD COLUMN {} {}", quote(&col.name), sql_type(col.ty)),
+                    &format!("add column `{}`", col.name),
+                )?,
+                Change::Widen { .. } => widen = true,
+            }
+        }
+        if widen {
+            let new = format!("{}{}", target.table, super::NEW_SUFFIX);
+            exec(self.conn, &format!("DROP TABLE IF EXISTS {}", quote(&new)), "drop a stale table")?;
+            exec(self.conn, &create_table_sql(&new, target.schema), "create the widened table")?;
+            let cols: Vec<String> = target.schema.columns.iter().map(|c| quote(&c.name)).collect();
+            exec(
+                self.conn,
+                &format!("INSERT INTO {} ({1}) SELECT {1} FROM {t}", quote(&new), cols.join(", ")),
+                "copy rows into the widened table",
+            )?;
+            exec(
+                self.conn,
+                &format!(
+                    "PRAGMA legacy_alter_table = ON; DROP TABLE {t}; ALTER TABLE {} RENAME TO {t}; PRAGMA legacy_alter_table = OFF;",
+                    quote(&new)
+                ),
+                "swap in the widened table",
+            )?;
+        }
         Ok(())
     }
 }
@@ -408,7 +460,83 @@ impl LoadTx for SqliteLoad<'_> {
         Ok(())
     }
 
+    fn write_rejects(&mut self, rejects: &[RowError]) -> Result<()> {
+        exec(
+            self.conn,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {} (target TEXT NOT NULL, file TEXT, line INTEGER, column_name TEXT, value TEXT, error TEXT, record TEXT, run_id TEXT, rejected_at TEXT)",
+                quote(REJECTS_TABLE)
+            ),
+            "create the rejects table",
+        )?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "INSERT INTO {} (target, file, line, column_name, value, error, record, run_id, rejected_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                quote(REJECTS_TABLE)
+            ))
+            .map_err(|e| sql_err(e, "record rejected rows"))?;
+        for r in rejects {
+            stmt.execute(rusqlite::params![
+                self.table,
+                r.file,
+                r.line as i64,
+                r.column,
+                r.value,
+                r.reason,
+                r.record,
+                self.run_id,
+                now
+            ])
+            .map_err(|e| sql_err(e, "record rejected rows"))?;
+        }
+        Ok(())
+    }
+
     fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        if self.merge {
+            let stage = format!("temp.{}", quote(STAGE));
+            let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
+            let dups: Vec<String> = {
+                let mut stmt = self
+                    .conn
+                    .prepare(&format!(
+                        "SELECT {k} FROM {stage} GROUP BY {k} HAVING count(*) > 1 LIMIT 5",
+                        k = keys.join(", ")
+                    ))
+                    .map_err(|e| sql_err(e, "check merge keys"))?;
+                let n = keys.len();
+                stmt.query_map([], |r| {
+                    (0..n)
+                        .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(|e| sql_err(e, "check merge keys"))?
+                .map(|r| r.map(|v| v.join(", ")))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| sql_err(e, "check merge keys"))?
+            };
+            if !dups.is_empty() {
+                return Err(Error::DataMsg(format!(
+                    "the source has rows with the same merge key ({}) more than once: {}; nothing was loaded",
+                    self.key.join(", "),
+                    dups.join("; ")
+                )));
+            }
+            let t = quote(&self.table);
+            let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = {t}.{k}")).collect();
+            let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
+            exec(
+                self.conn,
+                &format!(
+                    "DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {stage} s WHERE {}); INSERT INTO {t} ({c}) SELECT {c} FROM {stage}; DROP TABLE {stage};",
+                    cond.join(" AND "),
+                    c = cols.join(", ")
+                ),
+                "merge the staged rows",
+            )?;
+        }
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         {
             let mut stmt = self
