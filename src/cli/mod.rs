@@ -4,7 +4,9 @@
 
 mod check;
 mod dag;
+mod infer;
 mod init;
+mod load;
 pub mod progress;
 mod run;
 
@@ -49,6 +51,10 @@ pub enum Command {
     Run(run::Args),
     /// Show a pipeline's plan as a tree, a Graphviz DOT graph or JSON.
     Dag(dag::Args),
+    /// Load a CSV/TSV or JSON file into a table: type-checked, in one transaction.
+    Load(load::Args),
+    /// Print the schema a file's sample fits, in the schema file format.
+    Infer(infer::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -59,6 +65,8 @@ pub fn main() -> i32 {
         Command::Check(a) => check::run(a),
         Command::Run(a) => run::run(a),
         Command::Dag(a) => dag::run(a),
+        Command::Load(a) => load::run(a),
+        Command::Infer(a) => infer::run(a),
     };
     match res {
         Ok(code) => code,

@@ -74,7 +74,7 @@ impl Screen {
         })
     }
 
-    fn clear(&self) {
+    pub fn clear(&self) {
         if let Some(b) = self.current.lock().expect("screen lock").take() {
             b.finish_and_clear();
         }

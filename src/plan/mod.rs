@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::error::{Error, Result, Severity};
 use crate::project::{Materialized, Project};
 
-pub use validate::{load_schema_file, model_relation_check};
+pub use validate::{load_schema_file, model_relation_check, read_schema_file};
 
 /// Dependencies between named nodes; `deps[i]` lists what node `i` needs first.
 #[derive(Debug, Clone, Default)]

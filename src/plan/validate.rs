@@ -234,10 +234,14 @@ fn check_source(p: &Project, d: &mut Vec<Diagnostic>, src: &tree::Spanned<String
 
 /// Reads and decodes a schema file (a project path).
 pub fn load_schema_file(p: &Project, rel: &str) -> Result<Schema> {
-    let path = p.path(rel);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read schema file", &path, e))?;
-    let f = SourceFile::new(p.show_path(rel), path, text);
-    let mut cx = Cx::new(tree::FileId(u32::MAX), &f).with_env(&p.env);
+    read_schema_file(&p.path(rel), &p.show_path(rel), &p.env)
+}
+
+/// Reads and decodes a schema file anywhere (`shown` is its name in messages).
+pub fn read_schema_file(path: &std::path::Path, shown: &str, env: &crate::secret::Env) -> Result<Schema> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read schema file", path, e))?;
+    let f = SourceFile::new(shown.to_string(), path.to_path_buf(), text);
+    let mut cx = Cx::new(tree::FileId(u32::MAX), &f).with_env(env);
     let schema = match tree::parse(&f) {
         Ok(root) => decode_schema_file(&root, &mut cx),
         Err(ds) => {
