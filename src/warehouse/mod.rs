@@ -4,6 +4,7 @@
 //! backends never use each other. The interface is synchronous: callers run it
 //! on blocking threads, and network backends drive their async drivers inside.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeSet;
@@ -159,7 +160,8 @@ pub fn connect(url: &Secret, base: &Path) -> Result<Box<dyn Warehouse>> {
     let scheme = u.split(':').next().unwrap_or("");
     match scheme {
         "sqlite" => Ok(Box::new(sqlite::Sqlite::open(u, base)?)),
-        "postgres" | "postgresql" | "mysql" | "mariadb" | "oracle" => Err(Error::user(format!(
+        "postgres" | "postgresql" => Ok(Box::new(postgres::Postgres::connect(u)?)),
+        "mysql" | "mariadb" | "oracle" => Err(Error::user(format!(
             "warehouse {}: {scheme} connections are not available in this build yet; use sqlite://",
             url
         ))),
@@ -168,6 +170,25 @@ pub fn connect(url: &Secret, base: &Path) -> Result<Box<dyn Warehouse>> {
             url
         ))),
     }
+}
+
+/// The tokio runtime network backends drive their drivers on: the caller's
+/// when there is one, otherwise one shared by the process.
+pub fn runtime() -> tokio::runtime::Handle {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        return h;
+    }
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-io")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts")
+    })
+    .handle()
+    .clone()
 }
 
 /// Writes a value as text the way exports show it. NULL is the caller's business.
