@@ -4,6 +4,7 @@
 //! backends never use each other. The interface is synchronous: callers run it
 //! on blocking threads, and network backends drive their async drivers inside.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -89,6 +90,8 @@ pub struct LoadTarget<'a> {
     pub changes: &'a [Change],
     /// The run that loads (recorded with rejects).
     pub run_id: &'a str,
+    /// Rejected rows will be kept in `_sluice_rejects`.
+    pub quarantine: bool,
 }
 
 /// A raw object recorded as loaded in `_sluice_loads`, in the same transaction
@@ -161,7 +164,8 @@ pub fn connect(url: &Secret, base: &Path) -> Result<Box<dyn Warehouse>> {
     match scheme {
         "sqlite" => Ok(Box::new(sqlite::Sqlite::open(u, base)?)),
         "postgres" | "postgresql" => Ok(Box::new(postgres::Postgres::connect(u)?)),
-        "mysql" | "mariadb" | "oracle" => Err(Error::user(format!(
+        "mysql" | "mariadb" => Ok(Box::new(mysql::Mysql::connect(u)?)),
+        "oracle" => Err(Error::user(format!(
             "warehouse {}: {scheme} connections are not available in this build yet; use sqlite://",
             url
         ))),

@@ -156,6 +156,7 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
         key: &spec.key,
         changes: &plan.changes,
         run_id: &spec.run_id,
+        quarantine: spec.on_error == OnError::Quarantine,
     };
     let mut report = LoadReport {
         changes: plan.changes.clone(),
