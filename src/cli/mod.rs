@@ -4,6 +4,7 @@
 
 mod check;
 mod dag;
+mod export;
 mod infer;
 mod init;
 mod load;
@@ -55,6 +56,8 @@ pub enum Command {
     Load(load::Args),
     /// Print the schema a file's sample fits, in the schema file format.
     Infer(infer::Args),
+    /// Write a table's or a query's rows as TSV or CSV.
+    Export(export::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -67,6 +70,7 @@ pub fn main() -> i32 {
         Command::Dag(a) => dag::run(a),
         Command::Load(a) => load::run(a),
         Command::Infer(a) => infer::run(a),
+        Command::Export(a) => export::run(a),
     };
     match res {
         Ok(code) => code,

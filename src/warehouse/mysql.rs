@@ -48,6 +48,9 @@ pub fn my_err(e: mysql_async::Error, what: &str) -> Error {
     }
 }
 
+/// The column comment that marks a DATETIME holding UTC `timestamptz` values.
+const TSTZ_COMMENT: &str = "sluice:timestamptz";
+
 /// Quotes an identifier with backticks.
 pub fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
@@ -66,7 +69,9 @@ pub fn sql_type(t: ColumnType) -> String {
         ColumnType::Varchar(n) => format!("VARCHAR({n})"),
         ColumnType::Boolean => "BOOLEAN".into(),
         ColumnType::Date => "DATE".into(),
-        ColumnType::Timestamp | ColumnType::TimestampTz => "DATETIME(6)".into(),
+        ColumnType::Timestamp => "DATETIME(6)".into(),
+        // No time-zone type: UTC in a DATETIME, marked so the type reads back.
+        ColumnType::TimestampTz => format!("DATETIME(6) COMMENT '{TSTZ_COMMENT}'"),
         ColumnType::Json => "JSON".into(),
     }
 }
@@ -279,7 +284,7 @@ impl Warehouse for Mysql {
 
     fn table_schema(&mut self, table: &str) -> Result<Option<Schema>> {
         let sql = format!(
-            "SELECT column_name, data_type, column_type, character_maximum_length, numeric_precision, numeric_scale, is_nullable
+            "SELECT column_name, data_type, column_type, character_maximum_length, numeric_precision, numeric_scale, is_nullable, column_comment
                FROM information_schema.columns WHERE table_schema = {} AND table_name = {} ORDER BY ordinal_position",
             Self::literal(&self.database),
             Self::literal(table)
@@ -289,13 +294,33 @@ impl Warehouse for Mysql {
             return Ok(None);
         }
         let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
+        // MariaDB's JSON is LONGTEXT with a json_valid() check.
+        let json_cols: Vec<String> = self
+            .rows(
+                &format!(
+                    "SELECT check_clause FROM information_schema.check_constraints WHERE constraint_schema = {} AND table_name = {}",
+                    Self::literal(&self.database),
+                    Self::literal(table)
+                ),
+                "read the table's checks",
+            )
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| r[0].clone())
+            .filter_map(|c| c.strip_prefix("json_valid(`").and_then(|x| x.strip_suffix("`)")).map(str::to_string))
+            .collect();
         Ok(Some(Schema::new(
             rows.iter()
-                .map(|r| Column {
-                    name: r[0].clone().unwrap_or_default(),
-                    ty: column_type_of(r[1].as_deref().unwrap_or(""), r[2].as_deref().unwrap_or(""), num(&r[3]), num(&r[4]), num(&r[5])),
-                    nullable: r[6].as_deref() != Some("NO"),
-                    format: None,
+                .map(|r| {
+                    let name = r[0].clone().unwrap_or_default();
+                    let ty = if json_cols.contains(&name) {
+                        ColumnType::Json
+                    } else if r[7].as_deref() == Some(TSTZ_COMMENT) {
+                        ColumnType::TimestampTz
+                    } else {
+                        column_type_of(r[1].as_deref().unwrap_or(""), r[2].as_deref().unwrap_or(""), num(&r[3]), num(&r[4]), num(&r[5]))
+                    };
+                    Column { name, ty, nullable: r[6].as_deref() != Some("NO"), format: None }
                 })
                 .collect(),
         )))

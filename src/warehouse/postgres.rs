@@ -406,7 +406,7 @@ const DEPENDENT_VIEWS: &str = "
 WITH RECURSIVE deps(oid, depth) AS (
     SELECT DISTINCT r.ev_class, 1
       FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
-     WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1::regclass AND r.ev_class <> $1::regclass
+     WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1::text::regclass AND r.ev_class <> $1::text::regclass
   UNION
     SELECT DISTINCT r.ev_class, deps.depth + 1
       FROM deps JOIN pg_depend d ON d.refobjid = deps.oid JOIN pg_rewrite r ON r.oid = d.objid

@@ -207,6 +207,12 @@ impl Warehouse for Sqlite {
                     (ValueRef::Integer(x), _) => Val::Int(x),
                     (ValueRef::Real(_), Some(ColumnType::Decimal(Some(_)))) => Val::Dec(&scratch[i]),
                     (ValueRef::Real(f), _) => Val::Float(f),
+                    (ValueRef::Text(t), Some(ColumnType::TimestampTz)) => {
+                        match crate::types::parse_value(&Column::new("t", ColumnType::TimestampTz), t, false, &Default::default()) {
+                            Ok(v) => v,
+                            Err(_) => Val::Text(std::str::from_utf8(t).unwrap_or(&scratch[i])),
+                        }
+                    }
                     (ValueRef::Text(t), _) => match std::str::from_utf8(t) {
                         Ok(s) => Val::Text(s),
                         Err(_) => Val::Text(&scratch[i]),
@@ -499,23 +505,19 @@ impl LoadTx for SqliteLoad<'_> {
             let stage = format!("temp.{}", quote(STAGE));
             let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
             let dups: Vec<String> = {
+                let texts: Vec<String> = keys.iter().map(|k| format!("CAST({k} AS TEXT)")).collect();
                 let mut stmt = self
                     .conn
                     .prepare(&format!(
-                        "SELECT {k} FROM {stage} GROUP BY {k} HAVING count(*) > 1 LIMIT 5",
-                        k = keys.join(", ")
+                        "SELECT {} FROM {stage} GROUP BY {} HAVING count(*) > 1 LIMIT 5",
+                        texts.join(" || ', ' || "),
+                        keys.join(", ")
                     ))
                     .map_err(|e| sql_err(e, "check merge keys"))?;
-                let n = keys.len();
-                stmt.query_map([], |r| {
-                    (0..n)
-                        .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(|e| sql_err(e, "check merge keys"))?
-                .map(|r| r.map(|v| v.join(", ")))
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(|e| sql_err(e, "check merge keys"))?
+                stmt.query_map([], |r| r.get::<_, Option<String>>(0).map(|v| v.unwrap_or_else(|| "NULL".into())))
+                    .map_err(|e| sql_err(e, "check merge keys"))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(|e| sql_err(e, "check merge keys"))?
             };
             if !dups.is_empty() {
                 return Err(Error::DataMsg(format!(

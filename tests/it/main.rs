@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod check;
+mod db;
 mod examples;
+mod load;
 mod run;
 mod support;

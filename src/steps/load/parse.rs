@@ -382,6 +382,9 @@ fn parse_json(job: &Job, src: Box<dyn Read + Send + '_>, st: &mut State) -> Resu
                             Ok(Field::Nested(t)) => {
                                 if col.ty == ColumnType::Json {
                                     Ok(crate::types::Val::Json(t))
+                                } else if col.ty.is_text() {
+                                    // An object or array keeps its JSON text in a text column.
+                                    parse_value(col, t.as_bytes(), true, &nulls).map_err(|r| (Some(t.to_string()), r))
                                 } else {
                                     let what = if t.starts_with('[') { "an array" } else { "an object" };
                                     Err((Some(t.to_string()), format!("is {what}, not a {} value", col.ty)))
