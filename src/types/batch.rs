@@ -24,7 +24,9 @@ pub enum Cell {
 pub struct RowBatch {
     pub width: usize,
     cells: Vec<Cell>,
-    text: Vec<u8>,
+    /// Every text value of the batch, back to back (a `String`, so slices of it
+    /// are `&str` without checking the bytes again).
+    text: String,
     /// The source line of each row.
     pub lines: Vec<u64>,
     /// Rows rejected since the previous batch (quarantine keeps them).
@@ -36,7 +38,7 @@ impl RowBatch {
         RowBatch {
             width,
             cells: Vec::with_capacity(width * 4096),
-            text: Vec::with_capacity(1 << 20),
+            text: String::with_capacity(1 << 20),
             lines: Vec::with_capacity(4096),
             rejects: Vec::new(),
         }
@@ -64,7 +66,7 @@ impl RowBatch {
 
     fn push_text(&mut self, s: &str) -> (u32, u32) {
         let start = self.text.len() as u32;
-        self.text.extend_from_slice(s.as_bytes());
+        self.text.push_str(s);
         (start, s.len() as u32)
     }
 
@@ -129,9 +131,7 @@ impl RowBatch {
     }
 
     fn str_at(&self, start: u32, len: u32) -> &str {
-        let b = &self.text[start as usize..(start + len) as usize];
-        // Only valid UTF-8 strings are ever pushed.
-        std::str::from_utf8(b).expect("batch text is UTF-8")
+        &self.text[start as usize..(start + len) as usize]
     }
 
     /// The value of a cell of this batch.
