@@ -50,7 +50,8 @@ time_it() {
   for _ in $(seq 1 "$runs"); do
     eval "$reset"
     local out
-    out=$( { /usr/bin/time -f "%e %M" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n1 )
+    /usr/bin/time -o "$work/time" -f "%e %M" "$@" >/dev/null 2>"$work/stderr" || { echo "$label failed:" >&2; cat "$work/stderr" >&2; exit 1; }
+    out=$(tail -n1 "$work/time")
     ws+=("${out% *}")
     [ "${out#* }" -gt "$p" ] && p=${out#* }
   done
@@ -84,7 +85,8 @@ runs=$runs_saved
 # The dirty file, quarantined: every defect at its manifest line.
 rm -f "$work/rejects.tsv"
 psql_ -c 'TRUNCATE bench_sales'
-dirty_t=$( { /usr/bin/time -f "%e" "$sluice" load "$dirty" "$pg" --table bench_sales --on-error quarantine --rejects "$work/rejects.tsv" >/dev/null 2>&1; } 2>&1 | tail -n1)
+/usr/bin/time -o "$work/time" -f "%e" "$sluice" load "$dirty" "$pg" --table bench_sales --on-error quarantine --rejects "$work/rejects.tsv" >/dev/null
+dirty_t=$(tail -n1 "$work/time")
 psql_ -c 'SELECT sale_id FROM bench_sales' > "$work/ids"
 check=$(python3 "$shared/check_load.py" "$dirty" "$work/rejects.tsv" "$work/ids" | tr '\n' ' ')
 
@@ -108,10 +110,12 @@ if [ "${BIG:-0}" = 1 ]; then
   big="$work/sales_10000000.csv"
   [ -f "$big" ] || python3 "$shared/gen_sales.py" -q 10000000 "$big"
   psql_ -c 'TRUNCATE bench_sales'
-  out=$( { /usr/bin/time -f "%e %M" "$sluice" load "$big" "$pg" --table bench_sales >/dev/null 2>/dev/null; } 2>&1 | tail -n1)
+  /usr/bin/time -o "$work/time" -f "%e %M" "$sluice" load "$big" "$pg" --table bench_sales >/dev/null
+  out=$(tail -n1 "$work/time")
   echo "1 GB file ($(stat -c %s "$big") bytes) into PostgreSQL: ${out% *} s, peak RSS $(( ${out#* } / 1024 )) MiB"
   rm -f "$sq"; sqlite3 "$sq" "CREATE TABLE bench_sales (sale_id BIGINT, sale_ts TIMESTAMP, store_id INTEGER, channel TEXT, product_id INTEGER, product_name TEXT, category TEXT, quantity INTEGER, unit_price DECIMAL(12,2), customer_email TEXT)"
-  out=$( { /usr/bin/time -f "%e %M" "$sluice" load "$big" "sqlite://$sq" --table bench_sales >/dev/null 2>/dev/null; } 2>&1 | tail -n1)
+  /usr/bin/time -o "$work/time" -f "%e %M" "$sluice" load "$big" "sqlite://$sq" --table bench_sales >/dev/null
+  out=$(tail -n1 "$work/time")
   echo "1 GB file into SQLite: ${out% *} s, peak RSS $(( ${out#* } / 1024 )) MiB"
   psql_ -c 'TRUNCATE bench_sales'
 fi

@@ -21,13 +21,15 @@ pub fn interactive() -> bool {
 
 struct BarMeter {
     bar: ProgressBar,
+    started: std::time::Instant,
 }
 
 impl Meter for BarMeter {
     fn update(&self, bytes: u64, rows: u64) {
         self.bar.set_position(bytes);
         if rows > 0 {
-            self.bar.set_prefix(format!("{} rows", thousands(rows)));
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            self.bar.set_prefix(format!("{} rows, {} rows/s", thousands(rows), thousands((rows as f64 / secs) as u64)));
         }
     }
     fn message(&self, msg: &str) {
@@ -70,7 +72,7 @@ impl Screen {
             if let Some(old) = me.current.lock().expect("screen lock").replace(bar.clone()) {
                 old.finish_and_clear();
             }
-            Arc::new(BarMeter { bar })
+            Arc::new(BarMeter { bar, started: std::time::Instant::now() })
         })
     }
 
