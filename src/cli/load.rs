@@ -88,9 +88,13 @@ impl ReadArgs {
         }
         let encoding = crate::project::ENCODINGS
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&self.encoding) || (self.encoding.eq_ignore_ascii_case("utf8") && *n == "utf-8"))
+            .find(|(n, _)| {
+                n.eq_ignore_ascii_case(&self.encoding) || (self.encoding.eq_ignore_ascii_case("utf8") && *n == "utf-8")
+            })
             .map(|(_, e)| *e)
-            .ok_or_else(|| Error::user(format!("unknown --encoding \"{}\": use utf-8, latin1 or windows-1252", self.encoding)))?;
+            .ok_or_else(|| {
+                Error::user(format!("unknown --encoding \"{}\": use utf-8, latin1 or windows-1252", self.encoding))
+            })?;
         Ok(ReadOptions {
             format,
             delimiter,

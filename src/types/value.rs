@@ -82,7 +82,8 @@ pub fn parse_value<'a>(col: &Column, raw: &'a [u8], quoted: bool, nulls: &NullRu
 }
 
 fn utf8(raw: &[u8]) -> Result<&str, String> {
-    let s = std::str::from_utf8(raw).map_err(|e| format!("is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))?;
+    let s = std::str::from_utf8(raw)
+        .map_err(|e| format!("is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))?;
     if let Some(i) = memchr::memchr(0, raw) {
         return Err(format!("holds a NUL byte (at offset {i}), which databases cannot store in text"));
     }

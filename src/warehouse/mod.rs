@@ -5,6 +5,7 @@
 //! on blocking threads, and network backends drive their async drivers inside.
 
 pub mod mysql;
+pub mod oracle;
 pub mod postgres;
 pub mod sqlite;
 
@@ -165,9 +166,11 @@ pub fn connect(url: &Secret, base: &Path) -> Result<Box<dyn Warehouse>> {
         "sqlite" => Ok(Box::new(sqlite::Sqlite::open(u, base)?)),
         "postgres" | "postgresql" => Ok(Box::new(postgres::Postgres::connect(u)?)),
         "mysql" | "mariadb" => Ok(Box::new(mysql::Mysql::connect(u)?)),
+        #[cfg(feature = "oracle")]
+        "oracle" => Ok(Box::new(oracle::Oracle::connect(u)?)),
+        #[cfg(not(feature = "oracle"))]
         "oracle" => Err(Error::user(format!(
-            "warehouse {}: {scheme} connections are not available in this build yet; use sqlite://",
-            url
+            "warehouse {url}: this sluice was built without Oracle support; rebuild with `cargo build --release --features oracle` (Oracle's pure-Rust driver, no Instant Client needed)"
         ))),
         _ => Err(Error::user(format!(
             "unsupported warehouse URL \"{}\": use sqlite://PATH, postgres://…, mysql://… or oracle://…",

@@ -17,7 +17,9 @@ use mysql_async::{Conn, Opts, OptsBuilder, Value};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::{Backend, Change, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink, Warehouse};
+use super::{
+    Backend, Change, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink, Warehouse,
+};
 use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
 use crate::secret::redact_url;
@@ -36,7 +38,9 @@ pub fn my_err(e: mysql_async::Error, what: &str) -> Error {
         mysql_async::Error::Server(s) => {
             let msg = format!("cannot {what}: {} (MySQL error {}, SQLSTATE {})", s.message, s.code, s.state);
             match s.code {
-                1205 | 1213 | 1040 | 1053 | 1152 | 1158..=1161 | 2002 | 2003 | 2006 | 2013 => Error::external(msg, true),
+                1205 | 1213 | 1040 | 1053 | 1152 | 1158..=1161 | 2002 | 2003 | 2006 | 2013 => {
+                    Error::external(msg, true)
+                }
                 1044 | 1045 | 1227 | 1698 => Error::external(msg, false),
                 1048 | 1062 | 1264 | 1265 | 1292 | 1366 | 1406 | 1451 | 1452 => Error::DataMsg(msg),
                 _ => Error::user(msg),
@@ -78,7 +82,13 @@ pub fn sql_type(t: ColumnType) -> String {
 
 /// A column type from `information_schema.columns` (data type, full column type,
 /// character length, precision, scale).
-pub fn column_type_of(data_type: &str, column_type: &str, len: Option<u64>, prec: Option<u64>, scale: Option<u64>) -> ColumnType {
+pub fn column_type_of(
+    data_type: &str,
+    column_type: &str,
+    len: Option<u64>,
+    prec: Option<u64>,
+    scale: Option<u64>,
+) -> ColumnType {
     match data_type.to_ascii_lowercase().as_str() {
         "tinyint" if column_type.to_ascii_lowercase().starts_with("tinyint(1)") => ColumnType::Boolean,
         "tinyint" | "smallint" => ColumnType::SmallInt,
@@ -148,9 +158,10 @@ impl Mysql {
             None => url.to_string(),
         };
         let opts = Opts::from_url(&u).map_err(|e| Error::user(format!("invalid MySQL URL {shown}: {e}")))?;
-        let database = opts.db_name().map(str::to_string).ok_or_else(|| {
-            Error::user(format!("the MySQL URL {shown} names no database: add /DBNAME"))
-        })?;
+        let database = opts
+            .db_name()
+            .map(str::to_string)
+            .ok_or_else(|| Error::user(format!("the MySQL URL {shown} names no database: add /DBNAME")))?;
         let opts = OptsBuilder::from_opts(opts).prefer_socket(false).stmt_cache_size(16);
         let rt = super::runtime();
         let conn = rt.block_on(Conn::new(opts)).map_err(|e| my_err(e, &format!("connect to {shown}")))?;
@@ -260,14 +271,32 @@ impl Warehouse for Mysql {
                     };
                     vals.push(match kinds[i] {
                         (C::MYSQL_TYPE_TINY, 1) => Val::Bool(s != "0"),
-                        (C::MYSQL_TYPE_TINY | C::MYSQL_TYPE_SHORT | C::MYSQL_TYPE_LONG | C::MYSQL_TYPE_INT24 | C::MYSQL_TYPE_LONGLONG, _) => {
-                            s.parse().map(Val::Int).unwrap_or(Val::Text(s))
-                        }
+                        (
+                            C::MYSQL_TYPE_TINY
+                            | C::MYSQL_TYPE_SHORT
+                            | C::MYSQL_TYPE_LONG
+                            | C::MYSQL_TYPE_INT24
+                            | C::MYSQL_TYPE_LONGLONG,
+                            _,
+                        ) => s.parse().map(Val::Int).unwrap_or(Val::Text(s)),
                         (C::MYSQL_TYPE_NEWDECIMAL | C::MYSQL_TYPE_DECIMAL, _) => Val::Dec(s),
-                        (C::MYSQL_TYPE_DOUBLE | C::MYSQL_TYPE_FLOAT, _) => s.parse().map(Val::Float).unwrap_or(Val::Text(s)),
-                        (C::MYSQL_TYPE_DATETIME | C::MYSQL_TYPE_TIMESTAMP | C::MYSQL_TYPE_DATETIME2 | C::MYSQL_TYPE_TIMESTAMP2, _) => {
+                        (C::MYSQL_TYPE_DOUBLE | C::MYSQL_TYPE_FLOAT, _) => {
+                            s.parse().map(Val::Float).unwrap_or(Val::Text(s))
+                        }
+                        (
+                            C::MYSQL_TYPE_DATETIME
+                            | C::MYSQL_TYPE_TIMESTAMP
+                            | C::MYSQL_TYPE_DATETIME2
+                            | C::MYSQL_TYPE_TIMESTAMP2,
+                            _,
+                        ) => {
                             // DATETIME(6) pads the fraction: print as the other warehouses do.
-                            match crate::types::parse_value(&Column::new("t", ColumnType::Timestamp), s.as_bytes(), false, &Default::default()) {
+                            match crate::types::parse_value(
+                                &Column::new("t", ColumnType::Timestamp),
+                                s.as_bytes(),
+                                false,
+                                &Default::default(),
+                            ) {
                                 Ok(Val::Ts(m)) => Val::Ts(m),
                                 _ => Val::Text(s),
                             }
@@ -318,7 +347,13 @@ impl Warehouse for Mysql {
                     } else if r[7].as_deref() == Some(TSTZ_COMMENT) {
                         ColumnType::TimestampTz
                     } else {
-                        column_type_of(r[1].as_deref().unwrap_or(""), r[2].as_deref().unwrap_or(""), num(&r[3]), num(&r[4]), num(&r[5]))
+                        column_type_of(
+                            r[1].as_deref().unwrap_or(""),
+                            r[2].as_deref().unwrap_or(""),
+                            num(&r[3]),
+                            num(&r[4]),
+                            num(&r[5]),
+                        )
                     };
                     Column { name, ty, nullable: r[6].as_deref() != Some("NO"), format: None }
                 })
@@ -344,19 +379,36 @@ impl Warehouse for Mysql {
                     Some("BASE TABLE") => {
                         for c in target.changes {
                             let sql = match c {
-                                Change::Add(col) => format!("ALTER TABLE {t} ADD COLUMN {} {}", quote(&col.name), sql_type(col.ty)),
+                                Change::Add(col) => {
+                                    format!("ALTER TABLE {t} ADD COLUMN {} {}", quote(&col.name), sql_type(col.ty))
+                                }
                                 Change::Widen { column, to } => {
-                                    let nn = target.schema.columns.iter().find(|x| x.name == *column).is_some_and(|x| !x.nullable);
-                                    format!("ALTER TABLE {t} MODIFY COLUMN {} {}{}", quote(column), sql_type(*to), if nn { " NOT NULL" } else { "" })
+                                    let nn = target
+                                        .schema
+                                        .columns
+                                        .iter()
+                                        .find(|x| x.name == *column)
+                                        .is_some_and(|x| !x.nullable);
+                                    format!(
+                                        "ALTER TABLE {t} MODIFY COLUMN {} {}{}",
+                                        quote(column),
+                                        sql_type(*to),
+                                        if nn { " NOT NULL" } else { "" }
+                                    )
                                 }
                             };
                             self.run(&sql, "change the table")?;
                         }
                     }
-                    Some(_) => return Err(Error::user(format!("`{}` is not a table; a load needs a table", target.table))),
+                    Some(_) => {
+                        return Err(Error::user(format!("`{}` is not a table; a load needs a table", target.table)));
+                    }
                 }
                 if target.mode == LoadMode::Merge {
-                    self.run(&format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(STAGE)), "drop a stale staging table")?;
+                    self.run(
+                        &format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(STAGE)),
+                        "drop a stale staging table",
+                    )?;
                     self.run(&format!("CREATE TEMPORARY TABLE {} LIKE {t}", quote(STAGE)), "create the staging table")?;
                     quote(STAGE)
                 } else {
@@ -404,7 +456,9 @@ impl Warehouse for Mysql {
     fn materialize(&mut self, name: &str, sql: &str, how: Materialized) -> Result<()> {
         let body = sql.trim().trim_end_matches(';').trim_end().to_string();
         match how {
-            Materialized::View => self.run(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &format!("build {name}")),
+            Materialized::View => {
+                self.run(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &format!("build {name}"))
+            }
             Materialized::Table => {
                 let new = format!("{name}{NEW_SUFFIX}");
                 let old = format!("{name}__sluice_old");
@@ -412,14 +466,27 @@ impl Warehouse for Mysql {
                 self.run(&format!("CREATE TABLE {} AS\n{body}", quote(&new)), &format!("build {name}"))?;
                 match self.table_kind(name)?.as_deref() {
                     Some("BASE TABLE") => {
-                        self.run(&format!("RENAME TABLE {} TO {}, {} TO {}", quote(name), quote(&old), quote(&new), quote(name)), &format!("swap in {name}"))?;
+                        self.run(
+                            &format!(
+                                "RENAME TABLE {} TO {}, {} TO {}",
+                                quote(name),
+                                quote(&old),
+                                quote(&new),
+                                quote(name)
+                            ),
+                            &format!("swap in {name}"),
+                        )?;
                         self.run(&format!("DROP TABLE {}", quote(&old)), "drop the old table")
                     }
                     Some(_) => {
                         self.run(&format!("DROP VIEW {}", quote(name)), "drop the old view")?;
-                        self.run(&format!("RENAME TABLE {} TO {}", quote(&new), quote(name)), &format!("swap in {name}"))
+                        self.run(
+                            &format!("RENAME TABLE {} TO {}", quote(&new), quote(name)),
+                            &format!("swap in {name}"),
+                        )
                     }
-                    None => self.run(&format!("RENAME TABLE {} TO {}", quote(&new), quote(name)), &format!("swap in {name}")),
+                    None => self
+                        .run(&format!("RENAME TABLE {} TO {}", quote(&new), quote(name)), &format!("swap in {name}")),
                 }
             }
         }
@@ -481,7 +548,10 @@ impl MyLoad<'_> {
         let s = self.sender.as_ref().expect("LOAD DATA is running");
         if s.blocking_send(Ok(bytes)).is_err() {
             // The query ended early: its error says why.
-            return Err(self.finish_load().err().unwrap_or_else(|| Error::external("LOAD DATA ended before all rows were sent", true)));
+            return Err(self
+                .finish_load()
+                .err()
+                .unwrap_or_else(|| Error::external("LOAD DATA ended before all rows were sent", true)));
         }
         Ok(())
     }
@@ -490,7 +560,8 @@ impl MyLoad<'_> {
     fn finish_load(&mut self) -> Result<()> {
         self.sender = None;
         let Some(task) = self.task.take() else { return Ok(()) };
-        let (conn, res) = self.my.rt.block_on(task).map_err(|e| Error::internal(format!("the LOAD DATA task failed: {e}")))?;
+        let (conn, res) =
+            self.my.rt.block_on(task).map_err(|e| Error::internal(format!("the LOAD DATA task failed: {e}")))?;
         self.my.conn = Some(conn);
         let warnings = res.map_err(|e| my_err(e, &format!("load rows into `{}`", self.table)))?;
         if warnings > 0 {
@@ -590,7 +661,10 @@ impl LoadTx for MyLoad<'_> {
             let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
             let stage = quote(STAGE);
             let dups = self.my.rows(
-                &format!("SELECT CONCAT_WS(', ', {k}) FROM {stage} GROUP BY {k} HAVING COUNT(*) > 1 LIMIT 5", k = keys.join(", ")),
+                &format!(
+                    "SELECT CONCAT_WS(', ', {k}) FROM {stage} GROUP BY {k} HAVING COUNT(*) > 1 LIMIT 5",
+                    k = keys.join(", ")
+                ),
                 "check merge keys",
             )?;
             if !dups.is_empty() {
@@ -603,8 +677,14 @@ impl LoadTx for MyLoad<'_> {
             }
             let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
             let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
-            self.my.run(&format!("DELETE t FROM {t} t JOIN {stage} s ON {}", cond.join(" AND ")), "merge the staged rows")?;
-            self.my.run(&format!("INSERT INTO {t} ({c}) SELECT {c} FROM {stage}", c = cols.join(", ")), "merge the staged rows")?;
+            self.my.run(
+                &format!("DELETE t FROM {t} t JOIN {stage} s ON {}", cond.join(" AND ")),
+                "merge the staged rows",
+            )?;
+            self.my.run(
+                &format!("INSERT INTO {t} ({c}) SELECT {c} FROM {stage}", c = cols.join(", ")),
+                "merge the staged rows",
+            )?;
         }
         if let Some((path, w)) = self.spool.take() {
             let res = (|| {
@@ -621,7 +701,11 @@ impl LoadTx for MyLoad<'_> {
                     let _ = tx.blocking_send(Ok(Bytes::copy_from_slice(chunk)));
                 }
                 drop(tx);
-                let (conn, res) = self.my.rt.block_on(task).map_err(|e| Error::internal(format!("the LOAD DATA task failed: {e}")))?;
+                let (conn, res) = self
+                    .my
+                    .rt
+                    .block_on(task)
+                    .map_err(|e| Error::internal(format!("the LOAD DATA task failed: {e}")))?;
                 self.my.conn = Some(conn);
                 res.map_err(|e| my_err(e, "record rejected rows"))?;
                 Ok::<(), Error>(())
@@ -652,7 +736,8 @@ impl LoadTx for MyLoad<'_> {
                 record_loads(self.my)?;
                 self.my.run("COMMIT", "commit the load")?;
                 if self.mode == LoadMode::Merge {
-                    self.my.run(&format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(STAGE)), "drop the staging table")?;
+                    self.my
+                        .run(&format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(STAGE)), "drop the staging table")?;
                 }
             }
             LoadMode::Replace => {
@@ -662,7 +747,10 @@ impl LoadTx for MyLoad<'_> {
                 self.my.run(&format!("DROP TABLE IF EXISTS {}", quote(&old)), "drop a stale table")?;
                 match self.my.table_kind(&self.table)?.as_deref() {
                     Some("BASE TABLE") => {
-                        self.my.run(&format!("RENAME TABLE {t} TO {}, {} TO {t}", quote(&old), quote(&new)), "swap in the new table")?;
+                        self.my.run(
+                            &format!("RENAME TABLE {t} TO {}, {} TO {t}", quote(&old), quote(&new)),
+                            "swap in the new table",
+                        )?;
                         self.my.run(&format!("DROP TABLE {}", quote(&old)), "drop the old table")?;
                     }
                     Some(_) => {
@@ -672,7 +760,10 @@ impl LoadTx for MyLoad<'_> {
                     None => self.my.run(&format!("RENAME TABLE {} TO {t}", quote(&new)), "swap in the new table")?,
                 }
                 self.my.run("START TRANSACTION", "start a transaction")?;
-                self.my.run(&format!("DELETE FROM {} WHERE target = {}", quote(LOADS_TABLE), Mysql::literal(&self.table)), "reset load records")?;
+                self.my.run(
+                    &format!("DELETE FROM {} WHERE target = {}", quote(LOADS_TABLE), Mysql::literal(&self.table)),
+                    "reset load records",
+                )?;
                 record_loads(self.my)?;
                 self.my.run("COMMIT", "record the load")?;
             }
@@ -745,7 +836,10 @@ mod tests {
     #[test]
     fn types_map_both_ways() {
         assert_eq!(sql_type(ColumnType::Decimal(Some((12, 2)))), "DECIMAL(12,2)");
-        assert_eq!(column_type_of("decimal", "decimal(12,2)", None, Some(12), Some(2)), ColumnType::Decimal(Some((12, 2))));
+        assert_eq!(
+            column_type_of("decimal", "decimal(12,2)", None, Some(12), Some(2)),
+            ColumnType::Decimal(Some((12, 2)))
+        );
         assert_eq!(column_type_of("tinyint", "tinyint(1)", None, Some(3), Some(0)), ColumnType::Boolean);
         assert_eq!(column_type_of("varchar", "varchar(16)", Some(16), None, None), ColumnType::Varchar(16));
         assert_eq!(column_type_of("datetime", "datetime(6)", None, None, None), ColumnType::Timestamp);

@@ -14,7 +14,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::runtime::Handle;
 use tokio_postgres::{Client, CopyInSink, NoTls};
 
-use super::{Backend, Change, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink, Warehouse};
+use super::{
+    Backend, Change, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink, Warehouse,
+};
 use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
 use crate::secret::redact_url;
@@ -114,12 +116,15 @@ impl Postgres {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         let rt = super::runtime();
-        let (client, conn) = rt.block_on(config.connect(NoTls)).map_err(|e| pg_err(e, &format!("connect to {shown}")))?;
+        let (client, conn) =
+            rt.block_on(config.connect(NoTls)).map_err(|e| pg_err(e, &format!("connect to {shown}")))?;
         rt.spawn(async move {
             let _ = conn.await;
         });
         let mut pg = Postgres { rt, client, shown, schema, text_copy };
-        let mut setup = String::from("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1;");
+        let mut setup = String::from(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1;",
+        );
         if let Some(s) = &pg.schema {
             let q = pg.naming().quote(s);
             setup.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {q}; SET search_path = {q};"));
@@ -137,7 +142,12 @@ impl Postgres {
         self.schema.clone().unwrap_or_else(|| "public".into())
     }
 
-    fn query_strings(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)], what: &str) -> Result<Vec<Vec<Option<String>>>> {
+    fn query_strings(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        what: &str,
+    ) -> Result<Vec<Vec<Option<String>>>> {
         let rows = self.rt.block_on(self.client.query(sql, params)).map_err(|e| pg_err(e, what))?;
         Ok(rows.iter().map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect()).collect())
     }
@@ -300,7 +310,10 @@ pub fn encode_numeric(s: &str, out: &mut Vec<u8>) {
     let mut digits: Vec<i16> = Vec::with_capacity((int.len() + frac.len()) / 4 + 2);
     let mut acc = 0i16;
     let mut n = 0;
-    let all = std::iter::repeat_n(b'0', int_pad).chain(int.bytes()).chain(frac.bytes()).chain(std::iter::repeat_n(b'0', frac_pad));
+    let all = std::iter::repeat_n(b'0', int_pad)
+        .chain(int.bytes())
+        .chain(frac.bytes())
+        .chain(std::iter::repeat_n(b'0', frac_pad));
     for b in all {
         acc = acc * 10 + (b - b'0') as i16;
         n += 1;
@@ -427,10 +440,19 @@ impl Postgres {
         let mut recreate = Vec::new();
         if kind.is_some() {
             for r in self.query_strings(DEPENDENT_VIEWS, &[&rel], &format!("find the views on `{name}`"))? {
-                let (k, sch, v, def) =
-                    (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default(), r[2].clone().unwrap_or_default(), r[3].clone().unwrap_or_default());
+                let (k, sch, v, def) = (
+                    r[0].clone().unwrap_or_default(),
+                    r[1].clone().unwrap_or_default(),
+                    r[2].clone().unwrap_or_default(),
+                    r[3].clone().unwrap_or_default(),
+                );
                 let what = if k == "m" { "MATERIALIZED VIEW" } else { "VIEW" };
-                recreate.push(format!("CREATE {what} {}.{} AS {}", n.quote(&sch), n.quote(&v), def.trim_end().trim_end_matches(';')));
+                recreate.push(format!(
+                    "CREATE {what} {}.{} AS {}",
+                    n.quote(&sch),
+                    n.quote(&v),
+                    def.trim_end().trim_end_matches(';')
+                ));
             }
         }
         let drop = match kind.as_deref() {
@@ -439,7 +461,10 @@ impl Postgres {
             Some(_) => format!("DROP TABLE {rel} CASCADE;"),
             None => String::new(),
         };
-        self.batch(&format!("{drop} ALTER TABLE {} RENAME TO {};", n.relation(new), n.quote(name)), &format!("swap in the new `{name}`"))?;
+        self.batch(
+            &format!("{drop} ALTER TABLE {} RENAME TO {};", n.relation(new), n.quote(name)),
+            &format!("swap in the new `{name}`"),
+        )?;
         for sql in recreate {
             self.batch(&sql, &format!("recreate a view on `{name}`"))?;
         }
@@ -498,7 +523,8 @@ impl Warehouse for Postgres {
                         vals.push(Val::Null);
                         continue;
                     }
-                    let s = std::str::from_utf8(&fields[i]).map_err(|_| Error::external("PostgreSQL sent text that is not UTF-8", false))?;
+                    let s = std::str::from_utf8(&fields[i])
+                        .map_err(|_| Error::external("PostgreSQL sent text that is not UTF-8", false))?;
                     vals.push(match oids[i] {
                         oid::INT2 | oid::INT4 | oid::INT8 => s.parse().map(Val::Int).unwrap_or(Val::Text(s)),
                         oid::NUMERIC => Val::Dec(s),
@@ -520,7 +546,12 @@ impl Warehouse for Postgres {
         Ok(self.columns(table)?.map(|cols| {
             Schema::new(
                 cols.into_iter()
-                    .map(|(name, oid, typmod, notnull)| Column { name, ty: column_type_of(oid, typmod), nullable: !notnull, format: None })
+                    .map(|(name, oid, typmod, notnull)| Column {
+                        name,
+                        ty: column_type_of(oid, typmod),
+                        nullable: !notnull,
+                        format: None,
+                    })
                     .collect(),
             )
         }))
@@ -568,7 +599,11 @@ impl Warehouse for Postgres {
             return Ok(BTreeSet::new());
         }
         let sql = format!("SELECT object FROM {} WHERE target = $1", self.naming().relation(LOADS_TABLE));
-        Ok(self.query_strings(&sql, &[&table], "read loaded objects")?.into_iter().filter_map(|r| r[0].clone()).collect())
+        Ok(self
+            .query_strings(&sql, &[&table], "read loaded objects")?
+            .into_iter()
+            .filter_map(|r| r[0].clone())
+            .collect())
     }
 
     fn materialize(&mut self, name: &str, sql: &str, how: Materialized) -> Result<()> {
@@ -581,7 +616,10 @@ impl Warehouse for Postgres {
                 Materialized::Table => "TABLE",
                 Materialized::View => "VIEW",
             };
-            self.batch(&format!("DROP TABLE IF EXISTS {0}; DROP VIEW IF EXISTS {0};", n.relation(&new)), "drop a stale build")?;
+            self.batch(
+                &format!("DROP TABLE IF EXISTS {0}; DROP VIEW IF EXISTS {0};", n.relation(&new)),
+                "drop a stale build",
+            )?;
             self.batch(&format!("CREATE {kind} {} AS\n{body}", n.relation(&new)), &format!("build {name}"))?;
             self.swap_in(name, &new)
         })();
@@ -633,7 +671,9 @@ impl PgLoad<'_> {
                     Some("r" | "p") => {
                         for c in target.changes {
                             let sql = match c {
-                                Change::Add(col) => format!("ALTER TABLE {t} ADD COLUMN {} {}", n.quote(&col.name), sql_type(col.ty)),
+                                Change::Add(col) => {
+                                    format!("ALTER TABLE {t} ADD COLUMN {} {}", n.quote(&col.name), sql_type(col.ty))
+                                }
                                 Change::Widen { column, to } => {
                                     format!("ALTER TABLE {t} ALTER COLUMN {} TYPE {}", n.quote(column), sql_type(*to))
                                 }
@@ -641,7 +681,9 @@ impl PgLoad<'_> {
                             self.pg.batch(&sql, "change the table")?;
                         }
                     }
-                    Some(_) => return Err(Error::user(format!("`{}` is not a table; a load needs a table", target.table))),
+                    Some(_) => {
+                        return Err(Error::user(format!("`{}` is not a table; a load needs a table", target.table)));
+                    }
                 }
                 if target.mode == LoadMode::Merge {
                     self.pg.batch(
@@ -663,14 +705,19 @@ impl PgLoad<'_> {
             };
             let ok = matches!(
                 (src.ty, *oid),
-                (ColumnType::SmallInt | ColumnType::Integer | ColumnType::BigInt, oid::INT2 | oid::INT4 | oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8)
-                    | (ColumnType::Decimal(_), oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8)
+                (
+                    ColumnType::SmallInt | ColumnType::Integer | ColumnType::BigInt,
+                    oid::INT2 | oid::INT4 | oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8
+                ) | (ColumnType::Decimal(_), oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8)
                     | (ColumnType::Float, oid::FLOAT4 | oid::FLOAT8)
                     | (ColumnType::Boolean, oid::BOOL)
                     | (ColumnType::Date, oid::DATE | oid::TIMESTAMP)
                     | (ColumnType::Timestamp, oid::TIMESTAMP)
                     | (ColumnType::TimestampTz, oid::TIMESTAMPTZ)
-                    | (ColumnType::Text | ColumnType::Varchar(_), oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::JSON | oid::JSONB)
+                    | (
+                        ColumnType::Text | ColumnType::Varchar(_),
+                        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::JSON | oid::JSONB
+                    )
                     | (ColumnType::Json, oid::JSON | oid::JSONB | oid::TEXT | oid::VARCHAR)
                     | (_, oid::TEXT)
             );
@@ -689,7 +736,11 @@ impl PgLoad<'_> {
         let into = if self.into == STAGE { n.quote(STAGE) } else { n.relation(&self.into) };
         let format = if self.pg.text_copy { "" } else { " (FORMAT binary)" };
         let sql = format!("COPY {into} ({}) FROM STDIN{format}", quoted.join(", "));
-        let sink = self.pg.rt.block_on(self.pg.client.copy_in::<_, Bytes>(sql.as_str())).map_err(|e| pg_err(e, "start COPY"))?;
+        let sink = self
+            .pg
+            .rt
+            .block_on(self.pg.client.copy_in::<_, Bytes>(sql.as_str()))
+            .map_err(|e| pg_err(e, "start COPY"))?;
         self.sink = Some(Box::pin(sink));
         if !self.pg.text_copy {
             self.buf.put_slice(b"PGCOPY\n\xff\r\n\0");
@@ -714,7 +765,10 @@ impl PgLoad<'_> {
         }
         self.send()?;
         let mut sink = self.sink.take().expect("COPY is running");
-        self.pg.rt.block_on(sink.as_mut().finish()).map_err(|e| pg_err(e, &format!("finish COPY into `{}`", self.table)))
+        self.pg
+            .rt
+            .block_on(sink.as_mut().finish())
+            .map_err(|e| pg_err(e, &format!("finish COPY into `{}`", self.table)))
     }
 }
 
@@ -797,7 +851,10 @@ impl LoadTx for PgLoad<'_> {
                 let table = self.table.clone();
                 self.pg.swap_in(&table, &new)?;
                 let sql = format!("DELETE FROM {} WHERE target = $1", n.relation(LOADS_TABLE));
-                self.pg.rt.block_on(self.pg.client.execute(sql.as_str(), &[&self.table])).map_err(|e| pg_err(e, "reset load records"))?;
+                self.pg
+                    .rt
+                    .block_on(self.pg.client.execute(sql.as_str(), &[&self.table]))
+                    .map_err(|e| pg_err(e, "reset load records"))?;
             }
             LoadMode::Merge => {
                 let keys: Vec<String> = self.key.iter().map(|k| n.quote(k)).collect();
@@ -846,7 +903,11 @@ impl LoadTx for PgLoad<'_> {
                     "COPY {} (target, file, line, column_name, value, error, record, run_id) FROM STDIN",
                     n.relation(REJECTS_TABLE)
                 );
-                let sink = self.pg.rt.block_on(self.pg.client.copy_in::<_, Bytes>(sql.as_str())).map_err(|e| pg_err(e, "record rejected rows"))?;
+                let sink = self
+                    .pg
+                    .rt
+                    .block_on(self.pg.client.copy_in::<_, Bytes>(sql.as_str()))
+                    .map_err(|e| pg_err(e, "record rejected rows"))?;
                 let mut sink = Box::pin(sink);
                 let mut f = std::fs::File::open(&path).map_err(|e| Error::io("read", &path, e))?;
                 let mut chunk = vec![0u8; 1 << 20];
@@ -855,7 +916,10 @@ impl LoadTx for PgLoad<'_> {
                     if k == 0 {
                         break;
                     }
-                    self.pg.rt.block_on(sink.send(Bytes::copy_from_slice(&chunk[..k]))).map_err(|e| pg_err(e, "record rejected rows"))?;
+                    self.pg
+                        .rt
+                        .block_on(sink.send(Bytes::copy_from_slice(&chunk[..k])))
+                        .map_err(|e| pg_err(e, "record rejected rows"))?;
                 }
                 self.pg.rt.block_on(sink.as_mut().finish()).map_err(|e| pg_err(e, "record rejected rows"))?;
                 Ok::<(), Error>(())
@@ -946,7 +1010,21 @@ mod tests {
 
     #[test]
     fn types_map_both_ways() {
-        for t in ["smallint", "integer", "bigint", "decimal(12,2)", "numeric", "float", "text", "varchar(9)", "boolean", "date", "timestamp", "timestamptz", "json"] {
+        for t in [
+            "smallint",
+            "integer",
+            "bigint",
+            "decimal(12,2)",
+            "numeric",
+            "float",
+            "text",
+            "varchar(9)",
+            "boolean",
+            "date",
+            "timestamp",
+            "timestamptz",
+            "json",
+        ] {
             let ty = ColumnType::parse(t).unwrap();
             let oid = match sql_type(ty).as_str() {
                 "smallint" => oid::INT2,

@@ -208,7 +208,12 @@ impl Warehouse for Sqlite {
                     (ValueRef::Real(_), Some(ColumnType::Decimal(Some(_)))) => Val::Dec(&scratch[i]),
                     (ValueRef::Real(f), _) => Val::Float(f),
                     (ValueRef::Text(t), Some(ColumnType::TimestampTz)) => {
-                        match crate::types::parse_value(&Column::new("t", ColumnType::TimestampTz), t, false, &Default::default()) {
+                        match crate::types::parse_value(
+                            &Column::new("t", ColumnType::TimestampTz),
+                            t,
+                            false,
+                            &Default::default(),
+                        ) {
                             Ok(v) => v,
                             Err(_) => Val::Text(std::str::from_utf8(t).unwrap_or(&scratch[i])),
                         }

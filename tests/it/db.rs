@@ -53,7 +53,17 @@ impl TestDb {
             Kind::Mysql => {
                 let name = unique("it");
                 let db = TestDb { kind, name: name.clone(), _dir: None };
-                run(Command::new("mariadb").args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("CREATE DATABASE {name}")]), "create a database");
+                run(
+                    Command::new("mariadb").args([
+                        "-h",
+                        "127.0.0.1",
+                        "-u",
+                        "root",
+                        "-e",
+                        &format!("CREATE DATABASE {name}"),
+                    ]),
+                    "create a database",
+                );
                 db
             }
         }
@@ -74,13 +84,35 @@ impl TestDb {
             Kind::Sqlite => run(Command::new("sqlite3").args([&self.name, sql]), sql),
             Kind::Postgres => run(
                 Command::new("psql").args([
-                    "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-v", "ON_ERROR_STOP=1", "-qAt", "-F", "\t", "-c",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "test",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-qAt",
+                    "-F",
+                    "\t",
+                    "-c",
                     &format!("SET search_path = {}; {sql}", self.name),
                 ]),
                 sql,
             ),
             Kind::Mysql => run(
-                Command::new("mariadb").args(["-h", "127.0.0.1", "-u", "root", "-N", "-B", "-D", &self.name, "-e", sql]),
+                Command::new("mariadb").args([
+                    "-h",
+                    "127.0.0.1",
+                    "-u",
+                    "root",
+                    "-N",
+                    "-B",
+                    "-D",
+                    &self.name,
+                    "-e",
+                    sql,
+                ]),
                 sql,
             ),
         }
@@ -93,15 +125,44 @@ impl TestDb {
             _ => sql.to_string(),
         };
         let out = match self.kind {
-            Kind::Sqlite => run(Command::new("sqlite3").args(["-separator", "\t", "-nullvalue", "NULL", &self.name, &sql]), &sql),
+            Kind::Sqlite => {
+                run(Command::new("sqlite3").args(["-separator", "\t", "-nullvalue", "NULL", &self.name, &sql]), &sql)
+            }
             Kind::Postgres => run(
                 Command::new("psql").args([
-                    "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-v", "ON_ERROR_STOP=1", "-qAt", "-F", "\t", "-P", "null=NULL", "-c",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "test",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-qAt",
+                    "-F",
+                    "\t",
+                    "-P",
+                    "null=NULL",
+                    "-c",
                     &format!("SET search_path = {}; {sql}", self.name),
                 ]),
                 &sql,
             ),
-            Kind::Mysql => run(Command::new("mariadb").args(["-h", "127.0.0.1", "-u", "root", "-N", "-B", "-D", &self.name, "-e", &sql]), &sql),
+            Kind::Mysql => run(
+                Command::new("mariadb").args([
+                    "-h",
+                    "127.0.0.1",
+                    "-u",
+                    "root",
+                    "-N",
+                    "-B",
+                    "-D",
+                    &self.name,
+                    "-e",
+                    &sql,
+                ]),
+                &sql,
+            ),
         };
         out.lines().map(|l| l.split('\t').map(str::to_string).collect()).collect()
     }
@@ -117,11 +178,22 @@ impl Drop for TestDb {
             Kind::Sqlite => {}
             Kind::Postgres => {
                 let _ = Command::new("psql")
-                    .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)])
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "test",
+                        "-qc",
+                        &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+                    ])
                     .output();
             }
             Kind::Mysql => {
-                let _ = Command::new("mariadb").args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("DROP DATABASE IF EXISTS {}", self.name)]).output();
+                let _ = Command::new("mariadb")
+                    .args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("DROP DATABASE IF EXISTS {}", self.name)])
+                    .output();
             }
         }
     }

@@ -111,11 +111,32 @@ fn dirty_rows_are_reported_at_their_manifest_lines(kind: Kind) {
     gen_sales(20_000, &p.file("d.csv"), true);
     p.write("s.toml", SALES_SCHEMA);
     let url = db.url();
-    let out = load(&p, &["d.csv", &url, "--table", "sales", "--schema", "s.toml", "--create", "--on-error", "quarantine", "--rejects", "rej.tsv"]);
+    let out = load(
+        &p,
+        &[
+            "d.csv",
+            &url,
+            "--table",
+            "sales",
+            "--schema",
+            "s.toml",
+            "--create",
+            "--on-error",
+            "quarantine",
+            "--rejects",
+            "rej.tsv",
+        ],
+    );
     out.expect_code(0);
     let ids: Vec<String> = db.rows("select sale_id from sales").into_iter().map(|r| r[0].clone()).collect();
     p.write("ids", &(ids.join("\n") + "\n"));
-    let check = Command::new("python3").arg(tool("check_load.py")).arg(p.file("d.csv")).arg(p.file("rej.tsv")).arg(p.file("ids")).output().unwrap();
+    let check = Command::new("python3")
+        .arg(tool("check_load.py"))
+        .arg(p.file("d.csv"))
+        .arg(p.file("rej.tsv"))
+        .arg(p.file("ids"))
+        .output()
+        .unwrap();
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "check_load.py:\n{report}{}", String::from_utf8_lossy(&check.stderr));
     // The same rows are kept in the warehouse's rejects table.
@@ -141,7 +162,11 @@ fn fail_publishes_nothing_and_lists_the_first_ten(kind: Kind) {
     let out = load(&p, &["d.csv", &url, "--table", "sales"]);
     out.expect_code(3);
     let first = out.stderr.lines().next().unwrap();
-    assert!(first.starts_with("error: ") && first.ends_with(" bad rows; nothing was loaded; table `sales` is unchanged"), "{}", out.stderr);
+    assert!(
+        first.starts_with("error: ") && first.ends_with(" bad rows; nothing was loaded; table `sales` is unchanged"),
+        "{}",
+        out.stderr
+    );
     let listed = out.stderr.lines().filter(|l| l.trim_start().starts_with("d.csv:")).count();
     assert_eq!(listed, 10, "{}", out.stderr);
     assert!(out.stderr.contains("… and "), "{}", out.stderr);
@@ -154,10 +179,16 @@ fn skip_loads_good_rows_up_to_max_errors(kind: Kind) {
     p.write("s.toml", "[columns]\nid = \"integer not null\"\nqty = \"integer\"\n");
     p.write("in.csv", "id,qty\n1,1\n2,x\n3,3\n4,y\n5,5\n");
     let url = db.url();
-    let out = load(&p, &["in.csv", &url, "--table", "t", "--schema", "s.toml", "--create", "--on-error", "skip", "--max-errors", "1"]);
+    let out = load(
+        &p,
+        &["in.csv", &url, "--table", "t", "--schema", "s.toml", "--create", "--on-error", "skip", "--max-errors", "1"],
+    );
     out.expect_code(3);
     assert!(out.stderr.contains("2 bad rows; more than max_errors = 1; nothing was loaded"), "{}", out.stderr);
-    let out = load(&p, &["in.csv", &url, "--table", "t", "--schema", "s.toml", "--create", "--on-error", "skip", "--max-errors", "2"]);
+    let out = load(
+        &p,
+        &["in.csv", &url, "--table", "t", "--schema", "s.toml", "--create", "--on-error", "skip", "--max-errors", "2"],
+    );
     out.expect_code(0);
     assert!(out.stdout.contains("read 5 rows, loaded 3, rejected 2"), "{}", out.stdout);
     assert_eq!(db.rows("select id from t order by id"), vec![vec!["1"], vec!["3"], vec!["5"]]);
@@ -202,7 +233,11 @@ fn merge_updates_and_inserts_by_key(kind: Kind) {
     p.write("dup.csv", "id,name\n1,x\n1,y\n");
     let out = load(&p, &["dup.csv", &url, "--table", "t", "--mode", "merge", "--key", "id"]);
     out.expect_code(3);
-    assert!(out.stderr.contains("the source has rows with the same merge key (id) more than once: 1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the source has rows with the same merge key (id) more than once: 1"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(db.rows("select id, name from t order by id"), vec![vec!["1", "a"], vec!["2", "B"], vec!["3", "C"]]);
     // A NULL key is a bad row.
     p.write("nokey.csv", "id,name\n,z\n");
@@ -236,7 +271,11 @@ fn schema_drift_follows_the_policy(kind: Kind) {
     assert!(out.stderr.contains("wider `name`"), "{}", out.stderr);
     let out = load(&p, &["b.csv", &url, "--table", "t", "--schema", "w.toml", "--schema-change", "add_columns"]);
     out.expect_code(0);
-    assert!(out.stdout.contains("; widened `name` to varchar(32); added column `score` (decimal(5,2))"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("; widened `name` to varchar(32); added column `score` (decimal(5,2))"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(
         export(&p, &url, "select id, name, note, score from t order by id"),
         "id\tname\tnote\tscore\n1\tshort\tx\t\n2\ta much longer name\t\t9.50\n"
@@ -250,8 +289,14 @@ fn schema_drift_follows_the_policy(kind: Kind) {
 fn json_and_ndjson_load_like_csv(kind: Kind) {
     let db = TestDb::new(kind);
     let p = TestProject::new();
-    p.write("s.toml", "[columns]\nid = \"integer not null\"\nname = \"text\"\nprice = \"decimal(8,2)\"\ntags = \"json\"\n");
-    p.write("a.ndjson", "{\"id\": 1, \"name\": \"a\", \"price\": 1.50, \"tags\": [\"x\"]}\n{\"id\": 2, \"price\": \"2.25\"}\n");
+    p.write(
+        "s.toml",
+        "[columns]\nid = \"integer not null\"\nname = \"text\"\nprice = \"decimal(8,2)\"\ntags = \"json\"\n",
+    );
+    p.write(
+        "a.ndjson",
+        "{\"id\": 1, \"name\": \"a\", \"price\": 1.50, \"tags\": [\"x\"]}\n{\"id\": 2, \"price\": \"2.25\"}\n",
+    );
     p.write("b.json", "[\n  {\"id\": 3, \"name\": \"c\\u00e9\", \"price\": 3},\n  {\"id\": 4, \"name\": null, \"tags\": {\"k\": 1}}\n]\n");
     let url = db.url();
     load(&p, &["a.ndjson", &url, "--table", "t", "--schema", "s.toml", "--create"]).expect_code(0);
@@ -290,19 +335,23 @@ fn wait_mid_load(db: &TestDb, child: &mut std::process::Child) {
             panic!("the load ended ({status}) before it could be killed; use a bigger file");
         }
         let progressed = match db.kind {
-            Kind::Postgres => db
-                .rows("select coalesce(max(tuples_processed), 0) from pg_stat_progress_copy")
-                .first()
-                .and_then(|r| r[0].parse::<u64>().ok())
-                .unwrap_or(0)
-                > 50_000,
+            Kind::Postgres => {
+                db.rows("select coalesce(max(tuples_processed), 0) from pg_stat_progress_copy")
+                    .first()
+                    .and_then(|r| r[0].parse::<u64>().ok())
+                    .unwrap_or(0)
+                    > 50_000
+            }
             // MariaDB shows LOAD DATA in the process list; 300 ms in, it is well under way.
-            Kind::Mysql => db
-                .rows("select coalesce(max(time_ms), 0) from information_schema.processlist where info like 'LOAD DATA%'")
+            Kind::Mysql => {
+                db.rows(
+                    "select coalesce(max(time_ms), 0) from information_schema.processlist where info like 'LOAD DATA%'",
+                )
                 .first()
                 .and_then(|r| r[0].split('.').next().and_then(|x| x.parse::<u64>().ok()))
                 .unwrap_or(0)
-                > 300,
+                    > 300
+            }
             Kind::Sqlite => std::fs::metadata(format!("{}-wal", db.name)).map(|m| m.len()).unwrap_or(0) > 8 << 20,
         };
         if progressed {
@@ -319,8 +368,15 @@ fn a_killed_load_leaves_the_table_unchanged_and_reruns_once(kind: Kind) {
     let p = big_project(&db, rows);
     // The table holds rows from before.
     p.write("old.csv", "sale_id,sale_ts,store_id,channel,product_id,product_name,category,quantity,unit_price,customer_email\n-1,2020-01-01 00:00:00,1,x,1,old,old,1,1.00,\n");
-    run_in(p.path(), &["load", "old.csv", &db.url(), "--table", "sales", "--schema", "sales.toml", "--create"], &[]).expect_code(0);
-    let mut child = crate::support::bin().current_dir(p.path()).args(["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    run_in(p.path(), &["load", "old.csv", &db.url(), "--table", "sales", "--schema", "sales.toml", "--create"], &[])
+        .expect_code(0);
+    let mut child = crate::support::bin()
+        .current_dir(p.path())
+        .args(["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_mid_load(&db, &mut child);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -379,8 +435,13 @@ fn dropped_connection(kind: Kind) {
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.starts_with("error: cannot "), "{stderr}");
     let table_rows = match kind {
-        Kind::Postgres => db.rows("select count(*) from pg_tables where schemaname = current_schema() and tablename = 'sales'")[0][0].clone(),
-        _ => db.rows("select count(*) from information_schema.tables where table_schema = database() and table_name = 'sales'")[0][0].clone(),
+        Kind::Postgres => db
+            .rows("select count(*) from pg_tables where schemaname = current_schema() and tablename = 'sales'")[0][0]
+            .clone(),
+        _ => db.rows(
+            "select count(*) from information_schema.tables where table_schema = database() and table_name = 'sales'",
+        )[0][0]
+            .clone(),
     };
     if table_rows == "1" {
         assert_eq!(db.count("sales"), 0, "a dropped connection left rows behind");
@@ -424,7 +485,8 @@ fn latin1_input_is_transcoded() {
     let out = load(&p, &["l.csv", &db.url(), "--table", "t", "--schema", "s.toml", "--create"]);
     out.expect_code(3);
     assert!(out.stderr.contains("l.csv:2: column `name`: \"caf\\xe9\" is not valid UTF-8"), "{}", out.stderr);
-    load(&p, &["l.csv", &db.url(), "--table", "t", "--schema", "s.toml", "--create", "--encoding", "latin1"]).expect_code(0);
+    load(&p, &["l.csv", &db.url(), "--table", "t", "--schema", "s.toml", "--create", "--encoding", "latin1"])
+        .expect_code(0);
     assert_eq!(db.rows("select name from t order by id"), vec![vec!["café"], vec!["Müller"]]);
 }
 
@@ -440,4 +502,26 @@ fn a_missing_table_without_create_is_refused() {
     // With --create and no schema, the inferred one is used.
     load(&p, &["a.csv", &db.url(), "--table", "nope", "--create"]).expect_code(0);
     assert_eq!(db.count("nope"), 1);
+}
+
+/// The Oracle backend against a live server. No Oracle server can be had where
+/// Sluice is built and tested, so this runs only when asked for.
+#[cfg(feature = "oracle")]
+#[test]
+#[ignore = "needs a live Oracle server: set SLUICE_TEST_ORACLE_URL=oracle://user:password@host:1521/service and run `cargo test --features oracle -- --ignored oracle`"]
+fn oracle_round_trip_against_a_live_server() {
+    let url = std::env::var("SLUICE_TEST_ORACLE_URL")
+        .expect("SLUICE_TEST_ORACLE_URL names the Oracle server to test against");
+    let p = TestProject::new();
+    let table = format!("it_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    p.write("s.toml", "[columns]\nid = \"integer not null\"\nname = \"varchar(20)\"\nprice = \"decimal(8,2)\"\nat = \"timestamp\"\nday = \"date\"\n");
+    p.write("a.csv", "id,name,price,at,day\n1,apple,1.50,2024-01-01 10:00:00,2024-01-01\n2,\"pear, green\",,2024-01-02 11:30:00.25,\n");
+    load(&p, &["a.csv", &url, "--table", &table, "--schema", "s.toml", "--create"]).expect_code(0);
+    let out = export(&p, &url, &format!("SELECT \"id\", \"name\", \"price\" FROM \"{table}\" ORDER BY \"id\""));
+    assert_eq!(out, "id\tname\tprice\n1\tapple\t1.5\n2\tpear, green\t\n");
+    p.write("b.csv", "id,name,price,at,day\n2,pear,2.00,2024-01-02 11:30:00,2024-01-02\n3,plum,3.00,2024-01-03 09:00:00,2024-01-03\n");
+    load(&p, &["b.csv", &url, "--table", &table, "--mode", "merge", "--key", "id"]).expect_code(0);
+    let out = export(&p, &url, &format!("SELECT \"id\", \"name\" FROM \"{table}\" ORDER BY \"id\""));
+    assert_eq!(out, "id\tname\n1\tapple\n2\tpear\n3\tplum\n");
+    run_in(p.path(), &["export", &url, "--query", &format!("DROP TABLE \"{table}\"")], &[]);
 }
