@@ -93,6 +93,8 @@ pub struct LoadTarget<'a> {
     pub run_id: &'a str,
     /// Rejected rows will be kept in `_sluice_rejects`.
     pub quarantine: bool,
+    /// Loaded objects will be recorded in `_sluice_loads` (pipeline loads).
+    pub track_loads: bool,
 }
 
 /// A raw object recorded as loaded in `_sluice_loads`, in the same transaction

@@ -362,7 +362,9 @@ impl Warehouse for Mysql {
     }
 
     fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>> {
-        self.ensure_loads_table()?;
+        if target.track_loads {
+            self.ensure_loads_table()?;
+        }
         let t = quote(target.table);
         let kind = self.table_kind(target.table)?;
         // DDL first: it commits implicitly.
@@ -760,10 +762,12 @@ impl LoadTx for MyLoad<'_> {
                     None => self.my.run(&format!("RENAME TABLE {} TO {t}", quote(&new)), "swap in the new table")?,
                 }
                 self.my.run("START TRANSACTION", "start a transaction")?;
-                self.my.run(
-                    &format!("DELETE FROM {} WHERE target = {}", quote(LOADS_TABLE), Mysql::literal(&self.table)),
-                    "reset load records",
-                )?;
+                if self.my.table_kind(LOADS_TABLE)?.is_some() {
+                    self.my.run(
+                        &format!("DELETE FROM {} WHERE target = {}", quote(LOADS_TABLE), Mysql::literal(&self.table)),
+                        "reset load records",
+                    )?;
+                }
                 record_loads(self.my)?;
                 self.my.run("COMMIT", "record the load")?;
             }

@@ -323,13 +323,15 @@ mod driver {
         }
 
         fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>> {
-            self.exec_if_absent(
+            if target.track_loads {
+                self.exec_if_absent(
                 &format!(
                     "CREATE TABLE {} (target VARCHAR2(128) NOT NULL, object VARCHAR2(1000) NOT NULL, sha256 VARCHAR2(64), \"rows\" NUMBER(19), run_id VARCHAR2(64), loaded_at TIMESTAMP DEFAULT SYSTIMESTAMP, PRIMARY KEY (target, object))",
                     quote(LOADS_TABLE)
                 ),
                 "create the load records table",
-            )?;
+                )?;
+            }
             if target.quarantine {
                 self.exec_if_absent(
                     &format!(
@@ -375,14 +377,16 @@ mod driver {
             };
             if target.mode == LoadMode::Replace {
                 self.exec(&format!("DELETE FROM {}", quote(target.table)), "empty the table")?;
-                self.exec(
-                    &format!(
-                        "DELETE FROM {} WHERE target = '{}'",
-                        quote(LOADS_TABLE),
-                        target.table.replace('\'', "''")
-                    ),
-                    "reset load records",
-                )?;
+                if self.exists(LOADS_TABLE)? {
+                    self.exec(
+                        &format!(
+                            "DELETE FROM {} WHERE target = '{}'",
+                            quote(LOADS_TABLE),
+                            target.table.replace('\'', "''")
+                        ),
+                        "reset load records",
+                    )?;
+                }
             }
             Ok(Box::new(OraLoad {
                 ora: self,

@@ -31,6 +31,9 @@ pub struct Postgres {
     text_copy: bool,
 }
 
+/// A table column from the catalog: name, type OID, type modifier, not null.
+type PgColumn = (String, u32, i32, bool);
+
 /// Type OIDs the loader encodes.
 mod oid {
     pub const BOOL: u32 = 16;
@@ -153,7 +156,7 @@ impl Postgres {
     }
 
     /// The columns of a table: name, type OID, type modifier, not null.
-    fn columns(&self, table: &str) -> Result<Option<Vec<(String, u32, i32, bool)>>> {
+    fn columns(&self, table: &str) -> Result<Option<Vec<PgColumn>>> {
         let rows = self
             .rt
             .block_on(self.client.query(
@@ -560,7 +563,8 @@ impl Warehouse for Postgres {
     fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>> {
         let n = self.naming();
         let t = n.quote(target.table);
-        self.batch(
+        if target.track_loads {
+            self.batch(
             &format!(
                 "CREATE TABLE IF NOT EXISTS {} (target text NOT NULL, object text NOT NULL, sha256 text, rows bigint, run_id text, loaded_at timestamptz DEFAULT now(), PRIMARY KEY (target, object))",
                 n.quote(LOADS_TABLE)
@@ -568,6 +572,7 @@ impl Warehouse for Postgres {
             "create the load records table",
         )
         .or_else(|e| if e.to_string().contains("23505") { Ok(()) } else { Err(e) })?;
+        }
         self.batch("BEGIN", "start a transaction")?;
         let mut tx = PgLoad {
             pg: self,
@@ -850,11 +855,13 @@ impl LoadTx for PgLoad<'_> {
                 let new = format!("{}{NEW_SUFFIX}", self.table);
                 let table = self.table.clone();
                 self.pg.swap_in(&table, &new)?;
-                let sql = format!("DELETE FROM {} WHERE target = $1", n.relation(LOADS_TABLE));
-                self.pg
-                    .rt
-                    .block_on(self.pg.client.execute(sql.as_str(), &[&self.table]))
-                    .map_err(|e| pg_err(e, "reset load records"))?;
+                if self.pg.relkind(LOADS_TABLE)?.is_some() {
+                    let sql = format!("DELETE FROM {} WHERE target = $1", n.relation(LOADS_TABLE));
+                    self.pg
+                        .rt
+                        .block_on(self.pg.client.execute(sql.as_str(), &[&self.table]))
+                        .map_err(|e| pg_err(e, "reset load records"))?;
+                }
             }
             LoadMode::Merge => {
                 let keys: Vec<String> = self.key.iter().map(|k| n.quote(k)).collect();

@@ -339,14 +339,17 @@ impl SqliteLoad<'_> {
 
     fn setup(&mut self, target: &LoadTarget<'_>) -> Result<()> {
         let t = quote(target.table);
-        exec(
-            self.conn,
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {} (target TEXT NOT NULL, object TEXT NOT NULL, sha256 TEXT, rows INTEGER, run_id TEXT, loaded_at TEXT, PRIMARY KEY (target, object))",
-                quote(LOADS_TABLE)
-            ),
-            "create the load records table",
-        )?;
+        let loads_exist = self.object_type(LOADS_TABLE)?.is_some();
+        if target.track_loads && !loads_exist {
+            exec(
+                self.conn,
+                &format!(
+                    "CREATE TABLE {} (target TEXT NOT NULL, object TEXT NOT NULL, sha256 TEXT, rows INTEGER, run_id TEXT, loaded_at TEXT, PRIMARY KEY (target, object))",
+                    quote(LOADS_TABLE)
+                ),
+                "create the load records table",
+            )?;
+        }
         let existing = self.object_type(target.table)?;
         if existing.as_deref() == Some("view") {
             if target.mode != LoadMode::Replace {
@@ -361,9 +364,11 @@ impl SqliteLoad<'_> {
                     exec(self.conn, &format!("DROP TABLE {t}"), "drop the old table")?;
                 }
                 exec(self.conn, &create_table_sql(target.table, target.schema), "create the table")?;
-                self.conn
-                    .execute(&format!("DELETE FROM {} WHERE target = ?1", quote(LOADS_TABLE)), [target.table])
-                    .map_err(|e| sql_err(e, "reset load records"))?;
+                if target.track_loads || loads_exist {
+                    self.conn
+                        .execute(&format!("DELETE FROM {} WHERE target = ?1", quote(LOADS_TABLE)), [target.table])
+                        .map_err(|e| sql_err(e, "reset load records"))?;
+                }
             }
             LoadMode::Append | LoadMode::Merge => {
                 if !exists {
@@ -545,7 +550,7 @@ impl LoadTx for SqliteLoad<'_> {
             )?;
         }
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        {
+        if !records.is_empty() {
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!(

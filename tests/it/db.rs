@@ -23,7 +23,7 @@ pub struct TestDb {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::now_v7().simple().to_string()[20..].to_string())
+    format!("{prefix}_{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
 }
 
 fn run(cmd: &mut Command, what: &str) -> String {

@@ -157,6 +157,7 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
         changes: &plan.changes,
         run_id: &spec.run_id,
         quarantine: spec.on_error == OnError::Quarantine,
+        track_loads: inputs.iter().any(|i| i.record.is_some()),
     };
     let mut report = LoadReport {
         changes: plan.changes.clone(),
