@@ -19,6 +19,9 @@ pub struct Args {
     /// The date the run is for (YYYY-MM-DD); today in the project's time zone by default.
     #[arg(long, value_name = "DATE")]
     pub date: Option<String>,
+    /// Rebuild incremental models from scratch.
+    #[arg(long)]
+    pub full_refresh: bool,
 }
 
 pub fn run(a: Args) -> Result<i32> {
@@ -49,6 +52,7 @@ pub fn run(a: Args) -> Result<i32> {
             meters: screen.meters(),
             run_id,
             logical_date,
+            full_refresh: a.full_refresh,
         },
         screen.as_ref(),
     )?;

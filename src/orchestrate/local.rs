@@ -66,6 +66,7 @@ pub struct RunRequest<'a> {
     pub meters: MeterFactory,
     pub run_id: String,
     pub logical_date: String,
+    pub full_refresh: bool,
 }
 
 pub fn run_pipeline(req: RunRequest<'_>, observer: &dyn Observer) -> Result<RunSummary, Error> {
@@ -86,6 +87,7 @@ pub fn run_pipeline(req: RunRequest<'_>, observer: &dyn Observer) -> Result<RunS
         logical_date: req.logical_date.clone(),
         store: req.store.clone(),
         meters: req.meters.clone(),
+        full_refresh: req.full_refresh,
     };
     let mut results: Vec<Option<bool>> = vec![None; pl.steps.len()];
     let mut out = Vec::new();

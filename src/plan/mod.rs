@@ -11,7 +11,10 @@ use std::path::Path;
 use crate::error::{Error, Result, Severity};
 use crate::project::{Materialized, Project};
 
-pub use validate::{load_schema_file, model_relation_check, read_schema_file};
+mod select;
+pub use select::select;
+
+pub use validate::{load_schema_file, model_relation_check, read_schema_file, renderer};
 
 /// Dependencies between named nodes; `deps[i]` lists what node `i` needs first.
 #[derive(Debug, Clone, Default)]
@@ -98,17 +101,61 @@ impl Dag {
     }
 }
 
-/// A model after rendering: what it refers to and how it is built.
+/// What a node of the model graph is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Model,
+    Seed,
+    Snapshot,
+}
+
+impl NodeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::Model => "model",
+            NodeKind::Seed => "seed",
+            NodeKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// How a snapshot tracks changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// A row changed when its `updated_at` column moved forward.
+    Timestamp { updated_at: String },
+    /// A row changed when any of these columns (all when `None`) changed.
+    Check { cols: Option<Vec<String>> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotConfig {
+    pub unique_key: Vec<String>,
+    pub strategy: Strategy,
+    /// Close the current version of rows that left the source.
+    pub invalidate_hard_deletes: bool,
+}
+
+/// A model, seed or snapshot after rendering: what it refers to and how it is built.
 #[derive(Debug, Clone)]
 pub struct ModelNode {
     pub name: String,
-    /// Index into `Project::models`.
-    pub model: usize,
-    /// Refs to tables that are not models (loaded by a `load` step).
+    pub kind: NodeKind,
+    /// Index into `Project::models`, `seeds` or `snapshots` (by kind).
+    pub index: usize,
+    /// The file as shown to the user (`models/marts/x.sql`).
+    pub path: String,
+    /// Refs to tables that are not nodes (filled by a `load` step).
     pub tables: Vec<String>,
+    /// `source()` calls.
+    pub sources: Vec<(String, String)>,
     pub materialized: Materialized,
     pub unique_key: Option<Vec<String>>,
     pub tags: Vec<String>,
+    pub on_schema_change: crate::project::OnSchemaChange,
+    /// Declared column types the built table follows.
+    pub contract: Option<crate::types::Schema>,
+    pub snapshot: Option<SnapshotConfig>,
 }
 
 /// Every model and the refs between them.

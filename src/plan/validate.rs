@@ -5,11 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::{Dag, ModelGraph, ModelNode, Plan, StepGraph};
+use super::{Dag, ModelGraph, ModelNode, NodeKind, Plan, SnapshotConfig, StepGraph, Strategy};
 use crate::error::{Diagnostic, Error, Result, Severity, suggest};
 use crate::project::tree::{self, Cx, Loc, SourceFile};
-use crate::project::{ExportWhat, PROJECT_FILE, Project, SchemaSource, StepKind, TriggerKind, decode_schema_file};
-use crate::template::{self, RenderCtx, quote_ident};
+use crate::project::{
+    ExportWhat, Materialized, OnSchemaChange, PROJECT_FILE, Project, SchemaSource, StepKind, TriggerKind, decode_schema_file,
+};
+use crate::template::{self, quote_ident};
 use crate::types::Schema;
 
 pub(super) fn validate(p: &mut Project) -> Plan {
@@ -255,100 +257,274 @@ pub fn read_schema_file(path: &std::path::Path, shown: &str, env: &crate::secret
     }
 }
 
-/// Renders every model (with neutral quoting) to learn its refs and config,
-/// reports unknown refs and cycles, and orders the models.
+/// The renderer of the project's SQL files, with its macros compiled.
+pub fn renderer(p: &Project) -> std::result::Result<template::Renderer, (String, template::TemplateError)> {
+    let macros: Vec<(String, String)> =
+        p.macros.iter().map(|m| (p.sources.get(m.file).name.clone(), p.sources.get(m.file).text.clone())).collect();
+    template::Renderer::new(&macros, p.config.vars.clone()).map_err(|e| (e.file.clone().unwrap_or_default(), e))
+}
+
+/// Renders every model, snapshot and singular test (with neutral quoting) to
+/// learn refs, sources and config; reports unknown names and cycles; orders
+/// the graph of models, seeds and snapshots.
 fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String>) -> ModelGraph {
-    let ctx =
-        RenderCtx { vars: p.config.vars.clone(), relation: Arc::new(|n: &str| quote_ident(n)), is_incremental: false };
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    let names: Vec<String> = p.models.iter().map(|m| m.name.clone()).collect();
-    let mut dag = Dag { names: names.clone(), deps: vec![Vec::new(); names.len()] };
-    let mut nodes = Vec::new();
+    let renderer = match renderer(p) {
+        Ok(r) => Some(r),
+        Err((file, e)) => {
+            let f = p.sources.files.iter().find(|f| f.name == file);
+            d.push(match f {
+                Some(f) => template_diag(f, &e),
+                None => Diagnostic::new(file, e.line.unwrap_or(0), 1, e.message.clone()),
+            });
+            None
+        }
+    };
+    let resolve: Arc<dyn template::Resolve> = Arc::new(template::Quoting(Arc::new(|n: &str| quote_ident(n))));
+    let mut nodes: Vec<ModelNode> = Vec::new();
     let mut refs_of: Vec<Vec<String>> = Vec::new();
-    for (i, m) in p.models.iter().enumerate() {
-        let file = p.sources.get(m.file);
-        if let Some(&j) = seen.get(m.name.as_str()) {
-            let other = &p.sources.get(p.models[j].file).name;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut add = |d: &mut Vec<Diagnostic>, node: ModelNode, refs: Vec<String>, nodes: &mut Vec<ModelNode>| {
+        if let Some(&j) = seen.get(&node.name) {
+            let other: &ModelNode = &nodes[j];
             d.push(
                 Diagnostic::new(
-                    file.name.clone(),
+                    node.path.clone(),
                     0,
                     0,
-                    format!("model `{}` is defined twice: here and in {other}", m.name),
+                    format!("`{}` is defined twice: as a {} here and as a {} in {}", node.name, node.kind.name(), other.kind.name(), other.path),
                 )
-                .with_help("model names are file names; rename one of the files"),
+                .with_help("models, seeds and snapshots share one namespace (their file names); rename one"),
             );
-        } else {
-            seen.insert(&m.name, i);
+            return;
         }
-        if !crate::project::valid_name(&m.name) {
+        if !crate::project::valid_name(&node.name) {
             d.push(
-                Diagnostic::new(file.name.clone(), 0, 0, format!("invalid model name \"{}\"", m.name))
+                Diagnostic::new(node.path.clone(), 0, 0, format!("invalid {} name \"{}\"", node.kind.name(), node.name))
                     .with_help(crate::project::NAME_RULE),
             );
         }
-        let mut node = ModelNode {
-            name: m.name.clone(),
-            model: i,
-            tables: Vec::new(),
-            materialized: p.config.models.materialized,
-            unique_key: None,
-            tags: Vec::new(),
-        };
-        match template::render(&file.name, &m.name, &file.text, &ctx) {
-            Ok(r) => {
-                if let Some(mat) = r.materialized {
-                    node.materialized = mat;
-                }
-                node.unique_key = r.unique_key;
-                node.tags = r.tags;
-                refs_of.push(r.refs);
-            }
-            Err(e) => {
-                d.push(template_diag(file, &e));
-                refs_of.push(Vec::new());
-            }
-        }
+        seen.insert(node.name.clone(), nodes.len());
         nodes.push(node);
+        refs_of.push(refs);
+    };
+    let blank = |name: &str, kind: NodeKind, index: usize, path: String| ModelNode {
+        name: name.to_string(),
+        kind,
+        index,
+        path,
+        tables: Vec::new(),
+        sources: Vec::new(),
+        materialized: p.config.models.materialized,
+        unique_key: None,
+        tags: Vec::new(),
+        on_schema_change: OnSchemaChange::Ignore,
+        contract: None,
+        snapshot: None,
+    };
+    for (i, s) in p.seeds.iter().enumerate() {
+        let mut node = blank(&s.name, NodeKind::Seed, i, crate::project::show(&p.dir, &s.path));
+        node.materialized = Materialized::Table;
+        add(d, node, Vec::new(), &mut nodes);
     }
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut known: Vec<&str> = name_refs.clone();
+    for (kind, files) in [(NodeKind::Model, &p.models), (NodeKind::Snapshot, &p.snapshots)] {
+        for (i, m) in files.iter().enumerate() {
+            let file = p.sources.get(m.file);
+            let mut node = blank(&m.name, kind, i, file.name.clone());
+            let meta = p.meta.model(&m.name);
+            if let Some(meta) = meta {
+                node.materialized = meta.materialized.unwrap_or(node.materialized);
+                node.unique_key = meta.unique_key.clone();
+                node.tags = meta.tags.clone();
+                node.on_schema_change = meta.on_schema_change.unwrap_or(OnSchemaChange::Ignore);
+                node.contract = meta.contract();
+            }
+            let mut refs = Vec::new();
+            if let Some(r) = &renderer {
+                let call = template::Call { resolve: resolve.clone(), this: quote_ident(&m.name), is_incremental: false };
+                match r.render(&file.name, &file.text, &call) {
+                    Ok(out) => {
+                        let c = out.config;
+                        if let Some(mat) = c.materialized {
+                            node.materialized = mat;
+                        }
+                        if c.unique_key.is_some() {
+                            node.unique_key = c.unique_key.clone();
+                        }
+                        node.tags.extend(c.tags.iter().cloned());
+                        if let Some(o) = &c.on_schema_change {
+                            node.on_schema_change =
+                                crate::project::ON_SCHEMA_CHANGE.iter().find(|(n, _)| n == o).map(|(_, v)| *v).unwrap_or(OnSchemaChange::Ignore);
+                        }
+                        node.sources = out.sources;
+                        if kind == NodeKind::Snapshot {
+                            node.materialized = Materialized::Table;
+                            node.snapshot = snapshot_config(file, &c, d);
+                        } else if c.strategy.is_some() || c.updated_at.is_some() || c.check_cols.is_some() {
+                            d.push(Diagnostic::new(file.name.clone(), 0, 0, "strategy, updated_at and check_cols are snapshot settings; this is a model").with_help("move the file to snapshots/"));
+                        }
+                        refs = out.refs;
+                    }
+                    Err(e) => d.push(match e.file.as_deref() {
+                        Some(f) if f != file.name => p.sources.files.iter().find(|x| x.name == f).map(|x| template_diag(x, &e)).unwrap_or_else(|| template_diag(file, &e)),
+                        _ => template_diag(file, &e),
+                    }),
+                }
+            }
+            if node.materialized == Materialized::Incremental && node.unique_key.is_none() && node.on_schema_change == OnSchemaChange::Ignore {
+                // Append-only incremental: nothing more to check.
+            }
+            add(d, node, refs, &mut nodes);
+        }
+    }
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let mut dag = Dag { names: names.clone(), deps: vec![Vec::new(); names.len()] };
+    let mut known: Vec<&str> = names.iter().map(String::as_str).collect();
     known.extend(tables.iter().map(String::as_str));
-    for (i, refs) in refs_of.iter().enumerate() {
-        let file = p.sources.get(p.models[i].file);
-        for r in refs {
-            if let Some(j) = seen.get(r.as_str()) {
-                if *j == i {
+    let file_of = |n: &ModelNode| -> Option<&SourceFile> {
+        match n.kind {
+            NodeKind::Model => Some(p.sources.get(p.models[n.index].file)),
+            NodeKind::Snapshot => Some(p.sources.get(p.snapshots[n.index].file)),
+            NodeKind::Seed => None,
+        }
+    };
+    for i in 0..nodes.len() {
+        let Some(file) = file_of(&nodes[i]) else { continue };
+        for r in refs_of[i].clone() {
+            if let Some(&j) = seen.get(&r) {
+                if j == i {
                     d.push(
-                        ref_diag(file, r, format!("model `{r}` refers to itself"))
+                        ref_diag(file, &r, format!("model `{r}` refers to itself"))
                             .with_help("use {{ this }} to name the model's own table"),
                     );
-                } else if !dag.deps[i].contains(j) {
-                    dag.deps[i].push(*j);
+                } else if nodes[j].materialized == Materialized::Ephemeral && nodes[i].kind == NodeKind::Snapshot {
+                    d.push(ref_diag(file, &r, format!("a snapshot cannot ref() the ephemeral model `{r}`")));
+                } else if !dag.deps[i].contains(&j) {
+                    dag.deps[i].push(j);
                 }
-            } else if tables.contains(r) {
+            } else if tables.contains(&r) {
                 nodes[i].tables.push(r.clone());
             } else {
-                let mut x = ref_diag(file, r, format!("unknown model or table `{r}` in ref()"));
-                x.help = suggest(r, &known)
-                    .or_else(|| Some("ref() names a model (models/*.sql) or a table a load step fills".into()));
+                let mut x = ref_diag(file, &r, format!("unknown model or table `{r}` in ref()"));
+                x.help = suggest(&r, &known)
+                    .or_else(|| Some("ref() names a model, seed or snapshot, or a table a load step fills".into()));
                 d.push(x);
+            }
+        }
+        for (src, table) in nodes[i].sources.clone() {
+            match p.meta.sources.iter().find(|s| s.name.v == src) {
+                None => {
+                    let names: Vec<&str> = p.meta.sources.iter().map(|s| s.name.v.as_str()).collect();
+                    let mut x = ref_diag(file, &src, format!("unknown source `{src}` in source()"));
+                    x.help = suggest(&src, &names).or_else(|| {
+                        Some(format!("declare it in a models/*.toml file: [sources.{src}] tables = [\"{table}\"]"))
+                    });
+                    d.push(x);
+                }
+                Some(s) if !s.tables.iter().any(|t| t.v == table) => {
+                    let names: Vec<&str> = s.tables.iter().map(|t| t.v.as_str()).collect();
+                    let mut x = ref_diag(file, &table, format!("source `{src}` has no table `{table}`"));
+                    x.help = suggest(&table, &names).or_else(|| Some(format!("add \"{table}\" to [sources.{src}] tables")));
+                    d.push(x);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    // What the models files say must be about something that exists.
+    for m in &p.meta.models {
+        match seen.get(&m.name.v) {
+            None => {
+                let mut x = p.sources.diag(&m.name.loc, format!("unknown model `{}` in [models]", m.name.v));
+                x.help = suggest(&m.name.v, &names.iter().map(String::as_str).collect::<Vec<_>>());
+                d.push(x);
+            }
+            Some(&j) => {
+                for t in m.tests.iter().chain(m.columns.iter().flat_map(|c| c.tests.iter())) {
+                    if let crate::project::TestKind::Relationships { to, .. } = &t.kind
+                        && !seen.contains_key(to)
+                        && !tables.contains(to)
+                    {
+                        let mut x = p.sources.diag(&t.loc, format!("unknown model or table `{to}` in relationships"));
+                        x.help = suggest(to, &known);
+                        d.push(x);
+                    }
+                }
+                if nodes[j].kind == NodeKind::Seed && m.materialized.is_some() {
+                    d.push(p.sources.diag(&m.name.loc, format!("`{}` is a seed; seeds are always tables", m.name.v)));
+                }
+            }
+        }
+    }
+    for s in &p.meta.seeds {
+        if !p.seeds.iter().any(|x| x.name == s.name.v) {
+            let names: Vec<&str> = p.seeds.iter().map(|x| x.name.as_str()).collect();
+            let mut x = p.sources.diag(&s.name.loc, format!("unknown seed `{}` in [seeds]", s.name.v));
+            x.help = suggest(&s.name.v, &names).or_else(|| Some("seeds are the .csv files under seeds/".into()));
+            d.push(x);
+        }
+    }
+    // Singular tests may ref anything that exists.
+    if let Some(r) = &renderer {
+        for t in &p.singular_tests {
+            let file = p.sources.get(t.file);
+            let call = template::Call { resolve: resolve.clone(), this: quote_ident(&t.name), is_incremental: false };
+            match r.render(&file.name, &file.text, &call) {
+                Ok(out) => {
+                    for name in out.refs {
+                        if !seen.contains_key(&name) && !tables.contains(&name) {
+                            let mut x = ref_diag(file, &name, format!("unknown model or table `{name}` in ref()"));
+                            x.help = suggest(&name, &known);
+                            d.push(x);
+                        }
+                    }
+                }
+                Err(e) => d.push(template_diag(file, &e)),
             }
         }
     }
     let order = match dag.order() {
         Ok(o) => o,
         Err(cycle) => {
-            let files: Vec<String> = cycle.iter().map(|&i| p.sources.get(p.models[i].file).name.clone()).collect();
-            let first = p.sources.get(p.models[cycle[0]].file);
-            d.push(
-                ref_diag(first, &names[cycle[1]], format!("found a cycle between models: {}", files.join(" -> ")))
-                    .with_help("a model cannot depend on itself through other models; remove one of these ref() calls"),
-            );
+            let files: Vec<String> = cycle.iter().map(|&i| nodes[i].path.clone()).collect();
+            if let Some(first) = file_of(&nodes[cycle[0]]) {
+                d.push(
+                    ref_diag(first, &names[cycle[1]], format!("found a cycle between models: {}", files.join(" -> ")))
+                        .with_help("a model cannot depend on itself through other models; remove one of these ref() calls"),
+                );
+            }
             Vec::new()
         }
     };
     ModelGraph { nodes, dag, order }
+}
+
+/// A snapshot's required settings.
+fn snapshot_config(file: &SourceFile, c: &template::FileConfig, d: &mut Vec<Diagnostic>) -> Option<SnapshotConfig> {
+    let Some(key) = c.unique_key.clone() else {
+        d.push(
+            Diagnostic::new(file.name.clone(), 0, 0, "a snapshot needs a unique_key")
+                .with_help("{{ config(unique_key='id', strategy='timestamp', updated_at='updated_at') }}"),
+        );
+        return None;
+    };
+    let strategy = match c.strategy.as_deref() {
+        Some("timestamp") => match &c.updated_at {
+            Some(u) => Strategy::Timestamp { updated_at: u.clone() },
+            None => {
+                d.push(Diagnostic::new(file.name.clone(), 0, 0, "strategy='timestamp' needs updated_at='column'"));
+                return None;
+            }
+        },
+        Some("check") => Strategy::Check { cols: c.check_cols.clone().filter(|v| !(v.len() == 1 && v[0] == "all")) },
+        _ => {
+            d.push(
+                Diagnostic::new(file.name.clone(), 0, 0, "a snapshot needs strategy='timestamp' or strategy='check'")
+                    .with_help("timestamp: rows changed when updated_at moves; check: when check_cols change"),
+            );
+            return None;
+        }
+    };
+    Some(SnapshotConfig { unique_key: key, strategy, invalidate_hard_deletes: c.invalidate_hard_deletes.unwrap_or(false) })
 }
 
 /// A problem at the `ref('name')` call of a model (or the whole file).

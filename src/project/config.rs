@@ -65,11 +65,13 @@ pub struct ModelsConfig {
     pub paths: Vec<Spanned<String>>,
     /// How models are built unless they say otherwise.
     pub materialized: Materialized,
+    /// How many models are built at once (independent ones, on their own connections).
+    pub threads: Option<usize>,
 }
 
 impl Default for ModelsConfig {
     fn default() -> Self {
-        ModelsConfig { paths: Vec::new(), materialized: Materialized::Table }
+        ModelsConfig { paths: Vec::new(), materialized: Materialized::Table, threads: None }
     }
 }
 
@@ -82,11 +84,32 @@ pub struct StateConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Materialized {
+    /// Rebuilt whole each run, under a temporary name, then swapped in.
     Table,
     View,
+    /// Built once, then only new or changed rows are added (merged on `unique_key`).
+    Incremental,
+    /// Not built: inlined as a CTE into the models that use it.
+    Ephemeral,
 }
 
-pub const MATERIALIZED: &[(&str, Materialized)] = &[("table", Materialized::Table), ("view", Materialized::View)];
+impl Materialized {
+    pub fn name(self) -> &'static str {
+        match self {
+            Materialized::Table => "table",
+            Materialized::View => "view",
+            Materialized::Incremental => "incremental",
+            Materialized::Ephemeral => "ephemeral",
+        }
+    }
+}
+
+pub const MATERIALIZED: &[(&str, Materialized)] = &[
+    ("table", Materialized::Table),
+    ("view", Materialized::View),
+    ("incremental", Materialized::Incremental),
+    ("ephemeral", Materialized::Ephemeral),
+];
 
 /// One `pipelines/*.toml`.
 #[derive(Debug, Clone)]
@@ -313,10 +336,14 @@ impl ReadOptions {
 
 #[derive(Debug, Clone)]
 pub struct SqlStep {
-    /// The models to build (with everything they depend on inside the list);
-    /// all models when absent.
+    /// Models to build by name (all when neither this nor `select` is given).
     pub models: Option<Vec<Spanned<String>>>,
+    /// dbt-style selectors: `name`, `name+`, `+name`, `tag:x`, `path:models/marts`.
+    pub select: Vec<String>,
+    pub exclude: Vec<String>,
     pub connection: Option<Spanned<String>>,
+    /// Models built at once (default: `[models] threads`, else 4).
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -373,7 +400,7 @@ pub const STEP_KINDS: &[(&str, &[&str])] = &[
             "schema_change",
         ],
     ),
-    ("sql", &["models", "connection"]),
+    ("sql", &["models", "select", "exclude", "connection", "threads"]),
     ("export", &["table", "query", "path", "format", "header", "null", "connection"]),
 ];
 
@@ -473,6 +500,11 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
             && let Some(m) = one_of(n, cx, "materialized", MATERIALIZED)
         {
             cfg.models.materialized = m;
+        }
+        cfg.models.threads = f.opt(cx, "threads");
+        if cfg.models.threads == Some(0) {
+            let sp = f.key_span("threads").unwrap_or(f.span());
+            cx.error(sp, "`threads` must be at least 1");
         }
         f.finish(cx, |_| None);
     }
@@ -948,8 +980,19 @@ pub fn decode_columns(node: &Node, cx: &mut Cx) -> Option<Spanned<Schema>> {
 
 fn decode_sql(t: &mut Fields, cx: &mut Cx) -> Option<SqlStep> {
     let models = t.opt(cx, "models");
+    let select = t.node("select").and_then(|n| string_or_list(n, cx, "select")).unwrap_or_default();
+    let exclude = t.node("exclude").and_then(|n| string_or_list(n, cx, "exclude")).unwrap_or_default();
     let connection = t.opt(cx, "connection");
-    Some(SqlStep { models, connection })
+    let threads = t.opt(cx, "threads");
+    Some(SqlStep { models, select, exclude, connection, threads })
+}
+
+/// A string or an array of strings, as a list.
+pub fn string_or_list(n: &Node, cx: &mut Cx, key: &str) -> Option<Vec<String>> {
+    match &n.v {
+        V::Str(_) => String::decode(n, cx, Some(key)).map(|s| vec![s]),
+        _ => Vec::<String>::decode(n, cx, Some(key)),
+    }
 }
 
 fn decode_export(t: &mut Fields, cx: &mut Cx) -> Option<ExportStep> {

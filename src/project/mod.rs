@@ -3,6 +3,7 @@
 //! touches data or servers; `validate` checks the references between files.
 
 pub mod config;
+pub mod meta;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -10,14 +11,25 @@ use std::path::{Path, PathBuf};
 use crate::error::{Diagnostic, Error, Result, Severity};
 use crate::secret::{Env, Secret};
 pub use config::*;
+pub use meta::{
+    Meta, ModelMeta, ON_SCHEMA_CHANGE, ON_SCHEMA_CHANGE_NAMES, OnSchemaChange, TestKind, TestSeverity, TestSpec,
+};
 use tree::{Cx, FileId, SourceFile, Sources};
 
-/// A model file.
+/// A SQL file of the project: a model, a snapshot, a singular test or macros.
 #[derive(Debug, Clone)]
 pub struct Model {
-    /// The file name without `.sql`; unique in the project.
+    /// The file name without `.sql`; unique among its kind.
     pub name: String,
     pub file: FileId,
+}
+
+/// A seed: a small CSV file loaded as a table of the same name.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    pub name: String,
+    /// The file, relative to the project folder.
+    pub path: PathBuf,
 }
 
 /// A project read from its folder.
@@ -29,6 +41,15 @@ pub struct Project {
     pub config: ProjectConfig,
     pub pipelines: Vec<PipelineConfig>,
     pub models: Vec<Model>,
+    /// `snapshots/*.sql`.
+    pub snapshots: Vec<Model>,
+    /// `tests/*.sql`: queries that return the failing rows.
+    pub singular_tests: Vec<Model>,
+    /// `macros/*.sql`: Jinja macros every model can call.
+    pub macros: Vec<Model>,
+    pub seeds: Vec<Seed>,
+    /// What `models/**/*.toml` declare.
+    pub meta: Meta,
     pub env: Env,
     /// Every problem found, errors and warnings.
     pub diagnostics: Vec<Diagnostic>,
@@ -93,15 +114,47 @@ impl Project {
             config.models.paths.iter().map(|p| PathBuf::from(&p.v)).collect()
         };
         let mut models = Vec::new();
+        let mut meta = Meta::default();
         for mdir in &model_dirs {
             for rel in list_files(dir, mdir, "sql", true)? {
+                models.push(sql_file(&mut sources, dir, &rel)?);
+            }
+            for rel in list_files(dir, mdir, "toml", true)? {
                 let id = read_file(&mut sources, dir, &rel)?;
-                let name = rel.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
-                models.push(Model { name, file: id });
+                let src = sources.get(id);
+                let mut cx = Cx::new(id, src).with_env(&env);
+                match tree::parse(src) {
+                    Ok(root) => meta::decode_meta(&root, &mut cx, &mut meta),
+                    Err(d) => cx.diags.extend(d),
+                }
+                diagnostics.extend(cx.diags);
             }
         }
+        let mut sql_files = |sub: &str, recursive: bool| -> Result<Vec<Model>> {
+            list_files(dir, Path::new(sub), "sql", recursive)?.iter().map(|rel| sql_file(&mut sources, dir, rel)).collect()
+        };
+        let snapshots = sql_files("snapshots", true)?;
+        let singular_tests = sql_files("tests", true)?;
+        let macros = sql_files("macros", true)?;
+        let seeds = list_files(dir, Path::new("seeds"), "csv", false)?
+            .into_iter()
+            .map(|rel| Seed { name: rel.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string(), path: rel })
+            .collect();
 
-        Ok(Project { dir: dir.to_path_buf(), sources, config, pipelines, models, env, diagnostics })
+        Ok(Project {
+            dir: dir.to_path_buf(),
+            sources,
+            config,
+            pipelines,
+            models,
+            snapshots,
+            singular_tests,
+            macros,
+            seeds,
+            meta,
+            env,
+            diagnostics,
+        })
     }
 
     pub fn has_errors(&self) -> bool {
@@ -237,6 +290,12 @@ pub fn show(dir: &Path, rel: &Path) -> String {
     } else {
         dir.join(rel).display().to_string()
     }
+}
+
+fn sql_file(sources: &mut Sources, dir: &Path, rel: &Path) -> Result<Model> {
+    let file = read_file(sources, dir, rel)?;
+    let name = rel.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+    Ok(Model { name, file })
 }
 
 fn read_file(sources: &mut Sources, dir: &Path, rel: &Path) -> Result<FileId> {

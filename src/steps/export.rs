@@ -12,7 +12,8 @@ use super::{RunCtx, StepOutput, count, human_bytes};
 use crate::error::{Error, Result};
 use crate::formats::csv::CsvWriter;
 use crate::project::{ExportFormat, ExportStep, ExportWhat};
-use crate::template::{self, RenderCtx};
+use super::models::WarehouseResolve;
+use crate::template;
 use crate::types::Val;
 use crate::warehouse::{RowSink, Warehouse, format_val};
 
@@ -116,12 +117,10 @@ pub fn run(ctx: &RunCtx, cfg: &ExportStep) -> Result<StepOutput> {
     let (sql, what) = match &cfg.what {
         ExportWhat::Table(t) => (format!("SELECT * FROM {}", wh.relation(&t.v)), t.v.clone()),
         ExportWhat::Query(q) => {
-            let rctx = RenderCtx {
-                vars: ctx.project.config.vars.clone(),
-                relation: wh.naming().relation_fn(),
-                is_incremental: false,
-            };
-            let r = template::render("query", "query", &q.v, &rctx).map_err(|e| {
+            let renderer = crate::plan::renderer(ctx.project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
+            let resolve = std::sync::Arc::new(WarehouseResolve::new(ctx.project, &ctx.plan.models, wh.naming()));
+            let call = template::Call { resolve, this: String::new(), is_incremental: false };
+            let r = renderer.render("query", &q.v, &call).map_err(|e| {
                 Error::user(format!("{}: in `query`: {}", ctx.project.sources.position(&q.loc), e.message))
             })?;
             (r.sql, "query".to_string())

@@ -7,6 +7,7 @@
 pub mod export;
 pub mod ingest;
 pub mod load;
+pub mod models;
 pub mod sql;
 
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct RunCtx<'a> {
     pub logical_date: String,
     pub store: Store,
     pub meters: MeterFactory,
+    /// Rebuild incremental models from scratch.
+    pub full_refresh: bool,
 }
 
 impl RunCtx<'_> {

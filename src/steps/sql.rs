@@ -1,55 +1,80 @@
-//! `sql`: builds models in dependency order, each rendered for the target
-//! warehouse and materialized as a table (rebuilt whole in one transaction) or
-//! a view. A model's SQL error names the model file and shows the database's
-//! own message.
+//! `sql`: builds the selected models in dependency order (see `models`). A
+//! model's SQL error names the model file and shows the database's message.
 
 use serde_json::json;
 
+use super::models::{BuildRequest, ModelState, build};
 use super::{RunCtx, StepOutput};
 use crate::error::{Error, Result};
-use crate::project::{Materialized, SqlStep};
-use crate::template::{self, RenderCtx};
+use crate::project::SqlStep;
 
 pub fn run(ctx: &RunCtx, cfg: &SqlStep) -> Result<StepOutput> {
-    let mut wh = ctx.warehouse(cfg.connection.as_ref().map(|c| c.v.as_str()))?;
-    let graph = &ctx.plan.models;
-    let selected: Vec<usize> = graph
-        .order
-        .iter()
-        .copied()
-        .filter(|&i| cfg.models.as_ref().is_none_or(|ms| ms.iter().any(|m| m.v == graph.nodes[i].name)))
-        .collect();
-    if selected.is_empty() {
+    let mut select: Vec<String> = cfg.select.clone();
+    if let Some(ms) = &cfg.models {
+        select.extend(ms.iter().map(|m| m.v.clone()));
+    }
+    let connection = cfg.connection.as_ref().map(|c| c.v.clone());
+    let meter = ctx.meter("building models", None);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let on_done = |r: &super::models::ModelResult| {
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        meter.message(&r.name);
+        meter.update(0, n);
+    };
+    let connect = || ctx.warehouse(connection.as_deref());
+    let threads = cfg.threads.or(ctx.project.config.models.threads).unwrap_or(4);
+    let req = BuildRequest {
+        project: ctx.project,
+        plan: ctx.plan,
+        select,
+        exclude: cfg.exclude.clone(),
+        full_refresh: ctx.full_refresh,
+        threads,
+        connect: &connect,
+        on_done: &on_done,
+    };
+    let results = build(&req)?;
+    if results.is_empty() {
         return Ok(StepOutput { summary: "no models to build".into(), ..Default::default() });
     }
-    let rctx =
-        RenderCtx { vars: ctx.project.config.vars.clone(), relation: wh.naming().relation_fn(), is_incremental: false };
-    let meter = ctx.meter("building models", None);
-    let mut built = Vec::new();
-    for (n, &i) in selected.iter().enumerate() {
-        let node = &graph.nodes[i];
-        let model = &ctx.project.models[node.model];
-        let file = ctx.project.model_path(model).to_string();
-        meter.message(&format!("{} ({}/{})", node.name, n + 1, selected.len()));
-        let rendered = template::render(&file, &node.name, ctx.project.model_text(model), &rctx).map_err(|e| {
-            let at = e.line.map(|l| format!(":{l}")).unwrap_or_default();
-            Error::user(format!("{file}{at}: {}", e.message))
-        })?;
-        wh.materialize(&node.name, &rendered.sql, node.materialized)
-            .map_err(|e| e.context(format!("model `{}` ({file})", node.name)))?;
-        meter.update(0, (n + 1) as u64);
-        built.push(json!({
-            "model": node.name,
-            "file": file,
-            "materialized": match node.materialized { Materialized::Table => "table", Materialized::View => "view" },
-        }));
+    let built: Vec<&str> = results.iter().filter(|r| matches!(r.state, ModelState::Built { .. })).map(|r| r.name.as_str()).collect();
+    let details: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            let (status, detail) = match &r.state {
+                ModelState::Built { detail } => ("success", detail.clone()),
+                ModelState::Failed(e) => ("error", e.chain()),
+                ModelState::Skipped(dep) => ("skipped", format!("upstream `{dep}` failed")),
+            };
+            json!({ "model": r.name, "status": status, "detail": detail, "seconds": r.duration.as_secs_f64(), "db_seconds": r.db_time.as_secs_f64() })
+        })
+        .collect();
+    if let Some(e) = results.iter().find_map(|r| match &r.state {
+        ModelState::Failed(e) => Some(e),
+        _ => None,
+    }) {
+        let failed = results.iter().filter(|r| matches!(r.state, ModelState::Failed(_))).count();
+        let skipped = results.iter().filter(|r| matches!(r.state, ModelState::Skipped(_))).count();
+        let mut msg = format!("{failed} of {} models failed", results.len());
+        if skipped > 0 {
+            msg.push_str(&format!(", {skipped} skipped"));
+        }
+        if !built.is_empty() {
+            msg.push_str(&format!(" ({} built)", built.len()));
+        }
+        let kind_err = match e.kind() {
+            crate::error::Kind::User => Error::user(format!("{msg}: {}", e.chain())),
+            crate::error::Kind::Data => Error::DataMsg(format!("{msg}: {}", e.chain())),
+            crate::error::Kind::External => Error::external(format!("{msg}: {}", e.chain()), e.retryable()),
+            crate::error::Kind::Internal => Error::internal(format!("{msg}: {}", e.chain())),
+        };
+        return Err(kind_err);
     }
-    let names: Vec<&str> = selected.iter().map(|&i| graph.nodes[i].name.as_str()).collect();
-    let s = if names.len() == 1 { "" } else { "s" };
+    let s = if built.len() == 1 { "" } else { "s" };
     Ok(StepOutput {
-        summary: format!("built {} model{s}: {}", names.len(), names.join(", ")),
+        summary: format!("built {} model{s}: {}", built.len(), built.join(", ")),
         rows: None,
         bytes: None,
-        details: json!({ "models": built }),
+        details: json!({ "models": details }),
     })
 }

@@ -145,12 +145,102 @@ pub trait Warehouse: Send {
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64>;
     /// The columns of a table, or `None` if it does not exist.
     fn table_schema(&mut self, table: &str) -> Result<Option<Schema>>;
+    /// The columns a query returns, with the types the database reports (text
+    /// when it reports none), without running it for its rows.
+    fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>>;
     /// Starts a load transaction.
     fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>>;
     /// The raw objects already loaded into a table.
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>>;
-    /// Builds a model from its rendered SELECT.
-    fn materialize(&mut self, name: &str, sql: &str, how: Materialized) -> Result<()>;
+    /// Builds a table or a view from a model's rendered SELECT, replacing what
+    /// was there in one step readers cannot see half of.
+    fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()>;
+    /// The SQL dialect, for what the model layer generates itself.
+    fn dialect(&self) -> &'static dyn Dialect;
+}
+
+/// How `materialize` builds a model.
+#[derive(Debug, Clone, Copy)]
+pub struct Build<'a> {
+    /// `Table` or `View`.
+    pub kind: Materialized,
+    /// Declared column types: the table is created with them and filled from the query.
+    pub contract: Option<&'a Schema>,
+    /// A unique index to keep on these columns (incremental models merge on it).
+    pub unique_key: Option<&'a [String]>,
+}
+
+/// The SQL a warehouse speaks, for what Sluice generates: transactions,
+/// temporary tables, upserts, schema changes, limits. Pure text, no connection.
+pub trait Dialect: Send + Sync {
+    fn quote(&self, ident: &str) -> String;
+    fn sql_type(&self, t: ColumnType) -> String;
+    /// The statement that starts a transaction (`None`: the database starts one itself).
+    fn begin(&self) -> Option<&'static str>;
+    /// Whether data changes need a COMMIT (false in autocommit mode with no BEGIN).
+    fn needs_commit(&self) -> bool {
+        self.begin().is_some()
+    }
+    /// Whether CREATE, ALTER and DROP take part in transactions.
+    fn transactional_ddl(&self) -> bool;
+    /// Creates a session-private table from a query.
+    fn create_temp_as(&self, name: &str, select: &str) -> String;
+    /// How a temporary table is named in later statements.
+    fn temp_relation(&self, name: &str) -> String;
+    fn drop_temp(&self, name: &str) -> String;
+    fn add_column(&self, table: &str, col: &Column) -> String {
+        format!("ALTER TABLE {table} ADD COLUMN {} {}", self.quote(&col.name), self.sql_type(col.ty))
+    }
+    fn drop_column(&self, table: &str, col: &str) -> String {
+        format!("ALTER TABLE {table} DROP COLUMN {}", self.quote(col))
+    }
+    /// Inserts `src`'s rows into `table`, replacing rows with the same key.
+    fn upsert(&self, table: &str, src: &str, cols: &[String], key: &[String]) -> String;
+    fn insert_select(&self, table: &str, src: &str, cols: &[String]) -> String {
+        let c: Vec<String> = cols.iter().map(|c| self.quote(c)).collect();
+        format!("INSERT INTO {table} ({0}) SELECT {0} FROM {src}", c.join(", "))
+    }
+    /// Creates a unique index unless it exists.
+    fn unique_index(&self, index: &str, table: &str, key: &[String]) -> String {
+        let k: Vec<String> = key.iter().map(|c| self.quote(c)).collect();
+        format!("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {table} ({})", self.quote(index), k.join(", "))
+    }
+    /// A query limited to `n` rows.
+    fn limit(&self, select: &str, n: u64) -> String {
+        format!("{select} LIMIT {n}")
+    }
+    /// A condition true when `a` and `b` differ, NULLs compared as values.
+    fn null_safe_differ(&self, a: &str, b: &str) -> String {
+        format!("{a} IS DISTINCT FROM {b}")
+    }
+    /// A timestamp literal (UTC, no zone).
+    fn timestamp_literal(&self, micros: i64) -> String {
+        let mut b = Vec::new();
+        crate::types::value::write_ts(&mut b, micros, b' ');
+        format!("TIMESTAMP '{}'", String::from_utf8(b).expect("timestamps are ASCII"))
+    }
+}
+
+/// SQL that creates table `new` from a model's SELECT: `CREATE TABLE … AS`, or
+/// with a contract, the declared table filled by `INSERT … SELECT` (the query's
+/// columns are matched by name).
+pub fn build_table_sql(d: &dyn Dialect, new_rel: &str, body: &str, contract: Option<&Schema>) -> Vec<String> {
+    match contract {
+        None => vec![format!("CREATE TABLE {new_rel} AS\n{body}")],
+        Some(s) => {
+            let cols: Vec<String> = s
+                .columns
+                .iter()
+                .map(|c| format!("{} {}{}", d.quote(&c.name), d.sql_type(c.ty), if c.nullable { "" } else { " NOT NULL" }))
+                .collect();
+            let names: Vec<String> = s.columns.iter().map(|c| format!("sluice_q.{}", d.quote(&c.name))).collect();
+            let plain: Vec<String> = s.columns.iter().map(|c| d.quote(&c.name)).collect();
+            vec![
+                format!("CREATE TABLE {new_rel} ({})", cols.join(", ")),
+                format!("INSERT INTO {new_rel} ({}) SELECT {} FROM (\n{body}\n) sluice_q", plain.join(", "), names.join(", ")),
+            ]
+        }
+    }
 }
 
 /// The name of the table that records loaded objects.

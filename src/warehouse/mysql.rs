@@ -18,7 +18,8 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::{
-    Backend, Change, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink, Warehouse,
+    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink,
+    Warehouse, build_table_sql,
 };
 use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
@@ -311,6 +312,42 @@ impl Warehouse for Mysql {
         })
     }
 
+    fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>> {
+        use mysql_async::consts::ColumnType as C;
+        let rt = self.rt.clone();
+        let c = self.conn.as_mut().expect("connected");
+        let q = format!("SELECT * FROM (\n{}\n) sluice_q LIMIT 0", sql.trim().trim_end_matches(';'));
+        rt.block_on(async {
+            let res = c.query_iter(q).await.map_err(|e| my_err(e, "prepare the query"))?;
+            let cols = res.columns().map(|c| c.to_vec()).unwrap_or_default();
+            res.drop_result().await.map_err(|e| my_err(e, "prepare the query"))?;
+            Ok(cols
+                .iter()
+                .map(|col| {
+                    let ty = match col.column_type() {
+                        C::MYSQL_TYPE_TINY if col.column_length() == 1 => ColumnType::Boolean,
+                        C::MYSQL_TYPE_TINY | C::MYSQL_TYPE_SHORT => ColumnType::SmallInt,
+                        C::MYSQL_TYPE_LONG | C::MYSQL_TYPE_INT24 => ColumnType::Integer,
+                        C::MYSQL_TYPE_LONGLONG => ColumnType::BigInt,
+                        C::MYSQL_TYPE_NEWDECIMAL | C::MYSQL_TYPE_DECIMAL => {
+                            let s = col.decimals();
+                            let p = (col.column_length() as u8).saturating_sub(1 + u8::from(s > 0)).clamp(1, 38);
+                            ColumnType::Decimal(Some((p.max(s), s)))
+                        }
+                        C::MYSQL_TYPE_DOUBLE | C::MYSQL_TYPE_FLOAT => ColumnType::Float,
+                        C::MYSQL_TYPE_DATE => ColumnType::Date,
+                        C::MYSQL_TYPE_DATETIME | C::MYSQL_TYPE_TIMESTAMP | C::MYSQL_TYPE_DATETIME2 | C::MYSQL_TYPE_TIMESTAMP2 => {
+                            ColumnType::Timestamp
+                        }
+                        C::MYSQL_TYPE_JSON => ColumnType::Json,
+                        _ => ColumnType::Text,
+                    };
+                    Column::new(&col.name_str(), ty)
+                })
+                .collect())
+        })
+    }
+
     fn table_schema(&mut self, table: &str) -> Result<Option<Schema>> {
         let sql = format!(
             "SELECT column_name, data_type, column_type, character_maximum_length, numeric_precision, numeric_scale, is_nullable, column_comment
@@ -455,43 +492,91 @@ impl Warehouse for Mysql {
         Ok(self.rows(&sql, "read loaded objects")?.into_iter().filter_map(|r| r[0].clone()).collect())
     }
 
-    fn materialize(&mut self, name: &str, sql: &str, how: Materialized) -> Result<()> {
+    fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()> {
         let body = sql.trim().trim_end_matches(';').trim_end().to_string();
-        match how {
-            Materialized::View => {
-                self.run(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &format!("build {name}"))
+        let what = format!("build {name}");
+        if build.kind == Materialized::View {
+            if self.table_kind(name)?.as_deref() == Some("BASE TABLE") {
+                self.run(&format!("DROP TABLE {}", quote(name)), "drop the old table")?;
             }
-            Materialized::Table => {
-                let new = format!("{name}{NEW_SUFFIX}");
-                let old = format!("{name}__sluice_old");
-                self.run(&format!("DROP TABLE IF EXISTS {}, {}", quote(&new), quote(&old)), "drop a stale build")?;
-                self.run(&format!("CREATE TABLE {} AS\n{body}", quote(&new)), &format!("build {name}"))?;
-                match self.table_kind(name)?.as_deref() {
-                    Some("BASE TABLE") => {
-                        self.run(
-                            &format!(
-                                "RENAME TABLE {} TO {}, {} TO {}",
-                                quote(name),
-                                quote(&old),
-                                quote(&new),
-                                quote(name)
-                            ),
-                            &format!("swap in {name}"),
-                        )?;
-                        self.run(&format!("DROP TABLE {}", quote(&old)), "drop the old table")
-                    }
-                    Some(_) => {
-                        self.run(&format!("DROP VIEW {}", quote(name)), "drop the old view")?;
-                        self.run(
-                            &format!("RENAME TABLE {} TO {}", quote(&new), quote(name)),
-                            &format!("swap in {name}"),
-                        )
-                    }
-                    None => self
-                        .run(&format!("RENAME TABLE {} TO {}", quote(&new), quote(name)), &format!("swap in {name}")),
-                }
+            return self.run(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &what);
+        }
+        // DDL commits in MySQL: build under a new name, then one atomic RENAME.
+        let new = format!("{name}{NEW_SUFFIX}");
+        let old = format!("{name}__sluice_old");
+        self.run(&format!("DROP TABLE IF EXISTS {}, {}", quote(&new), quote(&old)), "drop a stale build")?;
+        for s in build_table_sql(&MysqlDialect, &quote(&new), &body, build.contract) {
+            if let Err(e) = self.run(&s, &what) {
+                let _ = self.run(&format!("DROP TABLE IF EXISTS {}", quote(&new)), "drop the failed build");
+                return Err(e);
             }
         }
+        if let Some(key) = build.unique_key {
+            let k: Vec<String> = key.iter().map(|c| quote(c)).collect();
+            if let Err(e) = self.run(
+                &format!("ALTER TABLE {} ADD UNIQUE INDEX {} ({})", quote(&new), quote(&format!("{name}__sluice_key")), k.join(", ")),
+                &format!("index {name} on its unique key"),
+            ) {
+                let _ = self.run(&format!("DROP TABLE IF EXISTS {}", quote(&new)), "drop the failed build");
+                return Err(e);
+            }
+        }
+        match self.table_kind(name)?.as_deref() {
+            Some("BASE TABLE") => {
+                self.run(
+                    &format!("RENAME TABLE {} TO {}, {} TO {}", quote(name), quote(&old), quote(&new), quote(name)),
+                    &format!("swap in {name}"),
+                )?;
+                self.run(&format!("DROP TABLE {}", quote(&old)), "drop the old table")
+            }
+            Some(_) => {
+                self.run(&format!("DROP VIEW {}", quote(name)), "drop the old view")?;
+                self.run(&format!("RENAME TABLE {} TO {}", quote(&new), quote(name)), &format!("swap in {name}"))
+            }
+            None => self.run(&format!("RENAME TABLE {} TO {}", quote(&new), quote(name)), &format!("swap in {name}")),
+        }
+    }
+
+    fn dialect(&self) -> &'static dyn Dialect {
+        &MysqlDialect
+    }
+}
+
+/// MySQL's and MariaDB's SQL.
+pub struct MysqlDialect;
+
+impl Dialect for MysqlDialect {
+    fn quote(&self, ident: &str) -> String {
+        quote(ident)
+    }
+    fn sql_type(&self, t: ColumnType) -> String {
+        sql_type(t)
+    }
+    fn begin(&self) -> Option<&'static str> {
+        Some("START TRANSACTION")
+    }
+    fn transactional_ddl(&self) -> bool {
+        false
+    }
+    fn create_temp_as(&self, name: &str, select: &str) -> String {
+        format!("CREATE TEMPORARY TABLE {} AS\n{select}", quote(name))
+    }
+    fn temp_relation(&self, name: &str) -> String {
+        quote(name)
+    }
+    fn drop_temp(&self, name: &str) -> String {
+        format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(name))
+    }
+    fn upsert(&self, table: &str, src: &str, cols: &[String], key: &[String]) -> String {
+        let c: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+        let mut set: Vec<String> = cols.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = VALUES({0})", quote(c))).collect();
+        if set.is_empty() {
+            set = key.iter().map(|c| format!("{0} = {0}", quote(c))).collect();
+        }
+        format!("INSERT INTO {table} ({0}) SELECT {0} FROM {src} ON DUPLICATE KEY UPDATE {1}", c.join(", "), set.join(", "))
+    }
+    fn null_safe_differ(&self, a: &str, b: &str) -> String {
+        format!("NOT ({a} <=> {b})")
     }
 }
 

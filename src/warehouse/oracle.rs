@@ -121,6 +121,66 @@ pub fn column_type_of(
     }
 }
 
+/// Oracle's SQL.
+pub struct OracleDialect;
+
+impl crate::warehouse::Dialect for OracleDialect {
+    fn quote(&self, ident: &str) -> String {
+        quote(ident)
+    }
+    fn sql_type(&self, t: ColumnType) -> String {
+        sql_type(t)
+    }
+    fn begin(&self) -> Option<&'static str> {
+        None
+    }
+    fn needs_commit(&self) -> bool {
+        true
+    }
+    fn transactional_ddl(&self) -> bool {
+        false
+    }
+    fn create_temp_as(&self, name: &str, select: &str) -> String {
+        format!("CREATE GLOBAL TEMPORARY TABLE {} ON COMMIT PRESERVE ROWS AS\n{select}", quote(name))
+    }
+    fn temp_relation(&self, name: &str) -> String {
+        quote(name)
+    }
+    fn drop_temp(&self, name: &str) -> String {
+        format!("BEGIN EXECUTE IMMEDIATE 'TRUNCATE TABLE {0}'; EXECUTE IMMEDIATE 'DROP TABLE {0}'; EXCEPTION WHEN OTHERS THEN NULL; END;", quote(name))
+    }
+    fn add_column(&self, table: &str, col: &Column) -> String {
+        format!("ALTER TABLE {table} ADD ({} {})", quote(&col.name), sql_type(col.ty))
+    }
+    fn upsert(&self, table: &str, src: &str, cols: &[String], key: &[String]) -> String {
+        let on: Vec<String> = key.iter().map(|k| format!("t.{0} = s.{0}", quote(k))).collect();
+        let set: Vec<String> = cols.iter().filter(|c| !key.contains(c)).map(|c| format!("t.{0} = s.{0}", quote(c))).collect();
+        let names: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+        let vals: Vec<String> = cols.iter().map(|c| format!("s.{}", quote(c))).collect();
+        let update = if set.is_empty() { String::new() } else { format!(" WHEN MATCHED THEN UPDATE SET {}", set.join(", ")) };
+        format!(
+            "MERGE INTO {table} t USING {src} s ON ({}){update} WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
+            on.join(" AND "),
+            names.join(", "),
+            vals.join(", ")
+        )
+    }
+    fn unique_index(&self, index: &str, table: &str, key: &[String]) -> String {
+        let k: Vec<String> = key.iter().map(|c| quote(c)).collect();
+        format!(
+            "BEGIN EXECUTE IMMEDIATE 'CREATE UNIQUE INDEX {} ON {table} ({})'; EXCEPTION WHEN OTHERS THEN IF SQLCODE != -955 THEN RAISE; END IF; END;",
+            quote(index).replace('\'', "''"),
+            k.join(", ").replace('\'', "''")
+        )
+    }
+    fn limit(&self, select: &str, n: u64) -> String {
+        format!("{select} FETCH FIRST {n} ROWS ONLY")
+    }
+    fn null_safe_differ(&self, a: &str, b: &str) -> String {
+        format!("DECODE({a}, {b}, 0, 1) = 1")
+    }
+}
+
 #[cfg(feature = "oracle")]
 pub use driver::Oracle;
 
@@ -134,8 +194,8 @@ mod driver {
     use crate::secret::redact_url;
     use crate::types::{Cell, RowBatch, Val};
     use crate::warehouse::{
-        Backend, Change, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink,
-        Warehouse,
+        Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink,
+        Warehouse, build_table_sql,
     };
 
     pub struct Oracle {
@@ -295,6 +355,19 @@ mod driver {
             Ok(n)
         }
 
+        fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>> {
+            let q = format!("SELECT * FROM (\n{}\n) sluice_q WHERE 1 = 0", sql.trim().trim_end_matches(';'));
+            let cursor = self.conn.query(&q, &[]).map_err(|e| ora_err(e, "prepare the query"))?;
+            Ok(cursor
+                .columns()
+                .iter()
+                .map(|m| {
+                    let ty = column_type_of(&m.data_type(), Some(m.precision() as u32), Some(m.scale() as i32), Some(m.max_size()));
+                    Column::new(m.name(), ty)
+                })
+                .collect())
+        }
+
         fn table_schema(&mut self, table: &str) -> Result<Option<Schema>> {
             let rows = self.strings(
                 "SELECT column_name, data_type, data_precision, data_scale, char_length, nullable FROM user_tab_columns WHERE table_name = :1 ORDER BY column_id",
@@ -407,37 +480,37 @@ mod driver {
             Ok(self.strings(&sql, &[&table], "read loaded objects")?.into_iter().filter_map(|r| r[0].clone()).collect())
         }
 
-        fn materialize(&mut self, name: &str, sql: &str, how: Materialized) -> Result<()> {
+        fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()> {
             let body = sql.trim().trim_end_matches(';');
-            match how {
-                Materialized::View => {
-                    self.exec(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &format!("build {name}"))
-                }
-                Materialized::Table => {
-                    let new = format!("{name}{NEW_SUFFIX}");
-                    let old = format!("{name}__sluice_old");
-                    for t in [&new, &old] {
-                        if self.exists(t)? {
-                            self.exec(&format!("DROP TABLE {}", quote(t)), "drop a stale build")?;
-                        }
-                    }
-                    self.exec(&format!("CREATE TABLE {} AS\n{body}", quote(&new)), &format!("build {name}"))?;
-                    if self.exists(name)? {
-                        self.exec(
-                            &format!("ALTER TABLE {} RENAME TO {}", quote(name), quote(&old)),
-                            "swap in the new table",
-                        )?;
-                    }
-                    self.exec(
-                        &format!("ALTER TABLE {} RENAME TO {}", quote(&new), quote(name)),
-                        "swap in the new table",
-                    )?;
-                    if self.exists(&old)? {
-                        self.exec(&format!("DROP TABLE {}", quote(&old)), "drop the old table")?;
-                    }
-                    Ok(())
+            if build.kind == Materialized::View {
+                return self.exec(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &format!("build {name}"));
+            }
+            let new = format!("{name}{NEW_SUFFIX}");
+            let old = format!("{name}__sluice_old");
+            for t in [&new, &old] {
+                if self.exists(t)? {
+                    self.exec(&format!("DROP TABLE {}", quote(t)), "drop a stale build")?;
                 }
             }
+            for s in build_table_sql(&OracleDialect, &quote(&new), body, build.contract) {
+                self.exec(&s, &format!("build {name}"))?;
+            }
+            self.conn.commit().map_err(|e| ora_err(e, "commit"))?;
+            if self.exists(name)? {
+                self.exec(&format!("ALTER TABLE {} RENAME TO {}", quote(name), quote(&old)), "swap in the new table")?;
+            }
+            self.exec(&format!("ALTER TABLE {} RENAME TO {}", quote(&new), quote(name)), "swap in the new table")?;
+            if self.exists(&old)? {
+                self.exec(&format!("DROP TABLE {}", quote(&old)), "drop the old table")?;
+            }
+            if let Some(key) = build.unique_key {
+                self.exec(&OracleDialect.unique_index(&format!("{name}__sluice_key"), &quote(name), key), "index the unique key")?;
+            }
+            Ok(())
+        }
+
+        fn dialect(&self) -> &'static dyn Dialect {
+            &OracleDialect
         }
     }
 

@@ -15,7 +15,8 @@ use tokio::runtime::Handle;
 use tokio_postgres::{Client, CopyInSink, NoTls};
 
 use super::{
-    Backend, Change, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink, Warehouse,
+    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink,
+    Warehouse, build_table_sql,
 };
 use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
@@ -545,6 +546,12 @@ impl Warehouse for Postgres {
         Ok(n)
     }
 
+    fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>> {
+        let stmt =
+            self.rt.block_on(self.client.prepare(sql.trim().trim_end_matches(';'))).map_err(|e| pg_err(e, "prepare the query"))?;
+        Ok(stmt.columns().iter().map(|c| Column::new(c.name(), column_type_of(c.type_().oid(), -1))).collect())
+    }
+
     fn table_schema(&mut self, table: &str) -> Result<Option<Schema>> {
         Ok(self.columns(table)?.map(|cols| {
             Schema::new(
@@ -611,22 +618,33 @@ impl Warehouse for Postgres {
             .collect())
     }
 
-    fn materialize(&mut self, name: &str, sql: &str, how: Materialized) -> Result<()> {
+    fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()> {
         let n = self.naming();
+        let d = &PgDialect;
         let body = sql.trim().trim_end_matches(';').trim_end();
         let new = format!("{name}{NEW_SUFFIX}");
         self.batch("BEGIN", "start a transaction")?;
         let res = (|| {
-            let kind = match how {
-                Materialized::Table => "TABLE",
-                Materialized::View => "VIEW",
-            };
-            self.batch(
-                &format!("DROP TABLE IF EXISTS {0}; DROP VIEW IF EXISTS {0};", n.relation(&new)),
-                "drop a stale build",
-            )?;
-            self.batch(&format!("CREATE {kind} {} AS\n{body}", n.relation(&new)), &format!("build {name}"))?;
-            self.swap_in(name, &new)
+            match self.relkind(&new)?.as_deref() {
+                Some("v") => self.batch(&format!("DROP VIEW {} CASCADE", n.relation(&new)), "drop a stale build")?,
+                Some(_) => self.batch(&format!("DROP TABLE {} CASCADE", n.relation(&new)), "drop a stale build")?,
+                None => {}
+            }
+            let what = format!("build {name}");
+            match build.kind {
+                Materialized::View => self.batch(&format!("CREATE VIEW {} AS\n{body}", n.relation(&new)), &what)?,
+                _ => {
+                    for s in build_table_sql(d, &n.relation(&new), body, build.contract) {
+                        self.batch(&s, &what)?;
+                    }
+                }
+            }
+            self.swap_in(name, &new)?;
+            if let Some(key) = build.unique_key {
+                let idx = d.unique_index(&format!("{name}__sluice_key"), &n.relation(name), key);
+                self.batch(&idx, &format!("index {name} on its unique key"))?;
+            }
+            Ok(())
         })();
         match res {
             Ok(()) => self.batch("COMMIT", "commit"),
@@ -635,6 +653,45 @@ impl Warehouse for Postgres {
                 Err(e)
             }
         }
+    }
+
+    fn dialect(&self) -> &'static dyn Dialect {
+        &PgDialect
+    }
+}
+
+/// PostgreSQL's SQL.
+pub struct PgDialect;
+
+impl Dialect for PgDialect {
+    fn quote(&self, ident: &str) -> String {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    }
+    fn sql_type(&self, t: ColumnType) -> String {
+        sql_type(t)
+    }
+    fn begin(&self) -> Option<&'static str> {
+        Some("BEGIN")
+    }
+    fn transactional_ddl(&self) -> bool {
+        true
+    }
+    fn create_temp_as(&self, name: &str, select: &str) -> String {
+        format!("CREATE TEMP TABLE {} AS\n{select}", self.quote(name))
+    }
+    fn temp_relation(&self, name: &str) -> String {
+        format!("pg_temp.{}", self.quote(name))
+    }
+    fn drop_temp(&self, name: &str) -> String {
+        format!("DROP TABLE IF EXISTS pg_temp.{}", self.quote(name))
+    }
+    fn upsert(&self, table: &str, src: &str, cols: &[String], key: &[String]) -> String {
+        let c: Vec<String> = cols.iter().map(|c| self.quote(c)).collect();
+        let k: Vec<String> = key.iter().map(|c| self.quote(c)).collect();
+        let set: Vec<String> =
+            cols.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", self.quote(c))).collect();
+        let action = if set.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", set.join(", ")) };
+        format!("INSERT INTO {table} ({0}) SELECT {0} FROM {src} ON CONFLICT ({1}) DO {action}", c.join(", "), k.join(", "))
     }
 }
 

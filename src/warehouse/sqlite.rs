@@ -10,8 +10,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode};
 
 use super::{
-    Backend, Change, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE, RowSink, Warehouse,
-    format_scaled,
+    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE, RowSink, Warehouse,
+    build_table_sql, format_scaled,
 };
 use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
@@ -72,6 +72,10 @@ impl Sqlite {
 
     fn exec(&self, sql: &str) -> Result<()> {
         self.conn.execute_batch(sql).map_err(|e| sql_err(e, "run SQL"))
+    }
+
+    fn exec_as(&self, sql: &str, what: &str) -> Result<()> {
+        self.conn.execute_batch(sql).map_err(|e| sql_err(e, what))
     }
 }
 
@@ -147,9 +151,7 @@ pub fn sql_err(e: rusqlite::Error, what: &str) -> Error {
                 _ => Error::user(format!("cannot {what}: {detail}")),
             }
         }
-        rusqlite::Error::SqlInputError { msg, offset, .. } => {
-            Error::user(format!("cannot {what}: {msg} (at character {offset} of the SQL)"))
-        }
+        rusqlite::Error::SqlInputError { msg, .. } => Error::user(format!("cannot {what}: {msg}")),
         _ => Error::external(format!("cannot {what}: {e}"), false),
     }
 }
@@ -232,6 +234,14 @@ impl Warehouse for Sqlite {
         Ok(n)
     }
 
+    fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>> {
+        let stmt = self.conn.prepare(sql.trim().trim_end_matches(';')).map_err(|e| sql_err(e, "prepare the query"))?;
+        Ok(stmt
+            .columns()
+            .map(|c| Column::new(c.name(), c.decl_type().map(column_type_of).unwrap_or(ColumnType::Text)))
+            .collect())
+    }
+
     fn table_schema(&mut self, table: &str) -> Result<Option<Schema>> {
         if self.object_type(table)?.is_none() {
             return Ok(None);
@@ -286,18 +296,25 @@ impl Warehouse for Sqlite {
         Ok(out)
     }
 
-    fn materialize(&mut self, name: &str, sql: &str, how: Materialized) -> Result<()> {
+    fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()> {
         let body = sql.trim().trim_end_matches(';').trim_end();
-        let kind = match how {
-            Materialized::View => "VIEW",
-            Materialized::Table => "TABLE",
-        };
+        let d = &SqliteDialect;
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| sql_err(e, "start a transaction"))?;
         let res = (|| {
             self.drop_relation(name)?;
-            self.conn
-                .execute_batch(&format!("CREATE {kind} {} AS\n{body}", quote(name)))
-                .map_err(|e| sql_err(e, &format!("build {}", name)))
+            let what = format!("build {name}");
+            match build.kind {
+                Materialized::View => self.exec_as(&format!("CREATE VIEW {} AS\n{body}", quote(name)), &what)?,
+                _ => {
+                    for s in build_table_sql(d, &quote(name), body, build.contract) {
+                        self.exec_as(&s, &what)?;
+                    }
+                    if let Some(key) = build.unique_key {
+                        self.exec_as(&d.unique_index(&format!("{name}__sluice_key"), &quote(name), key), &format!("index {name} on its unique key"))?;
+                    }
+                }
+            }
+            Ok(())
         })();
         match res {
             Ok(()) => self.conn.execute_batch("COMMIT").map_err(|e| sql_err(e, "commit")),
@@ -306,6 +323,53 @@ impl Warehouse for Sqlite {
                 Err(e)
             }
         }
+    }
+
+    fn dialect(&self) -> &'static dyn Dialect {
+        &SqliteDialect
+    }
+}
+
+/// SQLite's SQL.
+pub struct SqliteDialect;
+
+impl Dialect for SqliteDialect {
+    fn quote(&self, ident: &str) -> String {
+        quote(ident)
+    }
+    fn sql_type(&self, t: ColumnType) -> String {
+        sql_type(t)
+    }
+    fn begin(&self) -> Option<&'static str> {
+        Some("BEGIN IMMEDIATE")
+    }
+    fn transactional_ddl(&self) -> bool {
+        true
+    }
+    fn create_temp_as(&self, name: &str, select: &str) -> String {
+        format!("CREATE TEMP TABLE {} AS\n{select}", quote(name))
+    }
+    fn temp_relation(&self, name: &str) -> String {
+        format!("temp.{}", quote(name))
+    }
+    fn drop_temp(&self, name: &str) -> String {
+        format!("DROP TABLE IF EXISTS temp.{}", quote(name))
+    }
+    fn upsert(&self, table: &str, src: &str, cols: &[String], key: &[String]) -> String {
+        let c: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+        let k: Vec<String> = key.iter().map(|c| quote(c)).collect();
+        let set: Vec<String> = cols.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
+        let action = if set.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", set.join(", ")) };
+        // `WHERE true` keeps SQLite from reading ON CONFLICT as a join clause.
+        format!("INSERT INTO {table} ({0}) SELECT {0} FROM {src} WHERE true ON CONFLICT ({1}) DO {action}", c.join(", "), k.join(", "))
+    }
+    fn null_safe_differ(&self, a: &str, b: &str) -> String {
+        format!("{a} IS NOT {b}")
+    }
+    fn timestamp_literal(&self, micros: i64) -> String {
+        let mut b = Vec::new();
+        crate::types::value::write_ts(&mut b, micros, b' ');
+        format!("'{}'", String::from_utf8(b).expect("timestamps are ASCII"))
     }
 }
 

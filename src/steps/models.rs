@@ -1,0 +1,388 @@
+//! Building models: each selected model rendered for the target warehouse and
+//! built in dependency order, independent ones at the same time (up to
+//! `threads`, each on its own connection). Tables are built under a new name
+//! and swapped in; views are replaced; incremental models add or merge the new
+//! rows (on `unique_key`, with the dialect's own upsert) after following their
+//! `on_schema_change` policy; ephemeral models are inlined as CTEs. A model
+//! whose dependency failed is not built.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::plan::{ModelGraph, ModelNode, NodeKind, Plan};
+use crate::project::{Materialized, OnSchemaChange, Project};
+use crate::template::{self, Call, Renderer, Resolve};
+use crate::types::Column;
+use crate::warehouse::{Build, Naming, Warehouse};
+
+/// Names what models refer to, for one warehouse.
+pub struct WarehouseResolve {
+    pub naming: Naming,
+    /// Ephemeral models: referred to as CTEs.
+    pub ephemeral: BTreeSet<String>,
+    /// `(source, table)` → the schema it lives in, when declared.
+    pub source_schema: BTreeMap<String, Option<String>>,
+}
+
+impl WarehouseResolve {
+    pub fn new(project: &Project, graph: &ModelGraph, naming: Naming) -> Self {
+        WarehouseResolve {
+            naming,
+            ephemeral: graph
+                .nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::Model && n.materialized == Materialized::Ephemeral)
+                .map(|n| n.name.clone())
+                .collect(),
+            source_schema: project.meta.sources.iter().map(|s| (s.name.v.clone(), s.schema.clone())).collect(),
+        }
+    }
+
+    pub fn cte_name(&self, model: &str) -> String {
+        self.naming.quote(&format!("__sluice_eph_{model}"))
+    }
+}
+
+impl Resolve for WarehouseResolve {
+    fn model(&self, name: &str) -> String {
+        if self.ephemeral.contains(name) { self.cte_name(name) } else { self.naming.relation(name) }
+    }
+    fn source(&self, source: &str, table: &str) -> String {
+        match self.source_schema.get(source).cloned().flatten() {
+            Some(schema) => format!("{}.{}", self.naming.quote(&schema), self.naming.quote(table)),
+            None => self.naming.relation(table),
+        }
+    }
+}
+
+/// Renders a model (or snapshot) with its ephemeral dependencies inlined as CTEs.
+pub fn render_node(
+    project: &Project,
+    graph: &ModelGraph,
+    renderer: &Renderer,
+    resolve: &Arc<WarehouseResolve>,
+    node: usize,
+    is_incremental: bool,
+) -> Result<String> {
+    let n = &graph.nodes[node];
+    let file = file_of(project, n).ok_or_else(|| Error::internal(format!("`{}` has no SQL file", n.name)))?;
+    let src = project.sources.get(file);
+    let r: Arc<dyn Resolve> = resolve.clone();
+    let call = Call { resolve: r.clone(), this: resolve.naming.relation(&n.name), is_incremental };
+    let out = renderer.render(&src.name, &src.text, &call).map_err(|e| template_error(project, &src.name, &e))?;
+    // Ephemeral models this one reaches through ephemeral models, in build order.
+    let mut need = BTreeSet::new();
+    let mut stack: Vec<usize> = graph.dag.deps[node].clone();
+    while let Some(d) = stack.pop() {
+        let dn = &graph.nodes[d];
+        if dn.kind == NodeKind::Model && dn.materialized == Materialized::Ephemeral && need.insert(d) {
+            stack.extend(graph.dag.deps[d].iter().copied());
+        }
+    }
+    let mut ctes = Vec::new();
+    for &i in graph.order.iter().filter(|i| need.contains(i)) {
+        let en = &graph.nodes[i];
+        let f = project.sources.get(file_of(project, en).expect("ephemeral models are files"));
+        let call = Call { resolve: r.clone(), this: resolve.cte_name(&en.name), is_incremental: false };
+        let e = renderer.render(&f.name, &f.text, &call).map_err(|e| template_error(project, &f.name, &e))?;
+        ctes.push((resolve.cte_name(&en.name), e.sql));
+    }
+    Ok(template::with_ctes(&out.sql, &ctes))
+}
+
+/// A template error as the user's error, at its file and line.
+pub fn template_error(project: &Project, file: &str, e: &template::TemplateError) -> Error {
+    let f = e.file.clone().unwrap_or_else(|| file.to_string());
+    let at = match (&e.range, e.line) {
+        (Some(r), _) => project
+            .sources
+            .files
+            .iter()
+            .find(|x| x.name == f)
+            .map(|x| {
+                let (l, c) = x.line_col(r.start);
+                format!(":{l}:{c}")
+            })
+            .unwrap_or_default(),
+        (None, Some(l)) => format!(":{l}"),
+        _ => String::new(),
+    };
+    Error::user(format!("{f}{at}: {}", e.message))
+}
+
+pub fn file_of(project: &Project, n: &ModelNode) -> Option<crate::project::tree::FileId> {
+    match n.kind {
+        NodeKind::Model => project.models.get(n.index).map(|m| m.file),
+        NodeKind::Snapshot => project.snapshots.get(n.index).map(|m| m.file),
+        NodeKind::Seed => None,
+    }
+}
+
+/// What building one model did.
+#[derive(Debug)]
+pub struct ModelResult {
+    pub name: String,
+    pub materialized: Materialized,
+    pub state: ModelState,
+    pub duration: Duration,
+    /// Time spent waiting on the database.
+    pub db_time: Duration,
+}
+
+#[derive(Debug)]
+pub enum ModelState {
+    Built { detail: String },
+    Failed(Error),
+    /// Not built because this dependency failed.
+    Skipped(String),
+}
+
+/// A request to build models.
+pub struct BuildRequest<'a> {
+    pub project: &'a Project,
+    pub plan: &'a Plan,
+    pub select: Vec<String>,
+    pub exclude: Vec<String>,
+    pub full_refresh: bool,
+    pub threads: usize,
+    /// Opens a connection to the warehouse (called once per thread).
+    pub connect: &'a (dyn Fn() -> Result<Box<dyn Warehouse>> + Sync),
+    /// Told about each model as it finishes.
+    pub on_done: &'a (dyn Fn(&ModelResult) + Sync),
+}
+
+/// The selected models that get built (ephemeral ones are inlined instead).
+pub fn buildable(plan: &Plan, select: &[String], exclude: &[String]) -> Result<Vec<usize>> {
+    let g = &plan.models;
+    let chosen = crate::plan::select(g, select, exclude).map_err(Error::user)?;
+    Ok(g.order
+        .iter()
+        .copied()
+        .filter(|i| chosen.contains(i))
+        .filter(|&i| g.nodes[i].kind == NodeKind::Model && g.nodes[i].materialized != Materialized::Ephemeral)
+        .collect())
+}
+
+/// Builds the selected models; returns one result per model, in build order.
+pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
+    let g = &req.plan.models;
+    let todo = buildable(req.plan, &req.select, &req.exclude)?;
+    if todo.is_empty() {
+        return Ok(Vec::new());
+    }
+    let renderer = crate::plan::renderer(req.project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
+    // The first connection tells the naming; each worker opens its own.
+    let first = (req.connect)()?;
+    let threads = if first.backend() == crate::warehouse::Backend::Sqlite { 1 } else { req.threads.max(1).min(todo.len()) };
+    let resolve = Arc::new(WarehouseResolve::new(req.project, g, first.naming()));
+    let set: BTreeSet<usize> = todo.iter().copied().collect();
+    // Dependencies among the models being built (others are taken as built).
+    let deps: BTreeMap<usize, Vec<usize>> =
+        todo.iter().map(|&i| (i, g.dag.ancestors(i).into_iter().filter(|d| set.contains(d)).collect())).collect();
+
+    let (job_tx, job_rx) = mpsc::channel::<usize>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (done_tx, done_rx) = mpsc::channel::<(usize, ModelResult)>();
+    let mut results: BTreeMap<usize, ModelResult> = BTreeMap::new();
+    std::thread::scope(|s| -> Result<()> {
+        let mut first = Some(first);
+        for _ in 0..threads {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            let renderer = &renderer;
+            let resolve = resolve.clone();
+            let mut conn = first.take();
+            s.spawn(move || {
+                loop {
+                    let next = job_rx.lock().expect("job queue").recv();
+                    let Ok(i) = next else { break };
+                    let t0 = Instant::now();
+                    let mut db = Duration::ZERO;
+                    let wh = match conn.as_mut() {
+                        Some(w) => Ok(w),
+                        None => (req.connect)().map(|w| conn.insert(w)),
+                    };
+                    let state = match wh {
+                        Err(e) => ModelState::Failed(e),
+                        Ok(wh) => match build_one(req, renderer, &resolve, wh.as_mut(), i, &mut db) {
+                            Ok(detail) => ModelState::Built { detail },
+                            Err(e) => ModelState::Failed(e),
+                        },
+                    };
+                    let n = &req.plan.models.nodes[i];
+                    let r = ModelResult { name: n.name.clone(), materialized: n.materialized, state, duration: t0.elapsed(), db_time: db };
+                    if done_tx.send((i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut waiting: VecDeque<usize> = todo.iter().copied().collect();
+        let mut running = 0usize;
+        let mut failed: BTreeSet<usize> = BTreeSet::new();
+        loop {
+            // Start what is ready; mark what can no longer run.
+            let mut still = VecDeque::new();
+            while let Some(i) = waiting.pop_front() {
+                let ds = &deps[&i];
+                if let Some(f) = ds.iter().find(|d| failed.contains(d)) {
+                    failed.insert(i);
+                    let r = ModelResult {
+                        name: g.nodes[i].name.clone(),
+                        materialized: g.nodes[i].materialized,
+                        state: ModelState::Skipped(g.nodes[*f].name.clone()),
+                        duration: Duration::ZERO,
+                        db_time: Duration::ZERO,
+                    };
+                    (req.on_done)(&r);
+                    results.insert(i, r);
+                } else if ds.iter().all(|d| results.get(d).is_some_and(|r| matches!(r.state, ModelState::Built { .. }))) {
+                    job_tx.send(i).map_err(|_| Error::internal("the model workers stopped"))?;
+                    running += 1;
+                } else {
+                    still.push_back(i);
+                }
+            }
+            waiting = still;
+            if running == 0 {
+                break;
+            }
+            let (i, r) = done_rx.recv().map_err(|_| Error::internal("the model workers stopped"))?;
+            running -= 1;
+            if matches!(r.state, ModelState::Failed(_)) {
+                failed.insert(i);
+            }
+            (req.on_done)(&r);
+            results.insert(i, r);
+        }
+        drop(job_tx);
+        Ok(())
+    })?;
+    Ok(todo.iter().filter_map(|i| results.remove(i)).collect())
+}
+
+fn timed<T>(db: &mut Duration, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = Instant::now();
+    let r = f();
+    *db += t.elapsed();
+    r
+}
+
+/// Builds one model on `wh`; returns a short description of what it did.
+fn build_one(
+    req: &BuildRequest,
+    renderer: &Renderer,
+    resolve: &Arc<WarehouseResolve>,
+    wh: &mut dyn Warehouse,
+    i: usize,
+    db: &mut Duration,
+) -> Result<String> {
+    let g = &req.plan.models;
+    let n = &g.nodes[i];
+    let ctx = || format!("model `{}` ({})", n.name, n.path);
+    let res = (|| -> Result<String> {
+        match n.materialized {
+            Materialized::View | Materialized::Table => {
+                let sql = render_node(req.project, g, renderer, resolve, i, false)?;
+                let build = Build { kind: n.materialized, contract: n.contract.as_ref(), unique_key: None };
+                timed(db, || wh.materialize(&n.name, &sql, &build))?;
+                Ok(n.materialized.name().to_string())
+            }
+            Materialized::Incremental => {
+                let existing = timed(db, || wh.table_schema(&n.name))?;
+                match existing {
+                    Some(t) if !req.full_refresh => {
+                        let sql = render_node(req.project, g, renderer, resolve, i, true)?;
+                        timed(db, || incremental(wh, n, &sql, &t.columns))
+                    }
+                    _ => {
+                        let sql = render_node(req.project, g, renderer, resolve, i, false)?;
+                        let build = Build { kind: Materialized::Table, contract: n.contract.as_ref(), unique_key: n.unique_key.as_deref() };
+                        timed(db, || wh.materialize(&n.name, &sql, &build))?;
+                        Ok(if req.full_refresh { "incremental, rebuilt (full refresh)".into() } else { "incremental, first build".into() })
+                    }
+                }
+            }
+            Materialized::Ephemeral => Ok("ephemeral".into()),
+        }
+    })();
+    res.map_err(|e| e.context(ctx()))
+}
+
+/// Adds (or merges) an incremental model's new rows into its table.
+fn incremental(wh: &mut dyn Warehouse, n: &ModelNode, sql: &str, table_cols: &[Column]) -> Result<String> {
+    let d = wh.dialect();
+    let rel = wh.relation(&n.name);
+    let query_cols = wh.query_columns(sql)?;
+    let has = |cols: &[Column], name: &str| cols.iter().any(|c| c.name == name);
+    let new: Vec<&Column> = query_cols.iter().filter(|c| !has(table_cols, &c.name)).collect();
+    let gone: Vec<&Column> = table_cols.iter().filter(|c| !has(&query_cols, &c.name)).collect();
+    let mut changes = Vec::new();
+    if !new.is_empty() || !gone.is_empty() {
+        let list = |v: &[&Column]| v.iter().map(|c| format!("`{}`", c.name)).collect::<Vec<_>>().join(", ");
+        match n.on_schema_change {
+            OnSchemaChange::Fail => {
+                let mut m = format!("the query's columns differ from table `{}` (on_schema_change = \"fail\")", n.name);
+                if !new.is_empty() {
+                    m.push_str(&format!("; new: {}", list(&new)));
+                }
+                if !gone.is_empty() {
+                    m.push_str(&format!("; gone: {}", list(&gone)));
+                }
+                m.push_str("; use on_schema_change = \"append_new_columns\" or \"sync_all_columns\", or --full-refresh");
+                return Err(Error::user(m));
+            }
+            OnSchemaChange::AppendNewColumns | OnSchemaChange::SyncAllColumns => {
+                for c in &new {
+                    wh.execute(&d.add_column(&rel, c))?;
+                    changes.push(format!("added `{}`", c.name));
+                }
+                if n.on_schema_change == OnSchemaChange::SyncAllColumns {
+                    for c in &gone {
+                        wh.execute(&d.drop_column(&rel, &c.name))?;
+                        changes.push(format!("dropped `{}`", c.name));
+                    }
+                }
+            }
+            OnSchemaChange::Ignore => {}
+        }
+    }
+    let cols: Vec<String> = query_cols
+        .iter()
+        .filter(|c| has(table_cols, &c.name) || (n.on_schema_change != OnSchemaChange::Ignore && new.iter().any(|x| x.name == c.name)))
+        .map(|c| c.name.clone())
+        .collect();
+    let tmp = format!("__sluice_inc_{}", n.name);
+    wh.execute(&d.drop_temp(&tmp))?;
+    if let Some(key) = &n.unique_key {
+        wh.execute(&d.unique_index(&format!("{}__sluice_key", n.name), &rel, key))?;
+    }
+    wh.execute(&d.create_temp_as(&tmp, sql))?;
+    let tmp_rel = d.temp_relation(&tmp);
+    let insert = match &n.unique_key {
+        Some(key) => d.upsert(&rel, &tmp_rel, &cols, key),
+        None => d.insert_select(&rel, &tmp_rel, &cols),
+    };
+    let tx = d.begin();
+    let res = (|| {
+        if let Some(b) = tx {
+            wh.execute(b)?;
+        }
+        wh.execute(&insert)?;
+        if d.needs_commit() {
+            wh.execute("COMMIT")?;
+        }
+        Ok(())
+    })();
+    if res.is_err() && tx.is_some() {
+        let _ = wh.execute("ROLLBACK");
+    }
+    let _ = wh.execute(&d.drop_temp(&tmp));
+    res?;
+    let how = if n.unique_key.is_some() { "merged new rows" } else { "appended new rows" };
+    Ok(if changes.is_empty() { format!("incremental, {how}") } else { format!("incremental, {how}; {}", changes.join(", ")) })
+}
