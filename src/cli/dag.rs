@@ -72,9 +72,14 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
             format!("load: {} → table {} ({mode})", l.from.v, l.table.v)
         }
         StepKind::Sql(s) => {
-            let names = models_of(plan, s.models.as_ref().map(|m| m.iter().map(|x| x.v.as_str()).collect()));
+            let names = models_of(plan, s);
             let _ = project;
             if names.is_empty() { "sql: no models".into() } else { format!("sql: {}", names.join(", ")) }
+        }
+        StepKind::Seed(n) | StepKind::Snapshot(n) | StepKind::Test(n) => {
+            let what = if n.select.is_empty() { "all".to_string() } else { n.select.join(" ") };
+            let ex = if n.exclude.is_empty() { String::new() } else { format!(" --exclude {}", n.exclude.join(" ")) };
+            format!("{}: {what}{ex}", step.kind.name())
         }
         StepKind::Export(e) => {
             let what = match &e.what {
@@ -87,13 +92,13 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
 }
 
 /// The models a sql step builds, in build order.
-fn models_of(plan: &Plan, only: Option<Vec<&str>>) -> Vec<String> {
-    plan.models
-        .order
-        .iter()
-        .map(|&i| &plan.models.nodes[i].name)
-        .filter(|n| only.as_ref().is_none_or(|o| o.contains(&n.as_str())))
-        .cloned()
+fn models_of(plan: &Plan, s: &crate::project::SqlStep) -> Vec<String> {
+    let mut select = s.select.clone();
+    select.extend(s.models.iter().flatten().map(|m| m.v.clone()));
+    crate::steps::models::buildable(plan, &select, &s.exclude)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| plan.models.nodes[i].name.clone())
         .collect()
 }
 
@@ -182,7 +187,7 @@ pub fn to_json(project: &Project, plan: &Plan, pl: &PipelineConfig) -> serde_jso
                 "detail": detail(project, plan, s),
             });
             if let StepKind::Sql(q) = &s.kind {
-                let models = models_of(plan, q.models.as_ref().map(|m| m.iter().map(|x| x.v.as_str()).collect()));
+                let models = models_of(plan, q);
                 let with_deps: Vec<serde_json::Value> = models
                     .iter()
                     .map(|m| {

@@ -157,6 +157,7 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                         }
                     }
                 }
+                StepKind::Seed(n) | StepKind::Snapshot(n) | StepKind::Test(n) => check_conn(&mut d, &n.connection),
                 StepKind::Export(e) => {
                     check_conn(&mut d, &e.connection);
                     if let ExportWhat::Query(q) = &e.what
@@ -207,6 +208,19 @@ pub(super) fn validate(p: &mut Project) -> Plan {
     }
 
     let models = analyze_models(p, &mut d, &tables);
+    // Selectors of steps must name what exists.
+    for pl in &p.pipelines {
+        for s in &pl.steps {
+            let (select, exclude) = match &s.kind {
+                StepKind::Sql(q) => (&q.select, &q.exclude),
+                StepKind::Seed(n) | StepKind::Snapshot(n) | StepKind::Test(n) => (&n.select, &n.exclude),
+                _ => continue,
+            };
+            if let Err(e) = super::select(&models, select, exclude) {
+                d.push(p.sources.diag(&s.name.loc, format!("step `{}`: {e}", s.name.v)));
+            }
+        }
+    }
     p.diagnostics.extend(d);
     Plan { models, pipelines: graphs }
 }

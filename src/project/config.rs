@@ -160,6 +160,12 @@ pub enum StepKind {
     Load(LoadStep),
     Sql(SqlStep),
     Export(ExportStep),
+    /// Loads `seeds/*.csv`.
+    Seed(NodeStep),
+    /// Takes `snapshots/*.sql`.
+    Snapshot(NodeStep),
+    /// Runs data tests.
+    Test(NodeStep),
 }
 
 impl StepKind {
@@ -169,8 +175,19 @@ impl StepKind {
             StepKind::Load(_) => "load",
             StepKind::Sql(_) => "sql",
             StepKind::Export(_) => "export",
+            StepKind::Seed(_) => "seed",
+            StepKind::Snapshot(_) => "snapshot",
+            StepKind::Test(_) => "test",
         }
     }
+}
+
+/// A step over selected seeds, snapshots or tests.
+#[derive(Debug, Clone)]
+pub struct NodeStep {
+    pub select: Vec<String>,
+    pub exclude: Vec<String>,
+    pub connection: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -402,6 +419,9 @@ pub const STEP_KINDS: &[(&str, &[&str])] = &[
     ),
     ("sql", &["models", "select", "exclude", "connection", "threads"]),
     ("export", &["table", "query", "path", "format", "header", "null", "connection"]),
+    ("seed", &["select", "exclude", "connection"]),
+    ("snapshot", &["select", "exclude", "connection"]),
+    ("test", &["select", "exclude", "connection"]),
 ];
 
 pub const PROJECT_KEYS: &[&str] =
@@ -634,7 +654,7 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
         },
         None => {
             cx.error(0..0, format!("pipeline `{}` has no steps", name.v)).help =
-                Some("add a step: [[steps]] with `name` and `kind` (ingest, load, sql or export)".into());
+                Some("add a step: [[steps]] with `name` and `kind` (ingest, load, sql, export, seed, snapshot, test)".into());
         }
     }
     t.finish(cx, |k| match k {
@@ -754,7 +774,7 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         None => {
             let what = t.what.clone();
             cx.error(t.span().start..t.span().start, format!("missing key `kind` in {what}")).help =
-                Some("add `kind = \"…\"`: one of ingest, load, sql, export".into());
+                Some("add `kind = \"…\"`: one of ingest, load, sql, export, seed, snapshot, test".into());
             None
         }
     };
@@ -765,6 +785,9 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         Some("ingest") => decode_ingest(&mut t, cx).map(StepKind::Ingest),
         Some("load") => decode_load(&mut t, cx).map(StepKind::Load),
         Some("sql") => decode_sql(&mut t, cx).map(StepKind::Sql),
+        Some("seed") => Some(StepKind::Seed(decode_node_step(&mut t, cx))),
+        Some("snapshot") => Some(StepKind::Snapshot(decode_node_step(&mut t, cx))),
+        Some("test") => Some(StepKind::Test(decode_node_step(&mut t, cx))),
         Some("export") => decode_export(&mut t, cx).map(StepKind::Export),
         _ => {
             // Without a kind, every kind's keys are accepted so only the kind is reported.
@@ -987,6 +1010,13 @@ fn decode_sql(t: &mut Fields, cx: &mut Cx) -> Option<SqlStep> {
     Some(SqlStep { models, select, exclude, connection, threads })
 }
 
+fn decode_node_step(t: &mut Fields, cx: &mut Cx) -> NodeStep {
+    let select = t.node("select").and_then(|n| string_or_list(n, cx, "select")).unwrap_or_default();
+    let exclude = t.node("exclude").and_then(|n| string_or_list(n, cx, "exclude")).unwrap_or_default();
+    let connection = t.opt(cx, "connection");
+    NodeStep { select, exclude, connection }
+}
+
 /// A string or an array of strings, as a list.
 pub fn string_or_list(n: &Node, cx: &mut Cx, key: &str) -> Option<Vec<String>> {
     match &n.v {
@@ -1135,7 +1165,7 @@ tabel = "x"
             vec![
                 "pipelines/p.toml:3:8: invalid cron expression \"61 * * * *\": minute 61 is out of range (0-59) [five fields: minute hour day-of-month month day-of-week, e.g. \"0 0 * * *\" for every night at 00:00]",
                 "pipelines/p.toml:9:1: unknown key `table` in step `a` [`table` is a key of load and export steps, not of ingest steps]",
-                "pipelines/p.toml:13:8: invalid value \"lod\" for `kind` [did you mean `load`? (valid choices: ingest, load, sql, export)]",
+                "pipelines/p.toml:13:8: invalid value \"lod\" for `kind` [did you mean `load`? (valid choices: ingest, load, sql, export, seed, snapshot, test)]",
                 "pipelines/p.toml:18:8: wrong type for `path`: expected a string, found an integer",
                 "pipelines/p.toml:15:1: step `c` needs `table` or `query` [add `table = \"name\"` or `query = \"select …\"`]",
                 "pipelines/p.toml:19:1: unknown key `tabel` in step `c` [did you mean `table`?]",
@@ -1157,6 +1187,7 @@ tabel = "x"
                 "load" => drop(decode_load(&mut t, &mut cx)),
                 "sql" => drop(decode_sql(&mut t, &mut cx)),
                 "export" => drop(decode_export(&mut t, &mut cx)),
+                "seed" | "snapshot" | "test" => drop(decode_node_step(&mut t, &mut cx)),
                 other => panic!("step kind {other} has no decoder in this test"),
             }
             let mut read: Vec<&str> = t.known().to_vec();

@@ -8,7 +8,11 @@ pub mod export;
 pub mod ingest;
 pub mod load;
 pub mod models;
+pub mod nodes;
+pub mod seeds;
+pub mod snapshots;
 pub mod sql;
+pub mod data_tests;
 
 use std::sync::Arc;
 
@@ -84,6 +88,9 @@ pub fn run_step(ctx: &RunCtx, pipeline: &str, step: &StepConfig) -> Result<StepO
         }
         StepKind::Sql(c) => sql::run(ctx, c),
         StepKind::Export(c) => export::run(ctx, c),
+        StepKind::Seed(c) => nodes::seed(ctx, c),
+        StepKind::Snapshot(c) => nodes::snapshot(ctx, c),
+        StepKind::Test(c) => nodes::test(ctx, c),
     };
     res.map_err(|e: Error| e.context(format!("step `{}`", step.name.v)))
 }

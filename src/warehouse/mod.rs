@@ -205,6 +205,11 @@ pub trait Dialect: Send + Sync {
         let k: Vec<String> = key.iter().map(|c| self.quote(c)).collect();
         format!("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {table} ({})", self.quote(index), k.join(", "))
     }
+    /// Sets `col` of `target`'s rows that match rows of `source` (given with its
+    /// alias) on `on` and meet `cond` (`target` is referred to by its own name).
+    fn update_from(&self, target: &str, col: &str, expr: &str, source: &str, on: &str, cond: &str) -> String {
+        format!("UPDATE {target} SET {} = {expr} FROM {source} WHERE {on} AND {cond}", self.quote(col))
+    }
     /// A query limited to `n` rows.
     fn limit(&self, select: &str, n: u64) -> String {
         format!("{select} LIMIT {n}")

@@ -578,6 +578,9 @@ impl Dialect for MysqlDialect {
     fn null_safe_differ(&self, a: &str, b: &str) -> String {
         format!("NOT ({a} <=> {b})")
     }
+    fn update_from(&self, target: &str, col: &str, expr: &str, source: &str, on: &str, cond: &str) -> String {
+        format!("UPDATE {target} JOIN {source} ON {on} SET {target}.{} = {expr} WHERE {cond}", quote(col))
+    }
 }
 
 const STAGE: &str = "__sluice_stage";

@@ -179,6 +179,9 @@ impl crate::warehouse::Dialect for OracleDialect {
     fn null_safe_differ(&self, a: &str, b: &str) -> String {
         format!("DECODE({a}, {b}, 0, 1) = 1")
     }
+    fn update_from(&self, target: &str, col: &str, expr: &str, source: &str, on: &str, cond: &str) -> String {
+        format!("MERGE INTO {target} USING {source} ON ({on}) WHEN MATCHED THEN UPDATE SET {} = {expr} WHERE {cond}", quote(col))
+    }
 }
 
 #[cfg(feature = "oracle")]

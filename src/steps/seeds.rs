@@ -1,0 +1,61 @@
+//! Seeds: the small CSV files under `seeds/`, each loaded as a table of the same
+//! name through the loader (every value type-checked; the table replaced in one
+//! transaction). Their columns come from `[seeds.NAME.columns]` in a models
+//! file, or are inferred from the file.
+
+use std::sync::Arc;
+
+use super::load::{Input, LoadSpec, load};
+use super::{Meter, NoMeter};
+use crate::error::{Error, Result};
+use crate::plan::{NodeKind, Plan};
+use crate::project::{LoadMode, OnError, Project, ReadOptions, SchemaChange};
+use crate::warehouse::Warehouse;
+
+/// What loading one seed did.
+#[derive(Debug)]
+pub struct SeedResult {
+    pub name: String,
+    pub result: Result<u64>,
+}
+
+/// Loads the selected seeds (all when the selection is empty).
+pub fn load_seeds(
+    project: &Project,
+    plan: &Plan,
+    wh: &mut dyn Warehouse,
+    select: &[String],
+    exclude: &[String],
+    run_id: &str,
+) -> Result<Vec<SeedResult>> {
+    let g = &plan.models;
+    let chosen = crate::plan::select(g, select, exclude).map_err(Error::user)?;
+    let mut out = Vec::new();
+    for &i in g.order.iter().filter(|i| chosen.contains(i)) {
+        let n = &g.nodes[i];
+        if n.kind != NodeKind::Seed {
+            continue;
+        }
+        let seed = &project.seeds[n.index];
+        let meta = project.meta.seed(&seed.name);
+        let spec = LoadSpec {
+            table: seed.name.clone(),
+            schema: meta.and_then(|m| m.columns.clone()),
+            mode: LoadMode::Replace,
+            key: Vec::new(),
+            read: meta.map(|m| m.read.clone()).unwrap_or_else(ReadOptions::default),
+            on_error: OnError::Fail,
+            max_errors: None,
+            schema_change: SchemaChange::Fail,
+            create: true,
+            rejects_path: None,
+            run_id: run_id.to_string(),
+        };
+        let label = project.show_path(&seed.path.display().to_string());
+        let input = Input::file(&project.dir.join(&seed.path), &label);
+        let meter: Arc<dyn Meter> = Arc::new(NoMeter);
+        let result = load(wh, &spec, std::slice::from_ref(&input), &meter).map(|r| r.loaded).map_err(|e| e.context(format!("seed `{}`", seed.name)));
+        out.push(SeedResult { name: seed.name.clone(), result });
+    }
+    Ok(out)
+}

@@ -1,0 +1,181 @@
+//! Snapshots: slowly changing dimensions (type 2). A snapshot's query is
+//! tracked by its `unique_key`; each run closes the current version of rows
+//! that changed (`valid_to`) and adds their new version (`valid_from`, with
+//! `valid_to` NULL). A row changed when its `updated_at` column moved forward
+//! (`strategy='timestamp'`) or when one of `check_cols` differs
+//! (`strategy='check'`, NULLs compared as values). With
+//! `invalidate_hard_deletes`, rows that left the source are closed too. All of
+//! a run's changes are one transaction where the database allows.
+
+use std::sync::Arc;
+
+use super::models::{WarehouseResolve, render_node};
+use crate::error::{Error, Result};
+use crate::plan::{NodeKind, Plan, SnapshotConfig, Strategy};
+use crate::project::Project;
+use crate::types::ColumnType;
+use crate::warehouse::Warehouse;
+
+pub const VALID_FROM: &str = "valid_from";
+pub const VALID_TO: &str = "valid_to";
+
+/// What one snapshot did.
+#[derive(Debug)]
+pub struct SnapshotResult {
+    pub name: String,
+    pub result: Result<String>,
+}
+
+/// Runs the selected snapshots at time `now` (microseconds, UTC).
+pub fn run_snapshots(
+    project: &Project,
+    plan: &Plan,
+    wh: &mut dyn Warehouse,
+    select: &[String],
+    exclude: &[String],
+    now: i64,
+) -> Result<Vec<SnapshotResult>> {
+    let g = &plan.models;
+    let chosen = crate::plan::select(g, select, exclude).map_err(Error::user)?;
+    let renderer = crate::plan::renderer(project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
+    let resolve = Arc::new(WarehouseResolve::new(project, g, wh.naming()));
+    let mut out = Vec::new();
+    for &i in g.order.iter().filter(|i| chosen.contains(i)) {
+        let n = &g.nodes[i];
+        if n.kind != NodeKind::Snapshot {
+            continue;
+        }
+        let result = (|| {
+            let cfg = n.snapshot.as_ref().ok_or_else(|| Error::user(format!("snapshot `{}` has no unique_key/strategy", n.name)))?;
+            let sql = render_node(project, g, &renderer, &resolve, i, false)?;
+            snapshot(wh, &n.name, &sql, cfg, now)
+        })()
+        .map_err(|e| e.context(format!("snapshot `{}` ({})", n.name, n.path)));
+        out.push(SnapshotResult { name: n.name.clone(), result });
+    }
+    Ok(out)
+}
+
+/// Takes one snapshot of `sql` into table `name`.
+pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotConfig, now: i64) -> Result<String> {
+    let d = wh.dialect();
+    let q = |c: &str| d.quote(c);
+    let rel = wh.relation(name);
+    let body = sql.trim().trim_end_matches(';');
+    let cols: Vec<String> = wh.query_columns(body)?.into_iter().map(|c| c.name).collect();
+    for k in &cfg.unique_key {
+        if !cols.contains(k) {
+            return Err(Error::user(format!("unique_key `{k}` is not a column of the snapshot's query (columns: {})", cols.join(", "))));
+        }
+    }
+    if let Strategy::Timestamp { updated_at } = &cfg.strategy
+        && !cols.contains(updated_at)
+    {
+        return Err(Error::user(format!("updated_at `{updated_at}` is not a column of the snapshot's query")));
+    }
+    if cols.iter().any(|c| c == VALID_FROM || c == VALID_TO) {
+        return Err(Error::user(format!("the snapshot's query has a `{VALID_FROM}` or `{VALID_TO}` column; sluice adds those")));
+    }
+    let now_lit = d.timestamp_literal(now);
+    let ts_type = d.sql_type(ColumnType::Timestamp);
+    let col_list = |prefix: &str| cols.iter().map(|c| format!("{prefix}{}", q(c))).collect::<Vec<_>>().join(", ");
+    let existing = wh.table_schema(name)?;
+    let Some(existing) = existing else {
+        let vf = match &cfg.strategy {
+            Strategy::Timestamp { updated_at } => format!("CAST(s.{} AS {ts_type})", q(updated_at)),
+            Strategy::Check { .. } => format!("CAST({now_lit} AS {ts_type})"),
+        };
+        wh.execute(&format!(
+            "CREATE TABLE {rel} AS SELECT {}, {vf} AS {}, CAST(NULL AS {ts_type}) AS {} FROM (\n{body}\n) s",
+            col_list("s."),
+            q(VALID_FROM),
+            q(VALID_TO)
+        ))?;
+        return Ok("first snapshot".into());
+    };
+    // Columns the query gained since the last run.
+    let mut added = Vec::new();
+    for c in wh.query_columns(body)? {
+        if !existing.columns.iter().any(|e| e.name == c.name) {
+            wh.execute(&d.add_column(&rel, &c))?;
+            added.push(c.name);
+        }
+    }
+    let tmp = format!("__sluice_snap_{name}");
+    let stage = d.temp_relation(&tmp);
+    let key_match = |a: &str, b: &str| cfg.unique_key.iter().map(|k| format!("{a}.{0} = {b}.{0}", q(k))).collect::<Vec<_>>().join(" AND ");
+    let changed = match &cfg.strategy {
+        Strategy::Timestamp { updated_at } => format!("s.{0} > {rel}.{0}", q(updated_at)),
+        Strategy::Check { cols: check } => {
+            let list: Vec<&String> = match check {
+                Some(c) => c.iter().collect(),
+                None => cols.iter().filter(|c| !cfg.unique_key.contains(c)).collect(),
+            };
+            if list.is_empty() {
+                "1 = 0".to_string()
+            } else {
+                format!("({})", list.iter().map(|c| d.null_safe_differ(&format!("s.{}", q(c)), &format!("{rel}.{}", q(c)))).collect::<Vec<_>>().join(" OR "))
+            }
+        }
+    };
+    let new_from = match &cfg.strategy {
+        Strategy::Timestamp { updated_at } => format!("s.{}", q(updated_at)),
+        Strategy::Check { .. } => now_lit.clone(),
+    };
+    let close = match &cfg.strategy {
+        // The new version's updated_at closes the old one.
+        Strategy::Timestamp { updated_at } => d.update_from(
+            &rel,
+            VALID_TO,
+            &format!("s.{}", q(updated_at)),
+            &format!("{stage} s"),
+            &key_match("s", &rel),
+            &format!("{rel}.{} IS NULL AND {changed}", q(VALID_TO)),
+        ),
+        Strategy::Check { .. } => format!(
+            "UPDATE {rel} SET {} = {now_lit} WHERE {} IS NULL AND EXISTS (SELECT 1 FROM {stage} s WHERE {} AND {changed})",
+            q(VALID_TO),
+            q(VALID_TO),
+            key_match("s", &rel)
+        ),
+    };
+    let mut statements = vec![close];
+    if cfg.invalidate_hard_deletes {
+        statements.push(format!(
+            "UPDATE {rel} SET {} = {now_lit} WHERE {} IS NULL AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {})",
+            q(VALID_TO),
+            q(VALID_TO),
+            key_match("s", &rel)
+        ));
+    }
+    statements.push(format!(
+        "INSERT INTO {rel} ({}, {}, {}) SELECT {}, {new_from}, NULL FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {rel} c WHERE {} AND c.{} IS NULL)",
+        col_list(""),
+        q(VALID_FROM),
+        q(VALID_TO),
+        col_list("s."),
+        key_match("c", "s"),
+        q(VALID_TO)
+    ));
+    wh.execute(&d.drop_temp(&tmp))?;
+    wh.execute(&d.create_temp_as(&tmp, body))?;
+    let begin = d.begin();
+    let res = (|| {
+        if let Some(b) = begin {
+            wh.execute(b)?;
+        }
+        for s in &statements {
+            wh.execute(s)?;
+        }
+        if d.needs_commit() {
+            wh.execute("COMMIT")?;
+        }
+        Ok(())
+    })();
+    if res.is_err() && begin.is_some() {
+        let _ = wh.execute("ROLLBACK");
+    }
+    let _ = wh.execute(&d.drop_temp(&tmp));
+    res?;
+    Ok(if added.is_empty() { "snapshot taken".into() } else { format!("snapshot taken; added columns {}", added.join(", ")) })
+}
