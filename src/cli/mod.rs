@@ -8,6 +8,7 @@ mod export;
 mod infer;
 mod init;
 mod load;
+mod models;
 pub mod progress;
 mod run;
 
@@ -58,6 +59,16 @@ pub enum Command {
     Infer(infer::Args),
     /// Write a table's or a query's rows as TSV or CSV.
     Export(export::Args),
+    /// Build models (like `dbt run`): tables, views, incremental, ephemeral, in dependency order.
+    Transform(models::TransformArgs),
+    /// Write each selected model's rendered SQL under target/compiled/.
+    Compile(models::Selection),
+    /// Load seeds/*.csv as tables.
+    Seed(models::Selection),
+    /// Take snapshots (slowly changing dimensions, type 2).
+    Snapshot(models::Selection),
+    /// Run data tests: generic tests from the models files and tests/*.sql.
+    Test(models::Selection),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -71,6 +82,11 @@ pub fn main() -> i32 {
         Command::Load(a) => load::run(a),
         Command::Infer(a) => infer::run(a),
         Command::Export(a) => export::run(a),
+        Command::Transform(a) => models::transform(a),
+        Command::Compile(a) => models::compile(a),
+        Command::Seed(a) => models::seed(a),
+        Command::Snapshot(a) => models::snapshot(a),
+        Command::Test(a) => models::test(a),
     };
     match res {
         Ok(code) => code,

@@ -44,7 +44,12 @@ fn one(g: &ModelGraph, part: &str) -> Result<BTreeSet<usize>, String> {
         g.nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.path == p || n.path.starts_with(&format!("{p}/")) || n.path.ends_with(&format!("/{p}")) || n.path.contains(&format!("/{p}/")))
+            .filter(|(_, n)| {
+                n.path == p
+                    || n.path.starts_with(&format!("{p}/"))
+                    || n.path.ends_with(&format!("/{p}"))
+                    || n.path.contains(&format!("/{p}/"))
+            })
             .map(|(i, _)| i)
             .collect()
     } else if let Some(kind) = core.strip_prefix("kind:") {
@@ -99,7 +104,8 @@ mod tests {
             node("c", "models/marts/c.sql", &[]),
             node("d", "models/marts/d.sql", &["daily"]),
         ];
-        let dag = Dag { names: nodes.iter().map(|n| n.name.clone()).collect(), deps: vec![vec![], vec![0], vec![1], vec![]] };
+        let dag =
+            Dag { names: nodes.iter().map(|n| n.name.clone()).collect(), deps: vec![vec![], vec![0], vec![1], vec![]] };
         ModelGraph { nodes, dag, order: vec![0, 1, 2, 3] }
     }
 

@@ -9,7 +9,8 @@ use super::{Dag, ModelGraph, ModelNode, NodeKind, Plan, SnapshotConfig, StepGrap
 use crate::error::{Diagnostic, Error, Result, Severity, suggest};
 use crate::project::tree::{self, Cx, Loc, SourceFile};
 use crate::project::{
-    ExportWhat, Materialized, OnSchemaChange, PROJECT_FILE, Project, SchemaSource, StepKind, TriggerKind, decode_schema_file,
+    ExportWhat, Materialized, OnSchemaChange, PROJECT_FILE, Project, SchemaSource, StepKind, TriggerKind,
+    decode_schema_file,
 };
 use crate::template::{self, quote_ident};
 use crate::types::Schema;
@@ -305,7 +306,13 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                     node.path.clone(),
                     0,
                     0,
-                    format!("`{}` is defined twice: as a {} here and as a {} in {}", node.name, node.kind.name(), other.kind.name(), other.path),
+                    format!(
+                        "`{}` is defined twice: as a {} here and as a {} in {}",
+                        node.name,
+                        node.kind.name(),
+                        other.kind.name(),
+                        other.path
+                    ),
                 )
                 .with_help("models, seeds and snapshots share one namespace (their file names); rename one"),
             );
@@ -313,8 +320,13 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
         }
         if !crate::project::valid_name(&node.name) {
             d.push(
-                Diagnostic::new(node.path.clone(), 0, 0, format!("invalid {} name \"{}\"", node.kind.name(), node.name))
-                    .with_help(crate::project::NAME_RULE),
+                Diagnostic::new(
+                    node.path.clone(),
+                    0,
+                    0,
+                    format!("invalid {} name \"{}\"", node.kind.name(), node.name),
+                )
+                .with_help(crate::project::NAME_RULE),
             );
         }
         seen.insert(node.name.clone(), nodes.len());
@@ -354,7 +366,8 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
             }
             let mut refs = Vec::new();
             if let Some(r) = &renderer {
-                let call = template::Call { resolve: resolve.clone(), this: quote_ident(&m.name), is_incremental: false };
+                let call =
+                    template::Call { resolve: resolve.clone(), this: quote_ident(&m.name), is_incremental: false };
                 match r.render(&file.name, &file.text, &call) {
                     Ok(out) => {
                         let c = out.config;
@@ -366,25 +379,45 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                         }
                         node.tags.extend(c.tags.iter().cloned());
                         if let Some(o) = &c.on_schema_change {
-                            node.on_schema_change =
-                                crate::project::ON_SCHEMA_CHANGE.iter().find(|(n, _)| n == o).map(|(_, v)| *v).unwrap_or(OnSchemaChange::Ignore);
+                            node.on_schema_change = crate::project::ON_SCHEMA_CHANGE
+                                .iter()
+                                .find(|(n, _)| n == o)
+                                .map(|(_, v)| *v)
+                                .unwrap_or(OnSchemaChange::Ignore);
                         }
                         node.sources = out.sources;
                         if kind == NodeKind::Snapshot {
                             node.materialized = Materialized::Table;
                             node.snapshot = snapshot_config(file, &c, d);
                         } else if c.strategy.is_some() || c.updated_at.is_some() || c.check_cols.is_some() {
-                            d.push(Diagnostic::new(file.name.clone(), 0, 0, "strategy, updated_at and check_cols are snapshot settings; this is a model").with_help("move the file to snapshots/"));
+                            d.push(
+                                Diagnostic::new(
+                                    file.name.clone(),
+                                    0,
+                                    0,
+                                    "strategy, updated_at and check_cols are snapshot settings; this is a model",
+                                )
+                                .with_help("move the file to snapshots/"),
+                            );
                         }
                         refs = out.refs;
                     }
                     Err(e) => d.push(match e.file.as_deref() {
-                        Some(f) if f != file.name => p.sources.files.iter().find(|x| x.name == f).map(|x| template_diag(x, &e)).unwrap_or_else(|| template_diag(file, &e)),
+                        Some(f) if f != file.name => p
+                            .sources
+                            .files
+                            .iter()
+                            .find(|x| x.name == f)
+                            .map(|x| template_diag(x, &e))
+                            .unwrap_or_else(|| template_diag(file, &e)),
                         _ => template_diag(file, &e),
                     }),
                 }
             }
-            if node.materialized == Materialized::Incremental && node.unique_key.is_none() && node.on_schema_change == OnSchemaChange::Ignore {
+            if node.materialized == Materialized::Incremental
+                && node.unique_key.is_none()
+                && node.on_schema_change == OnSchemaChange::Ignore
+            {
                 // Append-only incremental: nothing more to check.
             }
             add(d, node, refs, &mut nodes);
@@ -437,7 +470,8 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                 Some(s) if !s.tables.iter().any(|t| t.v == table) => {
                     let names: Vec<&str> = s.tables.iter().map(|t| t.v.as_str()).collect();
                     let mut x = ref_diag(file, &table, format!("source `{src}` has no table `{table}`"));
-                    x.help = suggest(&table, &names).or_else(|| Some(format!("add \"{table}\" to [sources.{src}] tables")));
+                    x.help =
+                        suggest(&table, &names).or_else(|| Some(format!("add \"{table}\" to [sources.{src}] tables")));
                     d.push(x);
                 }
                 Some(_) => {}
@@ -503,7 +537,9 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
             if let Some(first) = file_of(&nodes[cycle[0]]) {
                 d.push(
                     ref_diag(first, &names[cycle[1]], format!("found a cycle between models: {}", files.join(" -> ")))
-                        .with_help("a model cannot depend on itself through other models; remove one of these ref() calls"),
+                        .with_help(
+                            "a model cannot depend on itself through other models; remove one of these ref() calls",
+                        ),
                 );
             }
             Vec::new()
@@ -538,7 +574,11 @@ fn snapshot_config(file: &SourceFile, c: &template::FileConfig, d: &mut Vec<Diag
             return None;
         }
     };
-    Some(SnapshotConfig { unique_key: key, strategy, invalidate_hard_deletes: c.invalidate_hard_deletes.unwrap_or(false) })
+    Some(SnapshotConfig {
+        unique_key: key,
+        strategy,
+        invalidate_hard_deletes: c.invalidate_hard_deletes.unwrap_or(false),
+    })
 }
 
 /// A problem at the `ref('name')` call of a model (or the whole file).

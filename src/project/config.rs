@@ -653,8 +653,9 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
             }
         },
         None => {
-            cx.error(0..0, format!("pipeline `{}` has no steps", name.v)).help =
-                Some("add a step: [[steps]] with `name` and `kind` (ingest, load, sql, export, seed, snapshot, test)".into());
+            cx.error(0..0, format!("pipeline `{}` has no steps", name.v)).help = Some(
+                "add a step: [[steps]] with `name` and `kind` (ingest, load, sql, export, seed, snapshot, test)".into(),
+            );
         }
     }
     t.finish(cx, |k| match k {

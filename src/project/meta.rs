@@ -116,12 +116,20 @@ pub enum TestKind {
     Unique,
     AcceptedValues(Vec<String>),
     /// Every non-null value is in `to`.`field`.
-    Relationships { to: String, field: String },
+    Relationships {
+        to: String,
+        field: String,
+    },
     /// A condition every row meets.
     Expression(String),
-    RowCount { min: Option<u64>, max: Option<u64> },
+    RowCount {
+        min: Option<u64>,
+        max: Option<u64>,
+    },
     /// The newest value of a timestamp column is no older than this.
-    Freshness { max_age: std::time::Duration },
+    Freshness {
+        max_age: std::time::Duration,
+    },
 }
 
 impl TestKind {
@@ -193,7 +201,10 @@ fn entries<'n>(node: &'n Node, cx: &mut Cx, what: &str) -> Vec<((String, Loc), &
     match &node.v {
         V::Table(t) => t.iter().map(|(k, v)| ((k.name.clone(), cx.loc(&k.span)), v)).collect(),
         _ => {
-            cx.error(node.span.clone(), format!("wrong type for `{what}`: expected a table, found {}", node.type_name()));
+            cx.error(
+                node.span.clone(),
+                format!("wrong type for `{what}`: expected a table, found {}", node.type_name()),
+            );
             Vec::new()
         }
     }
@@ -218,10 +229,11 @@ fn decode_model(key: (String, Loc), node: &Node, cx: &mut Cx) -> Option<ModelMet
             let tests = c.node("tests").map(|n| decode_tests(n, cx, true)).unwrap_or_default();
             c.finish(cx, |_| None);
             let column = match ty {
-                Some(t) => match crate::types::ColumnType::parse(&t.v) {
-                    Ok(ct) => {
-                        let mut col = Column::new(&name, ct);
-                        col.nullable = nullable.unwrap_or(true);
+                Some(t) => match Column::parse_short(&name, &t.v) {
+                    Ok(mut col) => {
+                        if let Some(n) = nullable {
+                            col.nullable = n;
+                        }
                         col.format = format;
                         Some(col)
                     }
@@ -236,7 +248,9 @@ fn decode_model(key: (String, Loc), node: &Node, cx: &mut Cx) -> Option<ModelMet
         }
     }
     f.finish(cx, |k| match k {
-        "schema" | "alias" | "database" => Some(format!("`{k}` is not supported; models are built where the step's connection points")),
+        "schema" | "alias" | "database" => {
+            Some(format!("`{k}` is not supported; models are built where the step's connection points"))
+        }
         _ => None,
     });
     Some(ModelMeta {
@@ -296,7 +310,9 @@ fn decode_tests(node: &Node, cx: &mut Cx, on_column: bool) -> Vec<TestSpec> {
             "accepted_values" => {
                 if need(&mut fields, cx, "values = [\"a\", \"b\"]") {
                     let f = fields.as_mut().expect("checked");
-                    f.req::<Vec<Node>>(cx, "values").map(|vs| vs.iter().map(scalar_text).collect()).map(TestKind::AcceptedValues)
+                    f.req::<Vec<Node>>(cx, "values")
+                        .map(|vs| vs.iter().map(scalar_text).collect())
+                        .map(TestKind::AcceptedValues)
                 } else {
                     None
                 }
@@ -333,7 +349,11 @@ fn decode_tests(node: &Node, cx: &mut Cx, on_column: bool) -> Vec<TestSpec> {
             }
             "freshness" => {
                 if need(&mut fields, cx, "max_age = \"24h\"") {
-                    fields.as_mut().expect("checked").req::<Dur>(cx, "max_age").map(|d| TestKind::Freshness { max_age: d.0 })
+                    fields
+                        .as_mut()
+                        .expect("checked")
+                        .req::<Dur>(cx, "max_age")
+                        .map(|d| TestKind::Freshness { max_age: d.0 })
                 } else {
                     None
                 }
@@ -348,7 +368,8 @@ fn decode_tests(node: &Node, cx: &mut Cx, on_column: bool) -> Vec<TestSpec> {
             f.finish(cx, |_| None);
         }
         let Some(kind) = kind else { continue };
-        if kind.needs_column() != on_column {
+        let either = matches!(kind, TestKind::Expression(_));
+        if !either && kind.needs_column() != on_column {
             let msg = if on_column {
                 format!("test `{name}` checks a whole model: list it in the model's `tests`, not a column's")
             } else {

@@ -131,7 +131,10 @@ impl Project {
             }
         }
         let mut sql_files = |sub: &str, recursive: bool| -> Result<Vec<Model>> {
-            list_files(dir, Path::new(sub), "sql", recursive)?.iter().map(|rel| sql_file(&mut sources, dir, rel)).collect()
+            list_files(dir, Path::new(sub), "sql", recursive)?
+                .iter()
+                .map(|rel| sql_file(&mut sources, dir, rel))
+                .collect()
         };
         let snapshots = sql_files("snapshots", true)?;
         let singular_tests = sql_files("tests", true)?;

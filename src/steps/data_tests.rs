@@ -39,7 +39,12 @@ pub enum Case {
 pub enum Outcome {
     Pass,
     /// Failing rows (or 1 for a failed count/freshness check), and the first of them.
-    Fail { count: u64, columns: Vec<String>, rows: Vec<Vec<String>>, detail: Option<String> },
+    Fail {
+        count: u64,
+        columns: Vec<String>,
+        rows: Vec<Vec<String>>,
+        detail: Option<String>,
+    },
     /// The test could not run (a SQL error).
     Error(Error),
 }
@@ -98,7 +103,13 @@ pub fn collect(project: &Project, plan: &Plan, select: &[String], exclude: &[Str
         let text = &project.sources.get(t.file).text;
         let refs = refs_in(text);
         if everything || (!refs.is_empty() && refs.iter().all(|r| names.contains(&r.as_str()))) {
-            out.push(TestCase { name: t.name.clone(), model: None, column: None, kind: Case::Singular(k), severity: TestSeverity::Error });
+            out.push(TestCase {
+                name: t.name.clone(),
+                model: None,
+                column: None,
+                kind: Case::Singular(k),
+                severity: TestSeverity::Error,
+            });
         }
     }
     Ok(out)
@@ -192,7 +203,13 @@ fn collect_rows(wh: &mut dyn Warehouse, sql: &str) -> Result<Collect> {
 pub const SHOWN_ROWS: u64 = 5;
 
 /// Runs the tests, one after the other, on one connection.
-pub fn run(project: &Project, plan: &Plan, wh: &mut dyn Warehouse, cases: Vec<TestCase>, now_micros: i64) -> Result<Vec<TestResult>> {
+pub fn run(
+    project: &Project,
+    plan: &Plan,
+    wh: &mut dyn Warehouse,
+    cases: Vec<TestCase>,
+    now_micros: i64,
+) -> Result<Vec<TestResult>> {
     let renderer = crate::plan::renderer(project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
     let resolve = Arc::new(WarehouseResolve::new(project, &plan.models, wh.naming()));
     let mut out = Vec::new();
@@ -228,9 +245,15 @@ fn run_one(
             let model = case.model.as_deref().expect("generic tests have a model");
             // An ephemeral model has no table: test its query instead.
             let g = &plan.models;
-            let eph = g.nodes.iter().position(|n| n.name == model && n.kind == NodeKind::Model && n.materialized == crate::project::Materialized::Ephemeral);
+            let eph = g.nodes.iter().position(|n| {
+                n.name == model
+                    && n.kind == NodeKind::Model
+                    && n.materialized == crate::project::Materialized::Ephemeral
+            });
             if eph.is_some() {
-                return Err(Error::user(format!("`{model}` is ephemeral (it has no table); test the models that use it")));
+                return Err(Error::user(format!(
+                    "`{model}` is ephemeral (it has no table); test the models that use it"
+                )));
             }
             match kind {
                 TestKind::RowCount { min, max } => {
@@ -246,7 +269,12 @@ fn run_one(
                             (None, Some(b)) => format!("at most {b}"),
                             (None, None) => String::new(),
                         };
-                        Outcome::Fail { count: 1, columns: vec![], rows: vec![], detail: Some(format!("{n} rows; expected {want}")) }
+                        Outcome::Fail {
+                            count: 1,
+                            columns: vec![],
+                            rows: vec![],
+                            detail: Some(format!("{n} rows; expected {want}")),
+                        }
                     } else {
                         Outcome::Pass
                     });
@@ -257,14 +285,27 @@ fn run_one(
                     let c = collect_rows(wh, &sql)?;
                     let latest = c.rows.first().map(|r| r[0].clone()).unwrap_or_else(|| "NULL".into());
                     // With a zone (PostgreSQL, SQLite) or without (MySQL: UTC).
-                    let as_type = |t| crate::types::parse_value(&crate::types::Column::new(col, t), latest.as_bytes(), false, &Default::default());
-                    let parsed = as_type(crate::types::ColumnType::TimestampTz).or_else(|_| as_type(crate::types::ColumnType::Timestamp));
+                    let as_type = |t| {
+                        crate::types::parse_value(
+                            &crate::types::Column::new(col, t),
+                            latest.as_bytes(),
+                            false,
+                            &Default::default(),
+                        )
+                    };
+                    let parsed = as_type(crate::types::ColumnType::TimestampTz)
+                        .or_else(|_| as_type(crate::types::ColumnType::Timestamp));
                     let micros = match parsed {
                         Ok(Val::TsTz(m) | Val::Ts(m)) => Some(m),
                         _ => None,
                     };
                     return Ok(match micros {
-                        None => Outcome::Fail { count: 1, columns: vec![], rows: vec![], detail: Some(format!("no timestamp to judge by (latest {col} is {latest})")) },
+                        None => Outcome::Fail {
+                            count: 1,
+                            columns: vec![],
+                            rows: vec![],
+                            detail: Some(format!("no timestamp to judge by (latest {col} is {latest})")),
+                        },
                         Some(m) => {
                             let age = Duration::from_micros((now - m).max(0) as u64);
                             if age > *max_age {
@@ -272,7 +313,11 @@ fn run_one(
                                     count: 1,
                                     columns: vec![],
                                     rows: vec![],
-                                    detail: Some(format!("the newest {col} is {latest}, {} old; allowed {}", human(age), human(*max_age))),
+                                    detail: Some(format!(
+                                        "the newest {col} is {latest}, {} old; allowed {}",
+                                        human(age),
+                                        human(*max_age)
+                                    )),
                                 }
                             } else {
                                 Outcome::Pass

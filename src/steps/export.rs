@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use super::models::WarehouseResolve;
 use super::{RunCtx, StepOutput, count, human_bytes};
 use crate::error::{Error, Result};
 use crate::formats::csv::CsvWriter;
 use crate::project::{ExportFormat, ExportStep, ExportWhat};
-use super::models::WarehouseResolve;
 use crate::template;
 use crate::types::Val;
 use crate::warehouse::{RowSink, Warehouse, format_val};
@@ -117,7 +117,8 @@ pub fn run(ctx: &RunCtx, cfg: &ExportStep) -> Result<StepOutput> {
     let (sql, what) = match &cfg.what {
         ExportWhat::Table(t) => (format!("SELECT * FROM {}", wh.relation(&t.v)), t.v.clone()),
         ExportWhat::Query(q) => {
-            let renderer = crate::plan::renderer(ctx.project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
+            let renderer =
+                crate::plan::renderer(ctx.project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
             let resolve = std::sync::Arc::new(WarehouseResolve::new(ctx.project, &ctx.plan.models, wh.naming()));
             let call = template::Call { resolve, this: String::new(), is_incremental: false };
             let r = renderer.render("query", &q.v, &call).map_err(|e| {

@@ -4,6 +4,7 @@
 //! what they loaded, models are rebuilt whole, exports are renamed into place.
 //! Steps report progress through a `Meter`; they print nothing themselves.
 
+pub mod data_tests;
 pub mod export;
 pub mod ingest;
 pub mod load;
@@ -12,7 +13,6 @@ pub mod nodes;
 pub mod seeds;
 pub mod snapshots;
 pub mod sql;
-pub mod data_tests;
 
 use std::sync::Arc;
 

@@ -134,7 +134,9 @@ pub struct ModelResult {
 
 #[derive(Debug)]
 pub enum ModelState {
-    Built { detail: String },
+    Built {
+        detail: String,
+    },
     Failed(Error),
     /// Not built because this dependency failed.
     Skipped(String),
@@ -176,7 +178,8 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
     let renderer = crate::plan::renderer(req.project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
     // The first connection tells the naming; each worker opens its own.
     let first = (req.connect)()?;
-    let threads = if first.backend() == crate::warehouse::Backend::Sqlite { 1 } else { req.threads.max(1).min(todo.len()) };
+    let threads =
+        if first.backend() == crate::warehouse::Backend::Sqlite { 1 } else { req.threads.max(1).min(todo.len()) };
     let resolve = Arc::new(WarehouseResolve::new(req.project, g, first.naming()));
     let set: BTreeSet<usize> = todo.iter().copied().collect();
     // Dependencies among the models being built (others are taken as built).
@@ -213,7 +216,13 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
                         },
                     };
                     let n = &req.plan.models.nodes[i];
-                    let r = ModelResult { name: n.name.clone(), materialized: n.materialized, state, duration: t0.elapsed(), db_time: db };
+                    let r = ModelResult {
+                        name: n.name.clone(),
+                        materialized: n.materialized,
+                        state,
+                        duration: t0.elapsed(),
+                        db_time: db,
+                    };
                     if done_tx.send((i, r)).is_err() {
                         break;
                     }
@@ -240,7 +249,8 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
                     };
                     (req.on_done)(&r);
                     results.insert(i, r);
-                } else if ds.iter().all(|d| results.get(d).is_some_and(|r| matches!(r.state, ModelState::Built { .. }))) {
+                } else if ds.iter().all(|d| results.get(d).is_some_and(|r| matches!(r.state, ModelState::Built { .. })))
+                {
                     job_tx.send(i).map_err(|_| Error::internal("the model workers stopped"))?;
                     running += 1;
                 } else {
@@ -301,9 +311,17 @@ fn build_one(
                     }
                     _ => {
                         let sql = render_node(req.project, g, renderer, resolve, i, false)?;
-                        let build = Build { kind: Materialized::Table, contract: n.contract.as_ref(), unique_key: n.unique_key.as_deref() };
+                        let build = Build {
+                            kind: Materialized::Table,
+                            contract: n.contract.as_ref(),
+                            unique_key: n.unique_key.as_deref(),
+                        };
                         timed(db, || wh.materialize(&n.name, &sql, &build))?;
-                        Ok(if req.full_refresh { "incremental, rebuilt (full refresh)".into() } else { "incremental, first build".into() })
+                        Ok(if req.full_refresh {
+                            "incremental, rebuilt (full refresh)".into()
+                        } else {
+                            "incremental, first build".into()
+                        })
                     }
                 }
             }
@@ -333,7 +351,9 @@ fn incremental(wh: &mut dyn Warehouse, n: &ModelNode, sql: &str, table_cols: &[C
                 if !gone.is_empty() {
                     m.push_str(&format!("; gone: {}", list(&gone)));
                 }
-                m.push_str("; use on_schema_change = \"append_new_columns\" or \"sync_all_columns\", or --full-refresh");
+                m.push_str(
+                    "; use on_schema_change = \"append_new_columns\" or \"sync_all_columns\", or --full-refresh",
+                );
                 return Err(Error::user(m));
             }
             OnSchemaChange::AppendNewColumns | OnSchemaChange::SyncAllColumns => {
@@ -353,7 +373,10 @@ fn incremental(wh: &mut dyn Warehouse, n: &ModelNode, sql: &str, table_cols: &[C
     }
     let cols: Vec<String> = query_cols
         .iter()
-        .filter(|c| has(table_cols, &c.name) || (n.on_schema_change != OnSchemaChange::Ignore && new.iter().any(|x| x.name == c.name)))
+        .filter(|c| {
+            has(table_cols, &c.name)
+                || (n.on_schema_change != OnSchemaChange::Ignore && new.iter().any(|x| x.name == c.name))
+        })
         .map(|c| c.name.clone())
         .collect();
     let tmp = format!("__sluice_inc_{}", n.name);
@@ -384,5 +407,9 @@ fn incremental(wh: &mut dyn Warehouse, n: &ModelNode, sql: &str, table_cols: &[C
     let _ = wh.execute(&d.drop_temp(&tmp));
     res?;
     let how = if n.unique_key.is_some() { "merged new rows" } else { "appended new rows" };
-    Ok(if changes.is_empty() { format!("incremental, {how}") } else { format!("incremental, {how}; {}", changes.join(", ")) })
+    Ok(if changes.is_empty() {
+        format!("incremental, {how}")
+    } else {
+        format!("incremental, {how}; {}", changes.join(", "))
+    })
 }

@@ -33,7 +33,12 @@ pub fn snapshot(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
         let what = r.result?;
         done.push(json!({ "snapshot": r.name, "detail": what }));
     }
-    Ok(StepOutput { summary: format!("took {}", count(done.len() as u64, "snapshot")), rows: None, bytes: None, details: json!(done) })
+    Ok(StepOutput {
+        summary: format!("took {}", count(done.len() as u64, "snapshot")),
+        rows: None,
+        bytes: None,
+        details: json!(done),
+    })
 }
 
 /// One line per test result, for summaries and logs.
@@ -108,5 +113,10 @@ pub fn test(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
             Error::DataMsg(msg)
         });
     }
-    Ok(StepOutput { summary: format!("tests: {summary}"), rows: None, bytes: None, details: json!({ "tests": details }) })
+    Ok(StepOutput {
+        summary: format!("tests: {summary}"),
+        rows: None,
+        bytes: None,
+        details: json!({ "tests": details }),
+    })
 }

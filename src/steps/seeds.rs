@@ -54,7 +54,9 @@ pub fn load_seeds(
         let label = project.show_path(&seed.path.display().to_string());
         let input = Input::file(&project.dir.join(&seed.path), &label);
         let meter: Arc<dyn Meter> = Arc::new(NoMeter);
-        let result = load(wh, &spec, std::slice::from_ref(&input), &meter).map(|r| r.loaded).map_err(|e| e.context(format!("seed `{}`", seed.name)));
+        let result = load(wh, &spec, std::slice::from_ref(&input), &meter)
+            .map(|r| r.loaded)
+            .map_err(|e| e.context(format!("seed `{}`", seed.name)));
         out.push(SeedResult { name: seed.name.clone(), result });
     }
     Ok(out)

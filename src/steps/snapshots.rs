@@ -46,7 +46,10 @@ pub fn run_snapshots(
             continue;
         }
         let result = (|| {
-            let cfg = n.snapshot.as_ref().ok_or_else(|| Error::user(format!("snapshot `{}` has no unique_key/strategy", n.name)))?;
+            let cfg = n
+                .snapshot
+                .as_ref()
+                .ok_or_else(|| Error::user(format!("snapshot `{}` has no unique_key/strategy", n.name)))?;
             let sql = render_node(project, g, &renderer, &resolve, i, false)?;
             snapshot(wh, &n.name, &sql, cfg, now)
         })()
@@ -65,7 +68,10 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
     let cols: Vec<String> = wh.query_columns(body)?.into_iter().map(|c| c.name).collect();
     for k in &cfg.unique_key {
         if !cols.contains(k) {
-            return Err(Error::user(format!("unique_key `{k}` is not a column of the snapshot's query (columns: {})", cols.join(", "))));
+            return Err(Error::user(format!(
+                "unique_key `{k}` is not a column of the snapshot's query (columns: {})",
+                cols.join(", ")
+            )));
         }
     }
     if let Strategy::Timestamp { updated_at } = &cfg.strategy
@@ -74,7 +80,9 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
         return Err(Error::user(format!("updated_at `{updated_at}` is not a column of the snapshot's query")));
     }
     if cols.iter().any(|c| c == VALID_FROM || c == VALID_TO) {
-        return Err(Error::user(format!("the snapshot's query has a `{VALID_FROM}` or `{VALID_TO}` column; sluice adds those")));
+        return Err(Error::user(format!(
+            "the snapshot's query has a `{VALID_FROM}` or `{VALID_TO}` column; sluice adds those"
+        )));
     }
     let now_lit = d.timestamp_literal(now);
     let ts_type = d.sql_type(ColumnType::Timestamp);
@@ -103,7 +111,9 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
     }
     let tmp = format!("__sluice_snap_{name}");
     let stage = d.temp_relation(&tmp);
-    let key_match = |a: &str, b: &str| cfg.unique_key.iter().map(|k| format!("{a}.{0} = {b}.{0}", q(k))).collect::<Vec<_>>().join(" AND ");
+    let key_match = |a: &str, b: &str| {
+        cfg.unique_key.iter().map(|k| format!("{a}.{0} = {b}.{0}", q(k))).collect::<Vec<_>>().join(" AND ")
+    };
     let changed = match &cfg.strategy {
         Strategy::Timestamp { updated_at } => format!("s.{0} > {rel}.{0}", q(updated_at)),
         Strategy::Check { cols: check } => {
@@ -114,7 +124,13 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
             if list.is_empty() {
                 "1 = 0".to_string()
             } else {
-                format!("({})", list.iter().map(|c| d.null_safe_differ(&format!("s.{}", q(c)), &format!("{rel}.{}", q(c)))).collect::<Vec<_>>().join(" OR "))
+                format!(
+                    "({})",
+                    list.iter()
+                        .map(|c| d.null_safe_differ(&format!("s.{}", q(c)), &format!("{rel}.{}", q(c))))
+                        .collect::<Vec<_>>()
+                        .join(" OR ")
+                )
             }
         }
     };
@@ -177,5 +193,9 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
     }
     let _ = wh.execute(&d.drop_temp(&tmp));
     res?;
-    Ok(if added.is_empty() { "snapshot taken".into() } else { format!("snapshot taken; added columns {}", added.join(", ")) })
+    Ok(if added.is_empty() {
+        "snapshot taken".into()
+    } else {
+        format!("snapshot taken; added columns {}", added.join(", "))
+    })
 }

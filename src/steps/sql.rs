@@ -37,7 +37,8 @@ pub fn run(ctx: &RunCtx, cfg: &SqlStep) -> Result<StepOutput> {
     if results.is_empty() {
         return Ok(StepOutput { summary: "no models to build".into(), ..Default::default() });
     }
-    let built: Vec<&str> = results.iter().filter(|r| matches!(r.state, ModelState::Built { .. })).map(|r| r.name.as_str()).collect();
+    let built: Vec<&str> =
+        results.iter().filter(|r| matches!(r.state, ModelState::Built { .. })).map(|r| r.name.as_str()).collect();
     let details: Vec<serde_json::Value> = results
         .iter()
         .map(|r| {

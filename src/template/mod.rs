@@ -109,10 +109,9 @@ impl Session {
 }
 
 fn session(state: &State) -> Result<Arc<Session>, minijinja::Error> {
-    state
-        .lookup("__sluice")
-        .and_then(|v| v.downcast_object::<Session>())
-        .ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, "ref() and friends work only in sluice's SQL files"))
+    state.lookup("__sluice").and_then(|v| v.downcast_object::<Session>()).ok_or_else(|| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, "ref() and friends work only in sluice's SQL files")
+    })
 }
 
 fn strings(v: &Value) -> Result<Vec<String>, minijinja::Error> {
@@ -145,11 +144,17 @@ pub fn macro_names(source: &str) -> Vec<String> {
 
 impl Renderer {
     /// `macros` are `(file name, source)` pairs; `vars` are the project's `[vars]`.
-    pub fn new(macros: &[(String, String)], vars: serde_json::Map<String, serde_json::Value>) -> Result<Renderer, TemplateError> {
+    pub fn new(
+        macros: &[(String, String)],
+        vars: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Renderer, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("the default delimiters are valid"),
+            minijinja::syntax::SyntaxConfig::builder()
+                .keep_trailing_newline(true)
+                .build()
+                .expect("the default delimiters are valid"),
         );
         env.add_function("ref", |state: &State, target: String| -> Result<String, minijinja::Error> {
             let s = session(state)?;
@@ -179,7 +184,9 @@ impl Renderer {
                 }),
             }
         });
-        env.add_function("is_incremental", |state: &State| -> Result<bool, minijinja::Error> { Ok(session(state)?.is_incremental) });
+        env.add_function("is_incremental", |state: &State| -> Result<bool, minijinja::Error> {
+            Ok(session(state)?.is_incremental)
+        });
         env.add_function("config", |state: &State, kwargs: Kwargs| -> Result<String, minijinja::Error> {
             let s = session(state)?;
             let mut g = s.recorder.lock().expect("recorder lock");
@@ -240,7 +247,8 @@ impl Renderer {
             resolve: call.resolve.clone(),
             is_incremental: call.is_incremental,
         });
-        let ctx = minijinja::context! { this => call.this.clone(), __sluice => Value::from_dyn_object(session.clone()) };
+        let ctx =
+            minijinja::context! { this => call.this.clone(), __sluice => Value::from_dyn_object(session.clone()) };
         let full = format!("{}{source}", self.header);
         let out = self.env.render_named_str(name, &full, ctx);
         let rec = std::mem::take(&mut *session.recorder.lock().expect("recorder lock"));
@@ -280,7 +288,11 @@ pub fn find_ref(source: &str, target: &str) -> Option<std::ops::Range<usize>> {
         while let Some(pos) = source[from..].find(&needle) {
             let at = from + pos;
             let before = source[..at].trim_end();
-            if before.ends_with("ref(") || before.ends_with("ref (") || before.ends_with("source(") || before.ends_with(',') {
+            if before.ends_with("ref(")
+                || before.ends_with("ref (")
+                || before.ends_with("source(")
+                || before.ends_with(',')
+            {
                 return Some(at..at + needle.len());
             }
             from = at + needle.len();
@@ -294,7 +306,8 @@ pub fn with_ctes(sql: &str, ctes: &[(String, String)]) -> String {
     if ctes.is_empty() {
         return sql.to_string();
     }
-    let defs: Vec<String> = ctes.iter().map(|(name, body)| format!("{name} AS (\n{}\n)", body.trim().trim_end_matches(';'))).collect();
+    let defs: Vec<String> =
+        ctes.iter().map(|(name, body)| format!("{name} AS (\n{}\n)", body.trim().trim_end_matches(';'))).collect();
     let (lead, rest) = split_leading_comments(sql);
     let upper = rest.to_ascii_uppercase();
     if upper.starts_with("WITH") && rest[4..].starts_with(|c: char| c.is_whitespace()) {
@@ -336,7 +349,11 @@ mod tests {
     fn renderer() -> Renderer {
         let mut vars = serde_json::Map::new();
         vars.insert("min_qty".into(), serde_json::json!(3));
-        Renderer::new(&[("macros/money.sql".into(), "{% macro cents(col) %}round({{ col }} * 100){% endmacro %}\n".into())], vars).unwrap()
+        Renderer::new(
+            &[("macros/money.sql".into(), "{% macro cents(col) %}round({{ col }} * 100){% endmacro %}\n".into())],
+            vars,
+        )
+        .unwrap()
     }
 
     fn call(q: &Arc<dyn Resolve>) -> Call {
@@ -357,7 +374,10 @@ mod tests {
         assert_eq!(r.sources, vec![("raw".to_string(), "b".to_string())]);
         assert_eq!(r.config.materialized, Some(Materialized::View));
         assert_eq!(r.config.tags, vec!["a"]);
-        assert_eq!(r.sql, "select round(price * 100) from \"a\" join \"b\" using (id) join \"a\" x where q > 3 -- \"m\"");
+        assert_eq!(
+            r.sql,
+            "select round(price * 100) from \"a\" join \"b\" using (id) join \"a\" x where q > 3 -- \"m\""
+        );
     }
 
     #[test]
@@ -370,7 +390,11 @@ mod tests {
         let e = rd.render("m.sql", "select {{ var('nope') }}", &call(&q)).unwrap_err();
         assert!(e.message.contains("var `nope` is not set"), "{}", e.message);
         let e = rd.render("m.sql", "{{ config(materialized='tabel') }}", &call(&q)).unwrap_err();
-        assert!(e.message.contains("materialized='tabel' is not one of table, view, incremental, ephemeral"), "{}", e.message);
+        assert!(
+            e.message.contains("materialized='tabel' is not one of table, view, incremental, ephemeral"),
+            "{}",
+            e.message
+        );
         // An error on line 1 points into the model, not into the macro imports before it.
         let e = rd.render("m.sql", "select {{ nope() }}", &call(&q)).unwrap_err();
         assert_eq!(e.range.clone().map(|r| r.start), Some(10), "{e:?}");

@@ -236,13 +236,19 @@ pub fn build_table_sql(d: &dyn Dialect, new_rel: &str, body: &str, contract: Opt
             let cols: Vec<String> = s
                 .columns
                 .iter()
-                .map(|c| format!("{} {}{}", d.quote(&c.name), d.sql_type(c.ty), if c.nullable { "" } else { " NOT NULL" }))
+                .map(|c| {
+                    format!("{} {}{}", d.quote(&c.name), d.sql_type(c.ty), if c.nullable { "" } else { " NOT NULL" })
+                })
                 .collect();
             let names: Vec<String> = s.columns.iter().map(|c| format!("sluice_q.{}", d.quote(&c.name))).collect();
             let plain: Vec<String> = s.columns.iter().map(|c| d.quote(&c.name)).collect();
             vec![
                 format!("CREATE TABLE {new_rel} ({})", cols.join(", ")),
-                format!("INSERT INTO {new_rel} ({}) SELECT {} FROM (\n{body}\n) sluice_q", plain.join(", "), names.join(", ")),
+                format!(
+                    "INSERT INTO {new_rel} ({}) SELECT {} FROM (\n{body}\n) sluice_q",
+                    plain.join(", "),
+                    names.join(", ")
+                ),
             ]
         }
     }
@@ -254,6 +260,22 @@ pub const LOADS_TABLE: &str = "_sluice_loads";
 pub const REJECTS_TABLE: &str = "_sluice_rejects";
 /// The suffix of the table a replace fills before it is swapped in.
 pub const NEW_SUFFIX: &str = "__sluice_new";
+
+/// How a warehouse at this URL writes names, without connecting.
+pub fn naming_for(url: &Secret) -> Naming {
+    let u = url.expose();
+    let scheme = u.split(':').next().unwrap_or("");
+    match scheme {
+        "mysql" | "mariadb" => Naming { open: '`', close: '`', schema: None },
+        "postgres" | "postgresql" => {
+            let schema = u
+                .split_once('?')
+                .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("schema=").map(str::to_string)));
+            Naming { open: '"', close: '"', schema }
+        }
+        _ => Naming { open: '"', close: '"', schema: None },
+    }
+}
 
 /// Connects to the warehouse a URL names. Relative SQLite paths are under `base`.
 pub fn connect(url: &Secret, base: &Path) -> Result<Box<dyn Warehouse>> {

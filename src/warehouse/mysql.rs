@@ -18,8 +18,8 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::{
-    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink,
-    Warehouse, build_table_sql,
+    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
+    RowSink, Warehouse, build_table_sql,
 };
 use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
@@ -336,9 +336,10 @@ impl Warehouse for Mysql {
                         }
                         C::MYSQL_TYPE_DOUBLE | C::MYSQL_TYPE_FLOAT => ColumnType::Float,
                         C::MYSQL_TYPE_DATE => ColumnType::Date,
-                        C::MYSQL_TYPE_DATETIME | C::MYSQL_TYPE_TIMESTAMP | C::MYSQL_TYPE_DATETIME2 | C::MYSQL_TYPE_TIMESTAMP2 => {
-                            ColumnType::Timestamp
-                        }
+                        C::MYSQL_TYPE_DATETIME
+                        | C::MYSQL_TYPE_TIMESTAMP
+                        | C::MYSQL_TYPE_DATETIME2
+                        | C::MYSQL_TYPE_TIMESTAMP2 => ColumnType::Timestamp,
                         C::MYSQL_TYPE_JSON => ColumnType::Json,
                         _ => ColumnType::Text,
                     };
@@ -514,7 +515,12 @@ impl Warehouse for Mysql {
         if let Some(key) = build.unique_key {
             let k: Vec<String> = key.iter().map(|c| quote(c)).collect();
             if let Err(e) = self.run(
-                &format!("ALTER TABLE {} ADD UNIQUE INDEX {} ({})", quote(&new), quote(&format!("{name}__sluice_key")), k.join(", ")),
+                &format!(
+                    "ALTER TABLE {} ADD UNIQUE INDEX {} ({})",
+                    quote(&new),
+                    quote(&format!("{name}__sluice_key")),
+                    k.join(", ")
+                ),
                 &format!("index {name} on its unique key"),
             ) {
                 let _ = self.run(&format!("DROP TABLE IF EXISTS {}", quote(&new)), "drop the failed build");
@@ -569,11 +575,16 @@ impl Dialect for MysqlDialect {
     }
     fn upsert(&self, table: &str, src: &str, cols: &[String], key: &[String]) -> String {
         let c: Vec<String> = cols.iter().map(|c| quote(c)).collect();
-        let mut set: Vec<String> = cols.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = VALUES({0})", quote(c))).collect();
+        let mut set: Vec<String> =
+            cols.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = VALUES({0})", quote(c))).collect();
         if set.is_empty() {
             set = key.iter().map(|c| format!("{0} = {0}", quote(c))).collect();
         }
-        format!("INSERT INTO {table} ({0}) SELECT {0} FROM {src} ON DUPLICATE KEY UPDATE {1}", c.join(", "), set.join(", "))
+        format!(
+            "INSERT INTO {table} ({0}) SELECT {0} FROM {src} ON DUPLICATE KEY UPDATE {1}",
+            c.join(", "),
+            set.join(", ")
+        )
     }
     fn null_safe_differ(&self, a: &str, b: &str) -> String {
         format!("NOT ({a} <=> {b})")

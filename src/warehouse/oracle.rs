@@ -147,17 +147,22 @@ impl crate::warehouse::Dialect for OracleDialect {
         quote(name)
     }
     fn drop_temp(&self, name: &str) -> String {
-        format!("BEGIN EXECUTE IMMEDIATE 'TRUNCATE TABLE {0}'; EXECUTE IMMEDIATE 'DROP TABLE {0}'; EXCEPTION WHEN OTHERS THEN NULL; END;", quote(name))
+        format!(
+            "BEGIN EXECUTE IMMEDIATE 'TRUNCATE TABLE {0}'; EXECUTE IMMEDIATE 'DROP TABLE {0}'; EXCEPTION WHEN OTHERS THEN NULL; END;",
+            quote(name)
+        )
     }
     fn add_column(&self, table: &str, col: &Column) -> String {
         format!("ALTER TABLE {table} ADD ({} {})", quote(&col.name), sql_type(col.ty))
     }
     fn upsert(&self, table: &str, src: &str, cols: &[String], key: &[String]) -> String {
         let on: Vec<String> = key.iter().map(|k| format!("t.{0} = s.{0}", quote(k))).collect();
-        let set: Vec<String> = cols.iter().filter(|c| !key.contains(c)).map(|c| format!("t.{0} = s.{0}", quote(c))).collect();
+        let set: Vec<String> =
+            cols.iter().filter(|c| !key.contains(c)).map(|c| format!("t.{0} = s.{0}", quote(c))).collect();
         let names: Vec<String> = cols.iter().map(|c| quote(c)).collect();
         let vals: Vec<String> = cols.iter().map(|c| format!("s.{}", quote(c))).collect();
-        let update = if set.is_empty() { String::new() } else { format!(" WHEN MATCHED THEN UPDATE SET {}", set.join(", ")) };
+        let update =
+            if set.is_empty() { String::new() } else { format!(" WHEN MATCHED THEN UPDATE SET {}", set.join(", ")) };
         format!(
             "MERGE INTO {table} t USING {src} s ON ({}){update} WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
             on.join(" AND "),
@@ -180,7 +185,10 @@ impl crate::warehouse::Dialect for OracleDialect {
         format!("DECODE({a}, {b}, 0, 1) = 1")
     }
     fn update_from(&self, target: &str, col: &str, expr: &str, source: &str, on: &str, cond: &str) -> String {
-        format!("MERGE INTO {target} USING {source} ON ({on}) WHEN MATCHED THEN UPDATE SET {} = {expr} WHERE {cond}", quote(col))
+        format!(
+            "MERGE INTO {target} USING {source} ON ({on}) WHEN MATCHED THEN UPDATE SET {} = {expr} WHERE {cond}",
+            quote(col)
+        )
     }
 }
 
@@ -197,8 +205,8 @@ mod driver {
     use crate::secret::redact_url;
     use crate::types::{Cell, RowBatch, Val};
     use crate::warehouse::{
-        Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink,
-        Warehouse, build_table_sql,
+        Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming,
+        REJECTS_TABLE, RowSink, Warehouse, build_table_sql,
     };
 
     pub struct Oracle {
@@ -365,7 +373,12 @@ mod driver {
                 .columns()
                 .iter()
                 .map(|m| {
-                    let ty = column_type_of(&m.data_type(), Some(m.precision() as u32), Some(m.scale() as i32), Some(m.max_size()));
+                    let ty = column_type_of(
+                        &m.data_type(),
+                        Some(m.precision() as u32),
+                        Some(m.scale() as i32),
+                        Some(m.max_size()),
+                    );
                     Column::new(m.name(), ty)
                 })
                 .collect())
@@ -486,7 +499,8 @@ mod driver {
         fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()> {
             let body = sql.trim().trim_end_matches(';');
             if build.kind == Materialized::View {
-                return self.exec(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &format!("build {name}"));
+                return self
+                    .exec(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &format!("build {name}"));
             }
             let new = format!("{name}{NEW_SUFFIX}");
             let old = format!("{name}__sluice_old");
@@ -507,7 +521,10 @@ mod driver {
                 self.exec(&format!("DROP TABLE {}", quote(&old)), "drop the old table")?;
             }
             if let Some(key) = build.unique_key {
-                self.exec(&OracleDialect.unique_index(&format!("{name}__sluice_key"), &quote(name), key), "index the unique key")?;
+                self.exec(
+                    &OracleDialect.unique_index(&format!("{name}__sluice_key"), &quote(name), key),
+                    "index the unique key",
+                )?;
             }
             Ok(())
         }

@@ -15,8 +15,8 @@ use tokio::runtime::Handle;
 use tokio_postgres::{Client, CopyInSink, NoTls};
 
 use super::{
-    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE, RowSink,
-    Warehouse, build_table_sql,
+    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
+    RowSink, Warehouse, build_table_sql,
 };
 use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
@@ -547,8 +547,10 @@ impl Warehouse for Postgres {
     }
 
     fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>> {
-        let stmt =
-            self.rt.block_on(self.client.prepare(sql.trim().trim_end_matches(';'))).map_err(|e| pg_err(e, "prepare the query"))?;
+        let stmt = self
+            .rt
+            .block_on(self.client.prepare(sql.trim().trim_end_matches(';')))
+            .map_err(|e| pg_err(e, "prepare the query"))?;
         Ok(stmt.columns().iter().map(|c| Column::new(c.name(), column_type_of(c.type_().oid(), -1))).collect())
     }
 
@@ -691,7 +693,11 @@ impl Dialect for PgDialect {
         let set: Vec<String> =
             cols.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", self.quote(c))).collect();
         let action = if set.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", set.join(", ")) };
-        format!("INSERT INTO {table} ({0}) SELECT {0} FROM {src} ON CONFLICT ({1}) DO {action}", c.join(", "), k.join(", "))
+        format!(
+            "INSERT INTO {table} ({0}) SELECT {0} FROM {src} ON CONFLICT ({1}) DO {action}",
+            c.join(", "),
+            k.join(", ")
+        )
     }
 }
 

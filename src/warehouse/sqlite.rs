@@ -10,8 +10,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode};
 
 use super::{
-    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE, RowSink, Warehouse,
-    build_table_sql, format_scaled,
+    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE, RowSink,
+    Warehouse, build_table_sql, format_scaled,
 };
 use crate::error::{Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
@@ -310,7 +310,10 @@ impl Warehouse for Sqlite {
                         self.exec_as(&s, &what)?;
                     }
                     if let Some(key) = build.unique_key {
-                        self.exec_as(&d.unique_index(&format!("{name}__sluice_key"), &quote(name), key), &format!("index {name} on its unique key"))?;
+                        self.exec_as(
+                            &d.unique_index(&format!("{name}__sluice_key"), &quote(name), key),
+                            &format!("index {name} on its unique key"),
+                        )?;
                     }
                 }
             }
@@ -358,10 +361,15 @@ impl Dialect for SqliteDialect {
     fn upsert(&self, table: &str, src: &str, cols: &[String], key: &[String]) -> String {
         let c: Vec<String> = cols.iter().map(|c| quote(c)).collect();
         let k: Vec<String> = key.iter().map(|c| quote(c)).collect();
-        let set: Vec<String> = cols.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
+        let set: Vec<String> =
+            cols.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
         let action = if set.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", set.join(", ")) };
         // `WHERE true` keeps SQLite from reading ON CONFLICT as a join clause.
-        format!("INSERT INTO {table} ({0}) SELECT {0} FROM {src} WHERE true ON CONFLICT ({1}) DO {action}", c.join(", "), k.join(", "))
+        format!(
+            "INSERT INTO {table} ({0}) SELECT {0} FROM {src} WHERE true ON CONFLICT ({1}) DO {action}",
+            c.join(", "),
+            k.join(", ")
+        )
     }
     fn null_safe_differ(&self, a: &str, b: &str) -> String {
         format!("{a} IS NOT {b}")

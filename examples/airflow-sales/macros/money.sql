@@ -1,0 +1,1 @@
+{% macro amount(quantity, price) %}({{ quantity }} * {{ price }}){% endmacro %}

@@ -1,0 +1,258 @@
+//! The dbt-like commands: `sluice transform` (build models), `compile`,
+//! `seed`, `snapshot` and `test`, each on a selection of the project's models.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::error::{Error, Kind, Result};
+use crate::plan::{NodeKind, Plan};
+use crate::project::Project;
+use crate::steps::data_tests::{self, Outcome};
+use crate::steps::models::{BuildRequest, ModelResult, ModelState, WarehouseResolve, build, render_node};
+use crate::steps::nodes::{describe, failing_rows};
+use crate::warehouse::{self, Warehouse};
+
+use super::ProjectArgs;
+use super::progress::format_duration;
+
+/// Which nodes, on which connection.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Selection {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// What to run: `name`, `name+` (and what depends on it), `+name` (and what it
+    /// depends on), `tag:x`, `path:models/marts`; several are a union, `a,b` an intersection.
+    #[arg(long, short = 's', num_args = 1.., value_name = "SELECTOR")]
+    pub select: Vec<String>,
+    /// What to leave out (same syntax as --select).
+    #[arg(long, num_args = 1.., value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
+    /// The connection to use (the project's default one otherwise).
+    #[arg(long, short = 'c', value_name = "NAME")]
+    pub connection: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TransformArgs {
+    #[command(flatten)]
+    pub sel: Selection,
+    /// Rebuild incremental models from scratch.
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// How many models to build at once ([models] threads, else 4).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn open(sel: &Selection) -> Result<(Project, Plan)> {
+    let (project, plan) = crate::plan::open(&sel.project.project)?;
+    for w in project.warnings() {
+        eprintln!("{w}");
+    }
+    Ok((project, plan))
+}
+
+fn connect(project: &Project, name: Option<&str>) -> Result<Box<dyn Warehouse>> {
+    let url = project.connection_url(name)?;
+    warehouse::connect(&url, &project.dir)
+}
+
+/// Writes a file under the project's `target/`, whole, then renamed.
+fn write_target(project: &Project, rel: &str, bytes: &[u8]) -> Result<()> {
+    let path = project.dir.join("target").join(rel);
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| Error::io("create folder", d, e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("write", &path, e))
+}
+
+fn line(r: &ModelResult) -> String {
+    let took = format_duration(r.duration);
+    match &r.state {
+        ModelState::Built { detail } => format!("{:<28} ok      {took:>7}  {detail}", r.name),
+        ModelState::Failed(e) => {
+            format!("{:<28} FAILED  {took:>7}\n  error: {}", r.name, super::indent_rest(&e.chain()))
+        }
+        ModelState::Skipped(dep) => format!("{:<28} skipped           (upstream `{dep}` failed)", r.name),
+    }
+}
+
+pub fn transform(a: TransformArgs) -> Result<i32> {
+    let started = Instant::now();
+    let (project, plan) = open(&a.sel)?;
+    let conn = a.sel.connection.clone();
+    let connect = || connect(&project, conn.as_deref());
+    let on_done = |r: &ModelResult| {
+        println!("{}", line(r));
+        let _ = std::io::stdout().flush();
+    };
+    let req = BuildRequest {
+        project: &project,
+        plan: &plan,
+        select: a.sel.select.clone(),
+        exclude: a.sel.exclude.clone(),
+        full_refresh: a.full_refresh,
+        threads: a.threads.or(project.config.models.threads).unwrap_or(4),
+        connect: &connect,
+        on_done: &on_done,
+    };
+    let results = build(&req)?;
+    let took = started.elapsed();
+    let db: std::time::Duration = results.iter().map(|r| r.db_time).sum();
+    let built = results.iter().filter(|r| matches!(r.state, ModelState::Built { .. })).count();
+    let failed = results.iter().filter(|r| matches!(r.state, ModelState::Failed(_))).count();
+    let skipped = results.len() - built - failed;
+    let rr: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            let (status, msg) = match &r.state {
+                ModelState::Built { detail } => ("success", detail.clone()),
+                ModelState::Failed(e) => ("error", e.chain()),
+                ModelState::Skipped(d) => ("skipped", format!("upstream `{d}` failed")),
+            };
+            json!({ "unique_id": format!("model.{}", r.name), "status": status, "message": msg, "materialized": r.materialized.name(), "execution_time": r.duration.as_secs_f64(), "database_time": r.db_time.as_secs_f64() })
+        })
+        .collect();
+    write_target(
+        &project,
+        "run_results.json",
+        &serde_json::to_vec_pretty(
+            &json!({ "command": "transform", "elapsed_time": took.as_secs_f64(), "results": rr }),
+        )
+        .expect("JSON"),
+    )?;
+    if results.is_empty() {
+        println!("no models selected");
+        return Ok(0);
+    }
+    let mut summary = format!("{built} of {} models built in {}", results.len(), format_duration(took));
+    summary.push_str(&format!(
+        " (database {}, sluice {})",
+        format_duration(db.min(took)),
+        format_duration(took.saturating_sub(db))
+    ));
+    if failed > 0 || skipped > 0 {
+        summary.push_str(&format!("; {failed} failed, {skipped} skipped"));
+    }
+    println!("{summary}");
+    Ok(match results.iter().find_map(|r| if let ModelState::Failed(e) = &r.state { Some(e.kind()) } else { None }) {
+        Some(k) => k.exit_code(),
+        None => 0,
+    })
+}
+
+pub fn compile(a: Selection) -> Result<i32> {
+    let (project, plan) = open(&a)?;
+    let url = project.connection_url(a.connection.as_deref())?;
+    let naming = warehouse::naming_for(&url);
+    let renderer = crate::plan::renderer(&project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
+    let resolve = Arc::new(WarehouseResolve::new(&project, &plan.models, naming));
+    let chosen = crate::plan::select(&plan.models, &a.select, &a.exclude).map_err(Error::user)?;
+    let mut n = 0;
+    for &i in plan.models.order.iter().filter(|i| chosen.contains(i)) {
+        let node = &plan.models.nodes[i];
+        if node.kind == NodeKind::Seed {
+            continue;
+        }
+        let sql = render_node(&project, &plan.models, &renderer, &resolve, i, false)?;
+        write_target(&project, &format!("compiled/{}", node.path), sql.as_bytes())?;
+        n += 1;
+    }
+    println!(
+        "compiled {} into {}",
+        crate::steps::count(n, "file"),
+        crate::project::show(&project.dir, Path::new("target/compiled"))
+    );
+    Ok(0)
+}
+
+pub fn seed(a: Selection) -> Result<i32> {
+    let (project, plan) = open(&a)?;
+    let mut wh = connect(&project, a.connection.as_deref())?;
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let results = crate::steps::seeds::load_seeds(&project, &plan, wh.as_mut(), &a.select, &a.exclude, &run_id)?;
+    let mut code = 0;
+    for r in &results {
+        match &r.result {
+            Ok(rows) => println!("{:<28} ok      {}", r.name, crate::steps::count(*rows, "row")),
+            Err(e) => {
+                println!("{:<28} FAILED\n  error: {}", r.name, super::indent_rest(&e.chain()));
+                code = e.kind().exit_code();
+            }
+        }
+    }
+    println!("{} of {} seeds loaded", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
+    Ok(code)
+}
+
+pub fn snapshot(a: Selection) -> Result<i32> {
+    let (project, plan) = open(&a)?;
+    let mut wh = connect(&project, a.connection.as_deref())?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let results = crate::steps::snapshots::run_snapshots(&project, &plan, wh.as_mut(), &a.select, &a.exclude, now)?;
+    let mut code = 0;
+    for r in &results {
+        match &r.result {
+            Ok(what) => println!("{:<28} ok      {what}", r.name),
+            Err(e) => {
+                println!("{:<28} FAILED\n  error: {}", r.name, super::indent_rest(&e.chain()));
+                code = e.kind().exit_code();
+            }
+        }
+    }
+    println!("{} of {} snapshots taken", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
+    Ok(code)
+}
+
+pub fn test(a: Selection) -> Result<i32> {
+    let started = Instant::now();
+    let (project, plan) = open(&a)?;
+    let mut wh = connect(&project, a.connection.as_deref())?;
+    let cases = data_tests::collect(&project, &plan, &a.select, &a.exclude)?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let results = data_tests::run(&project, &plan, wh.as_mut(), cases, now)?;
+    let mut rr = Vec::new();
+    for r in &results {
+        println!("{}", describe(r));
+        for l in failing_rows(r) {
+            println!("      {l}");
+        }
+        let status = match &r.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Fail { .. } if !r.is_error() => "warn",
+            Outcome::Fail { .. } => "fail",
+            Outcome::Error(_) => "error",
+        };
+        let failures = match &r.outcome {
+            Outcome::Fail { count, .. } => *count,
+            _ => 0,
+        };
+        rr.push(json!({ "unique_id": format!("test.{}", r.case.name), "status": status, "failures": failures, "message": describe(r), "execution_time": r.duration.as_secs_f64() }));
+    }
+    write_target(
+        &project,
+        "run_results.json",
+        &serde_json::to_vec_pretty(
+            &json!({ "command": "test", "elapsed_time": started.elapsed().as_secs_f64(), "results": rr }),
+        )
+        .expect("JSON"),
+    )?;
+    let passed = results.iter().filter(|r| matches!(r.outcome, Outcome::Pass)).count();
+    let errors = results.iter().filter(|r| r.is_error()).count();
+    let warned = results.len() - passed - errors;
+    println!("tests: {passed} passed, {warned} warned, {errors} failed, in {}", format_duration(started.elapsed()));
+    let sql_errors = results.iter().filter(|r| matches!(r.outcome, Outcome::Error(_))).count();
+    Ok(if errors == 0 {
+        0
+    } else if sql_errors == errors {
+        Kind::User.exit_code()
+    } else {
+        Kind::Data.exit_code()
+    })
+}
