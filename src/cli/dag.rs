@@ -81,6 +81,7 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
             let ex = if n.exclude.is_empty() { String::new() } else { format!(" --exclude {}", n.exclude.join(" ")) };
             format!("{}: {what}{ex}", step.kind.name())
         }
+        StepKind::Clean(c) => format!("clean: {} → {}", c.table.v, c.output.v),
         StepKind::Export(e) => {
             let what = match &e.what {
                 ExportWhat::Table(t) => t.v.clone(),

@@ -159,6 +159,10 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                     }
                 }
                 StepKind::Seed(n) | StepKind::Snapshot(n) | StepKind::Test(n) => check_conn(&mut d, &n.connection),
+                StepKind::Clean(c) => {
+                    check_conn(&mut d, &c.connection);
+                    tables.insert(c.output.v.clone());
+                }
                 StepKind::Export(e) => {
                     check_conn(&mut d, &e.connection);
                     if let ExportWhat::Query(q) = &e.what

@@ -166,6 +166,8 @@ pub enum StepKind {
     Snapshot(NodeStep),
     /// Runs data tests.
     Test(NodeStep),
+    /// Cleans a table: types, trimming, nulls, duplicates, outliers, quality.
+    Clean(CleanStep),
 }
 
 impl StepKind {
@@ -178,8 +180,82 @@ impl StepKind {
             StepKind::Seed(_) => "seed",
             StepKind::Snapshot(_) => "snapshot",
             StepKind::Test(_) => "test",
+            StepKind::Clean(_) => "clean",
         }
     }
+}
+
+/// The `clean` step: a cleaned copy of a table, with what was removed kept
+/// apart and a quality score.
+#[derive(Debug, Clone)]
+pub struct CleanStep {
+    /// The table to clean.
+    pub table: Spanned<String>,
+    /// The cleaned table (replaced each run); `<output>_rejects` and
+    /// `<output>_outliers` hold what was taken out.
+    pub output: Spanned<String>,
+    pub connection: Option<Spanned<String>>,
+    /// Values that mean "missing" (after trimming): become NULL.
+    pub null_markers: Vec<String>,
+    /// Trim spaces around text values.
+    pub trim: bool,
+    pub dedup: Option<Dedup>,
+    /// Per-column rules, in output order (other columns are copied as they are).
+    pub columns: Vec<CleanColumn>,
+    /// A folder for raw_data.csv, cleaned_data.csv, summary_report.json, quality_metrics.json.
+    pub export: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dedup {
+    pub key: Vec<String>,
+    /// Keep the first or the last row of each key.
+    pub keep: Keep,
+    /// The column that orders rows of one key (input order when absent).
+    pub order_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    First,
+    Last,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanColumn {
+    pub name: String,
+    /// The type values are fixed to (the input's type when absent).
+    pub ty: Option<crate::types::ColumnType>,
+    pub format: Option<String>,
+    /// What to do with a value that is not of the type.
+    pub on_invalid: OnInvalid,
+    pub case: Option<Case>,
+    pub outliers: Option<OutlierRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalid {
+    /// The value becomes NULL.
+    Null,
+    /// The row goes to `<output>_rejects` with the reason.
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    Lower,
+    Upper,
+}
+
+/// How a numeric column's outliers are found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutlierRule {
+    /// Outside [Q1 − k·IQR, Q3 + k·IQR].
+    Iqr { k: f64 },
+    /// More than `threshold` standard deviations from the mean.
+    Zscore { threshold: f64 },
+    /// Outside fixed bounds.
+    Bounds { min: Option<f64>, max: Option<f64> },
 }
 
 /// A step over selected seeds, snapshots or tests.
@@ -422,6 +498,7 @@ pub const STEP_KINDS: &[(&str, &[&str])] = &[
     ("seed", &["select", "exclude", "connection"]),
     ("snapshot", &["select", "exclude", "connection"]),
     ("test", &["select", "exclude", "connection"]),
+    ("clean", &["table", "output", "connection", "null_markers", "trim", "dedup", "columns", "export"]),
 ];
 
 pub const PROJECT_KEYS: &[&str] =
@@ -789,6 +866,7 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         Some("seed") => Some(StepKind::Seed(decode_node_step(&mut t, cx))),
         Some("snapshot") => Some(StepKind::Snapshot(decode_node_step(&mut t, cx))),
         Some("test") => Some(StepKind::Test(decode_node_step(&mut t, cx))),
+        Some("clean") => decode_clean(&mut t, cx).map(StepKind::Clean),
         Some("export") => decode_export(&mut t, cx).map(StepKind::Export),
         _ => {
             // Without a kind, every kind's keys are accepted so only the kind is reported.
@@ -1011,6 +1089,97 @@ fn decode_sql(t: &mut Fields, cx: &mut Cx) -> Option<SqlStep> {
     Some(SqlStep { models, select, exclude, connection, threads })
 }
 
+/// The null markers a clean step uses unless told otherwise.
+pub const DEFAULT_NULL_MARKERS: &[&str] = &["", "N/A", "NA", "n/a", "-", "null", "NULL", "None"];
+
+fn decode_clean(t: &mut Fields, cx: &mut Cx) -> Option<CleanStep> {
+    let table = t.req(cx, "table");
+    let output: Option<Spanned<String>> = t.req(cx, "output");
+    let connection = t.opt(cx, "connection");
+    let null_markers = t.opt(cx, "null_markers").unwrap_or_else(|| DEFAULT_NULL_MARKERS.iter().map(|s| s.to_string()).collect());
+    let trim = t.opt(cx, "trim").unwrap_or(true);
+    let export = t.opt(cx, "export");
+    let dedup = t.node("dedup").and_then(|n| {
+        let mut f = Fields::new(n, cx, "dedup")?;
+        let key = f.node("key").and_then(|k| string_or_list(k, cx, "key"));
+        if key.is_none() {
+            cx.error(f.span(), "missing key `key` in dedup").help = Some("dedup = { key = [\"id\"], keep = \"last\", order_by = \"updated_at\" }".into());
+        }
+        let keep = f.node("keep").and_then(|k| one_of(k, cx, "keep", &[("first", Keep::First), ("last", Keep::Last)])).unwrap_or(Keep::First);
+        let order_by = f.opt(cx, "order_by");
+        f.finish(cx, |_| None);
+        Some(Dedup { key: key?, keep, order_by })
+    });
+    let mut columns = Vec::new();
+    if let Some(node) = t.node("columns") {
+        match &node.v {
+            V::Table(entries) => {
+                for (k, v) in entries {
+                    let Some(mut f) = Fields::new(v, cx, format!("column `{}`", k.name)) else { continue };
+                    let ty: Option<Spanned<String>> = f.opt(cx, "type");
+                    let format = f.opt(cx, "format");
+                    let on_invalid = f
+                        .node("on_invalid")
+                        .and_then(|n| one_of(n, cx, "on_invalid", &[("null", OnInvalid::Null), ("reject", OnInvalid::Reject)]))
+                        .unwrap_or(OnInvalid::Reject);
+                    let case = f.node("case").and_then(|n| one_of(n, cx, "case", &[("lower", Case::Lower), ("upper", Case::Upper)]));
+                    let outliers = f.node("outliers").and_then(|n| decode_outliers(n, cx));
+                    f.finish(cx, |_| None);
+                    let ty = match ty {
+                        None => None,
+                        Some(t) => match crate::types::ColumnType::parse(&t.v) {
+                            Ok(ct) => Some(ct),
+                            Err(e) => {
+                                cx.error(span(&t.loc), format!("column `{}`: {e}", k.name));
+                                continue;
+                            }
+                        },
+                    };
+                    if outliers.is_some() && ty.is_some_and(|t| !t.is_numeric()) {
+                        cx.error(v.span.clone(), format!("column `{}`: outlier rules need a numeric type", k.name));
+                    }
+                    columns.push(CleanColumn { name: k.name.clone(), ty, format, on_invalid, case, outliers });
+                }
+            }
+            _ => {
+                cx.error(node.span.clone(), format!("wrong type for `columns`: expected a table, found {}", node.type_name()));
+            }
+        }
+    }
+    if let (Some(tb), Some(o)) = (&table, &output) {
+        let tb: &Spanned<String> = tb;
+        if tb.v == o.v {
+            cx.error(span(&o.loc), "`output` must differ from `table`: the input is kept as it was");
+        }
+    }
+    Some(CleanStep { table: table?, output: output?, connection, null_markers, trim, dedup, columns, export })
+}
+
+fn decode_outliers(n: &Node, cx: &mut Cx) -> Option<OutlierRule> {
+    let mut f = Fields::new(n, cx, "outliers")?;
+    let method: Option<String> = f.req(cx, "method");
+    let rule = match method.as_deref() {
+        Some("iqr") => Some(OutlierRule::Iqr { k: f.opt(cx, "k").unwrap_or(1.5) }),
+        Some("zscore") => Some(OutlierRule::Zscore { threshold: f.opt(cx, "threshold").unwrap_or(3.0) }),
+        Some("bounds") => {
+            let min = f.opt(cx, "min");
+            let max = f.opt(cx, "max");
+            if min.is_none() && max.is_none() {
+                cx.error(f.span(), "bounds need `min`, `max` or both");
+            }
+            Some(OutlierRule::Bounds { min, max })
+        }
+        Some(other) => {
+            let sp = f.node("method").map(|m| m.span.clone()).unwrap_or(f.span());
+            cx.error(sp, format!("unknown outlier method \"{other}\"")).help = Some("use iqr (with k), zscore (with threshold) or bounds (with min/max)".into());
+            None
+        }
+        None => None,
+    };
+    f.finish(cx, |_| None);
+    rule
+}
+
 fn decode_node_step(t: &mut Fields, cx: &mut Cx) -> NodeStep {
     let select = t.node("select").and_then(|n| string_or_list(n, cx, "select")).unwrap_or_default();
     let exclude = t.node("exclude").and_then(|n| string_or_list(n, cx, "exclude")).unwrap_or_default();
@@ -1189,6 +1358,7 @@ tabel = "x"
                 "sql" => drop(decode_sql(&mut t, &mut cx)),
                 "export" => drop(decode_export(&mut t, &mut cx)),
                 "seed" | "snapshot" | "test" => drop(decode_node_step(&mut t, &mut cx)),
+                "clean" => drop(decode_clean(&mut t, &mut cx)),
                 other => panic!("step kind {other} has no decoder in this test"),
             }
             let mut read: Vec<&str> = t.known().to_vec();

@@ -5,6 +5,7 @@
 //! Steps report progress through a `Meter`; they print nothing themselves.
 
 pub mod data_tests;
+pub mod clean;
 pub mod export;
 pub mod ingest;
 pub mod load;
@@ -91,6 +92,7 @@ pub fn run_step(ctx: &RunCtx, pipeline: &str, step: &StepConfig) -> Result<StepO
         StepKind::Seed(c) => nodes::seed(ctx, c),
         StepKind::Snapshot(c) => nodes::snapshot(ctx, c),
         StepKind::Test(c) => nodes::test(ctx, c),
+        StepKind::Clean(c) => clean::run(ctx, c),
     };
     res.map_err(|e: Error| e.context(format!("step `{}`", step.name.v)))
 }

@@ -214,6 +214,10 @@ pub trait Dialect: Send + Sync {
     fn limit(&self, select: &str, n: u64) -> String {
         format!("{select} LIMIT {n}")
     }
+    /// A query's rows `offset+1 ..= offset+n` (the query orders them).
+    fn limit_offset(&self, select: &str, n: u64, offset: u64) -> String {
+        format!("{select} LIMIT {n} OFFSET {offset}")
+    }
     /// A condition true when `a` and `b` differ, NULLs compared as values.
     fn null_safe_differ(&self, a: &str, b: &str) -> String {
         format!("{a} IS DISTINCT FROM {b}")

@@ -181,6 +181,9 @@ impl crate::warehouse::Dialect for OracleDialect {
     fn limit(&self, select: &str, n: u64) -> String {
         format!("{select} FETCH FIRST {n} ROWS ONLY")
     }
+    fn limit_offset(&self, select: &str, n: u64, offset: u64) -> String {
+        format!("{select} OFFSET {offset} ROWS FETCH NEXT {n} ROWS ONLY")
+    }
     fn null_safe_differ(&self, a: &str, b: &str) -> String {
         format!("DECODE({a}, {b}, 0, 1) = 1")
     }
