@@ -418,12 +418,6 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                     }),
                 }
             }
-            if node.materialized == Materialized::Incremental
-                && node.unique_key.is_none()
-                && node.on_schema_change == OnSchemaChange::Ignore
-            {
-                // Append-only incremental: nothing more to check.
-            }
             add(d, node, refs, &mut nodes);
         }
     }

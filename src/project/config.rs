@@ -731,7 +731,8 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
         },
         None => {
             cx.error(0..0, format!("pipeline `{}` has no steps", name.v)).help = Some(
-                "add a step: [[steps]] with `name` and `kind` (ingest, load, sql, export, seed, snapshot, test)".into(),
+                "add a step: [[steps]] with `name` and `kind` (ingest, load, sql, export, seed, snapshot, test, clean)"
+                    .into(),
             );
         }
     }
@@ -852,7 +853,7 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         None => {
             let what = t.what.clone();
             cx.error(t.span().start..t.span().start, format!("missing key `kind` in {what}")).help =
-                Some("add `kind = \"…\"`: one of ingest, load, sql, export, seed, snapshot, test".into());
+                Some("add `kind = \"…\"`: one of ingest, load, sql, export, seed, snapshot, test, clean".into());
             None
         }
     };
@@ -882,7 +883,12 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         if owners.is_empty() {
             None
         } else {
-            Some(format!("`{k}` is a key of {} steps, not of {this_kind} steps", owners.join(" and ")))
+            let list = match owners.split_last() {
+                Some((last, [])) => last.to_string(),
+                Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            Some(format!("`{k}` is a key of {list} steps, not of {this_kind} steps"))
         }
     });
     let loc = cx.loc(&node.span);
@@ -1096,16 +1102,21 @@ fn decode_clean(t: &mut Fields, cx: &mut Cx) -> Option<CleanStep> {
     let table = t.req(cx, "table");
     let output: Option<Spanned<String>> = t.req(cx, "output");
     let connection = t.opt(cx, "connection");
-    let null_markers = t.opt(cx, "null_markers").unwrap_or_else(|| DEFAULT_NULL_MARKERS.iter().map(|s| s.to_string()).collect());
+    let null_markers =
+        t.opt(cx, "null_markers").unwrap_or_else(|| DEFAULT_NULL_MARKERS.iter().map(|s| s.to_string()).collect());
     let trim = t.opt(cx, "trim").unwrap_or(true);
     let export = t.opt(cx, "export");
     let dedup = t.node("dedup").and_then(|n| {
         let mut f = Fields::new(n, cx, "dedup")?;
         let key = f.node("key").and_then(|k| string_or_list(k, cx, "key"));
         if key.is_none() {
-            cx.error(f.span(), "missing key `key` in dedup").help = Some("dedup = { key = [\"id\"], keep = \"last\", order_by = \"updated_at\" }".into());
+            cx.error(f.span(), "missing key `key` in dedup").help =
+                Some("dedup = { key = [\"id\"], keep = \"last\", order_by = \"updated_at\" }".into());
         }
-        let keep = f.node("keep").and_then(|k| one_of(k, cx, "keep", &[("first", Keep::First), ("last", Keep::Last)])).unwrap_or(Keep::First);
+        let keep = f
+            .node("keep")
+            .and_then(|k| one_of(k, cx, "keep", &[("first", Keep::First), ("last", Keep::Last)]))
+            .unwrap_or(Keep::First);
         let order_by = f.opt(cx, "order_by");
         f.finish(cx, |_| None);
         Some(Dedup { key: key?, keep, order_by })
@@ -1120,9 +1131,13 @@ fn decode_clean(t: &mut Fields, cx: &mut Cx) -> Option<CleanStep> {
                     let format = f.opt(cx, "format");
                     let on_invalid = f
                         .node("on_invalid")
-                        .and_then(|n| one_of(n, cx, "on_invalid", &[("null", OnInvalid::Null), ("reject", OnInvalid::Reject)]))
+                        .and_then(|n| {
+                            one_of(n, cx, "on_invalid", &[("null", OnInvalid::Null), ("reject", OnInvalid::Reject)])
+                        })
                         .unwrap_or(OnInvalid::Reject);
-                    let case = f.node("case").and_then(|n| one_of(n, cx, "case", &[("lower", Case::Lower), ("upper", Case::Upper)]));
+                    let case = f
+                        .node("case")
+                        .and_then(|n| one_of(n, cx, "case", &[("lower", Case::Lower), ("upper", Case::Upper)]));
                     let outliers = f.node("outliers").and_then(|n| decode_outliers(n, cx));
                     f.finish(cx, |_| None);
                     let ty = match ty {
@@ -1142,7 +1157,10 @@ fn decode_clean(t: &mut Fields, cx: &mut Cx) -> Option<CleanStep> {
                 }
             }
             _ => {
-                cx.error(node.span.clone(), format!("wrong type for `columns`: expected a table, found {}", node.type_name()));
+                cx.error(
+                    node.span.clone(),
+                    format!("wrong type for `columns`: expected a table, found {}", node.type_name()),
+                );
             }
         }
     }
@@ -1171,7 +1189,8 @@ fn decode_outliers(n: &Node, cx: &mut Cx) -> Option<OutlierRule> {
         }
         Some(other) => {
             let sp = f.node("method").map(|m| m.span.clone()).unwrap_or(f.span());
-            cx.error(sp, format!("unknown outlier method \"{other}\"")).help = Some("use iqr (with k), zscore (with threshold) or bounds (with min/max)".into());
+            cx.error(sp, format!("unknown outlier method \"{other}\"")).help =
+                Some("use iqr (with k), zscore (with threshold) or bounds (with min/max)".into());
             None
         }
         None => None,
@@ -1334,8 +1353,8 @@ tabel = "x"
             msgs,
             vec![
                 "pipelines/p.toml:3:8: invalid cron expression \"61 * * * *\": minute 61 is out of range (0-59) [five fields: minute hour day-of-month month day-of-week, e.g. \"0 0 * * *\" for every night at 00:00]",
-                "pipelines/p.toml:9:1: unknown key `table` in step `a` [`table` is a key of load and export steps, not of ingest steps]",
-                "pipelines/p.toml:13:8: invalid value \"lod\" for `kind` [did you mean `load`? (valid choices: ingest, load, sql, export, seed, snapshot, test)]",
+                "pipelines/p.toml:9:1: unknown key `table` in step `a` [`table` is a key of load, export and clean steps, not of ingest steps]",
+                "pipelines/p.toml:13:8: invalid value \"lod\" for `kind` [did you mean `load`? (valid choices: ingest, load, sql, export, seed, snapshot, test, clean)]",
                 "pipelines/p.toml:18:8: wrong type for `path`: expected a string, found an integer",
                 "pipelines/p.toml:15:1: step `c` needs `table` or `query` [add `table = \"name\"` or `query = \"select …\"`]",
                 "pipelines/p.toml:19:1: unknown key `tabel` in step `c` [did you mean `table`?]",

@@ -292,7 +292,8 @@ fn bounds(wh: &mut dyn Warehouse, dedup: &str, col: &str, rule: OutlierRule) -> 
             }
             let d = wh.dialect();
             let mut at = |pos: u64| -> Result<f64> {
-                let sql = d.limit_offset(&format!("SELECT {c} FROM {dedup} d WHERE {c} IS NOT NULL ORDER BY {c}"), 1, pos);
+                let sql =
+                    d.limit_offset(&format!("SELECT {c} FROM {dedup} d WHERE {c} IS NOT NULL ORDER BY {c}"), 1, pos);
                 let mut f = Firsts(Vec::new());
                 wh.query(&sql, &mut f)?;
                 Ok(f.0.first().and_then(num).unwrap_or(0.0))
@@ -332,10 +333,17 @@ fn sql_str(s: &str) -> String {
 /// Cleans `cfg.table` into `cfg.output`. `read` and `write` are two
 /// connections to the same warehouse (the input streams out of one while the
 /// staging table fills through the other).
-pub fn clean(read: &mut dyn Warehouse, write: &mut dyn Warehouse, cfg: &CleanStep, run_id: &str) -> Result<CleanReport> {
+pub fn clean(
+    read: &mut dyn Warehouse,
+    write: &mut dyn Warehouse,
+    cfg: &CleanStep,
+    run_id: &str,
+) -> Result<CleanReport> {
     let table = cfg.table.v.as_str();
     let output = cfg.output.v.as_str();
-    let input = write.table_schema(table)?.ok_or_else(|| Error::user(format!("table `{table}` does not exist in {}", write.describe())))?;
+    let input = write
+        .table_schema(table)?
+        .ok_or_else(|| Error::user(format!("table `{table}` does not exist in {}", write.describe())))?;
     let cols = output_schema(&input, cfg)?;
     let out_schema = Schema::new(cols.iter().map(|(c, _)| c.clone()).collect());
     let mut stage_schema = out_schema.clone();
@@ -387,7 +395,7 @@ pub fn clean(read: &mut dyn Warehouse, write: &mut dyn Warehouse, cfg: &CleanSte
     // 2. Rejected rows.
     let rejects_table = format!("{output}_rejects");
     let rej_schema = Schema::new(vec![
-        Column::new("row_number", ColumnType::BigInt),
+        Column::new("source_row", ColumnType::BigInt),
         Column::new("column_name", ColumnType::Text),
         Column::new("value", ColumnType::Text),
         Column::new("error", ColumnType::Text),
@@ -468,27 +476,49 @@ pub fn clean(read: &mut dyn Warehouse, write: &mut dyn Warehouse, cfg: &CleanSte
             conds.push((format!("({c} IS NOT NULL AND ({}))", parts.join(" OR ")), rule_label(&col.name, rule), i));
         }
     }
-    let any = if conds.is_empty() { "1 = 0".to_string() } else { conds.iter().map(|(c, ..)| c.as_str()).collect::<Vec<_>>().join(" OR ") };
-    let select_out = format!("SELECT {} FROM {dedup_rel} d WHERE NOT ({any})", out_cols.iter().map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", "));
-    write.materialize(output, &select_out, &Build { kind: Materialized::Table, contract: Some(&out_schema), unique_key: None })?;
+    let any = if conds.is_empty() {
+        "1 = 0".to_string()
+    } else {
+        conds.iter().map(|(c, ..)| c.as_str()).collect::<Vec<_>>().join(" OR ")
+    };
+    let select_out = format!(
+        "SELECT {} FROM {dedup_rel} d WHERE NOT ({any})",
+        out_cols.iter().map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    write.materialize(
+        output,
+        &select_out,
+        &Build { kind: Materialized::Table, contract: Some(&out_schema), unique_key: None },
+    )?;
     let mut outliers_schema = out_schema.clone();
     outliers_schema.columns.push(Column::new("removed_by", ColumnType::Text));
     let case = if conds.is_empty() {
         "''".to_string()
     } else {
-        format!("CASE {} END", conds.iter().map(|(c, l, _)| format!("WHEN {c} THEN {}", sql_str(l))).collect::<Vec<_>>().join(" "))
+        format!(
+            "CASE {} END",
+            conds.iter().map(|(c, l, _)| format!("WHEN {c} THEN {}", sql_str(l))).collect::<Vec<_>>().join(" ")
+        )
     };
     let select_outliers = format!(
         "SELECT {}, {case} AS removed_by FROM {dedup_rel} d WHERE {any}",
         out_cols.iter().map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", ")
     );
     let outliers_table = format!("{output}_outliers");
-    write.materialize(&outliers_table, &select_outliers, &Build { kind: Materialized::Table, contract: Some(&outliers_schema), unique_key: None })?;
+    write.materialize(
+        &outliers_table,
+        &select_outliers,
+        &Build { kind: Materialized::Table, contract: Some(&outliers_schema), unique_key: None },
+    )?;
     let rows_out = count_of(write, &format!("SELECT COUNT(*) FROM {}", naming.relation(output)))?;
     let mut outliers = Vec::new();
     let mut col_outliers = vec![0u64; n];
     for (c, label, i) in &conds {
-        let sql = format!("SELECT COUNT(*) FROM {} d WHERE removed_by = {}", naming.relation(&outliers_table), sql_str(label));
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} d WHERE removed_by = {}",
+            naming.relation(&outliers_table),
+            sql_str(label)
+        );
         let removed = count_of(write, &sql)?;
         outliers.push((label.clone(), removed));
         col_outliers[*i] = count_of(write, &format!("SELECT COUNT(*) FROM {dedup_rel} d WHERE {c}"))?;
@@ -518,7 +548,9 @@ pub fn clean(read: &mut dyn Warehouse, write: &mut dyn Warehouse, cfg: &CleanSte
             score: round2(100.0 * (completeness + validity) / 2.0),
         });
     }
-    let mean = |f: fn(&ColumnQuality) -> f64| if columns.is_empty() { 1.0 } else { columns.iter().map(f).sum::<f64>() / columns.len() as f64 };
+    let mean = |f: fn(&ColumnQuality) -> f64| {
+        if columns.is_empty() { 1.0 } else { columns.iter().map(f).sum::<f64>() / columns.len() as f64 }
+    };
     let completeness = mean(|c| c.completeness);
     let validity = mean(|c| c.validity);
     let uniqueness = if cfg.dedup.is_none() || staged == 0 { 1.0 } else { kept as f64 / staged as f64 };
@@ -603,7 +635,17 @@ fn record_quality(wh: &mut dyn Warehouse, q: &Quality, run_id: &str) -> Result<(
             c.rows
         ));
     }
-    let names = ["run_id", "table_name", "column_name", "completeness", "validity", "uniqueness", "score", "row_count", "measured_at"];
+    let names = [
+        "run_id",
+        "table_name",
+        "column_name",
+        "completeness",
+        "validity",
+        "uniqueness",
+        "score",
+        "row_count",
+        "measured_at",
+    ];
     let cols: Vec<String> = names.iter().map(|n| d.quote(n)).collect();
     if let Some(b) = d.begin() {
         wh.execute(b)?;
@@ -648,13 +690,20 @@ pub fn run(ctx: &RunCtx, cfg: &CleanStep) -> Result<StepOutput> {
     if let Some(dir) = &cfg.export {
         let folder = ctx.project.path(&dir.v);
         std::fs::create_dir_all(&folder).map_err(|e| Error::io("create the export folder", &folder, e))?;
-        let spec = super::export::ExportSpec { format: crate::project::ExportFormat::Csv, header: true, null: String::new() };
+        let spec =
+            super::export::ExportSpec { format: crate::project::ExportFormat::Csv, header: true, null: String::new() };
         // Ordered by the first column, so the files are the same on every warehouse.
         let t = |name: &str| format!("SELECT * FROM {} ORDER BY 1", write.relation(name));
         let raw_sql = t(&cfg.table.v);
         let out_sql = t(&cfg.output.v);
         super::export::export_query(write.as_mut(), &raw_sql, &folder.join("raw_data.csv"), "raw_data.csv", &spec)?;
-        super::export::export_query(write.as_mut(), &out_sql, &folder.join("cleaned_data.csv"), "cleaned_data.csv", &spec)?;
+        super::export::export_query(
+            write.as_mut(),
+            &out_sql,
+            &folder.join("cleaned_data.csv"),
+            "cleaned_data.csv",
+            &spec,
+        )?;
         write_json(&folder.join("summary_report.json"), &summary_json(&report))?;
         write_json(&folder.join("quality_metrics.json"), &serde_json::to_value(&report.quality).expect("JSON"))?;
     }

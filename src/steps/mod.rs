@@ -4,8 +4,8 @@
 //! what they loaded, models are rebuilt whole, exports are renamed into place.
 //! Steps report progress through a `Meter`; they print nothing themselves.
 
-pub mod data_tests;
 pub mod clean;
+pub mod data_tests;
 pub mod export;
 pub mod ingest;
 pub mod load;

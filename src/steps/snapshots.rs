@@ -85,20 +85,34 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
         )));
     }
     let now_lit = d.timestamp_literal(now);
-    let ts_type = d.sql_type(ColumnType::Timestamp);
     let col_list = |prefix: &str| cols.iter().map(|c| format!("{prefix}{}", q(c))).collect::<Vec<_>>().join(", ");
     let existing = wh.table_schema(name)?;
     let Some(existing) = existing else {
-        let vf = match &cfg.strategy {
-            Strategy::Timestamp { updated_at } => format!("CAST(s.{} AS {ts_type})", q(updated_at)),
-            Strategy::Check { .. } => format!("CAST({now_lit} AS {ts_type})"),
+        // Declared columns (not `CREATE TABLE AS` with casts): SQLite would
+        // give a cast to TIMESTAMP numeric affinity and keep only the year.
+        let mut schema = crate::types::Schema::new(wh.query_columns(body)?);
+        let (vf, vf_type) = match &cfg.strategy {
+            Strategy::Timestamp { updated_at } => {
+                let ty = schema.columns.iter().find(|c| &c.name == updated_at).map(|c| c.ty);
+                (format!("s.{}", q(updated_at)), ty.unwrap_or(ColumnType::Timestamp))
+            }
+            Strategy::Check { .. } => (now_lit.clone(), ColumnType::Timestamp),
         };
-        wh.execute(&format!(
-            "CREATE TABLE {rel} AS SELECT {}, {vf} AS {}, CAST(NULL AS {ts_type}) AS {} FROM (\n{body}\n) s",
+        for c in &mut schema.columns {
+            c.nullable = true;
+        }
+        schema.columns.push(crate::types::Column::new(VALID_FROM, vf_type));
+        schema.columns.push(crate::types::Column::new(VALID_TO, vf_type));
+        let select = format!(
+            "SELECT {}, {vf} AS {}, CAST(NULL AS {}) AS {} FROM (\n{body}\n) s",
             col_list("s."),
             q(VALID_FROM),
+            d.sql_type(vf_type),
             q(VALID_TO)
-        ))?;
+        );
+        for stmt in crate::warehouse::build_table_sql(d, &rel, &select, Some(&schema)) {
+            wh.execute(&stmt)?;
+        }
         return Ok("first snapshot".into());
     };
     // Columns the query gained since the last run.

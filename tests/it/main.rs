@@ -8,3 +8,4 @@ mod examples;
 mod load;
 mod run;
 mod support;
+mod transform;

@@ -1,0 +1,409 @@
+//! The transform layer on SQLite, PostgreSQL and MariaDB: the same projects,
+//! the same exported bytes. Models (views, tables with contracts, ephemeral,
+//! incremental with merges and schema changes), seeds, snapshots, data tests,
+//! selection, and the clean step against values computed by hand.
+
+use crate::db::{Kind, TestDb};
+use crate::support::{TestProject, run_in};
+
+macro_rules! per_backend {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name(crate::db::Kind::Sqlite)
+                }
+                #[test]
+                fn postgres() {
+                    super::$name(crate::db::Kind::Postgres)
+                }
+                #[test]
+                fn mariadb() {
+                    super::$name(crate::db::Kind::Mysql)
+                }
+            }
+        )*
+    };
+}
+
+per_backend!(
+    clean_matches_values_computed_by_hand,
+    incremental_models_merge_and_follow_schema_changes,
+    snapshots_keep_history,
+    data_tests_report_failing_rows,
+    airflow_sales_gives_the_same_bytes_everywhere,
+);
+
+/// A project whose warehouse is the test database.
+fn project_on(db: &TestDb) -> TestProject {
+    let p = TestProject::new();
+    p.write("sluice.toml", &format!("name = \"t\"\n[connections.w]\nurl = \"{}\"\n", db.url()));
+    p
+}
+
+const READINGS: &str = "id,city,reading_at,temp,hum,pressure
+1, Helsinki ,2026-01-01 00:00:00,10.0,50,1000
+2,helsinki,2026-01-01 01:00:00,11.0,52,1001
+3,TURKU,2026-01-01 02:00:00,12.0,49,abc
+4,Turku,2026-01-01 03:00:00,13.0,51,1002
+5,N/A,2026-01-01 04:00:00,14.0,50,999
+6,Oulu,2026-01-01 05:00:00,95.0,48,1003
+x7,Oulu,2026-01-01 06:00:00,10.5,50,1000
+2,Helsinki,2026-01-01 07:00:00,11.5,56,1004
+8,Espoo,2026-01-01 08:00:00,12.5,50,850
+9,Espoo,2026-01-01 09:00:00,-,50,1000
+";
+
+fn clean_matches_values_computed_by_hand(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = project_on(&db);
+    p.write("data/readings.csv", READINGS);
+    p.write(
+        "pipelines/p.toml",
+        r#"[[steps]]
+name = "land"
+kind = "ingest"
+source = "data/readings.csv"
+[[steps]]
+name = "load_raw"
+kind = "load"
+from = "land"
+table = "raw_readings"
+mode = "replace"
+columns = { id = "varchar(8)", city = "varchar(32)", reading_at = "varchar(32)", temp = "varchar(8)", hum = "varchar(8)", pressure = "varchar(8)" }
+[[steps]]
+name = "clean"
+kind = "clean"
+depends_on = ["load_raw"]
+table = "raw_readings"
+output = "readings"
+dedup = { key = "id", keep = "last", order_by = "reading_at" }
+export = "output"
+[steps.columns]
+id = { type = "integer", on_invalid = "reject" }
+city = { case = "lower" }
+temp = { type = "decimal(5,2)", outliers = { method = "iqr", k = 1.5 } }
+hum = { type = "float", outliers = { method = "zscore", threshold = 2.0 } }
+pressure = { type = "integer", on_invalid = "null", outliers = { method = "bounds", min = 900, max = 1100 } }
+"#,
+    );
+    let out = p.run(&["run"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout
+            .contains("cleaned 10 rows into readings (5 removed: 1 invalid, 1 duplicate, 3 outlier); quality 93.0/100"),
+        "{}",
+        out.stdout
+    );
+    // By hand: id x7 is not an integer (rejected); id 2 twice, the 07:00 reading
+    // kept; temp quartiles 11.75 and 13.5 → IQR bounds [9.125, 16.125] drop 95.0;
+    // hum mean 50.5, sample sd 2.3905 → z > 2 drops 56; pressure 850 < 900.
+    assert_eq!(
+        p.read("output/cleaned_data.csv"),
+        "id,city,reading_at,temp,hum,pressure
+1,helsinki,2026-01-01 00:00:00,10.00,50.0,1000
+3,turku,2026-01-01 02:00:00,12.00,49.0,
+4,turku,2026-01-01 03:00:00,13.00,51.0,1002
+5,,2026-01-01 04:00:00,14.00,50.0,999
+9,espoo,2026-01-01 09:00:00,,50.0,1000
+"
+    );
+    assert_eq!(
+        db.rows("select id, removed_by from readings_outliers order by id"),
+        vec![
+            vec!["2", "zscore(>2) on hum"],
+            vec!["6", "iqr(k=1.5) on temp"],
+            vec!["8", "bounds(900..1100) on pressure"]
+        ]
+    );
+    assert_eq!(
+        db.rows("select source_row, column_name, value, error from readings_rejects"),
+        vec![vec!["7", "id", "x7", "is not an integer"]]
+    );
+    let summary: serde_json::Value = serde_json::from_str(&p.read("output/summary_report.json")).unwrap();
+    assert_eq!(summary["rows_in"], 10);
+    assert_eq!(summary["rows_out"], 5);
+    assert_eq!(summary["removed"]["duplicates"], 1);
+    assert_eq!(summary["removed"]["invalid_type"], 1);
+    assert_eq!(summary["values_set_to_null"], 1);
+    // Quality by hand: completeness = present / 10; validity = (present − bad
+    // type − outliers) / present; column score = 100·(c+v)/2; table score =
+    // 100·(0.4·mean c + 0.4·mean v + 0.2·(8 kept / 9 staged)) = 93.04.
+    let q: serde_json::Value = serde_json::from_str(&p.read("output/quality_metrics.json")).unwrap();
+    assert_eq!(q["score"], 93.04);
+    let scores: Vec<(String, f64, f64, f64)> = q["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["column"].as_str().unwrap().to_string(),
+                c["completeness"].as_f64().unwrap(),
+                c["validity"].as_f64().unwrap(),
+                c["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        scores,
+        vec![
+            ("id".to_string(), 1.0, 0.9, 95.0),
+            ("city".to_string(), 0.9, 1.0, 95.0),
+            ("reading_at".to_string(), 1.0, 1.0, 100.0),
+            ("temp".to_string(), 0.9, 0.8889, 89.44),
+            ("hum".to_string(), 1.0, 0.9, 95.0),
+            ("pressure".to_string(), 1.0, 0.8, 90.0),
+        ]
+    );
+    assert_eq!(p.read("output/raw_data.csv").lines().count(), 11);
+    // Each run is kept: the dashboard charts quality over time.
+    p.run(&["run"]).expect_code(0);
+    assert_eq!(db.rows("select count(*) from _sluice_quality where column_name = ''"), vec![vec!["2"]]);
+}
+
+const CUSTOMERS_1: &str =
+    "customer_id,name,tier,updated_at\n1,Ann,gold,2026-01-01 00:00:00\n2,Bob,silver,2026-01-01 00:00:00\n";
+const CUSTOMERS_2: &str = "customer_id,name,tier,updated_at\n1,Ann,platinum,2026-01-02 00:00:00\n2,Bob,silver,2026-01-01 00:00:00\n3,Cy,gold,2026-01-02 00:00:00\n";
+
+fn incremental_models_merge_and_follow_schema_changes(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = project_on(&db);
+    p.write("seeds/customers.csv", CUSTOMERS_1);
+    p.write(
+        "models/schema.toml",
+        "[seeds.customers.columns]\ncustomer_id = \"integer not null\"\nname = \"varchar(20)\"\ntier = \"varchar(10)\"\nupdated_at = \"timestamp\"\n",
+    );
+    p.write(
+        "models/dim_customers.sql",
+        "{{ config(materialized='incremental', unique_key='customer_id', on_schema_change='append_new_columns') }}\n\
+         select customer_id, name, tier, updated_at from {{ ref('customers') }}\n\
+         {% if is_incremental() %}where updated_at > (select max(updated_at) from {{ this }}){% endif %}\n",
+    );
+    p.write(
+        "models/events.sql",
+        "{{ config(materialized='incremental') }}\nselect customer_id, tier from {{ ref('customers') }}\n",
+    );
+    let url = db.url();
+    let export = |sql: &str| {
+        let o = run_in(p.path(), &["export", &url, "--query", sql], &[]);
+        o.expect_code(0);
+        o.stdout
+    };
+    p.run(&["seed"]).expect_code(0);
+    let out = p.run(&["transform"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("dim_customers"), "{}", out.stdout);
+    assert!(out.stdout.contains("incremental, first build"), "{}", out.stdout);
+    // New data: a changed row and a new one are merged on the key.
+    p.write("seeds/customers.csv", CUSTOMERS_2);
+    p.run(&["seed"]).expect_code(0);
+    let out = p.run(&["transform", "--select", "dim_customers"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("incremental, merged new rows"), "{}", out.stdout);
+    assert_eq!(
+        export("select customer_id, name, tier from dim_customers order by customer_id"),
+        "customer_id\tname\ttier\n1\tAnn\tplatinum\n2\tBob\tsilver\n3\tCy\tgold\n"
+    );
+    // Without a key, new rows are appended.
+    p.run(&["transform", "--select", "events"]).expect_code(0);
+    assert_eq!(db.count("events"), 5);
+    // A new column is added to the table (append_new_columns).
+    p.write(
+        "models/dim_customers.sql",
+        "{{ config(materialized='incremental', unique_key='customer_id', on_schema_change='append_new_columns') }}\n\
+         select customer_id, name, tier, updated_at, upper(tier) as tier_code from {{ ref('customers') }}\n\
+         {% if is_incremental() %}where updated_at >= (select max(updated_at) from {{ this }}){% endif %}\n",
+    );
+    let out = p.run(&["transform", "--select", "dim_customers"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("added `tier_code`"), "{}", out.stdout);
+    assert_eq!(
+        export("select customer_id, tier_code from dim_customers order by customer_id"),
+        "customer_id\ttier_code\n1\tPLATINUM\n2\t\n3\tGOLD\n"
+    );
+    // --full-refresh rebuilds it whole.
+    let out = p.run(&["transform", "--select", "dim_customers", "--full-refresh"]);
+    out.expect_code(0);
+    assert_eq!(export("select count(*) as n from dim_customers where tier_code is null"), "n\n0\n");
+    // on_schema_change = "fail" stops with the difference.
+    p.write(
+        "models/dim_customers.sql",
+        "{{ config(materialized='incremental', unique_key='customer_id', on_schema_change='fail') }}\nselect customer_id, name from {{ ref('customers') }}\n",
+    );
+    let out = p.run(&["transform", "--select", "dim_customers"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("the query's columns differ from table `dim_customers` (on_schema_change = \"fail\"); gone: `tier`, `updated_at`, `tier_code`"), "{}", out.stdout);
+}
+
+fn snapshots_keep_history(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = project_on(&db);
+    p.write("seeds/customers.csv", CUSTOMERS_1);
+    p.write(
+        "models/schema.toml",
+        "[seeds.customers.columns]\ncustomer_id = \"integer not null\"\nname = \"varchar(20)\"\ntier = \"varchar(10)\"\nupdated_at = \"timestamp\"\n",
+    );
+    p.write(
+        "snapshots/customers_history.sql",
+        "{{ config(unique_key='customer_id', strategy='timestamp', updated_at='updated_at') }}\nselect * from {{ ref('customers') }}\n",
+    );
+    p.write(
+        "snapshots/tiers_history.sql",
+        "{{ config(unique_key='customer_id', strategy='check', check_cols=['tier'], invalidate_hard_deletes=true) }}\nselect customer_id, tier from {{ ref('customers') }}\n",
+    );
+    p.run(&["seed"]).expect_code(0);
+    p.run(&["snapshot"]).expect_code(0);
+    p.run(&["snapshot"]).expect_code(0);
+    assert_eq!(db.count("customers_history"), 2, "an unchanged source adds nothing");
+    p.write(
+        "seeds/customers.csv",
+        "customer_id,name,tier,updated_at\n1,Ann,platinum,2026-01-02 00:00:00\n3,Cy,gold,2026-01-02 00:00:00\n",
+    );
+    p.run(&["seed"]).expect_code(0);
+    let out = p.run(&["snapshot"]);
+    out.expect_code(0);
+    let url = db.url();
+    let export = |sql: &str| {
+        let o = run_in(p.path(), &["export", &url, "--query", sql], &[]);
+        o.expect_code(0);
+        o.stdout
+    };
+    assert_eq!(
+        export(
+            "select customer_id, tier, valid_from, valid_to from customers_history order by customer_id, valid_from"
+        ),
+        "customer_id\ttier\tvalid_from\tvalid_to
+1\tgold\t2026-01-01 00:00:00\t2026-01-02 00:00:00
+1\tplatinum\t2026-01-02 00:00:00\t
+2\tsilver\t2026-01-01 00:00:00\t
+3\tgold\t2026-01-02 00:00:00\t
+"
+    );
+    // check strategy: tier changed for 1; 2 left the source (hard delete); 3 is new.
+    assert_eq!(
+        export(
+            "select customer_id, tier, case when valid_to is null then 'current' else 'closed' end as state from tiers_history order by customer_id, valid_from"
+        ),
+        "customer_id\ttier\tstate\n1\tgold\tclosed\n1\tplatinum\tcurrent\n2\tsilver\tclosed\n3\tgold\tcurrent\n"
+    );
+}
+
+fn data_tests_report_failing_rows(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = project_on(&db);
+    p.write(
+        "seeds/orders.csv",
+        "order_id,customer_id,status,amount\n1,1,paid,10.00\n2,1,paid,5.00\n2,2,lost,7.50\n4,9,paid,-1.00\n",
+    );
+    p.write("seeds/customers.csv", "customer_id,name\n1,Ann\n2,Bob\n");
+    p.write(
+        "models/schema.toml",
+        r#"[seeds.orders.columns]
+order_id = "integer"
+customer_id = "integer"
+status = "varchar(10)"
+amount = "decimal(8,2)"
+
+[models.orders]
+tests = [{ row_count = { min = 1, max = 3 } }, { expression = { expr = "amount >= 0", severity = "warn" } }]
+
+[models.orders.columns.order_id]
+tests = ["not_null", "unique"]
+
+[models.orders.columns.status]
+tests = [{ accepted_values = { values = ["paid", "refunded"] } }]
+
+[models.orders.columns.customer_id]
+tests = [{ relationships = { to = "customers", field = "customer_id" } }]
+"#,
+    );
+    p.write("tests/no_big_orders.sql", "select * from {{ ref('orders') }} where amount > 100\n");
+    p.run(&["seed"]).expect_code(0);
+    let out = p.run(&["test"]);
+    out.expect_code(3);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "FAIL  row_count_orders (orders): 4 rows; expected between 1 and 3",
+            "WARN  expression_orders (orders): 1 failing row",
+            "      order_id | customer_id | status | amount",
+            "      4 | 9 | paid | -1.00",
+            "PASS  not_null_orders_order_id (orders.order_id)",
+            "FAIL  unique_orders_order_id (orders.order_id): 1 failing row",
+            "      order_id | n",
+            "      2 | 2",
+            "FAIL  accepted_values_orders_status (orders.status): 1 failing row",
+            "      status | n",
+            "      lost | 1",
+            "FAIL  relationships_orders_customer_id (orders.customer_id): 1 failing row",
+            "      customer_id",
+            "      9",
+            "PASS  no_big_orders",
+            lines[15],
+        ]
+    );
+    assert!(lines[15].starts_with("tests: 2 passed, 1 warned, 4 failed, in "), "{}", lines[15]);
+    // Selection: only the tests of one column.
+    let out = p.run(&["test", "--select", "customers"]);
+    out.expect_code(0);
+    assert!(out.stdout.starts_with("tests: 0 passed"), "{}", out.stdout);
+    let rr: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.file("target/run_results.json")).unwrap()).unwrap();
+    assert_eq!(rr["command"], "test");
+}
+
+fn airflow_sales_gives_the_same_bytes_everywhere(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = TestProject::copy_of("examples/airflow-sales");
+    let out = p.run_env(&["run"], &[("SLUICE_AIRFLOW_WAREHOUSE", &db.url())]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("tests: 8 passed, 0 warned, 0 failed"), "{}", out.stdout);
+    let got = p.read("output/aggregated_sales.tsv");
+    let want = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cases/airflow-sales.tsv")).unwrap();
+    assert_eq!(got, want, "the export differs from the reference (SLUICE_BLESS=1 rewrites it from SQLite)");
+    assert_eq!(db.count("aggregated_sales"), 20);
+}
+
+#[test]
+fn airflow_sales_reference_output() {
+    // The reference the backends are compared with is SQLite's output, kept in
+    // the repository; SLUICE_BLESS=1 writes it anew.
+    let p = TestProject::copy_of("examples/airflow-sales");
+    p.run(&["run"]).expect_code(0);
+    let got = p.read("output/aggregated_sales.tsv");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cases/airflow-sales.tsv");
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::write(path, &got).unwrap();
+    }
+    assert_eq!(got, std::fs::read_to_string(path).unwrap());
+}
+
+#[test]
+fn selection_compile_and_ephemeral_models() {
+    let p = TestProject::copy_of("examples/airflow-sales");
+    let out = p.run(&["compile", "--select", "+aggregated_sales"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "compiled 4 files into target/compiled\n");
+    let compiled = p.read("target/compiled/models/marts/aggregated_sales.sql");
+    // The ephemeral model is inlined as a CTE; macros are expanded.
+    assert!(compiled.contains("\nWITH \"__sluice_eph_all_sales\" AS (\n-- Both channels"), "{compiled}");
+    assert!(compiled.contains("sum((s.quantity * s.unit_price)) as revenue"), "{compiled}");
+    assert!(!p.file("target/compiled/models/marts/aggregated_sales.sql.tmp").exists());
+    let out = p.run(&["transform", "--select", "nope"]);
+    out.expect_code(2);
+    assert_eq!(
+        out.stderr,
+        "error: no model, seed or snapshot named `nope` in the selector `nope`; valid choices: `online_sales`, `products`, `aggregated_sales`, `all_sales`, `stg_in_store`, `stg_online`\n"
+    );
+    // A pipeline step selecting something that does not exist fails the check.
+    p.write("pipelines/bad.toml", "[[steps]]\nname = \"m\"\nkind = \"sql\"\nselect = \"tag:none aggregated_sale\"\n");
+    let out = p.run(&["check"]);
+    out.expect_code(2);
+    assert!(
+        out.stdout.contains("step `m`: no model, seed or snapshot named `aggregated_sale` in the selector `aggregated_sale`; did you mean `aggregated_sales`?"),
+        "{}",
+        out.stdout
+    );
+}
