@@ -139,7 +139,7 @@ timezone = "UTC"
         ("data/orders.csv", ORDERS),
         ("models/staging/stg_orders.sql", STG_ORDERS),
         ("models/marts/revenue_by_product.sql", REVENUE),
-        (".gitignore", ".sluice/\noutput/\n.env\n"),
+        (".gitignore", ".sluice/\noutput/\ntarget/\n.env\n"),
         (".env.example", "# Copy to .env for local secrets; .env is never committed.\n# PG_PASSWORD=change-me\n"),
     ];
     for (rel, text) in files {

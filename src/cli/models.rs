@@ -102,9 +102,15 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
         connect: &connect,
         on_done: &on_done,
     };
+    let build_started = Instant::now();
     let results = build(&req)?;
+    let build_wall = build_started.elapsed();
     let took = started.elapsed();
     let db: std::time::Duration = results.iter().map(|r| r.db_time).sum();
+    // Sluice's own time: reading and planning the project, and each model's
+    // build minus its time in the database (summed over threads).
+    let own = took.saturating_sub(build_wall)
+        + results.iter().map(|r| r.duration.saturating_sub(r.db_time)).sum::<std::time::Duration>();
     let built = results.iter().filter(|r| matches!(r.state, ModelState::Built { .. })).count();
     let failed = results.iter().filter(|r| matches!(r.state, ModelState::Failed(_))).count();
     let skipped = results.len() - built - failed;
@@ -123,7 +129,7 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
         &project,
         "run_results.json",
         &serde_json::to_vec_pretty(
-            &json!({ "command": "transform", "elapsed_time": took.as_secs_f64(), "results": rr }),
+            &json!({ "command": "transform", "elapsed_time": took.as_secs_f64(), "database_time": db.as_secs_f64(), "sluice_time": own.as_secs_f64(), "threads": req.threads, "results": rr }),
         )
         .expect("JSON"),
     )?;
@@ -132,11 +138,11 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
         return Ok(0);
     }
     let mut summary = format!("{built} of {} models built in {}", results.len(), format_duration(took));
-    summary.push_str(&format!(
-        " (database {}, sluice {})",
-        format_duration(db.min(took)),
-        format_duration(took.saturating_sub(db))
-    ));
+    summary.push_str(&format!(" (sluice {}, database {}", format_duration(own), format_duration(db)));
+    if req.threads > 1 && db > took {
+        summary.push_str(&format!(" over {} threads", req.threads));
+    }
+    summary.push(')');
     if failed > 0 || skipped > 0 {
         summary.push_str(&format!("; {failed} failed, {skipped} skipped"));
     }

@@ -206,7 +206,8 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
                     let mut db = Duration::ZERO;
                     let wh = match conn.as_mut() {
                         Some(w) => Ok(w),
-                        None => (req.connect)().map(|w| conn.insert(w)),
+                        // Connecting is the database's time too.
+                        None => timed(&mut db, || (req.connect)()).map(|w| conn.insert(w)),
                     };
                     let state = match wh {
                         Err(e) => ModelState::Failed(e),

@@ -9,7 +9,7 @@ use super::load::{Input, LoadSpec, load};
 use super::{Meter, NoMeter};
 use crate::error::{Error, Result};
 use crate::plan::{NodeKind, Plan};
-use crate::project::{LoadMode, OnError, Project, ReadOptions, SchemaChange};
+use crate::project::{LoadMode, OnError, Project, SchemaChange};
 use crate::warehouse::Warehouse;
 
 /// What loading one seed did.
@@ -43,7 +43,7 @@ pub fn load_seeds(
             schema: meta.and_then(|m| m.columns.clone()),
             mode: LoadMode::Replace,
             key: Vec::new(),
-            read: meta.map(|m| m.read.clone()).unwrap_or_else(ReadOptions::default),
+            read: meta.map(|m| m.read.clone()).unwrap_or_default(),
             on_error: OnError::Fail,
             max_errors: None,
             schema_change: SchemaChange::Fail,

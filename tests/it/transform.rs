@@ -33,6 +33,7 @@ per_backend!(
     snapshots_keep_history,
     data_tests_report_failing_rows,
     airflow_sales_gives_the_same_bytes_everywhere,
+    views_follow_column_changes,
 );
 
 /// A project whose warehouse is the test database.
@@ -406,4 +407,35 @@ fn selection_compile_and_ephemeral_models() {
         "{}",
         out.stdout
     );
+}
+
+/// A view is replaced in place when it keeps its columns, and rebuilt when
+/// they change (a new type, an order, a column gone); the views on it keep
+/// working either way.
+fn views_follow_column_changes(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = project_on(&db);
+    p.write(
+        "sluice.toml",
+        &format!("name = \"t\"\n[connections.w]\nurl = \"{}\"\n[models]\nmaterialized = \"view\"\n", db.url()),
+    );
+    p.write("models/w.sql", "select a from {{ ref('v') }}\n");
+    let url = db.url();
+    let export = |sql: &str| {
+        let o = run_in(p.path(), &["export", &url, "--query", sql], &[]);
+        o.expect_code(0);
+        o.stdout
+    };
+    for (body, want) in [
+        ("select 1 as a", "a\n1\n"),
+        ("select 2 as a", "a\n2\n"),
+        ("select 3 as a, 4 as b", "a\n3\n"),
+        ("select 'x' as a", "a\nx\n"),
+        ("select 5 as c, 'y' as a", "a\ny\n"),
+    ] {
+        p.write("models/v.sql", &format!("{body}\n"));
+        p.run(&["transform"]).expect_code(0);
+        assert_eq!(export("select a from w"), want, "after `{body}`");
+    }
+    assert_eq!(export("select c, a from v"), "c\ta\n5\ty\n");
 }
