@@ -11,6 +11,7 @@ mod load;
 mod models;
 pub mod progress;
 mod run;
+mod services;
 
 use std::path::PathBuf;
 
@@ -69,6 +70,18 @@ pub enum Command {
     Snapshot(models::Selection),
     /// Run data tests: generic tests from the models files and tests/*.sql.
     Test(models::Selection),
+    /// Run the scheduler, a worker and the API in one process (the embedded default).
+    Serve(services::ServeArgs),
+    /// Run the scheduler alone: fire triggers into the state store (a second one is a hot standby).
+    Scheduler(services::SchedulerArgs),
+    /// Run a worker alone: claim tasks from the state store and run them.
+    Worker(services::WorkerCmdArgs),
+    /// Run the control API alone.
+    Api(services::ApiArgs),
+    /// Show when the schedules fire next, in UTC and in their own time zone.
+    Next(services::NextArgs),
+    /// Run the fires of a past date range, each with its own logical date.
+    Backfill(services::BackfillArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -87,6 +100,12 @@ pub fn main() -> i32 {
         Command::Seed(a) => models::seed(a),
         Command::Snapshot(a) => models::snapshot(a),
         Command::Test(a) => models::test(a),
+        Command::Serve(a) => services::serve(a),
+        Command::Scheduler(a) => services::scheduler(a),
+        Command::Worker(a) => services::worker(a),
+        Command::Api(a) => services::api(a),
+        Command::Next(a) => services::next(a),
+        Command::Backfill(a) => services::backfill(a),
     };
     match res {
         Ok(code) => code,

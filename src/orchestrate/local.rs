@@ -88,6 +88,7 @@ pub fn run_pipeline(req: RunRequest<'_>, observer: &dyn Observer) -> Result<RunS
         store: req.store.clone(),
         meters: req.meters.clone(),
         full_refresh: req.full_refresh,
+        cancel: steps::Cancel::default(),
     };
     let mut results: Vec<Option<bool>> = vec![None; pl.steps.len()];
     let mut out = Vec::new();

@@ -1,5 +1,12 @@
 //! Running pipelines: in this process, step after step in dependency order
-//! (`local`). A step whose dependency failed is not run. Scheduling, workers
-//! and the state store build on this.
+//! (`local`); on a schedule (`schedule` computes fire times, `scheduler`
+//! enqueues runs); on workers that claim tasks from the state store
+//! (`worker`); and the control API (`api`).
 
+pub mod api;
 pub mod local;
+pub mod log;
+pub mod runs;
+pub mod schedule;
+pub mod scheduler;
+pub mod worker;

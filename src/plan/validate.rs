@@ -163,6 +163,7 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                     check_conn(&mut d, &c.connection);
                     tables.insert(c.output.v.clone());
                 }
+                StepKind::Command(_) | StepKind::Empty => {}
                 StepKind::Export(e) => {
                     check_conn(&mut d, &e.connection);
                     if let ExportWhat::Query(q) = &e.what

@@ -18,6 +18,8 @@ pub const DEFAULT_CONNECTION: &str = "warehouse";
 pub const DEFAULT_WAREHOUSE_URL: &str = "sqlite://.sluice/warehouse.db";
 /// The object store used when `[storage]` gives no URL.
 pub const DEFAULT_STORAGE_URL: &str = "file://.sluice/lake";
+/// Where runs are recorded unless `[state] url` says otherwise.
+pub const DEFAULT_STATE_URL: &str = "sqlite://.sluice/state.db";
 
 /// `sluice.toml`.
 #[derive(Debug, Clone)]
@@ -57,6 +59,8 @@ pub struct Defaults {
     pub timezone: Option<Spanned<String>>,
     /// Retries of a failed step.
     pub retries: Option<u32>,
+    /// The first retry's delay.
+    pub retry_delay: Option<Dur>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +123,8 @@ pub struct PipelineConfig {
     pub description: Option<String>,
     pub triggers: Vec<Trigger>,
     pub max_active_runs: Option<u32>,
+    /// How many of the pipeline's tasks may run at once, over all workers.
+    pub concurrency: Option<u32>,
     pub steps: Vec<StepConfig>,
 }
 
@@ -150,8 +156,38 @@ pub struct StepConfig {
     pub name: Spanned<String>,
     pub depends_on: Vec<Spanned<String>>,
     pub retries: Option<u32>,
+    /// The first retry's delay; each next one doubles (with jitter).
+    pub retry_delay: Option<Dur>,
+    pub retry_on: Option<RetryOn>,
     pub timeout: Option<Dur>,
     pub kind: StepKind,
+}
+
+/// Which failures a step's retries are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// Failures that may pass: a server unreachable or gone, a dropped
+    /// connection, a timeout, a worker that stopped.
+    Transient,
+    /// Every failure, bad data and SQL errors included.
+    Any,
+}
+
+impl RetryOn {
+    pub fn name(self) -> &'static str {
+        match self {
+            RetryOn::Transient => "transient",
+            RetryOn::Any => "any",
+        }
+    }
+}
+
+/// The `command` step: a program run with the run's facts in its environment.
+#[derive(Debug, Clone)]
+pub struct CommandStep {
+    /// The program and its arguments; a single string runs through `sh -c`.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +204,10 @@ pub enum StepKind {
     Test(NodeStep),
     /// Cleans a table: types, trimming, nulls, duplicates, outliers, quality.
     Clean(CleanStep),
+    /// Runs a program.
+    Command(CommandStep),
+    /// Does nothing: a join point in the DAG.
+    Empty,
 }
 
 impl StepKind {
@@ -181,6 +221,8 @@ impl StepKind {
             StepKind::Snapshot(_) => "snapshot",
             StepKind::Test(_) => "test",
             StepKind::Clean(_) => "clean",
+            StepKind::Command(_) => "command",
+            StepKind::Empty => "empty",
         }
     }
 }
@@ -466,7 +508,7 @@ pub enum ExportFormat {
 pub const EXPORT_FORMATS: &[(&str, ExportFormat)] = &[("tsv", ExportFormat::Tsv), ("csv", ExportFormat::Csv)];
 
 /// The keys every step has, whatever its kind.
-pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries", "timeout"];
+pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries", "retry_delay", "retry_on", "timeout"];
 
 /// The step kinds and their own keys; the single registry of step kinds.
 pub const STEP_KINDS: &[(&str, &[&str])] = &[
@@ -499,11 +541,13 @@ pub const STEP_KINDS: &[(&str, &[&str])] = &[
     ("snapshot", &["select", "exclude", "connection"]),
     ("test", &["select", "exclude", "connection"]),
     ("clean", &["table", "output", "connection", "null_markers", "trim", "dedup", "columns", "export"]),
+    ("command", &["command", "env"]),
+    ("empty", &[]),
 ];
 
 pub const PROJECT_KEYS: &[&str] =
     &["name", "description", "connections", "storage", "defaults", "vars", "models", "state"];
-pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "steps"];
+pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "concurrency", "steps"];
 pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup"];
 
 /// Decodes `sluice.toml`.
@@ -574,6 +618,7 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
             check_timezone(cx, tz);
         }
         cfg.defaults.retries = f.opt(cx, "retries");
+        cfg.defaults.retry_delay = f.opt(cx, "retry_delay");
         f.finish(cx, |_| None);
     }
     if let Some(node) = t.node("vars") {
@@ -688,6 +733,12 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
     t.what = format!("pipeline `{}`", name.v);
     let description = t.opt(cx, "description");
     let max_active_runs = t.opt(cx, "max_active_runs");
+    let concurrency: Option<u32> = t.opt(cx, "concurrency");
+    if concurrency == Some(0)
+        && let Some(n) = t.node("concurrency")
+    {
+        cx.error(n.span.clone(), "`concurrency` must be at least 1");
+    }
     let mut triggers = Vec::new();
     if let Some(node) = t.node("triggers") {
         match &node.v {
@@ -731,7 +782,7 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
         },
         None => {
             cx.error(0..0, format!("pipeline `{}` has no steps", name.v)).help = Some(
-                "add a step: [[steps]] with `name` and `kind` (ingest, load, sql, export, seed, snapshot, test, clean)"
+                "add a step: [[steps]] with `name` and `kind` (ingest, load, sql, export, seed, snapshot, test, clean, command, empty)"
                     .into(),
             );
         }
@@ -743,7 +794,7 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
         }
         _ => None,
     });
-    Some(PipelineConfig { file: cx.file, name, description, triggers, max_active_runs, steps })
+    Some(PipelineConfig { file: cx.file, name, description, triggers, max_active_runs, concurrency, steps })
 }
 
 fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
@@ -852,13 +903,19 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         Some(n) => one_of(n, cx, "kind", &kinds),
         None => {
             let what = t.what.clone();
-            cx.error(t.span().start..t.span().start, format!("missing key `kind` in {what}")).help =
-                Some("add `kind = \"…\"`: one of ingest, load, sql, export, seed, snapshot, test, clean".into());
+            cx.error(t.span().start..t.span().start, format!("missing key `kind` in {what}")).help = Some(
+                "add `kind = \"…\"`: one of ingest, load, sql, export, seed, snapshot, test, clean, command, empty"
+                    .into(),
+            );
             None
         }
     };
     let depends_on: Vec<Spanned<String>> = t.opt(cx, "depends_on").unwrap_or_default();
     let retries = t.opt(cx, "retries");
+    let retry_delay = t.opt(cx, "retry_delay");
+    let retry_on = t
+        .node("retry_on")
+        .and_then(|n| one_of(n, cx, "retry_on", &[("transient", RetryOn::Transient), ("any", RetryOn::Any)]));
     let timeout = t.opt(cx, "timeout");
     let step_kind = match kind {
         Some("ingest") => decode_ingest(&mut t, cx).map(StepKind::Ingest),
@@ -869,6 +926,8 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         Some("test") => Some(StepKind::Test(decode_node_step(&mut t, cx))),
         Some("clean") => decode_clean(&mut t, cx).map(StepKind::Clean),
         Some("export") => decode_export(&mut t, cx).map(StepKind::Export),
+        Some("command") => decode_command(&mut t, cx).map(StepKind::Command),
+        Some("empty") => Some(StepKind::Empty),
         _ => {
             // Without a kind, every kind's keys are accepted so only the kind is reported.
             for (_, keys) in STEP_KINDS {
@@ -892,7 +951,7 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         }
     });
     let loc = cx.loc(&node.span);
-    Some(StepConfig { loc, name: name?, depends_on, retries, timeout, kind: step_kind? })
+    Some(StepConfig { loc, name: name?, depends_on, retries, retry_delay, retry_on, timeout, kind: step_kind? })
 }
 
 fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
@@ -1171,6 +1230,43 @@ fn decode_clean(t: &mut Fields, cx: &mut Cx) -> Option<CleanStep> {
         }
     }
     Some(CleanStep { table: table?, output: output?, connection, null_markers, trim, dedup, columns, export })
+}
+
+fn decode_command(t: &mut Fields, cx: &mut Cx) -> Option<CommandStep> {
+    let node = t.node("command");
+    let argv = match node {
+        None => {
+            cx.error(t.span(), "missing key `command` in a command step").help =
+                Some("command = [\"python3\", \"scripts/fetch.py\"] or command = \"./run.sh > out.log\"".into());
+            None
+        }
+        Some(n) => match &n.v {
+            V::Str(s) => Some(vec!["sh".to_string(), "-c".to_string(), s.clone()]),
+            _ => match Vec::<String>::decode(n, cx, Some("command")) {
+                Some(v) if v.is_empty() => {
+                    cx.error(n.span.clone(), "`command` is empty");
+                    None
+                }
+                v => v,
+            },
+        },
+    };
+    let mut env = Vec::new();
+    if let Some(n) = t.node("env") {
+        match &n.v {
+            V::Table(entries) => {
+                for (k, v) in entries {
+                    if let Some(s) = String::decode(v, cx, Some(&k.name)) {
+                        env.push((k.name.clone(), s));
+                    }
+                }
+            }
+            _ => {
+                cx.error(n.span.clone(), format!("wrong type for `env`: expected a table, found {}", n.type_name()));
+            }
+        }
+    }
+    Some(CommandStep { argv: argv?, env })
 }
 
 fn decode_outliers(n: &Node, cx: &mut Cx) -> Option<OutlierRule> {

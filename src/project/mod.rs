@@ -260,6 +260,19 @@ impl Project {
         Ok(self.config.storage.url.as_ref().map(|u| u.v.clone()).unwrap_or_else(|| DEFAULT_STORAGE_URL.to_string()))
     }
 
+    /// The state store's URL: `SLUICE_STATE_URL`, else `[state] url`, else
+    /// `.sluice/state.db` in the project folder.
+    pub fn state_url(&self) -> Result<Secret> {
+        if let Some(u) = self.env.var("SLUICE_STATE_URL").filter(|u| !u.is_empty()) {
+            return Ok(Secret::plain(&u));
+        }
+        match &self.config.state.url {
+            None => Ok(Secret::plain(DEFAULT_STATE_URL)),
+            Some(u) => Secret::new(&u.v, &self.env)
+                .map_err(|e| Error::user(format!("[state] url ({}): {e}", self.sources.position(&u.loc)))),
+        }
+    }
+
     /// The IANA time zone of the project (UTC unless set).
     pub fn timezone(&self) -> chrono_tz::Tz {
         self.config.defaults.timezone.as_ref().and_then(|t| t.v.parse().ok()).unwrap_or(chrono_tz::UTC)

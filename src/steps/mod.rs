@@ -5,6 +5,7 @@
 //! Steps report progress through a `Meter`; they print nothing themselves.
 
 pub mod clean;
+pub mod command;
 pub mod data_tests;
 pub mod export;
 pub mod ingest;
@@ -42,6 +43,50 @@ impl Meter for NoMeter {
 /// Makes a meter for a step, given what it works on and its total size if known.
 pub type MeterFactory = Arc<dyn Fn(&str, Option<u64>) -> Arc<dyn Meter> + Send + Sync>;
 
+/// Why a step is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Cancelled = 1,
+    TimedOut = 2,
+    ShuttingDown = 3,
+}
+
+/// A flag a running step checks between units of work (batches, models,
+/// a child process's polls); set by the worker on cancel, timeout or shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<std::sync::atomic::AtomicU8>);
+
+impl Cancel {
+    pub fn stop(&self, why: StopReason) {
+        let _ = self.0.compare_exchange(
+            0,
+            why as u8,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => Some(StopReason::Cancelled),
+            2 => Some(StopReason::TimedOut),
+            3 => Some(StopReason::ShuttingDown),
+            _ => None,
+        }
+    }
+
+    /// An error when the step should stop: a timeout and a shutdown may pass
+    /// on a retry; a cancel is final.
+    pub fn check(&self) -> Result<()> {
+        match self.reason() {
+            None => Ok(()),
+            Some(StopReason::Cancelled) => Err(Error::user("stopped: the run was cancelled")),
+            Some(StopReason::TimedOut) => Err(Error::external("stopped: the step ran past its timeout", true)),
+            Some(StopReason::ShuttingDown) => Err(Error::external("stopped: the worker is shutting down", true)),
+        }
+    }
+}
+
 /// Everything a step needs from the run it belongs to.
 pub struct RunCtx<'a> {
     pub project: &'a Project,
@@ -53,6 +98,8 @@ pub struct RunCtx<'a> {
     pub meters: MeterFactory,
     /// Rebuild incremental models from scratch.
     pub full_refresh: bool,
+    /// Set when the step should stop early.
+    pub cancel: Cancel,
 }
 
 impl RunCtx<'_> {
@@ -93,6 +140,8 @@ pub fn run_step(ctx: &RunCtx, pipeline: &str, step: &StepConfig) -> Result<StepO
         StepKind::Snapshot(c) => nodes::snapshot(ctx, c),
         StepKind::Test(c) => nodes::test(ctx, c),
         StepKind::Clean(c) => clean::run(ctx, c),
+        StepKind::Command(c) => command::run(ctx, pipeline, step, c),
+        StepKind::Empty => Ok(StepOutput { summary: "nothing to do".into(), ..Default::default() }),
     };
     res.map_err(|e: Error| e.context(format!("step `{}`", step.name.v)))
 }

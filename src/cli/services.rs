@@ -1,0 +1,350 @@
+//! The long-running services and the scheduling commands: `serve`,
+//! `scheduler`, `worker`, `api`, `next`, `backfill`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::orchestrate::log::log;
+use crate::orchestrate::runs::{Shared, new_run, open_state};
+use crate::orchestrate::schedule::{Timing, parse_time, rfc3339, show_in};
+use crate::orchestrate::scheduler::{SchedulerConfig, run_scheduler};
+use crate::orchestrate::worker::{Shutdown, WorkerConfig, default_id, run_worker};
+use crate::project::TriggerKind;
+use crate::state::{RunFilter, State};
+
+use super::ProjectArgs;
+
+/// Where the state store is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// The state store: sqlite://PATH or postgres://… ([state] url in sluice.toml, else .sluice/state.db).
+    #[arg(long = "state", env = "SLUICE_STATE_URL", value_name = "URL", hide_env_values = true)]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenArgs {
+    /// The address the API listens on.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Tasks this worker runs at once.
+    #[arg(long, env = "SLUICE_WORKER_SLOTS", default_value_t = 4)]
+    pub slots: usize,
+    /// How long a claimed task is held without a heartbeat; a task of a worker
+    /// that died is retried elsewhere after this.
+    #[arg(long, default_value = "30s", value_parser = parse_dur)]
+    pub lease: Duration,
+    /// On SIGTERM, how long running tasks get to finish before they are handed back.
+    #[arg(long, default_value = "30s", value_parser = parse_dur)]
+    pub grace: Duration,
+    /// This worker's id (default: host, process id and a random suffix).
+    #[arg(long, env = "SLUICE_WORKER_ID")]
+    pub id: Option<String>,
+}
+
+impl WorkerArgs {
+    fn config(&self) -> WorkerConfig {
+        let mut c = WorkerConfig::new(self.id.clone().unwrap_or_else(default_id), self.slots);
+        c.lease = self.lease;
+        c.grace = self.grace;
+        c
+    }
+}
+
+fn parse_dur(s: &str) -> std::result::Result<Duration, String> {
+    crate::project::tree::parse_duration(s)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The longest the scheduler sleeps between looks at the triggers.
+    #[arg(long, default_value = "1s", value_parser = parse_dur)]
+    pub tick: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerCmdArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NextArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Only this pipeline's schedules.
+    pub pipeline: Option<String>,
+    /// Count from this time (YYYY-MM-DD[ HH:MM[:SS]] in the project's zone, or RFC 3339); now by default.
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// How many fires to show per schedule.
+    #[arg(short = 'n', long, default_value_t = 5)]
+    pub count: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The pipeline to backfill.
+    pub pipeline: String,
+    /// The first date (YYYY-MM-DD, in the project's zone).
+    #[arg(long, value_name = "DATE")]
+    pub from: String,
+    /// The last date, included.
+    #[arg(long, value_name = "DATE")]
+    pub to: String,
+    /// Only queue the runs (for running workers); do not run them here.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Tasks run at once by the in-process worker.
+    #[arg(long, default_value_t = 2)]
+    pub slots: usize,
+}
+
+/// Stops `shutdown` on SIGTERM or SIGINT; a second signal exits at once.
+fn on_signals(shutdown: Shutdown) {
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(_) => return,
+        };
+        rt.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            for n in 0.. {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                if n == 0 {
+                    log("info", "sluice", "stopping (a second signal stops at once)");
+                    shutdown.begin();
+                } else {
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+}
+
+fn open(project: &ProjectArgs, state: &StateArgs) -> Result<(Arc<Shared>, Arc<State>)> {
+    let shared = Shared::open(&project.project)?;
+    let st = open_state(&shared.get().project, state.state.as_deref())?;
+    Ok((Arc::new(shared), Arc::new(st)))
+}
+
+pub fn serve(a: ServeArgs) -> Result<i32> {
+    let (project, state) = open(&a.project, &a.state)?;
+    let shutdown = Shutdown::default();
+    on_signals(shutdown.clone());
+    let wcfg = a.worker.config();
+    let res = std::thread::scope(|s| {
+        let sched = {
+            let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
+            s.spawn(move || run_scheduler(state, project, SchedulerConfig::default(), shutdown))
+        };
+        let worker = {
+            let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
+            s.spawn(move || run_worker(state, project, wcfg, shutdown))
+        };
+        let api = crate::orchestrate::api::serve(state.clone(), project.clone(), &a.listen.listen, shutdown.clone());
+        // The API returns on shutdown, or at once when it cannot listen.
+        shutdown.begin();
+        let w = worker.join().unwrap_or_else(|_| Err(Error::internal("the worker panicked")));
+        let sc = sched.join().unwrap_or_else(|_| Err(Error::internal("the scheduler panicked")));
+        api.and(w).and(sc)
+    });
+    res.map(|_| 0)
+}
+
+pub fn scheduler(a: SchedulerArgs) -> Result<i32> {
+    let (project, state) = open(&a.project, &a.state)?;
+    let shutdown = Shutdown::default();
+    on_signals(shutdown.clone());
+    let cfg = SchedulerConfig { tick: a.tick, ..SchedulerConfig::default() };
+    run_scheduler(state, project, cfg, shutdown).map(|_| 0)
+}
+
+pub fn worker(a: WorkerCmdArgs) -> Result<i32> {
+    let (project, state) = open(&a.project, &a.state)?;
+    let shutdown = Shutdown::default();
+    on_signals(shutdown.clone());
+    run_worker(state, project, a.worker.config(), shutdown).map(|_| 0)
+}
+
+pub fn api(a: ApiArgs) -> Result<i32> {
+    let (project, state) = open(&a.project, &a.state)?;
+    let shutdown = Shutdown::default();
+    on_signals(shutdown.clone());
+    crate::orchestrate::api::serve(state, project, &a.listen.listen, shutdown).map(|_| 0)
+}
+
+pub fn next(a: NextArgs) -> Result<i32> {
+    let (project, _) = crate::plan::open(&a.project.project)?;
+    let tz = project.timezone();
+    let from = match &a.from {
+        Some(f) => parse_time(f, tz)?,
+        None => crate::state::now_us(),
+    };
+    let pipelines: Vec<_> = match &a.pipeline {
+        Some(p) => vec![project.pipeline(p)?],
+        None => project.pipelines.iter().collect(),
+    };
+    let mut any = false;
+    for pl in pipelines {
+        for t in &pl.triggers {
+            any = true;
+            match Timing::of(t, tz) {
+                Some(timing) => {
+                    let timing = timing?;
+                    println!("{}: {}", pl.name.v, timing.describe());
+                    let mut at = from;
+                    for _ in 0..a.count {
+                        match timing.next_after(at) {
+                            Some(n) => {
+                                println!("  {}  {}", rfc3339(n), show_in(n, timing.zone()));
+                                at = n;
+                            }
+                            None => {
+                                println!("  (no more fires)");
+                                break;
+                            }
+                        }
+                    }
+                }
+                None => match &t.kind {
+                    TriggerKind::OnDataset(d) => {
+                        println!("{}: when dataset `{}` is updated (by any pipeline's step)", pl.name.v, d.v)
+                    }
+                    TriggerKind::OnNewObjects(o) => println!("{}: when new files appear under `{}`", pl.name.v, o.v),
+                    _ => {}
+                },
+            }
+        }
+    }
+    if !any {
+        println!("no triggers: pipelines run when started (sluice run, the API or the dashboard)");
+    }
+    Ok(0)
+}
+
+pub fn backfill(a: BackfillArgs) -> Result<i32> {
+    let (project, state) = open(&a.project, &a.state)?;
+    let loaded = project.get();
+    let p = &loaded.project;
+    let tz = p.timezone();
+    let pl = p.pipeline(&a.pipeline)?;
+    let day = |s: &str| {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|_| Error::user(format!("invalid date \"{s}\": expected YYYY-MM-DD")))
+    };
+    let (from, to) = (day(&a.from)?, day(&a.to)?);
+    if to < from {
+        return Err(Error::user(format!("--to {to} is before --from {from}")));
+    }
+    let start = parse_time(&from.to_string(), tz)? - 1;
+    let end = parse_time(&(to + chrono::Days::new(1)).to_string(), tz)? - 1;
+    // The fires of the pipeline's first time-based trigger; without one, one run a day.
+    let timing = pl.triggers.iter().find_map(|t| Timing::of(t, tz)).transpose()?;
+    let fires: Vec<(i64, String)> = match &timing {
+        Some(t) => t.fires_between(start, end, 100_000).into_iter().map(|f| (f, t.logical_date(f, tz))).collect(),
+        None => from
+            .iter_days()
+            .take_while(|d| *d <= to)
+            .map(|d| Ok((parse_time(&d.to_string(), tz)?, d.to_string())))
+            .collect::<Result<_>>()?,
+    };
+    if fires.is_empty() {
+        println!("no fires of `{}` between {from} and {to}", pl.name.v);
+        return Ok(0);
+    }
+    let mut ids = Vec::new();
+    for (f, date) in &fires {
+        let run = new_run(p, &pl.name.v, "backfill", date.clone(), Some(*f), serde_json::json!({}), false)?;
+        if let Some(id) = state.enqueue(&run)? {
+            ids.push(id);
+        }
+    }
+    let limit = pl.max_active_runs.map(|n| format!(", at most {n} at a time")).unwrap_or_default();
+    println!(
+        "queued {} run(s) of `{}` for {from} … {to}{limit} ({} already queued before)",
+        ids.len(),
+        pl.name.v,
+        fires.len() - ids.len()
+    );
+    if a.no_wait || ids.is_empty() {
+        return Ok(0);
+    }
+    // Run them here with a worker of our own, until each has finished.
+    let shutdown = Shutdown::default();
+    on_signals(shutdown.clone());
+    let mut cfg = WorkerConfig::new(default_id(), a.slots);
+    cfg.poll = Duration::from_millis(200);
+    let failed = std::thread::scope(|s| -> Result<usize> {
+        let w = {
+            let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
+            s.spawn(move || run_worker(state, project, cfg, shutdown))
+        };
+        let mut reported = std::collections::BTreeSet::new();
+        let mut failed = 0;
+        while reported.len() < ids.len() && !shutdown.is_set() {
+            let rows =
+                state.runs(&RunFilter { pipeline: Some(pl.name.v.clone()), status: None, limit: Some(10_000) })?;
+            for r in rows.iter().filter(|r| ids.contains(&r.id)) {
+                if matches!(r.status.as_str(), "success" | "failed" | "cancelled") && reported.insert(r.id.clone()) {
+                    if r.status != "success" {
+                        failed += 1;
+                    }
+                    let err = r.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
+                    println!("{} {:<9} run {}{err}", r.logical_date, r.status, r.id);
+                }
+            }
+            shutdown.sleep(Duration::from_millis(200));
+        }
+        shutdown.begin();
+        w.join().unwrap_or_else(|_| Err(Error::internal("the worker panicked")))?;
+        Ok(failed)
+    })?;
+    println!("backfill of `{}`: {} run(s), {failed} failed", pl.name.v, ids.len());
+    Ok(if failed == 0 { 0 } else { 1 })
+}

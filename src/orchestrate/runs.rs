@@ -1,0 +1,228 @@
+//! What the control plane needs to know about a project: each pipeline's
+//! definition hash and limits, the tasks a run of it has, the datasets a step
+//! updated, and the project itself, loaded once and shared by threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::project::{PipelineConfig, Project, RetryOn, StepConfig, StepKind};
+use crate::state::{NewRun, NewTask, PipelineDef, State};
+use crate::steps::StepOutput;
+use crate::storage::Store;
+
+/// The first retry's delay when a step names none.
+pub const DEFAULT_RETRY_DELAY_MS: i64 = 10_000;
+
+/// A project read and validated, with its object store.
+pub struct Loaded {
+    pub project: Project,
+    pub plan: Plan,
+    pub store: Store,
+}
+
+impl Loaded {
+    pub fn open(dir: &Path) -> Result<Loaded> {
+        let (project, plan) = crate::plan::open(dir)?;
+        let store = crate::storage::open(&project.storage_url()?, &project.dir)?;
+        Ok(Loaded { project, plan, store })
+    }
+}
+
+/// The loaded project, replaced when its files change.
+pub struct Shared {
+    pub dir: PathBuf,
+    current: RwLock<Arc<Loaded>>,
+    stamp: RwLock<u64>,
+}
+
+impl Shared {
+    pub fn open(dir: &Path) -> Result<Shared> {
+        let loaded = Loaded::open(dir)?;
+        Ok(Shared { dir: dir.to_path_buf(), current: RwLock::new(Arc::new(loaded)), stamp: RwLock::new(stamp(dir)) })
+    }
+
+    pub fn get(&self) -> Arc<Loaded> {
+        self.current.read().expect("project lock").clone()
+    }
+
+    /// Reads the project again if a file changed; a project that no longer
+    /// validates is reported and the previous one kept. `true` when reloaded.
+    pub fn refresh(&self) -> Result<bool> {
+        let now = stamp(&self.dir);
+        if now == *self.stamp.read().expect("stamp") {
+            return Ok(false);
+        }
+        *self.stamp.write().expect("stamp") = now;
+        let loaded = Loaded::open(&self.dir)?;
+        *self.current.write().expect("project lock") = Arc::new(loaded);
+        Ok(true)
+    }
+}
+
+/// A cheap fingerprint of the project's files: their paths, sizes and times.
+fn stamp(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    fn walk(d: &Path, h: &mut std::collections::hash_map::DefaultHasher, depth: usize) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let n = name.to_string_lossy();
+            if n.starts_with('.') || n == "target" || n == "output" || n == "data" {
+                continue;
+            }
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                if depth < 8 {
+                    walk(&e.path(), h, depth + 1);
+                }
+            } else if n.ends_with(".toml") || n.ends_with(".sql") || n.ends_with(".csv") || n == ".env" {
+                n.hash(h);
+                md.len().hash(h);
+                md.modified().ok().hash(h);
+            }
+        }
+    }
+    walk(dir, &mut h, 0);
+    std::fs::metadata(dir.join(".env")).ok().and_then(|m| m.modified().ok()).hash(&mut h);
+    h.finish()
+}
+
+/// A hash of a pipeline's file, so a run records which definition it ran.
+pub fn pipeline_hash(project: &Project, pl: &PipelineConfig) -> String {
+    let text = &project.sources.get(pl.file).text;
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn pipeline_def(project: &Project, pl: &PipelineConfig) -> PipelineDef {
+    PipelineDef {
+        name: pl.name.v.clone(),
+        hash: pipeline_hash(project, pl),
+        max_active_runs: pl.max_active_runs.filter(|n| *n > 0),
+        concurrency: pl.concurrency,
+    }
+}
+
+/// The tasks of a run of `pl`: every step, with its retry settings.
+pub fn tasks_of(project: &Project, pl: &PipelineConfig) -> Vec<NewTask> {
+    let d = &project.config.defaults;
+    pl.steps
+        .iter()
+        .map(|s| NewTask {
+            step: s.name.v.clone(),
+            kind: s.kind.name().to_string(),
+            deps: deps_of(pl, s),
+            retries: s.retries.or(d.retries).unwrap_or(0),
+            retry_delay_ms: s
+                .retry_delay
+                .as_ref()
+                .or(d.retry_delay.as_ref())
+                .map(|x| x.0.as_millis() as i64)
+                .unwrap_or(DEFAULT_RETRY_DELAY_MS),
+            retry_on: s.retry_on.unwrap_or(RetryOn::Transient),
+            timeout_ms: s.timeout.as_ref().map(|t| t.0.as_millis() as i64),
+        })
+        .collect()
+}
+
+/// A step's dependencies: `depends_on`, and a load's ingest step.
+pub fn deps_of(pl: &PipelineConfig, s: &StepConfig) -> Vec<String> {
+    let mut deps: Vec<String> = s.depends_on.iter().map(|d| d.v.clone()).collect();
+    if let StepKind::Load(l) = &s.kind
+        && !deps.contains(&l.from.v)
+        && pl.steps.iter().any(|x| x.name.v == l.from.v)
+    {
+        deps.push(l.from.v.clone());
+    }
+    deps
+}
+
+/// A run of a pipeline, ready to enqueue.
+pub fn new_run(
+    project: &Project,
+    pipeline: &str,
+    trigger: &str,
+    logical_date: String,
+    scheduled_for: Option<i64>,
+    params: serde_json::Value,
+    full_refresh: bool,
+) -> Result<NewRun> {
+    let pl = project.pipeline(pipeline)?;
+    Ok(NewRun {
+        pipeline: pipeline_def(project, pl),
+        trigger: trigger.to_string(),
+        logical_date,
+        scheduled_for,
+        params,
+        full_refresh,
+        tasks: tasks_of(project, pl),
+    })
+}
+
+/// Today in the project's time zone.
+pub fn today(project: &Project) -> String {
+    chrono::Utc::now().with_timezone(&project.timezone()).date_naive().to_string()
+}
+
+/// The datasets a step updated: an ingest's dataset when it landed files, a
+/// load's table when it loaded objects, the models, seeds and snapshots
+/// built, a clean step's output.
+pub fn datasets_updated(step: &StepConfig, out: &StepOutput) -> Vec<String> {
+    let d = &out.details;
+    let names = |v: &serde_json::Value, key: &str| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|x| x.get(key).and_then(|n| n.as_str()).map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    match &step.kind {
+        StepKind::Ingest(i) => {
+            if d["landed"].as_array().is_some_and(|a| !a.is_empty()) {
+                vec![crate::steps::ingest::dataset_of(step, i)]
+            } else {
+                Vec::new()
+            }
+        }
+        StepKind::Load(l) => {
+            if d["objects"].as_array().is_some_and(|a| !a.is_empty()) {
+                vec![l.table.v.clone()]
+            } else {
+                Vec::new()
+            }
+        }
+        StepKind::Sql(_) => d["models"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|m| m["status"] == "success")
+                    .filter_map(|m| m["model"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        StepKind::Seed(_) => d["seeds"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default(),
+        StepKind::Snapshot(_) => names(d, "snapshot"),
+        StepKind::Clean(c) => vec![c.output.v.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Opens the state store: `--state`/`SLUICE_STATE_URL`, else `[state] url`,
+/// else `.sluice/state.db` in the project.
+pub fn open_state(project: &Project, url: Option<&str>) -> Result<State> {
+    let url = match url {
+        Some(u) => u.to_string(),
+        None => project.state_url()?.expose().to_string(),
+    };
+    State::open(&url, &project.dir).map_err(|e| {
+        if let Error::User(_) = e { e } else { e.context(format!("state store {}", crate::secret::redact_url(&url))) }
+    })
+}

@@ -1,0 +1,1006 @@
+//! The state store: the one source of truth for runs, tasks, attempts, task
+//! logs, dataset events, schedules and workers. Embedded: a SQLite file
+//! (`.sluice/state.db`); distributed: PostgreSQL, where workers claim tasks
+//! with `FOR UPDATE SKIP LOCKED` and are woken by `NOTIFY`.
+//!
+//! A **run** is one execution of a pipeline (`queued` → `running` →
+//! `success | failed | cancelled`); a **task** is one step of a run
+//! (`waiting` → `ready` → `running` → `success | failed | upstream_failed |
+//! cancelled`), tried in **attempts**. A queued run starts when its
+//! pipeline has fewer than `max_active_runs` running; its tasks become ready
+//! as their dependencies succeed. A worker holds a task under a lease it
+//! renews; a task whose lease expires (its worker died) is handed to another
+//! worker. All of it happens in transactions, so two workers never run the
+//! same attempt and a run finishes exactly once.
+
+pub mod db;
+pub mod migrations;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::project::RetryOn;
+use db::{Db, Row, Tx, V, first};
+
+/// Microseconds since the epoch, now.
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// How often a worker that lost its worker may lose a task before the task
+/// fails (a crash is not the task's fault, so it does not use up `retries`).
+pub const MAX_LOST: i64 = 3;
+
+/// The state store.
+pub struct State {
+    pub db: Db,
+}
+
+/// A pipeline as the scheduler and workers know it.
+#[derive(Debug, Clone)]
+pub struct PipelineDef {
+    pub name: String,
+    pub hash: String,
+    pub max_active_runs: Option<u32>,
+    pub concurrency: Option<u32>,
+}
+
+/// A task to create with a run.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub step: String,
+    pub kind: String,
+    pub deps: Vec<String>,
+    pub retries: u32,
+    pub retry_delay_ms: i64,
+    pub retry_on: RetryOn,
+    pub timeout_ms: Option<i64>,
+}
+
+/// A run to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub pipeline: PipelineDef,
+    /// `manual`, `api`, `cron`, `every`, `dataset`, `objects`, `backfill`.
+    pub trigger: String,
+    pub logical_date: String,
+    /// The fire time of a scheduled run: at most one run per pipeline,
+    /// trigger and fire time.
+    pub scheduled_for: Option<i64>,
+    pub params: serde_json::Value,
+    pub full_refresh: bool,
+    pub tasks: Vec<NewTask>,
+}
+
+/// A task a worker claimed.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub run_id: String,
+    pub step: String,
+    pub pipeline: String,
+    pub kind: String,
+    pub attempt: i64,
+    pub worker: String,
+    pub timeout_ms: Option<i64>,
+    pub logical_date: String,
+    pub full_refresh: bool,
+    pub definition_hash: String,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Success { summary: String, output: serde_json::Value, datasets: Vec<String> },
+    Failure { error: String, retryable: bool },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunRow {
+    pub id: String,
+    pub pipeline: String,
+    pub status: String,
+    pub trigger: String,
+    pub logical_date: String,
+    pub scheduled_for: Option<i64>,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+    pub params: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskRow {
+    pub run_id: String,
+    pub step: String,
+    pub kind: String,
+    pub status: String,
+    pub deps: Vec<String>,
+    pub attempts: i64,
+    pub worker: Option<String>,
+    pub next_try_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+    pub summary: Option<String>,
+    pub output: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub worker: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogRow {
+    pub id: i64,
+    pub attempt: i64,
+    pub at: i64,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PipelineRow {
+    pub name: String,
+    pub definition_hash: String,
+    pub max_active_runs: Option<i64>,
+    pub concurrency: Option<i64>,
+    pub last_run: Option<RunRow>,
+}
+
+/// Filters of `runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub pipeline: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+}
+
+pub const RUN_STATUSES: &[&str] = &["queued", "running", "success", "failed", "cancelled"];
+const TERMINAL: &[&str] = &["success", "failed", "upstream_failed", "cancelled"];
+
+fn opt_i(v: &V) -> Option<i64> {
+    v.int()
+}
+fn opt_s(v: &V) -> Option<String> {
+    match v {
+        V::Null => None,
+        v => Some(v.string()),
+    }
+}
+fn json_of(v: &V) -> serde_json::Value {
+    v.text().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(serde_json::Value::Null)
+}
+
+const RUN_COLS: &str =
+    "id, pipeline, status, trigger, logical_date, scheduled_for, queued_at, started_at, finished_at, error, params";
+
+fn run_row(r: &Row) -> RunRow {
+    RunRow {
+        id: r[0].string(),
+        pipeline: r[1].string(),
+        status: r[2].string(),
+        trigger: r[3].string(),
+        logical_date: r[4].string(),
+        scheduled_for: opt_i(&r[5]),
+        queued_at: r[6].int().unwrap_or(0),
+        started_at: opt_i(&r[7]),
+        finished_at: opt_i(&r[8]),
+        error: opt_s(&r[9]),
+        params: json_of(&r[10]),
+    }
+}
+
+/// A delay of `base × 2^(n−1)`, capped at an hour, with "equal jitter" (a
+/// random point in its upper half), so retries of many tasks spread out.
+pub fn backoff_ms(base_ms: i64, failures: i64, seed: &str) -> i64 {
+    let exp = (failures - 1).clamp(0, 20) as u32;
+    let d = base_ms.max(1).saturating_mul(1i64 << exp).min(3_600_000);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(seed.as_bytes());
+    h.write_i64(now_us());
+    let r = (h.finish() % 1_000_000) as i64;
+    d / 2 + (d - d / 2) * r / 1_000_000
+}
+
+impl State {
+    /// Opens the store at `url` (relative SQLite paths are under `base`) and
+    /// brings its schema up to date.
+    pub fn open(url: &str, base: &std::path::Path) -> Result<State> {
+        let db = Db::open(url, base)?;
+        migrations::migrate(&db)?;
+        Ok(State { db })
+    }
+
+    pub fn describe(&self) -> String {
+        self.db.describe()
+    }
+
+    /// Waits until work may be ready (a notification) or `timeout`.
+    pub fn wait(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        self.db.bell().wait(seen, timeout)
+    }
+
+    pub fn bell_count(&self) -> u64 {
+        self.db.bell().count()
+    }
+
+    /// Records the pipelines a project has (their definitions' hashes and limits).
+    pub fn sync_pipelines(&self, defs: &[PipelineDef]) -> Result<()> {
+        let now = now_us();
+        self.db.tx(|t| {
+            for d in defs {
+                upsert_pipeline(t, d, now)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Enqueues a run; `None` when a run for the same scheduled fire exists.
+    pub fn enqueue(&self, run: &NewRun) -> Result<Option<String>> {
+        let now = now_us();
+        let id = uuid::Uuid::now_v7().to_string();
+        self.db.tx(|t| {
+            upsert_pipeline(t, &run.pipeline, now)?;
+            let n = t.exec(
+                "INSERT INTO sluice_runs (id, pipeline, status, trigger, logical_date, scheduled_for, queued_at, params, full_refresh, definition_hash) \
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                &[
+                    V::from(&id),
+                    V::from(&run.pipeline.name),
+                    V::from(&run.trigger),
+                    V::from(&run.logical_date),
+                    V::from(run.scheduled_for),
+                    V::Int(now),
+                    V::Text(run.params.to_string()),
+                    V::Int(run.full_refresh as i64),
+                    V::from(&run.pipeline.hash),
+                ],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            for (i, task) in run.tasks.iter().enumerate() {
+                t.exec(
+                    "INSERT INTO sluice_tasks (run_id, step, pipeline, kind, position, deps, status, retries, retry_delay_ms, retry_on, timeout_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting', $7, $8, $9, $10)",
+                    &[
+                        V::from(&id),
+                        V::from(&task.step),
+                        V::from(&run.pipeline.name),
+                        V::from(&task.kind),
+                        V::Int(i as i64),
+                        V::Text(serde_json::to_string(&task.deps).expect("JSON")),
+                        V::from(task.retries),
+                        V::Int(task.retry_delay_ms),
+                        V::from(task.retry_on.name()),
+                        V::from(task.timeout_ms),
+                    ],
+                )?;
+            }
+            promote(t, &run.pipeline.name, now)?;
+            Ok(Some(id.clone()))
+        })
+    }
+
+    /// Claims the next ready task for `worker`, holding it for `lease_ms`.
+    pub fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Claim>> {
+        let now = now_us();
+        self.db.tx(|t| {
+            let lock = if t.is_postgres() { "FOR UPDATE OF c SKIP LOCKED" } else { "" };
+            let pick = format!(
+                "SELECT c.run_id, c.step, c.pipeline FROM sluice_tasks c \
+                 WHERE c.status = 'ready' AND c.next_try_at <= $1 \
+                   AND NOT EXISTS (SELECT 1 FROM sluice_pipelines p WHERE p.name = c.pipeline AND p.concurrency IS NOT NULL \
+                       AND p.concurrency <= (SELECT COUNT(*) FROM sluice_tasks r WHERE r.pipeline = c.pipeline AND r.status = 'running')) \
+                 ORDER BY c.next_try_at, c.run_id, c.position LIMIT 1 {lock}"
+            );
+            let rows = t.query(&pick, &[V::Int(now)])?;
+            let Some(r) = rows.first() else { return Ok(None) };
+            let (run_id, step, pipeline) = (r[0].string(), r[1].string(), r[2].string());
+            // A concurrency limit is checked again under the pipeline's row
+            // lock: two workers claiming at once cannot both take the last slot.
+            if t.is_postgres() {
+                let lim = t.query("SELECT concurrency FROM sluice_pipelines WHERE name = $1 FOR UPDATE", &[V::from(&pipeline)])?;
+                if let Some(limit) = first(&lim).and_then(V::int) {
+                    let running = first(&t.query(
+                        "SELECT COUNT(*) FROM sluice_tasks WHERE pipeline = $1 AND status = 'running'",
+                        &[V::from(&pipeline)],
+                    )?)
+                    .and_then(V::int)
+                    .unwrap_or(0);
+                    if running >= limit {
+                        return Ok(None);
+                    }
+                }
+            }
+            t.exec(
+                "UPDATE sluice_tasks SET status = 'running', attempts = attempts + 1, lease_owner = $3, lease_until = $4, started_at = $5 \
+                 WHERE run_id = $1 AND step = $2",
+                &[V::from(&run_id), V::from(&step), V::from(worker), V::Int(now + lease_ms * 1000), V::Int(now)],
+            )?;
+            let rows = t.query(
+                "SELECT t.attempts, t.kind, t.timeout_ms, r.logical_date, r.full_refresh, r.definition_hash \
+                 FROM sluice_tasks t JOIN sluice_runs r ON r.id = t.run_id WHERE t.run_id = $1 AND t.step = $2",
+                &[V::from(&run_id), V::from(&step)],
+            )?;
+            let r = &rows[0];
+            let attempt = r[0].int().unwrap_or(1);
+            t.exec(
+                "INSERT INTO sluice_attempts (run_id, step, attempt, worker, started_at, status) VALUES ($1, $2, $3, $4, $5, 'running')",
+                &[V::from(&run_id), V::from(&step), V::Int(attempt), V::from(worker), V::Int(now)],
+            )?;
+            log_tx(t, &run_id, &step, attempt, "info", &format!("attempt {attempt} started on worker {worker}"), now)?;
+            Ok(Some(Claim {
+                run_id: run_id.clone(),
+                step: step.clone(),
+                pipeline: pipeline.clone(),
+                kind: r[1].string(),
+                attempt,
+                worker: worker.to_string(),
+                timeout_ms: r[2].int(),
+                logical_date: r[3].string(),
+                full_refresh: r[4].int() == Some(1),
+                definition_hash: r[5].string(),
+            }))
+        })
+    }
+
+    /// Renews the leases of `worker`'s running tasks and its heartbeat;
+    /// returns the tasks it runs whose run was cancelled.
+    pub fn renew(&self, worker: &str, lease_ms: i64) -> Result<Vec<(String, String)>> {
+        let now = now_us();
+        self.db.tx(|t| {
+            t.exec(
+                "UPDATE sluice_tasks SET lease_until = $2 WHERE lease_owner = $1 AND status = 'running'",
+                &[V::from(worker), V::Int(now + lease_ms * 1000)],
+            )?;
+            t.exec("UPDATE sluice_workers SET heartbeat_at = $2 WHERE id = $1", &[V::from(worker), V::Int(now)])?;
+            let rows = t.query(
+                "SELECT t.run_id, t.step FROM sluice_tasks t JOIN sluice_runs r ON r.id = t.run_id \
+                 WHERE t.lease_owner = $1 AND t.status = 'running' AND r.status = 'cancelled'",
+                &[V::from(worker)],
+            )?;
+            Ok(rows.iter().map(|r| (r[0].string(), r[1].string())).collect())
+        })
+    }
+
+    /// Records how a claimed attempt ended and moves the run on: dependents
+    /// become ready, a failure is retried (after a backoff) or fails the
+    /// task and marks what depends on it, and a run whose tasks are all done
+    /// finishes. `false` when the attempt no longer held the task (its
+    /// lease expired and another worker took it): nothing is recorded then
+    /// but the attempt's end.
+    pub fn finish(&self, c: &Claim, outcome: &Outcome) -> Result<bool> {
+        let now = now_us();
+        self.db.tx(|t| {
+            let lock = if t.is_postgres() { "FOR UPDATE" } else { "" };
+            let rows = t.query(
+                &format!(
+                    "SELECT status, lease_owner, attempts, failures, retries, retry_delay_ms, retry_on \
+                     FROM sluice_tasks WHERE run_id = $1 AND step = $2 {lock}"
+                ),
+                &[V::from(&c.run_id), V::from(&c.step)],
+            )?;
+            let Some(r) = rows.first() else { return Ok(false) };
+            let held = r[0].text() == Some("running") && r[1].text() == Some(c.worker.as_str()) && r[2].int() == Some(c.attempt);
+            if !held {
+                t.exec(
+                    "UPDATE sluice_attempts SET status = 'abandoned', finished_at = $4, error = $5 WHERE run_id = $1 AND step = $2 AND attempt = $3",
+                    &[
+                        V::from(&c.run_id),
+                        V::from(&c.step),
+                        V::Int(c.attempt),
+                        V::Int(now),
+                        V::from("the worker lost its lease before the attempt ended; its result was not used"),
+                    ],
+                )?;
+                return Ok(false);
+            }
+            let (failures, retries, delay, retry_on) =
+                (r[3].int().unwrap_or(0), r[4].int().unwrap_or(0), r[5].int().unwrap_or(0), r[6].string());
+            let run_status = first(&t.query(
+                &format!("SELECT status FROM sluice_runs WHERE id = $1 {lock}"),
+                &[V::from(&c.run_id)],
+            )?)
+            .map(V::string)
+            .unwrap_or_default();
+            match outcome {
+                Outcome::Success { summary, output, datasets } => {
+                    t.exec(
+                        "UPDATE sluice_tasks SET status = 'success', finished_at = $3, lease_owner = NULL, lease_until = NULL, \
+                         summary = $4, output = $5, error = NULL WHERE run_id = $1 AND step = $2",
+                        &[V::from(&c.run_id), V::from(&c.step), V::Int(now), V::from(summary), V::Text(output.to_string())],
+                    )?;
+                    end_attempt(t, c, now, "success", None)?;
+                    log_tx(t, &c.run_id, &c.step, c.attempt, "info", summary, now)?;
+                    for ds in datasets {
+                        t.exec(
+                            "INSERT INTO sluice_dataset_events (dataset, pipeline, run_id, step, at) VALUES ($1, $2, $3, $4, $5)",
+                            &[V::from(ds), V::from(&c.pipeline), V::from(&c.run_id), V::from(&c.step), V::Int(now)],
+                        )?;
+                    }
+                    if run_status == "running" {
+                        release(t, &c.run_id, now)?;
+                    }
+                }
+                Outcome::Failure { error, retryable } => {
+                    let failures = failures + 1;
+                    let allowed = *retryable || retry_on == "any";
+                    end_attempt(t, c, now, "failed", Some(error))?;
+                    log_tx(t, &c.run_id, &c.step, c.attempt, "error", error, now)?;
+                    if allowed && failures <= retries && run_status == "running" {
+                        let wait = backoff_ms(delay, failures, &format!("{}{}", c.run_id, c.step));
+                        t.exec(
+                            "UPDATE sluice_tasks SET status = 'ready', failures = $3, next_try_at = $4, lease_owner = NULL, \
+                             lease_until = NULL, error = $5 WHERE run_id = $1 AND step = $2",
+                            &[V::from(&c.run_id), V::from(&c.step), V::Int(failures), V::Int(now + wait * 1000), V::from(error)],
+                        )?;
+                        log_tx(
+                            t,
+                            &c.run_id,
+                            &c.step,
+                            c.attempt,
+                            "warn",
+                            &format!("retry {failures} of {retries} in {:.1}s", wait as f64 / 1000.0),
+                            now,
+                        )?;
+                        t.notify()?;
+                    } else {
+                        if !allowed && failures <= retries {
+                            log_tx(t, &c.run_id, &c.step, c.attempt, "info", "not retried: the error is not transient (retry_on = \"transient\")", now)?;
+                        }
+                        t.exec(
+                            "UPDATE sluice_tasks SET status = 'failed', failures = $3, finished_at = $4, lease_owner = NULL, \
+                             lease_until = NULL, error = $5 WHERE run_id = $1 AND step = $2",
+                            &[V::from(&c.run_id), V::from(&c.step), V::Int(failures), V::Int(now), V::from(error)],
+                        )?;
+                        fail_downstream(t, &c.run_id, &c.step, now)?;
+                    }
+                }
+            }
+            finish_run_if_done(t, &c.run_id, &c.pipeline, now)?;
+            Ok(true)
+        })
+    }
+
+    /// Gives a running task back (a worker shutting down): another worker
+    /// takes it at once; the attempt does not count as a failure.
+    pub fn hand_back(&self, c: &Claim, why: &str) -> Result<()> {
+        let now = now_us();
+        self.db.tx(|t| {
+            let n = t.exec(
+                "UPDATE sluice_tasks SET status = 'ready', next_try_at = $5, lease_owner = NULL, lease_until = NULL \
+                 WHERE run_id = $1 AND step = $2 AND lease_owner = $3 AND attempts = $4 AND status = 'running'",
+                &[V::from(&c.run_id), V::from(&c.step), V::from(&c.worker), V::Int(c.attempt), V::Int(now)],
+            )?;
+            if n > 0 {
+                end_attempt(t, c, now, "handed_back", Some(why))?;
+                log_tx(t, &c.run_id, &c.step, c.attempt, "warn", &format!("handed back: {why}"), now)?;
+                t.notify()?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Tasks whose lease expired (their worker died or was cut off) are
+    /// made ready for another worker, up to `MAX_LOST` times; returns how many.
+    pub fn reap(&self) -> Result<usize> {
+        let now = now_us();
+        self.db.tx(|t| {
+            let lock = if t.is_postgres() { "FOR UPDATE SKIP LOCKED" } else { "" };
+            let rows = t.query(
+                &format!(
+                    "SELECT run_id, step, pipeline, lease_owner, attempts, lost FROM sluice_tasks \
+                     WHERE status = 'running' AND lease_until < $1 LIMIT 100 {lock}"
+                ),
+                &[V::Int(now)],
+            )?;
+            for r in &rows {
+                let (run_id, step, pipeline, owner, attempt, lost) =
+                    (r[0].string(), r[1].string(), r[2].string(), r[3].string(), r[4].int().unwrap_or(0), r[5].int().unwrap_or(0) + 1);
+                let msg = format!("worker {owner} stopped renewing its lease (killed, or cut off from the state store)");
+                t.exec(
+                    "UPDATE sluice_attempts SET status = 'lost', finished_at = $4, error = $5 WHERE run_id = $1 AND step = $2 AND attempt = $3",
+                    &[V::from(&run_id), V::from(&step), V::Int(attempt), V::Int(now), V::from(&msg)],
+                )?;
+                let run_status = first(&t.query("SELECT status FROM sluice_runs WHERE id = $1", &[V::from(&run_id)])?)
+                    .map(V::string)
+                    .unwrap_or_default();
+                if lost <= MAX_LOST && run_status == "running" {
+                    t.exec(
+                        "UPDATE sluice_tasks SET status = 'ready', lost = $3, next_try_at = $4, lease_owner = NULL, lease_until = NULL, \
+                         error = $5 WHERE run_id = $1 AND step = $2",
+                        &[V::from(&run_id), V::from(&step), V::Int(lost), V::Int(now), V::from(&msg)],
+                    )?;
+                    log_tx(t, &run_id, &step, attempt, "warn", &format!("{msg}; tried again on another worker"), now)?;
+                    t.notify()?;
+                } else {
+                    let why = if run_status == "running" { format!("{msg}, {lost} times") } else { msg.clone() };
+                    t.exec(
+                        "UPDATE sluice_tasks SET status = 'failed', lost = $3, finished_at = $4, lease_owner = NULL, lease_until = NULL, \
+                         error = $5 WHERE run_id = $1 AND step = $2",
+                        &[V::from(&run_id), V::from(&step), V::Int(lost), V::Int(now), V::from(&why)],
+                    )?;
+                    log_tx(t, &run_id, &step, attempt, "error", &why, now)?;
+                    fail_downstream(t, &run_id, &step, now)?;
+                    finish_run_if_done(t, &run_id, &pipeline, now)?;
+                }
+            }
+            Ok(rows.len())
+        })
+    }
+
+    /// Cancels a run: waiting and ready tasks are cancelled, running ones are
+    /// asked to stop. `Ok(false)` when the run had already finished.
+    pub fn cancel(&self, run_id: &str) -> Result<Option<bool>> {
+        let now = now_us();
+        self.db.tx(|t| {
+            let rows = t.query("SELECT status, pipeline FROM sluice_runs WHERE id = $1", &[V::from(run_id)])?;
+            let Some(r) = rows.first() else { return Ok(None) };
+            let (status, pipeline) = (r[0].string(), r[1].string());
+            if !matches!(status.as_str(), "queued" | "running") {
+                return Ok(Some(false));
+            }
+            t.exec(
+                "UPDATE sluice_runs SET status = 'cancelled', finished_at = $2, error = 'cancelled' WHERE id = $1",
+                &[V::from(run_id), V::Int(now)],
+            )?;
+            t.exec(
+                "UPDATE sluice_tasks SET status = 'cancelled', finished_at = $2 WHERE run_id = $1 AND status IN ('waiting', 'ready')",
+                &[V::from(run_id), V::Int(now)],
+            )?;
+            promote(t, &pipeline, now)?;
+            Ok(Some(true))
+        })
+    }
+
+    /// Appends a line to a task's log.
+    pub fn log(&self, run_id: &str, step: &str, attempt: i64, level: &str, message: &str) -> Result<()> {
+        let now = now_us();
+        self.db.tx(|t| log_tx(t, run_id, step, attempt, level, message, now))
+    }
+
+    pub fn register_worker(&self, id: &str, slots: u32) -> Result<()> {
+        let now = now_us();
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        self.db.tx(|t| {
+            t.exec(
+                "INSERT INTO sluice_workers (id, host, pid, slots, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
+                &[V::from(id), V::from(&host), V::Int(std::process::id() as i64), V::from(slots), V::Int(now)],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn worker_stopped(&self, id: &str) -> Result<()> {
+        let now = now_us();
+        self.db
+            .tx(|t| t.exec("UPDATE sluice_workers SET stopped_at = $2 WHERE id = $1", &[V::from(id), V::Int(now)]))?;
+        Ok(())
+    }
+
+    /// Takes or renews the lease called `name` for `holder`; `false` when
+    /// another holder's lease is still valid.
+    pub fn try_lease(&self, name: &str, holder: &str, lease_ms: i64) -> Result<bool> {
+        let now = now_us();
+        self.db.tx(|t| {
+            let n = t.exec(
+                "UPDATE sluice_leases SET holder = $2, lease_until = $3 WHERE name = $1 AND (holder = $2 OR lease_until < $4)",
+                &[V::from(name), V::from(holder), V::Int(now + lease_ms * 1000), V::Int(now)],
+            )?;
+            if n > 0 {
+                return Ok(true);
+            }
+            let n = t.exec(
+                "INSERT INTO sluice_leases (name, holder, lease_until) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[V::from(name), V::from(holder), V::Int(now + lease_ms * 1000)],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    pub fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.db.tx(|t| {
+            t.exec("DELETE FROM sluice_leases WHERE name = $1 AND holder = $2", &[V::from(name), V::from(holder)])
+        })?;
+        Ok(())
+    }
+
+    /// A schedule's planned next fire and its event cursor.
+    pub fn schedule(&self, pipeline: &str, key: &str) -> Result<Option<(Option<i64>, Option<i64>)>> {
+        self.db.tx(|t| {
+            let rows = t.query(
+                "SELECT next_fire_at, cursor FROM sluice_schedules WHERE pipeline = $1 AND trigger_key = $2",
+                &[V::from(pipeline), V::from(key)],
+            )?;
+            Ok(rows.first().map(|r| (r[0].int(), r[1].int())))
+        })
+    }
+
+    pub fn set_schedule(
+        &self,
+        pipeline: &str,
+        key: &str,
+        next: Option<i64>,
+        last: Option<i64>,
+        cursor: Option<i64>,
+    ) -> Result<()> {
+        self.db.tx(|t| {
+            t.exec(
+                "INSERT INTO sluice_schedules (pipeline, trigger_key, next_fire_at, last_fire_at, cursor) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (pipeline, trigger_key) DO UPDATE SET next_fire_at = $3, last_fire_at = COALESCE($4, sluice_schedules.last_fire_at), cursor = $5",
+                &[V::from(pipeline), V::from(key), V::from(next), V::from(last), V::from(cursor)],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Dataset events after `cursor`: (id, dataset, pipeline, run).
+    pub fn dataset_events(&self, after: i64, dataset: &str) -> Result<Vec<(i64, String, String)>> {
+        self.db.tx(|t| {
+            let rows = t.query(
+                "SELECT id, pipeline, run_id FROM sluice_dataset_events WHERE id > $1 AND dataset = $2 ORDER BY id LIMIT 1000",
+                &[V::Int(after), V::from(dataset)],
+            )?;
+            Ok(rows.iter().map(|r| (r[0].int().unwrap_or(0), r[1].string(), r[2].string())).collect())
+        })
+    }
+
+    pub fn last_dataset_event(&self) -> Result<i64> {
+        self.db.tx(|t| {
+            Ok(first(&t.query("SELECT COALESCE(MAX(id), 0) FROM sluice_dataset_events", &[])?)
+                .and_then(V::int)
+                .unwrap_or(0))
+        })
+    }
+
+    /// Of `objects`, those not seen before by this trigger; marks them seen.
+    pub fn new_objects(&self, pipeline: &str, key: &str, objects: &[String]) -> Result<Vec<String>> {
+        let now = now_us();
+        self.db.tx(|t| {
+            let mut fresh = Vec::new();
+            for o in objects {
+                let n = t.exec(
+                    "INSERT INTO sluice_objects_seen (pipeline, trigger_key, object, seen_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[V::from(pipeline), V::from(key), V::from(o), V::Int(now)],
+                )?;
+                if n > 0 {
+                    fresh.push(o.clone());
+                }
+            }
+            Ok(fresh)
+        })
+    }
+
+    pub fn pipelines(&self) -> Result<Vec<PipelineRow>> {
+        self.db.tx(|t| {
+            let rows = t.query("SELECT name, definition_hash, max_active_runs, concurrency FROM sluice_pipelines ORDER BY name", &[])?;
+            let mut out = Vec::new();
+            for r in rows {
+                let last = t.query(
+                    &format!("SELECT {RUN_COLS} FROM sluice_runs WHERE pipeline = $1 ORDER BY queued_at DESC, id DESC LIMIT 1"),
+                    &[r[0].clone()],
+                )?;
+                out.push(PipelineRow {
+                    name: r[0].string(),
+                    definition_hash: r[1].string(),
+                    max_active_runs: r[2].int(),
+                    concurrency: r[3].int(),
+                    last_run: last.first().map(run_row),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
+        self.db.tx(|t| {
+            let mut sql = format!("SELECT {RUN_COLS} FROM sluice_runs WHERE 1 = 1");
+            let mut ps = Vec::new();
+            if let Some(p) = &f.pipeline {
+                ps.push(V::from(p));
+                sql.push_str(&format!(" AND pipeline = ${}", ps.len()));
+            }
+            if let Some(s) = &f.status {
+                ps.push(V::from(s));
+                sql.push_str(&format!(" AND status = ${}", ps.len()));
+            }
+            ps.push(V::Int(f.limit.unwrap_or(100).min(10_000) as i64));
+            sql.push_str(&format!(" ORDER BY queued_at DESC, id DESC LIMIT ${}", ps.len()));
+            Ok(t.query(&sql, &ps)?.iter().map(run_row).collect())
+        })
+    }
+
+    pub fn run(&self, id: &str) -> Result<Option<RunRow>> {
+        self.db.tx(|t| {
+            Ok(t.query(&format!("SELECT {RUN_COLS} FROM sluice_runs WHERE id = $1"), &[V::from(id)])?
+                .first()
+                .map(run_row))
+        })
+    }
+
+    pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>> {
+        self.db.tx(|t| {
+            let rows = t.query(
+                "SELECT run_id, step, kind, status, deps, attempts, lease_owner, next_try_at, started_at, finished_at, error, summary, output \
+                 FROM sluice_tasks WHERE run_id = $1 ORDER BY position",
+                &[V::from(run_id)],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| TaskRow {
+                    run_id: r[0].string(),
+                    step: r[1].string(),
+                    kind: r[2].string(),
+                    status: r[3].string(),
+                    deps: r[4].text().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default(),
+                    attempts: r[5].int().unwrap_or(0),
+                    worker: opt_s(&r[6]),
+                    next_try_at: if r[3].text() == Some("ready") { opt_i(&r[7]) } else { None },
+                    started_at: opt_i(&r[8]),
+                    finished_at: opt_i(&r[9]),
+                    error: opt_s(&r[10]),
+                    summary: opt_s(&r[11]),
+                    output: json_of(&r[12]),
+                })
+                .collect())
+        })
+    }
+
+    pub fn attempts(&self, run_id: &str, step: &str) -> Result<Vec<AttemptRow>> {
+        self.db.tx(|t| {
+            let rows = t.query(
+                "SELECT attempt, worker, started_at, finished_at, status, error FROM sluice_attempts WHERE run_id = $1 AND step = $2 ORDER BY attempt",
+                &[V::from(run_id), V::from(step)],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| AttemptRow {
+                    attempt: r[0].int().unwrap_or(0),
+                    worker: opt_s(&r[1]),
+                    started_at: opt_i(&r[2]),
+                    finished_at: opt_i(&r[3]),
+                    status: r[4].string(),
+                    error: opt_s(&r[5]),
+                })
+                .collect())
+        })
+    }
+
+    pub fn logs(&self, run_id: &str, step: &str, after: i64) -> Result<Vec<LogRow>> {
+        self.db.tx(|t| {
+            let rows = t.query(
+                "SELECT id, attempt, at, level, message FROM sluice_task_logs WHERE run_id = $1 AND step = $2 AND id > $3 ORDER BY id LIMIT 10000",
+                &[V::from(run_id), V::from(step), V::Int(after)],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| LogRow {
+                    id: r[0].int().unwrap_or(0),
+                    attempt: r[1].int().unwrap_or(0),
+                    at: r[2].int().unwrap_or(0),
+                    level: r[3].string(),
+                    message: r[4].string(),
+                })
+                .collect())
+        })
+    }
+
+    /// Runs of `pipeline` that are queued or running.
+    pub fn active_runs(&self, pipeline: &str) -> Result<i64> {
+        self.db.tx(|t| {
+            Ok(first(&t.query(
+                "SELECT COUNT(*) FROM sluice_runs WHERE pipeline = $1 AND status IN ('queued', 'running')",
+                &[V::from(pipeline)],
+            )?)
+            .and_then(V::int)
+            .unwrap_or(0))
+        })
+    }
+}
+
+fn upsert_pipeline(t: &mut dyn Tx, d: &PipelineDef, now: i64) -> Result<u64> {
+    t.exec(
+        "INSERT INTO sluice_pipelines (name, definition_hash, max_active_runs, concurrency, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (name) DO UPDATE SET definition_hash = $2, max_active_runs = $3, concurrency = $4, updated_at = $5",
+        &[V::from(&d.name), V::from(&d.hash), V::from(d.max_active_runs), V::from(d.concurrency), V::Int(now)],
+    )
+}
+
+fn log_tx(t: &mut dyn Tx, run_id: &str, step: &str, attempt: i64, level: &str, message: &str, now: i64) -> Result<()> {
+    t.exec(
+        "INSERT INTO sluice_task_logs (run_id, step, attempt, at, level, message) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[V::from(run_id), V::from(step), V::Int(attempt), V::Int(now), V::from(level), V::from(message)],
+    )?;
+    Ok(())
+}
+
+fn end_attempt(t: &mut dyn Tx, c: &Claim, now: i64, status: &str, error: Option<&str>) -> Result<()> {
+    t.exec(
+        "UPDATE sluice_attempts SET status = $4, finished_at = $5, error = $6 WHERE run_id = $1 AND step = $2 AND attempt = $3",
+        &[V::from(&c.run_id), V::from(&c.step), V::Int(c.attempt), V::from(status), V::Int(now), V::from(error)],
+    )?;
+    Ok(())
+}
+
+/// Starts queued runs of `pipeline` while it has fewer than its
+/// `max_active_runs` running; their tasks without dependencies become ready.
+fn promote(t: &mut dyn Tx, pipeline: &str, now: i64) -> Result<()> {
+    let lock = if t.is_postgres() { "FOR UPDATE" } else { "" };
+    let limit = t
+        .query(&format!("SELECT max_active_runs FROM sluice_pipelines WHERE name = $1 {lock}"), &[V::from(pipeline)])?
+        .first()
+        .and_then(|r| r[0].int());
+    let room = match limit {
+        None => 1_000_000,
+        Some(l) => {
+            let running = first(&t.query(
+                "SELECT COUNT(*) FROM sluice_runs WHERE pipeline = $1 AND status = 'running'",
+                &[V::from(pipeline)],
+            )?)
+            .and_then(V::int)
+            .unwrap_or(0);
+            (l - running).max(0)
+        }
+    };
+    if room == 0 {
+        return Ok(());
+    }
+    let queued = t.query(
+        "SELECT id FROM sluice_runs WHERE pipeline = $1 AND status = 'queued' ORDER BY queued_at, id LIMIT $2",
+        &[V::from(pipeline), V::Int(room)],
+    )?;
+    for r in &queued {
+        let id = r[0].string();
+        t.exec(
+            "UPDATE sluice_runs SET status = 'running', started_at = $2 WHERE id = $1",
+            &[V::from(&id), V::Int(now)],
+        )?;
+        t.exec(
+            "UPDATE sluice_tasks SET status = 'ready', next_try_at = $2 WHERE run_id = $1 AND status = 'waiting' AND deps = '[]'",
+            &[V::from(&id), V::Int(now)],
+        )?;
+    }
+    if !queued.is_empty() {
+        t.notify()?;
+    }
+    Ok(())
+}
+
+/// The tasks of a run: step → (status, deps).
+fn run_tasks(t: &mut dyn Tx, run_id: &str) -> Result<BTreeMap<String, (String, Vec<String>)>> {
+    Ok(t.query("SELECT step, status, deps FROM sluice_tasks WHERE run_id = $1", &[V::from(run_id)])?
+        .iter()
+        .map(|r| {
+            let deps: Vec<String> = r[2].text().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+            (r[0].string(), (r[1].string(), deps))
+        })
+        .collect())
+}
+
+/// Waiting tasks whose dependencies all succeeded become ready.
+fn release(t: &mut dyn Tx, run_id: &str, now: i64) -> Result<()> {
+    let tasks = run_tasks(t, run_id)?;
+    let mut any = false;
+    for (step, (status, deps)) in &tasks {
+        if status == "waiting" && deps.iter().all(|d| tasks.get(d).is_some_and(|(s, _)| s == "success")) {
+            t.exec(
+                "UPDATE sluice_tasks SET status = 'ready', next_try_at = $3 WHERE run_id = $1 AND step = $2 AND status = 'waiting'",
+                &[V::from(run_id), V::from(step), V::Int(now)],
+            )?;
+            any = true;
+        }
+    }
+    if any {
+        t.notify()?;
+    }
+    Ok(())
+}
+
+/// Every task that depends on `failed`, directly or not, is `upstream_failed`.
+fn fail_downstream(t: &mut dyn Tx, run_id: &str, failed: &str, now: i64) -> Result<()> {
+    let tasks = run_tasks(t, run_id)?;
+    let mut down: BTreeSet<String> = BTreeSet::new();
+    let mut frontier = vec![failed.to_string()];
+    while let Some(f) = frontier.pop() {
+        for (step, (_, deps)) in &tasks {
+            if deps.contains(&f) && down.insert(step.clone()) {
+                frontier.push(step.clone());
+            }
+        }
+    }
+    for step in down {
+        if tasks.get(&step).is_some_and(|(s, _)| s == "waiting" || s == "ready") {
+            t.exec(
+                "UPDATE sluice_tasks SET status = 'upstream_failed', finished_at = $3, error = $4 WHERE run_id = $1 AND step = $2",
+                &[V::from(run_id), V::from(&step), V::Int(now), V::Text(format!("upstream step `{failed}` failed"))],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A run whose tasks are all done gets its final status (once).
+fn finish_run_if_done(t: &mut dyn Tx, run_id: &str, pipeline: &str, now: i64) -> Result<()> {
+    let rows = t.query(
+        "SELECT step, status, error FROM sluice_tasks WHERE run_id = $1 ORDER BY position",
+        &[V::from(run_id)],
+    )?;
+    if rows.iter().any(|r| !TERMINAL.contains(&r[1].string().as_str())) {
+        return Ok(());
+    }
+    let failed = rows.iter().find(|r| r[1].text() == Some("failed"));
+    let (status, error) = match failed {
+        None if rows.iter().all(|r| r[1].text() == Some("success")) => ("success", None),
+        None => ("failed", Some("a step did not run".to_string())),
+        Some(r) => ("failed", Some(format!("step `{}`: {}", r[0].string(), r[2].string()))),
+    };
+    let n = t.exec(
+        "UPDATE sluice_runs SET status = $2, finished_at = $3, error = $4 WHERE id = $1 AND status IN ('queued', 'running')",
+        &[V::from(run_id), V::from(status), V::Int(now), V::from(error)],
+    )?;
+    if n > 0 {
+        promote(t, pipeline, now)?;
+    }
+    Ok(())
+}
+
+/// A run as JSON for the API.
+pub fn run_json(r: &RunRow) -> serde_json::Value {
+    use crate::orchestrate::schedule::rfc3339;
+    let t = |v: Option<i64>| v.map(rfc3339);
+    let duration = match (r.started_at, r.finished_at) {
+        (Some(s), Some(f)) => Some((f - s) as f64 / 1e6),
+        _ => None,
+    };
+    json!({
+        "id": r.id,
+        "pipeline": r.pipeline,
+        "status": r.status,
+        "trigger": r.trigger,
+        "logical_date": r.logical_date,
+        "scheduled_for": t(r.scheduled_for),
+        "queued_at": rfc3339(r.queued_at),
+        "started_at": t(r.started_at),
+        "finished_at": t(r.finished_at),
+        "duration_seconds": duration,
+        "error": r.error,
+        "params": r.params,
+    })
+}
+
+/// Runs an operation that must not be lost (a task's result): tries again for
+/// a while when the store is unreachable.
+pub fn persist<T>(what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.retryable() && tries < 30 => {
+                tries += 1;
+                eprintln!("state store: cannot {what} ({}); trying again in {:?}", e.chain(), delay);
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.context(format!("cannot {what}"))),
+        }
+    }
+}
+
+impl From<Error> for Outcome {
+    fn from(e: Error) -> Outcome {
+        Outcome::Failure { error: e.chain(), retryable: e.retryable() }
+    }
+}
