@@ -99,6 +99,11 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
         exclude: a.sel.exclude.clone(),
         full_refresh: a.full_refresh,
         threads: a.threads.or(project.config.models.threads).unwrap_or(4),
+        run: crate::template::RunVars {
+            logical_date: crate::orchestrate::runs::today(&project),
+            run_id: String::new(),
+        },
+        cancel: crate::steps::Cancel::default(),
         connect: &connect,
         on_done: &on_done,
     };

@@ -1,7 +1,12 @@
 //! `sluice run [PIPELINE]`: runs a pipeline in this process.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::error::{Error, Result};
-use crate::orchestrate::local::{RunRequest, StepState, run_pipeline};
+use crate::orchestrate::local::{Observer, RunRequest, StepResult, StepState, run_pipeline};
+use crate::orchestrate::runs::{datasets_updated, new_run, open_state};
+use crate::project::StepConfig;
+use crate::state::{Outcome, State};
 use crate::storage;
 
 use super::ProjectArgs;
@@ -42,6 +47,30 @@ pub fn run(a: Args) -> Result<i32> {
     let store = storage::open(&project.storage_url()?, &project.dir)?;
     let screen = Screen::new();
     let run_id = uuid::Uuid::now_v7().to_string();
+    // The run is recorded in the state store, where the API and the
+    // dashboard see it; a store that cannot be reached does not stop the run.
+    let state = (|| -> Result<State> {
+        let st = open_state(&project, None)?;
+        let mut run =
+            new_run(&project, &pipeline, "cli", logical_date.clone(), None, serde_json::json!({}), a.full_refresh)?;
+        if !a.steps.is_empty() {
+            run.tasks.retain(|t| a.steps.contains(&t.step));
+            for t in &mut run.tasks {
+                t.deps.retain(|d| a.steps.contains(d));
+            }
+        }
+        st.begin_local(&run_id, &run)?;
+        Ok(st)
+    })();
+    let state = match state {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("warning: this run is not recorded in the state store: {}", e.chain());
+            None
+        }
+    };
+    let recorder =
+        Recorder { screen: screen.as_ref(), state: state.as_ref(), run_id: &run_id, warned: AtomicBool::new(false) };
     let summary = run_pipeline(
         RunRequest {
             project: &project,
@@ -50,16 +79,20 @@ pub fn run(a: Args) -> Result<i32> {
             only: a.steps.clone(),
             store,
             meters: screen.meters(),
-            run_id,
+            run_id: run_id.clone(),
             logical_date,
             full_refresh: a.full_refresh,
         },
-        screen.as_ref(),
+        &recorder,
     )?;
     let failed = summary.steps.iter().filter(|s| matches!(s.state, StepState::Failed(_))).count();
     let skipped = summary.steps.iter().filter(|s| matches!(s.state, StepState::UpstreamFailed(_))).count();
     let n = summary.steps.len();
     let took = format_duration(summary.duration);
+    if let Some(st) = &state {
+        let err = summary.first_error().map(|e| e.chain());
+        recorder.note(st.end_local(&summary.run_id, summary.ok(), err.as_deref()));
+    }
     if summary.ok() {
         println!("pipeline `{}` succeeded: {n} step{} in {took} (run {})", summary.pipeline, plural(n), summary.run_id);
         Ok(0)
@@ -75,4 +108,49 @@ pub fn run(a: Args) -> Result<i32> {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// Shows the run on the screen and records it in the state store.
+struct Recorder<'a> {
+    screen: &'a dyn Observer,
+    state: Option<&'a State>,
+    run_id: &'a str,
+    warned: AtomicBool,
+}
+
+impl Recorder<'_> {
+    fn note(&self, r: Result<()>) {
+        if let Err(e) = r
+            && !self.warned.swap(true, Ordering::SeqCst)
+        {
+            eprintln!("warning: cannot record the run in the state store: {}", e.chain());
+        }
+    }
+}
+
+impl Observer for Recorder<'_> {
+    fn started(&self, step: &StepConfig) {
+        self.screen.started(step);
+        if let Some(st) = self.state {
+            self.note(st.local_started(self.run_id, &step.name.v));
+        }
+    }
+
+    fn finished(&self, step: &StepConfig, r: &StepResult) {
+        self.screen.finished(step, r);
+        let Some(st) = self.state else { return };
+        let (status, outcome) = match &r.state {
+            StepState::Success(o) => (
+                "success",
+                Some(Outcome::Success {
+                    summary: o.summary.clone(),
+                    output: serde_json::to_value(o).unwrap_or_default(),
+                    datasets: datasets_updated(step, o),
+                }),
+            ),
+            StepState::Failed(e) => ("failed", Some(Outcome::Failure { error: e.chain(), retryable: e.retryable() })),
+            StepState::UpstreamFailed(_) => ("upstream_failed", None),
+        };
+        self.note(st.local_finished(self.run_id, &step.name.v, status, outcome.as_ref()));
+    }
 }

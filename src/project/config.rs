@@ -1450,7 +1450,7 @@ tabel = "x"
             vec![
                 "pipelines/p.toml:3:8: invalid cron expression \"61 * * * *\": minute 61 is out of range (0-59) [five fields: minute hour day-of-month month day-of-week, e.g. \"0 0 * * *\" for every night at 00:00]",
                 "pipelines/p.toml:9:1: unknown key `table` in step `a` [`table` is a key of load, export and clean steps, not of ingest steps]",
-                "pipelines/p.toml:13:8: invalid value \"lod\" for `kind` [did you mean `load`? (valid choices: ingest, load, sql, export, seed, snapshot, test, clean)]",
+                "pipelines/p.toml:13:8: invalid value \"lod\" for `kind` [did you mean `load`? (valid choices: ingest, load, sql, export, seed, snapshot, test, clean, command, empty)]",
                 "pipelines/p.toml:18:8: wrong type for `path`: expected a string, found an integer",
                 "pipelines/p.toml:15:1: step `c` needs `table` or `query` [add `table = \"name\"` or `query = \"select …\"`]",
                 "pipelines/p.toml:19:1: unknown key `tabel` in step `c` [did you mean `table`?]",
@@ -1474,6 +1474,8 @@ tabel = "x"
                 "export" => drop(decode_export(&mut t, &mut cx)),
                 "seed" | "snapshot" | "test" => drop(decode_node_step(&mut t, &mut cx)),
                 "clean" => drop(decode_clean(&mut t, &mut cx)),
+                "command" => drop(decode_command(&mut t, &mut cx)),
+                "empty" => {}
                 other => panic!("step kind {other} has no decoder in this test"),
             }
             let mut read: Vec<&str> = t.known().to_vec();
@@ -1495,7 +1497,7 @@ tabel = "x"
         for (_, k) in STEP_KINDS {
             keys.extend(k.iter());
         }
-        keys.extend(["url", "connection", "timezone", "retries", "paths", "materialized"]);
+        keys.extend(["url", "connection", "timezone", "retries", "retry_delay", "paths", "materialized"]);
         for k in keys {
             assert!(doc.contains(&format!("| `{k}` |")), "docs/configuration.md does not describe `{k}`");
         }

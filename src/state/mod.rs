@@ -396,7 +396,8 @@ impl State {
             let held = r[0].text() == Some("running") && r[1].text() == Some(c.worker.as_str()) && r[2].int() == Some(c.attempt);
             if !held {
                 t.exec(
-                    "UPDATE sluice_attempts SET status = 'abandoned', finished_at = $4, error = $5 WHERE run_id = $1 AND step = $2 AND attempt = $3",
+                    "UPDATE sluice_attempts SET status = 'abandoned', finished_at = $4, error = $5 \
+                     WHERE run_id = $1 AND step = $2 AND attempt = $3 AND status = 'running'",
                     &[
                         V::from(&c.run_id),
                         V::from(&c.step),
@@ -562,6 +563,114 @@ impl State {
             )?;
             promote(t, &pipeline, now)?;
             Ok(Some(true))
+        })
+    }
+
+    /// Records a run that `sluice run` executes in its own process: the run
+    /// is `running` at once and its tasks are never offered to workers.
+    pub fn begin_local(&self, id: &str, run: &NewRun) -> Result<()> {
+        let now = now_us();
+        self.db.tx(|t| {
+            upsert_pipeline(t, &run.pipeline, now)?;
+            t.exec(
+                "INSERT INTO sluice_runs (id, pipeline, status, trigger, logical_date, queued_at, started_at, params, full_refresh, definition_hash) \
+                 VALUES ($1, $2, 'running', $3, $4, $5, $5, $6, $7, $8)",
+                &[
+                    V::from(id),
+                    V::from(&run.pipeline.name),
+                    V::from(&run.trigger),
+                    V::from(&run.logical_date),
+                    V::Int(now),
+                    V::Text(run.params.to_string()),
+                    V::Int(run.full_refresh as i64),
+                    V::from(&run.pipeline.hash),
+                ],
+            )?;
+            for (i, task) in run.tasks.iter().enumerate() {
+                t.exec(
+                    "INSERT INTO sluice_tasks (run_id, step, pipeline, kind, position, deps, status, retries, retry_delay_ms, retry_on, timeout_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, 0, 'transient', NULL)",
+                    &[
+                        V::from(id),
+                        V::from(&task.step),
+                        V::from(&run.pipeline.name),
+                        V::from(&task.kind),
+                        V::Int(i as i64),
+                        V::Text(serde_json::to_string(&task.deps).expect("JSON")),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A step of a local run started.
+    pub fn local_started(&self, run_id: &str, step: &str) -> Result<()> {
+        let now = now_us();
+        self.db.tx(|t| {
+            t.exec(
+                "UPDATE sluice_tasks SET status = 'running', attempts = 1, lease_owner = 'sluice run', started_at = $3 WHERE run_id = $1 AND step = $2",
+                &[V::from(run_id), V::from(step), V::Int(now)],
+            )?;
+            t.exec(
+                "INSERT INTO sluice_attempts (run_id, step, attempt, worker, started_at, status) VALUES ($1, $2, 1, 'sluice run', $3, 'running')",
+                &[V::from(run_id), V::from(step), V::Int(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A step of a local run ended: `success`, `failed` or `upstream_failed`.
+    pub fn local_finished(&self, run_id: &str, step: &str, status: &str, outcome: Option<&Outcome>) -> Result<()> {
+        let now = now_us();
+        self.db.tx(|t| {
+            let (summary, output, error) = match outcome {
+                Some(Outcome::Success { summary, output, .. }) => (Some(summary.clone()), Some(output.to_string()), None),
+                Some(Outcome::Failure { error, .. }) => (None, None, Some(error.clone())),
+                None => (None, None, None),
+            };
+            t.exec(
+                "UPDATE sluice_tasks SET status = $3, lease_owner = NULL, finished_at = $4, summary = $5, output = $6, error = $7 \
+                 WHERE run_id = $1 AND step = $2",
+                &[V::from(run_id), V::from(step), V::from(status), V::Int(now), V::from(summary.clone()), V::from(output), V::from(error.clone())],
+            )?;
+            t.exec(
+                "UPDATE sluice_attempts SET status = $3, finished_at = $4, error = $5 WHERE run_id = $1 AND step = $2 AND attempt = 1",
+                &[V::from(run_id), V::from(step), V::from(status), V::Int(now), V::from(error.clone())],
+            )?;
+            if let Some(Outcome::Success { datasets, .. }) = outcome {
+                let pipeline = first(&t.query("SELECT pipeline FROM sluice_runs WHERE id = $1", &[V::from(run_id)])?)
+                    .map(V::string)
+                    .unwrap_or_default();
+                for ds in datasets {
+                    t.exec(
+                        "INSERT INTO sluice_dataset_events (dataset, pipeline, run_id, step, at) VALUES ($1, $2, $3, $4, $5)",
+                        &[V::from(ds), V::from(&pipeline), V::from(run_id), V::from(step), V::Int(now)],
+                    )?;
+                }
+            }
+            let (level, msg) = match (&summary, &error) {
+                (Some(s), _) => ("info", s.clone()),
+                (_, Some(e)) => ("error", e.clone()),
+                _ => ("warn", format!("not run: {status}")),
+            };
+            log_tx(t, run_id, step, 1, level, &msg, now)
+        })
+    }
+
+    /// A local run ended.
+    pub fn end_local(&self, run_id: &str, ok: bool, error: Option<&str>) -> Result<()> {
+        let now = now_us();
+        self.db.tx(|t| {
+            t.exec(
+                "UPDATE sluice_tasks SET status = 'cancelled', finished_at = $2 WHERE run_id = $1 AND status IN ('waiting', 'running')",
+                &[V::from(run_id), V::Int(now)],
+            )?;
+            t.exec(
+                "UPDATE sluice_runs SET status = $2, finished_at = $3, error = $4 WHERE id = $1",
+                &[V::from(run_id), V::from(if ok { "success" } else { "failed" }), V::Int(now), V::from(error)],
+            )?;
+            Ok(())
         })
     }
 

@@ -110,6 +110,11 @@ impl RunCtx<'_> {
         warehouse::connect(&url, &self.project.dir).with_context(|| format!("connection `{name}` ({url})"))
     }
 
+    /// What templates rendered for this run see.
+    pub fn run_vars(&self) -> crate::template::RunVars {
+        crate::template::RunVars { logical_date: self.logical_date.clone(), run_id: self.run_id.clone() }
+    }
+
     pub fn meter(&self, what: &str, total: Option<u64>) -> Arc<dyn Meter> {
         (self.meters)(what, total)
     }

@@ -23,6 +23,8 @@ pub struct WarehouseResolve {
     pub naming: Naming,
     /// Ephemeral models: referred to as CTEs.
     pub ephemeral: BTreeSet<String>,
+    /// The run rendered for.
+    pub run: crate::template::RunVars,
     /// `(source, table)` → the schema it lives in, when declared.
     pub source_schema: BTreeMap<String, Option<String>>,
 }
@@ -38,6 +40,7 @@ impl WarehouseResolve {
                 .map(|n| n.name.clone())
                 .collect(),
             source_schema: project.meta.sources.iter().map(|s| (s.name.v.clone(), s.schema.clone())).collect(),
+            run: crate::template::RunVars::default(),
         }
     }
 
@@ -55,6 +58,9 @@ impl Resolve for WarehouseResolve {
             Some(schema) => format!("{}.{}", self.naming.quote(&schema), self.naming.quote(table)),
             None => self.naming.relation(table),
         }
+    }
+    fn run(&self) -> crate::template::RunVars {
+        self.run.clone()
     }
 }
 
@@ -150,6 +156,10 @@ pub struct BuildRequest<'a> {
     pub exclude: Vec<String>,
     pub full_refresh: bool,
     pub threads: usize,
+    /// The run the models are built for (`{{ logical_date }}`).
+    pub run: crate::template::RunVars,
+    /// Checked before each model: models not started yet are not built.
+    pub cancel: crate::steps::Cancel,
     /// Opens a connection to the warehouse (called once per thread).
     pub connect: &'a (dyn Fn() -> Result<Box<dyn Warehouse>> + Sync),
     /// Told about each model as it finishes.
@@ -180,7 +190,9 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
     let first = (req.connect)()?;
     let threads =
         if first.backend() == crate::warehouse::Backend::Sqlite { 1 } else { req.threads.max(1).min(todo.len()) };
-    let resolve = Arc::new(WarehouseResolve::new(req.project, g, first.naming()));
+    let mut resolve = WarehouseResolve::new(req.project, g, first.naming());
+    resolve.run = req.run.clone();
+    let resolve = Arc::new(resolve);
     let set: BTreeSet<usize> = todo.iter().copied().collect();
     // Dependencies among the models being built (others are taken as built).
     let deps: BTreeMap<usize, Vec<usize>> =
@@ -210,6 +222,9 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
                         None => timed(&mut db, || (req.connect)()).map(|w| conn.insert(w)),
                     };
                     let state = match wh {
+                        _ if req.cancel.reason().is_some() => {
+                            ModelState::Failed(req.cancel.check().expect_err("stopped"))
+                        }
                         Err(e) => ModelState::Failed(e),
                         Ok(wh) => match build_one(req, renderer, &resolve, wh.as_mut(), i, &mut db) {
                             Ok(detail) => ModelState::Built { detail },

@@ -30,6 +30,8 @@ pub fn run(ctx: &RunCtx, cfg: &SqlStep) -> Result<StepOutput> {
         exclude: cfg.exclude.clone(),
         full_refresh: ctx.full_refresh,
         threads,
+        run: ctx.run_vars(),
+        cancel: ctx.cancel.clone(),
         connect: &connect,
         on_done: &on_done,
     };

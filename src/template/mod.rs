@@ -21,6 +21,19 @@ pub trait Resolve: Send + Sync {
     fn model(&self, name: &str) -> String;
     /// `source('source', 'table')`.
     fn source(&self, source: &str, table: &str) -> String;
+    /// The run a render is for (`{{ logical_date }}`, `{{ run_id }}`).
+    fn run(&self) -> RunVars {
+        RunVars::default()
+    }
+}
+
+/// What templates know about the run they are rendered for.
+#[derive(Debug, Clone, Default)]
+pub struct RunVars {
+    /// `YYYY-MM-DD`; today (UTC) when rendered outside a run.
+    pub logical_date: String,
+    /// Empty outside a run.
+    pub run_id: String,
 }
 
 /// A resolver that only quotes (for checking and compiling without a connection).
@@ -247,8 +260,15 @@ impl Renderer {
             resolve: call.resolve.clone(),
             is_incremental: call.is_incremental,
         });
-        let ctx =
-            minijinja::context! { this => call.this.clone(), __sluice => Value::from_dyn_object(session.clone()) };
+        let run = call.resolve.run();
+        let logical_date =
+            if run.logical_date.is_empty() { chrono::Utc::now().date_naive().to_string() } else { run.logical_date };
+        let ctx = minijinja::context! {
+            this => call.this.clone(),
+            logical_date => logical_date,
+            run_id => run.run_id,
+            __sluice => Value::from_dyn_object(session.clone())
+        };
         let full = format!("{}{source}", self.header);
         let out = self.env.render_named_str(name, &full, ctx);
         let rec = std::mem::take(&mut *session.recorder.lock().expect("recorder lock"));

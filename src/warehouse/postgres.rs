@@ -736,6 +736,14 @@ impl PgLoad<'_> {
     fn setup(&mut self, target: &LoadTarget<'_>) -> Result<()> {
         let n = self.pg.naming();
         let t = n.relation(target.table);
+        // Loads into one table take turns (runs at the same time are common
+        // under a scheduler): what exists is read after the previous load
+        // committed, so two first loads do not both create the table.
+        let key = format!("sluice:load:{t}");
+        self.pg
+            .rt
+            .block_on(self.pg.client.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key]))
+            .map_err(|e| pg_err(e, &format!("wait for other loads into `{}`", target.table)))?;
         let exists = self.pg.relkind(target.table)?;
         match target.mode {
             LoadMode::Replace => {

@@ -7,5 +7,6 @@ mod db;
 mod examples;
 mod load;
 mod run;
+mod state;
 mod support;
 mod transform;

@@ -55,6 +55,8 @@ pub struct LoadSpec {
     /// Where `quarantine` writes rejected rows.
     pub rejects_path: Option<PathBuf>,
     pub run_id: String,
+    /// Checked between batches and before the commit.
+    pub cancel: crate::steps::Cancel,
 }
 
 /// One input file of a load.
@@ -108,6 +110,9 @@ pub struct LoadReport {
     pub rejects_file: Option<PathBuf>,
     /// The schema used (after inference, if any).
     pub schema: Schema,
+    /// Another load of the same objects committed first (two runs at once):
+    /// this one was rolled back and loaded nothing.
+    pub loaded_concurrently: bool,
 }
 
 /// Loads every input into the table in one transaction.
@@ -207,6 +212,12 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
         };
         let mut failure: Option<Error> = None;
         for batch in batches_rx.iter() {
+            if failure.is_none()
+                && let Err(e) = spec.cancel.check()
+            {
+                failure = Some(e);
+                stop.store(true, Ordering::Relaxed);
+            }
             if failure.is_none() && !batch.rejects.is_empty() {
                 report.rejected += batch.rejects.len() as u64;
                 for e in &batch.rejects {
@@ -279,7 +290,22 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
         }
         return Err(Error::Data(Box::new(BadRows { first: report.first_errors, total: report.rejected, outcome })));
     }
-    tx.commit(&records)?;
+    if let Err(e) = spec.cancel.check() {
+        tx.rollback()?;
+        return Err(e);
+    }
+    if let Err(e) = tx.commit(&records) {
+        // Two loads of the same objects at once: the record of what was
+        // loaded is unique, so the second commit fails and rolls back. If
+        // every object is now loaded, it was loaded exactly once: not an error.
+        if !records.is_empty()
+            && let Ok(done) = wh.loaded_objects(table)
+            && records.iter().all(|r| done.contains(&r.object))
+        {
+            return Ok(LoadReport { loaded_concurrently: true, loaded: 0, rejected: 0, ..report });
+        }
+        return Err(e);
+    }
     report.rejects_file = rejects_file;
     Ok(report)
 }
@@ -505,9 +531,18 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
         create: true,
         rejects_path,
         run_id: ctx.run_id.clone(),
+        cancel: ctx.cancel.clone(),
     };
     let objects: Vec<&str> = pending.iter().map(|f| f.key.as_str()).collect();
     let report = load(wh.as_mut(), &spec, &inputs, &meter)?;
+    if report.loaded_concurrently {
+        return Ok(StepOutput {
+            summary: format!("nothing new to load into {table}: a run at the same time loaded the same files"),
+            rows: Some(0),
+            bytes: None,
+            details: json!({ "table": table, "objects": [], "loaded": 0, "loaded_concurrently": objects }),
+        });
+    }
     Ok(StepOutput {
         summary: summary(table, &report, pending.len()),
         rows: Some(report.loaded),
