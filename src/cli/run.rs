@@ -148,7 +148,13 @@ impl Observer for Recorder<'_> {
                     datasets: datasets_updated(step, o),
                 }),
             ),
-            StepState::Failed(e) => ("failed", Some(Outcome::Failure { error: e.chain(), retryable: e.retryable() })),
+            StepState::Failed(e) => {
+                let e = match e {
+                    Error::Context { context, source } if context.starts_with("step `") => source.as_ref(),
+                    e => e,
+                };
+                ("failed", Some(Outcome::Failure { error: e.chain(), retryable: e.retryable() }))
+            }
             StepState::UpstreamFailed(_) => ("upstream_failed", None),
         };
         self.note(st.local_finished(self.run_id, &step.name.v, status, outcome.as_ref()));

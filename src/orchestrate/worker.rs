@@ -97,7 +97,8 @@ pub fn run_worker(state: Arc<State>, project: Arc<Shared>, cfg: WorkerConfig, sh
             let (state, running, cfg, done, who) =
                 (state.clone(), running.clone(), cfg.clone(), done.clone(), who.clone());
             s.spawn(move || {
-                let every = (cfg.lease / 3).max(Duration::from_millis(50));
+                // Often enough that a cancel reaches a running step within a second.
+                let every = (cfg.lease / 3).clamp(Duration::from_millis(50), Duration::from_secs(1));
                 let mut last_reap = Instant::now();
                 while !done.load(Ordering::SeqCst) {
                     match state.renew(&cfg.id, cfg.lease.as_millis() as i64) {
@@ -202,6 +203,8 @@ fn run_task(state: &State, project: &Shared, cfg: &WorkerConfig, running: &Runni
     }
     let outcome = match result {
         Ok((summary, output, datasets)) => Outcome::Success { summary, output, datasets },
+        // The task is the step: its name in front of the error says nothing more.
+        Err(Error::Context { context, source }) if context.starts_with("step `") => Outcome::from(*source),
         Err(e) => Outcome::from(e),
     };
     match &outcome {

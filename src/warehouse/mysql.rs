@@ -819,7 +819,7 @@ impl LoadTx for MyLoad<'_> {
             for r in records {
                 my.run(
                     &format!(
-                        "REPLACE INTO {} (target, object, sha256, `rows`, run_id) VALUES ({}, {}, {}, {}, {})",
+                        "INSERT INTO {} (target, object, sha256, `rows`, run_id) VALUES ({}, {}, {}, {}, {})",
                         quote(LOADS_TABLE),
                         Mysql::literal(&table),
                         Mysql::literal(&r.object),

@@ -642,9 +642,7 @@ mod driver {
                     .conn
                     .execute(
                         &format!(
-                            "MERGE INTO {} l USING (SELECT :1 AS target, :2 AS object FROM dual) s ON (l.target = s.target AND l.object = s.object) \
-                             WHEN MATCHED THEN UPDATE SET sha256 = :3, \"rows\" = :4, run_id = :5 \
-                             WHEN NOT MATCHED THEN INSERT (target, object, sha256, \"rows\", run_id) VALUES (:1, :2, :3, :4, :5)",
+                            "INSERT INTO {} (target, object, sha256, \"rows\", run_id) VALUES (:1, :2, :3, :4, :5)",
                             quote(LOADS_TABLE)
                         ),
                         &[&self.table, &r.object, &r.sha256, &rows, &r.run_id],

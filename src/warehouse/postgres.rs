@@ -1021,8 +1021,9 @@ impl LoadTx for PgLoad<'_> {
                 .pg
                 .rt
                 .block_on(self.pg.client.prepare(&format!(
-                    "INSERT INTO {} (target, object, sha256, rows, run_id) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (target, object) DO UPDATE SET sha256 = EXCLUDED.sha256, rows = EXCLUDED.rows, run_id = EXCLUDED.run_id, loaded_at = now()",
+                    // A plain insert: the same object recorded twice means two
+                    // loads ran at once, and the second must not commit.
+                    "INSERT INTO {} (target, object, sha256, rows, run_id) VALUES ($1, $2, $3, $4, $5)",
                     n.relation(LOADS_TABLE)
                 )))
                 .map_err(|e| pg_err(e, "record the load"))?;

@@ -626,7 +626,7 @@ impl LoadTx for SqliteLoad<'_> {
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!(
-                    "INSERT OR REPLACE INTO {} (target, object, sha256, rows, run_id, loaded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO {} (target, object, sha256, rows, run_id, loaded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     quote(LOADS_TABLE)
                 ))
                 .map_err(|e| sql_err(e, "record the load"))?;

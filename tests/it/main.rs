@@ -6,6 +6,7 @@ mod check;
 mod db;
 mod examples;
 mod load;
+mod orchestrate;
 mod run;
 mod state;
 mod support;

@@ -171,3 +171,122 @@ path = "out/t.tsv"
     p.write_bytes("data/in.csv", csv);
     p
 }
+
+/// A free TCP port on loopback (bound and released; another process could
+/// take it in between, which is unlikely on a test machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A minimal HTTP/1.1 request: returns the status code and the body.
+pub fn http(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    // Bodies may come chunked.
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    (code, body)
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+/// Waits until `f` holds, up to `secs` seconds; panics with `what` otherwise.
+#[track_caller]
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < end, "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A sluice service started by a test, killed when dropped. Its output goes
+/// to a file, shown when a test fails.
+pub struct Service {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    pub name: String,
+}
+
+impl Service {
+    pub fn start(cwd: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let log = cwd.join(format!("{name}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let mut c = bin();
+        c.current_dir(cwd).args(args).stdout(f.try_clone().unwrap()).stderr(f);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("the sluice binary starts");
+        Service { child, log, name: name.to_string() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit code (up to `secs`).
+    pub fn stop(&mut self, secs: u64) -> Option<i32> {
+        signal(self.pid(), "TERM");
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s.code().unwrap_or(-1));
+            }
+            if std::time::Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- {} output\n{}", self.name, self.output());
+        }
+    }
+}
+
+/// Sends a signal (`TERM`, `KILL`) to a process this test started.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+}
