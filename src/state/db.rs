@@ -114,6 +114,9 @@ pub trait Tx {
     /// Wakes idle workers once the transaction commits (`NOTIFY` on
     /// PostgreSQL, a condition variable in this process on SQLite).
     fn notify(&mut self) -> Result<()>;
+    /// Rolls the transaction back instead of committing it, though the
+    /// closure returns `Ok`.
+    fn abort(&mut self);
 }
 
 /// The first row's first value, if any.
@@ -237,8 +240,12 @@ impl SqliteDb {
     fn tx<T>(&self, f: &mut impl FnMut(&mut dyn Tx) -> Result<T>) -> std::result::Result<T, Retry> {
         let conn = self.conn.lock().expect("state connection");
         conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| classify_sqlite(e, "start a transaction"))?;
-        let mut t = SqliteTx { conn: &conn, rang: false };
+        let mut t = SqliteTx { conn: &conn, rang: false, abort: false };
         match f(&mut t) {
+            Ok(v) if t.abort => {
+                conn.execute_batch("ROLLBACK").map_err(|e| classify_sqlite(e, "roll back"))?;
+                Ok(v)
+            }
             Ok(v) => {
                 let rang = t.rang;
                 conn.execute_batch("COMMIT").map_err(|e| classify_sqlite(e, "commit"))?;
@@ -272,6 +279,7 @@ fn classify_sqlite(e: rusqlite::Error, what: &str) -> Retry {
 struct SqliteTx<'a> {
     conn: &'a rusqlite::Connection,
     rang: bool,
+    abort: bool,
 }
 
 /// `$1` → `?1`, outside quoted strings.
@@ -332,6 +340,10 @@ impl Tx for SqliteTx<'_> {
     fn notify(&mut self) -> Result<()> {
         self.rang = true;
         Ok(())
+    }
+
+    fn abort(&mut self) {
+        self.abort = true;
     }
 }
 
@@ -409,7 +421,8 @@ impl PgDb {
         let mut setup = "SET TimeZone = 'UTC';".to_string();
         if let Some(s) = &self.schema {
             let q = format!("\"{}\"", s.replace('"', "\"\""));
-            setup.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {q}; SET search_path = {q};"));
+            crate::warehouse::postgres::create_schema(&self.rt, &client, &q)?;
+            setup.push_str(&format!("SET search_path = {q};"));
         }
         self.rt
             .block_on(client.batch_execute(&setup))
@@ -469,8 +482,12 @@ impl PgDb {
         };
         let res = (|| {
             self.rt.block_on(conn.client.batch_execute("BEGIN")).map_err(|e| classify_pg(e, "start a transaction"))?;
-            let mut t = PgTx { rt: &self.rt, conn: &mut conn, channel: &self.channel };
+            let mut t = PgTx { rt: &self.rt, conn: &mut conn, channel: &self.channel, abort: false };
             match f(&mut t) {
+                Ok(v) if t.abort => {
+                    self.rt.block_on(conn.client.batch_execute("ROLLBACK")).map_err(|e| classify_pg(e, "roll back"))?;
+                    Ok(v)
+                }
                 Ok(v) => {
                     self.rt.block_on(conn.client.batch_execute("COMMIT")).map_err(|e| classify_pg(e, "commit"))?;
                     Ok(v)
@@ -513,6 +530,7 @@ struct PgTx<'a> {
     rt: &'a tokio::runtime::Handle,
     conn: &'a mut PgConn,
     channel: &'a str,
+    abort: bool,
 }
 
 impl PgTx<'_> {
@@ -570,6 +588,10 @@ impl Tx for PgTx<'_> {
     fn notify(&mut self) -> Result<()> {
         let sql = format!("SELECT pg_notify('{}', '')", self.channel);
         self.exec(&sql, &[]).map(|_| ())
+    }
+
+    fn abort(&mut self) {
+        self.abort = true;
     }
 }
 

@@ -16,7 +16,7 @@
 pub mod db;
 pub mod migrations;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 
 use serde::Serialize;
@@ -297,61 +297,74 @@ impl State {
     pub fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Claim>> {
         let now = now_us();
         self.db.tx(|t| {
-            let lock = if t.is_postgres() { "FOR UPDATE OF c SKIP LOCKED" } else { "" };
+            let pg = t.is_postgres();
             let pick = format!(
-                "SELECT c.run_id, c.step, c.pipeline FROM sluice_tasks c \
+                "SELECT c.run_id, c.step FROM sluice_tasks c \
                  WHERE c.status = 'ready' AND c.next_try_at <= $1 \
                    AND NOT EXISTS (SELECT 1 FROM sluice_pipelines p WHERE p.name = c.pipeline AND p.concurrency IS NOT NULL \
                        AND p.concurrency <= (SELECT COUNT(*) FROM sluice_tasks r WHERE r.pipeline = c.pipeline AND r.status = 'running')) \
-                 ORDER BY c.next_try_at, c.run_id, c.position LIMIT 1 {lock}"
+                 ORDER BY c.next_try_at, c.run_id, c.position LIMIT 1 {}",
+                if pg { "FOR UPDATE OF c SKIP LOCKED" } else { "" }
             );
-            let rows = t.query(&pick, &[V::Int(now)])?;
-            let Some(r) = rows.first() else { return Ok(None) };
-            let (run_id, step, pipeline) = (r[0].string(), r[1].string(), r[2].string());
-            // A concurrency limit is checked again under the pipeline's row
-            // lock: two workers claiming at once cannot both take the last slot.
-            if t.is_postgres() {
-                let lim = t.query("SELECT concurrency FROM sluice_pipelines WHERE name = $1 FOR UPDATE", &[V::from(&pipeline)])?;
-                if let Some(limit) = first(&lim).and_then(V::int) {
+            let set = "SET status = 'running', attempts = attempts + 1, lease_owner = $2, lease_until = $3, started_at = $1";
+            let params = [V::Int(now), V::from(worker), V::Int(now + lease_ms * 1000)];
+            // One statement on PostgreSQL: pick (skipping rows other workers
+            // hold), take, and read what the worker needs.
+            let r = if pg {
+                let rows = t.query(
+                    &format!(
+                        "UPDATE sluice_tasks t {set} FROM sluice_runs r LEFT JOIN sluice_pipelines p ON p.name = r.pipeline \
+                         WHERE r.id = t.run_id AND (t.run_id, t.step) = ({pick}) \
+                         RETURNING t.run_id, t.step, t.pipeline, t.attempts, t.kind, t.timeout_ms, r.logical_date, r.full_refresh, \
+                         r.definition_hash, p.concurrency"
+                    ),
+                    &params,
+                )?;
+                let Some(r) = rows.into_iter().next() else { return Ok(None) };
+                // A concurrency limit is checked again under the pipeline's
+                // row lock: two workers claiming at once cannot both take
+                // the last slot.
+                if let Some(limit) = r[9].int() {
+                    t.exec("SELECT 1 FROM sluice_pipelines WHERE name = $1 FOR UPDATE", &[r[2].clone()])?;
                     let running = first(&t.query(
                         "SELECT COUNT(*) FROM sluice_tasks WHERE pipeline = $1 AND status = 'running'",
-                        &[V::from(&pipeline)],
+                        &[r[2].clone()],
                     )?)
                     .and_then(V::int)
                     .unwrap_or(0);
-                    if running >= limit {
+                    if running > limit {
+                        t.abort();
                         return Ok(None);
                     }
                 }
-            }
-            t.exec(
-                "UPDATE sluice_tasks SET status = 'running', attempts = attempts + 1, lease_owner = $3, lease_until = $4, started_at = $5 \
-                 WHERE run_id = $1 AND step = $2",
-                &[V::from(&run_id), V::from(&step), V::from(worker), V::Int(now + lease_ms * 1000), V::Int(now)],
-            )?;
-            let rows = t.query(
-                "SELECT t.attempts, t.kind, t.timeout_ms, r.logical_date, r.full_refresh, r.definition_hash \
-                 FROM sluice_tasks t JOIN sluice_runs r ON r.id = t.run_id WHERE t.run_id = $1 AND t.step = $2",
-                &[V::from(&run_id), V::from(&step)],
-            )?;
-            let r = &rows[0];
-            let attempt = r[0].int().unwrap_or(1);
+                r
+            } else {
+                let picked = t.query(&pick, &[V::Int(now)])?;
+                let Some(p) = picked.first() else { return Ok(None) };
+                t.exec(&format!("UPDATE sluice_tasks {set} WHERE run_id = $4 AND step = $5"), &[params[0].clone(), params[1].clone(), params[2].clone(), p[0].clone(), p[1].clone()])?;
+                let rows = t.query(
+                    "SELECT t.run_id, t.step, t.pipeline, t.attempts, t.kind, t.timeout_ms, r.logical_date, r.full_refresh, r.definition_hash \
+                     FROM sluice_tasks t JOIN sluice_runs r ON r.id = t.run_id WHERE t.run_id = $1 AND t.step = $2",
+                    &[p[0].clone(), p[1].clone()],
+                )?;
+                rows.into_iter().next().expect("the task just taken")
+            };
+            let attempt = r[3].int().unwrap_or(1);
             t.exec(
                 "INSERT INTO sluice_attempts (run_id, step, attempt, worker, started_at, status) VALUES ($1, $2, $3, $4, $5, 'running')",
-                &[V::from(&run_id), V::from(&step), V::Int(attempt), V::from(worker), V::Int(now)],
+                &[r[0].clone(), r[1].clone(), V::Int(attempt), V::from(worker), V::Int(now)],
             )?;
-            log_tx(t, &run_id, &step, attempt, "info", &format!("attempt {attempt} started on worker {worker}"), now)?;
             Ok(Some(Claim {
-                run_id: run_id.clone(),
-                step: step.clone(),
-                pipeline: pipeline.clone(),
-                kind: r[1].string(),
+                run_id: r[0].string(),
+                step: r[1].string(),
+                pipeline: r[2].string(),
+                kind: r[4].string(),
                 attempt,
                 worker: worker.to_string(),
-                timeout_ms: r[2].int(),
-                logical_date: r[3].string(),
-                full_refresh: r[4].int() == Some(1),
-                definition_hash: r[5].string(),
+                timeout_ms: r[5].int(),
+                logical_date: r[6].string(),
+                full_refresh: r[7].int() == Some(1),
+                definition_hash: r[8].string(),
             }))
         })
     }
@@ -384,11 +397,13 @@ impl State {
     pub fn finish(&self, c: &Claim, outcome: &Outcome) -> Result<bool> {
         let now = now_us();
         self.db.tx(|t| {
-            let lock = if t.is_postgres() { "FOR UPDATE" } else { "" };
+            // The run's row is locked too: tasks of one run finishing at
+            // once take turns, so exactly one of them finishes the run.
+            let lock = if t.is_postgres() { "FOR UPDATE OF t, r" } else { "" };
             let rows = t.query(
                 &format!(
-                    "SELECT status, lease_owner, attempts, failures, retries, retry_delay_ms, retry_on \
-                     FROM sluice_tasks WHERE run_id = $1 AND step = $2 {lock}"
+                    "SELECT t.status, t.lease_owner, t.attempts, t.failures, t.retries, t.retry_delay_ms, t.retry_on, r.status \
+                     FROM sluice_tasks t JOIN sluice_runs r ON r.id = t.run_id WHERE t.run_id = $1 AND t.step = $2 {lock}"
                 ),
                 &[V::from(&c.run_id), V::from(&c.step)],
             )?;
@@ -408,14 +423,10 @@ impl State {
                 )?;
                 return Ok(false);
             }
-            let (failures, retries, delay, retry_on) =
-                (r[3].int().unwrap_or(0), r[4].int().unwrap_or(0), r[5].int().unwrap_or(0), r[6].string());
-            let run_status = first(&t.query(
-                &format!("SELECT status FROM sluice_runs WHERE id = $1 {lock}"),
-                &[V::from(&c.run_id)],
-            )?)
-            .map(V::string)
-            .unwrap_or_default();
+            let (failures, retries, delay, retry_on, run_status) =
+                (r[3].int().unwrap_or(0), r[4].int().unwrap_or(0), r[5].int().unwrap_or(0), r[6].string(), r[7].string());
+            let running = run_status == "running";
+            let mut failed_step = None;
             match outcome {
                 Outcome::Success { summary, output, datasets } => {
                     t.exec(
@@ -431,16 +442,13 @@ impl State {
                             &[V::from(ds), V::from(&c.pipeline), V::from(&c.run_id), V::from(&c.step), V::Int(now)],
                         )?;
                     }
-                    if run_status == "running" {
-                        release(t, &c.run_id, now)?;
-                    }
                 }
                 Outcome::Failure { error, retryable } => {
                     let failures = failures + 1;
                     let allowed = *retryable || retry_on == "any";
                     end_attempt(t, c, now, "failed", Some(error))?;
                     log_tx(t, &c.run_id, &c.step, c.attempt, "error", error, now)?;
-                    if allowed && failures <= retries && run_status == "running" {
+                    if allowed && failures <= retries && running {
                         let wait = backoff_ms(delay, failures, &format!("{}{}", c.run_id, c.step));
                         t.exec(
                             "UPDATE sluice_tasks SET status = 'ready', failures = $3, next_try_at = $4, lease_owner = NULL, \
@@ -466,11 +474,11 @@ impl State {
                              lease_until = NULL, error = $5 WHERE run_id = $1 AND step = $2",
                             &[V::from(&c.run_id), V::from(&c.step), V::Int(failures), V::Int(now), V::from(error)],
                         )?;
-                        fail_downstream(t, &c.run_id, &c.step, now)?;
+                        failed_step = Some(c.step.as_str());
                     }
                 }
             }
-            finish_run_if_done(t, &c.run_id, &c.pipeline, now)?;
+            advance(t, &c.run_id, &c.pipeline, failed_step, running, now)?;
             Ok(true)
         })
     }
@@ -515,9 +523,11 @@ impl State {
                     "UPDATE sluice_attempts SET status = 'lost', finished_at = $4, error = $5 WHERE run_id = $1 AND step = $2 AND attempt = $3",
                     &[V::from(&run_id), V::from(&step), V::Int(attempt), V::Int(now), V::from(&msg)],
                 )?;
-                let run_status = first(&t.query("SELECT status FROM sluice_runs WHERE id = $1", &[V::from(&run_id)])?)
-                    .map(V::string)
-                    .unwrap_or_default();
+                let lock = if t.is_postgres() { "FOR UPDATE" } else { "" };
+                let run_status =
+                    first(&t.query(&format!("SELECT status FROM sluice_runs WHERE id = $1 {lock}"), &[V::from(&run_id)])?)
+                        .map(V::string)
+                        .unwrap_or_default();
                 if lost <= MAX_LOST && run_status == "running" {
                     t.exec(
                         "UPDATE sluice_tasks SET status = 'ready', lost = $3, next_try_at = $4, lease_owner = NULL, lease_until = NULL, \
@@ -534,8 +544,7 @@ impl State {
                         &[V::from(&run_id), V::from(&step), V::Int(lost), V::Int(now), V::from(&why)],
                     )?;
                     log_tx(t, &run_id, &step, attempt, "error", &why, now)?;
-                    fail_downstream(t, &run_id, &step, now)?;
-                    finish_run_if_done(t, &run_id, &pipeline, now)?;
+                    advance(t, &run_id, &pipeline, Some(&step), run_status == "running", now)?;
                 }
             }
             Ok(rows.len())
@@ -547,7 +556,8 @@ impl State {
     pub fn cancel(&self, run_id: &str) -> Result<Option<bool>> {
         let now = now_us();
         self.db.tx(|t| {
-            let rows = t.query("SELECT status, pipeline FROM sluice_runs WHERE id = $1", &[V::from(run_id)])?;
+            let lock = if t.is_postgres() { "FOR UPDATE" } else { "" };
+            let rows = t.query(&format!("SELECT status, pipeline FROM sluice_runs WHERE id = $1 {lock}"), &[V::from(run_id)])?;
             let Some(r) = rows.first() else { return Ok(None) };
             let (status, pipeline) = (r[0].string(), r[1].string());
             if !matches!(status.as_str(), "queued" | "running") {
@@ -987,73 +997,75 @@ fn promote(t: &mut dyn Tx, pipeline: &str, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// The tasks of a run: step → (status, deps).
-fn run_tasks(t: &mut dyn Tx, run_id: &str) -> Result<BTreeMap<String, (String, Vec<String>)>> {
-    Ok(t.query("SELECT step, status, deps FROM sluice_tasks WHERE run_id = $1", &[V::from(run_id)])?
+/// Moves a run on after one of its tasks changed: what depends on a failed
+/// step is `upstream_failed`; waiting tasks whose dependencies all succeeded
+/// become ready (while the run runs); a run whose tasks are all done gets
+/// its final status, once, and the pipeline's next queued run may start.
+/// The caller holds the run's row lock.
+fn advance(t: &mut dyn Tx, run_id: &str, pipeline: &str, failed: Option<&str>, running: bool, now: i64) -> Result<()> {
+    struct Task {
+        step: String,
+        status: String,
+        deps: Vec<String>,
+        error: Option<String>,
+    }
+    let mut tasks: Vec<Task> = t
+        .query(
+            "SELECT step, status, deps, error FROM sluice_tasks WHERE run_id = $1 ORDER BY position",
+            &[V::from(run_id)],
+        )?
         .iter()
-        .map(|r| {
-            let deps: Vec<String> = r[2].text().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
-            (r[0].string(), (r[1].string(), deps))
+        .map(|r| Task {
+            step: r[0].string(),
+            status: r[1].string(),
+            deps: r[2].text().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default(),
+            error: opt_s(&r[3]),
         })
-        .collect())
-}
-
-/// Waiting tasks whose dependencies all succeeded become ready.
-fn release(t: &mut dyn Tx, run_id: &str, now: i64) -> Result<()> {
-    let tasks = run_tasks(t, run_id)?;
-    let mut any = false;
-    for (step, (status, deps)) in &tasks {
-        if status == "waiting" && deps.iter().all(|d| tasks.get(d).is_some_and(|(s, _)| s == "success")) {
-            t.exec(
-                "UPDATE sluice_tasks SET status = 'ready', next_try_at = $3 WHERE run_id = $1 AND step = $2 AND status = 'waiting'",
-                &[V::from(run_id), V::from(step), V::Int(now)],
-            )?;
-            any = true;
-        }
-    }
-    if any {
-        t.notify()?;
-    }
-    Ok(())
-}
-
-/// Every task that depends on `failed`, directly or not, is `upstream_failed`.
-fn fail_downstream(t: &mut dyn Tx, run_id: &str, failed: &str, now: i64) -> Result<()> {
-    let tasks = run_tasks(t, run_id)?;
-    let mut down: BTreeSet<String> = BTreeSet::new();
-    let mut frontier = vec![failed.to_string()];
-    while let Some(f) = frontier.pop() {
-        for (step, (_, deps)) in &tasks {
-            if deps.contains(&f) && down.insert(step.clone()) {
-                frontier.push(step.clone());
+        .collect();
+    if let Some(f) = failed {
+        let mut down: BTreeSet<String> = BTreeSet::new();
+        let mut frontier = vec![f.to_string()];
+        while let Some(x) = frontier.pop() {
+            for task in &tasks {
+                if task.deps.contains(&x) && down.insert(task.step.clone()) {
+                    frontier.push(task.step.clone());
+                }
             }
         }
-    }
-    for step in down {
-        if tasks.get(&step).is_some_and(|(s, _)| s == "waiting" || s == "ready") {
+        let msg = format!("upstream step `{f}` failed");
+        for task in
+            tasks.iter_mut().filter(|x| down.contains(&x.step) && (x.status == "waiting" || x.status == "ready"))
+        {
             t.exec(
                 "UPDATE sluice_tasks SET status = 'upstream_failed', finished_at = $3, error = $4 WHERE run_id = $1 AND step = $2",
-                &[V::from(run_id), V::from(&step), V::Int(now), V::Text(format!("upstream step `{failed}` failed"))],
+                &[V::from(run_id), V::from(&task.step), V::Int(now), V::from(&msg)],
             )?;
+            task.status = "upstream_failed".into();
+            task.error = Some(msg.clone());
         }
     }
-    Ok(())
-}
-
-/// A run whose tasks are all done gets its final status (once).
-fn finish_run_if_done(t: &mut dyn Tx, run_id: &str, pipeline: &str, now: i64) -> Result<()> {
-    let rows = t.query(
-        "SELECT step, status, error FROM sluice_tasks WHERE run_id = $1 ORDER BY position",
-        &[V::from(run_id)],
-    )?;
-    if rows.iter().any(|r| !TERMINAL.contains(&r[1].string().as_str())) {
+    if running {
+        let done: BTreeSet<String> = tasks.iter().filter(|x| x.status == "success").map(|x| x.step.clone()).collect();
+        let mut any = false;
+        for task in tasks.iter_mut().filter(|x| x.status == "waiting" && x.deps.iter().all(|d| done.contains(d))) {
+            t.exec(
+                "UPDATE sluice_tasks SET status = 'ready', next_try_at = $3 WHERE run_id = $1 AND step = $2 AND status = 'waiting'",
+                &[V::from(run_id), V::from(&task.step), V::Int(now)],
+            )?;
+            task.status = "ready".into();
+            any = true;
+        }
+        if any {
+            t.notify()?;
+        }
+    }
+    if tasks.iter().any(|x| !TERMINAL.contains(&x.status.as_str())) {
         return Ok(());
     }
-    let failed = rows.iter().find(|r| r[1].text() == Some("failed"));
-    let (status, error) = match failed {
-        None if rows.iter().all(|r| r[1].text() == Some("success")) => ("success", None),
+    let (status, error) = match tasks.iter().find(|x| x.status == "failed") {
+        Some(x) => ("failed", Some(format!("step `{}`: {}", x.step, x.error.clone().unwrap_or_default()))),
+        None if tasks.iter().all(|x| x.status == "success") => ("success", None),
         None => ("failed", Some("a step did not run".to_string())),
-        Some(r) => ("failed", Some(format!("step `{}`: {}", r[0].string(), r[2].string()))),
     };
     let n = t.exec(
         "UPDATE sluice_runs SET status = $2, finished_at = $3, error = $4 WHERE id = $1 AND status IN ('queued', 'running')",

@@ -91,6 +91,16 @@ pub fn pg_err(e: tokio_postgres::Error, what: &str) -> Error {
     Error::external(format!("cannot {what}: {detail}"), true)
 }
 
+/// `CREATE SCHEMA IF NOT EXISTS`, safe when several processes start at once
+/// (the check and the create race; the loser's duplicate is not an error).
+pub fn create_schema(rt: &Handle, client: &Client, quoted: &str) -> Result<()> {
+    match rt.block_on(client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))) {
+        Ok(()) => Ok(()),
+        Err(e) if e.code().is_some_and(|c| c.code() == "23505" || c.code() == "42P06") => Ok(()),
+        Err(e) => Err(pg_err(e, &format!("create schema {quoted}"))),
+    }
+}
+
 impl Postgres {
     /// Connects with a `postgres://` URL. Extra parameters: `schema=NAME` (where
     /// tables live; created if missing), `copy=text` (text COPY).
@@ -131,7 +141,8 @@ impl Postgres {
         );
         if let Some(s) = &pg.schema {
             let q = pg.naming().quote(s);
-            setup.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {q}; SET search_path = {q};"));
+            create_schema(&pg.rt, &pg.client, &q)?;
+            setup.push_str(&format!("SET search_path = {q};"));
         }
         pg.batch(&setup, "set up the session")?;
         Ok(pg)
