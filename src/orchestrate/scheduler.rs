@@ -83,8 +83,6 @@ pub fn run_scheduler(state: Arc<State>, project: Arc<Shared>, cfg: SchedulerConf
             log("info", &who, "leading: this scheduler fires the triggers");
         } else if was && !is {
             log("warn", &who, "lost the lead; standing by");
-        } else if !is && !was && shutdown.is_set() {
-            break;
         }
         let mut wait = cfg.tick;
         if is {

@@ -1081,6 +1081,9 @@ fn advance(t: &mut dyn Tx, run_id: &str, pipeline: &str, failed: Option<&str>, r
 pub fn run_json(r: &RunRow) -> serde_json::Value {
     use crate::orchestrate::schedule::rfc3339;
     let t = |v: Option<i64>| v.map(rfc3339);
+    // Event-triggered runs keep their event's id there (one run per event
+    // batch); it is not a time.
+    let timed = matches!(r.trigger.as_str(), "cron" | "every" | "backfill");
     let duration = match (r.started_at, r.finished_at) {
         (Some(s), Some(f)) => Some((f - s) as f64 / 1e6),
         _ => None,
@@ -1091,7 +1094,7 @@ pub fn run_json(r: &RunRow) -> serde_json::Value {
         "status": r.status,
         "trigger": r.trigger,
         "logical_date": r.logical_date,
-        "scheduled_for": t(r.scheduled_for),
+        "scheduled_for": if timed { t(r.scheduled_for) } else { None },
         "queued_at": rfc3339(r.queued_at),
         "started_at": t(r.started_at),
         "finished_at": t(r.finished_at),

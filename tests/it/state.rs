@@ -39,6 +39,7 @@ per_store!(
     a_fire_has_one_run_and_cancel_stops_the_rest,
     migrations_are_safe_when_processes_start_together,
     the_scheduler_fires_each_due_time_once,
+    event_triggers_fire_once_per_batch_of_events,
 );
 
 /// A store of its own: a SQLite file, or a PostgreSQL schema.
@@ -361,4 +362,69 @@ fn the_scheduler_fires_each_due_time_once(kind: Kind) {
     tick("2026-03-29T01:00:00.5Z");
     let runs = st.runs(&RunFilter { pipeline: Some("hourly".into()), ..Default::default() }).unwrap();
     assert_eq!(runs.len(), 4);
+}
+
+fn event_triggers_fire_once_per_batch_of_events(kind: Kind) {
+    let store = Store::new(kind);
+    let st = store.open();
+    let p = TestProject::new();
+    p.write("sluice.toml", "name = \"t\"\n");
+    p.write("data/sales.csv", "a\n1\n");
+    p.write(
+        "pipelines/producer.toml",
+        "[[steps]]\nname = \"land\"\nkind = \"ingest\"\nsource = \"data/sales.csv\"\ndataset = \"sales\"\n",
+    );
+    p.write(
+        "pipelines/consumer.toml",
+        "[[triggers]]\non_dataset = \"sales\"\n[[steps]]\nname = \"a\"\nkind = \"empty\"\n",
+    );
+    p.write(
+        "pipelines/watcher.toml",
+        "[[triggers]]\non_new_objects = \"incoming/\"\n[[steps]]\nname = \"a\"\nkind = \"empty\"\n",
+    );
+    let shared = sluice::orchestrate::runs::Shared::open(p.path()).unwrap();
+    let tick = || sluice::orchestrate::scheduler::tick(&st, &shared, sluice::state::now_us(), "test").unwrap();
+    let runs_of = |name: &str| st.runs(&RunFilter { pipeline: Some(name.into()), ..Default::default() }).unwrap();
+    tick();
+    assert!(runs_of("consumer").is_empty() && runs_of("watcher").is_empty());
+    // The producer's step updates `sales` (twice: one run is queued for both).
+    for _ in 0..2 {
+        let project = &shared.get().project;
+        let run = sluice::orchestrate::runs::new_run(
+            project,
+            "producer",
+            "api",
+            "2026-01-01".into(),
+            None,
+            serde_json::json!({}),
+            false,
+        )
+        .unwrap();
+        st.enqueue(&run).unwrap();
+        let c = st.claim("w", 30_000).unwrap().unwrap();
+        st.finish(&c, &ok("landed")).unwrap();
+    }
+    tick();
+    tick();
+    let consumer = runs_of("consumer");
+    assert_eq!(consumer.len(), 1);
+    assert_eq!(consumer[0].trigger, "dataset");
+    assert_eq!(consumer[0].params["dataset"], "sales");
+    assert_eq!(consumer[0].params["updated_by_runs"].as_array().unwrap().len(), 2);
+    // New files: one run for those seen at one look; hidden and temporary
+    // files are not picked up.
+    p.write("incoming/a.csv", "x\n");
+    p.write("incoming/b.csv", "x\n");
+    p.write("incoming/.c.csv", "x\n");
+    p.write("incoming/d.csv.tmp", "x\n");
+    tick();
+    tick();
+    let w = runs_of("watcher");
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].params["objects"], serde_json::json!(["incoming/a.csv", "incoming/b.csv"]));
+    p.write("incoming/sub/e.csv", "x\n");
+    tick();
+    let w = runs_of("watcher");
+    assert_eq!(w.len(), 2);
+    assert_eq!(w[0].params["objects"], serde_json::json!(["incoming/sub/e.csv"]));
 }
