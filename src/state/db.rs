@@ -443,34 +443,28 @@ impl PgDb {
     }
 
     /// A dedicated connection that listens on the workers' channel; each
-    /// notification rings `bell`. Reconnects when the connection drops.
+    /// notification rings `bell`. When that connection drops, waiters are
+    /// woken (they poll meanwhile) and it is opened again every second.
     pub fn listen(&self, bell: Arc<Bell>) -> Result<()> {
-        use futures_util::StreamExt;
         let config = self.config()?;
-        let shown = self.shown.clone();
-        let (client, mut conn) = self
+        let channel = self.channel.clone();
+        // The first connection is made here, so a wrong URL is an error now.
+        let first = self
             .rt
-            .block_on(config.connect(tokio_postgres::NoTls))
-            .map_err(|e| crate::warehouse::postgres::pg_err(e, &format!("connect to the state store {shown}")))?;
-        let stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+            .block_on(listen_once(&config, &channel, bell.clone()))
+            .map_err(|e| crate::warehouse::postgres::pg_err(e, &format!("listen for new tasks on {}", self.shown)))?;
         self.rt.spawn(async move {
-            let mut stream = Box::pin(stream);
-            while let Some(m) = stream.next().await {
-                match m {
-                    Ok(tokio_postgres::AsyncMessage::Notification(_)) => bell.ring(),
-                    Ok(_) => {}
-                    Err(_) => break,
+            let mut current = Some(first);
+            loop {
+                if let Some((client, driver)) = current.take() {
+                    let _ = driver.await;
+                    drop(client);
                 }
+                bell.ring();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                current = listen_once(&config, &channel, bell.clone()).await.ok();
             }
-            // The connection is gone: wake waiters so they poll, and keep
-            // polling (they wait with a timeout anyway).
-            bell.ring();
         });
-        self.rt
-            .block_on(client.batch_execute(&format!("LISTEN {}", self.channel)))
-            .map_err(|e| crate::warehouse::postgres::pg_err(e, "listen for new tasks"))?;
-        // The client must live as long as the listening connection.
-        std::mem::forget(client);
         Ok(())
     }
 
@@ -506,6 +500,29 @@ impl PgDb {
         }
         res
     }
+}
+
+/// Connects and listens on `channel`; the returned task drives the
+/// connection (ringing `bell` on each notification) until it drops.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    channel: &str,
+    bell: Arc<Bell>,
+) -> std::result::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+    use futures_util::StreamExt;
+    let (client, mut conn) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(async move {
+        let mut stream = Box::pin(futures_util::stream::poll_fn(move |cx| conn.poll_message(cx)));
+        while let Some(m) = stream.next().await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => bell.ring(),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    Ok((client, driver))
 }
 
 fn classify_pg(e: tokio_postgres::Error, what: &str) -> Retry {

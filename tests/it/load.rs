@@ -6,29 +6,8 @@ use std::process::Command;
 use crate::db::{Kind, SALES_SCHEMA, TestDb, gen_sales, tool};
 use crate::support::{Out, TestProject, run_in};
 
-/// Runs a test function once per backend.
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn sqlite() {
-                    super::$name(crate::db::Kind::Sqlite)
-                }
-                #[test]
-                fn postgres() {
-                    super::$name(crate::db::Kind::Postgres)
-                }
-                #[test]
-                fn mariadb() {
-                    super::$name(crate::db::Kind::Mysql)
-                }
-            }
-        )*
-    };
-}
-
 per_backend!(
+    [sqlite => Sqlite, postgres => Postgres, mariadb => Mysql]
     every_type_round_trips,
     dirty_rows_are_reported_at_their_manifest_lines,
     fail_publishes_nothing_and_lists_the_first_ten,

@@ -1,6 +1,24 @@
 //! Integration tests: the real `sluice` binary on temporary projects, real
 //! files and real databases. One test binary (each extra one is another link).
 
+/// Runs each named test function once per backend, as `NAME::BACKEND` tests:
+/// `per_backend!([sqlite => Sqlite, postgres => Postgres] f, g)`.
+macro_rules! per_backend {
+    ($backends:tt $($name:ident),* $(,)?) => {
+        $( per_backend!(@one $name $backends); )*
+    };
+    (@one $name:ident [$($b:ident => $k:ident),*]) => {
+        mod $name {
+            $(
+                #[test]
+                fn $b() {
+                    super::$name(crate::db::Kind::$k)
+                }
+            )*
+        }
+    };
+}
+
 mod bad_input;
 mod check;
 mod db;

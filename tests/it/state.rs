@@ -13,24 +13,8 @@ use sluice::state::{Claim, NewRun, NewTask, Outcome, PipelineDef, RunFilter, Sta
 use crate::db::{Kind, TestDb};
 use crate::support::TestProject;
 
-macro_rules! per_store {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn sqlite() {
-                    super::$name(crate::db::Kind::Sqlite)
-                }
-                #[test]
-                fn postgres() {
-                    super::$name(crate::db::Kind::Postgres)
-                }
-            }
-        )*
-    };
-}
-
-per_store!(
+per_backend!(
+    [sqlite => Sqlite, postgres => Postgres]
     tasks_follow_the_dag_and_the_run_succeeds_once,
     failures_retry_with_backoff_then_fail_what_depends_on_them,
     errors_that_are_not_transient_are_not_retried,

@@ -6,28 +6,8 @@
 use crate::db::{Kind, TestDb};
 use crate::support::{TestProject, run_in};
 
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn sqlite() {
-                    super::$name(crate::db::Kind::Sqlite)
-                }
-                #[test]
-                fn postgres() {
-                    super::$name(crate::db::Kind::Postgres)
-                }
-                #[test]
-                fn mariadb() {
-                    super::$name(crate::db::Kind::Mysql)
-                }
-            }
-        )*
-    };
-}
-
 per_backend!(
+    [sqlite => Sqlite, postgres => Postgres, mariadb => Mysql]
     clean_matches_values_computed_by_hand,
     incremental_models_merge_and_follow_schema_changes,
     snapshots_keep_history,
