@@ -209,6 +209,10 @@ retries = 3
         "pipelines/sleepy.toml",
         "[[steps]]\nname = \"nap\"\nkind = \"command\"\ncommand = [\"sleep\", \"30\"]\n\n[[steps]]\nname = \"after\"\nkind = \"empty\"\ndepends_on = [\"nap\"]\n",
     );
+    p.write(
+        "pipelines/slowpoke.toml",
+        "[[steps]]\nname = \"nap\"\nkind = \"command\"\ncommand = [\"sleep\", \"30\"]\ntimeout = \"500ms\"\n",
+    );
     let addr = format!("127.0.0.1:{}", free_port());
     let mut serve = Service::start(p.path(), "serve", &["serve", "--listen", &addr, "--grace", "1s"], &[]);
     wait_for(30, "the API", || std::net::TcpStream::connect(&addr).is_ok());
@@ -217,7 +221,7 @@ retries = 3
     // The API's errors.
     let (code, body) = http("POST", &addr, "/api/pipelines/flakey/runs", None);
     assert_eq!(code, 404);
-    assert_eq!(json(&body)["error"], "no pipeline named `flakey` (pipelines: flaky, sleepy)");
+    assert_eq!(json(&body)["error"], "no pipeline named `flakey` (pipelines: flaky, sleepy, slowpoke)");
     let (code, body) = http("POST", &addr, "/api/pipelines/flaky/runs", Some("{\"logical_date\": \"yesterday\"}"));
     assert_eq!(
         (code, json(&body)["error"].as_str().unwrap()),
@@ -260,6 +264,16 @@ retries = 3
     assert!(lines.iter().any(|l| l.starts_with("retry 1 of 2 in ")), "{lines:?}");
     assert!(lines.iter().any(|l| l.starts_with("retry 2 of 2 in ")), "{lines:?}");
     assert_eq!(http("GET", &addr, &format!("/api/runs/{id}/tasks/nope/logs"), None).0, 404);
+
+    // A step past its timeout is stopped and fails (a transient failure;
+    // this step has no retries).
+    let (_, body) = http("POST", &addr, "/api/pipelines/slowpoke/runs", None);
+    let id4 = json(&body)["id"].as_str().unwrap().to_string();
+    wait_for(30, "the timed-out run to fail", || {
+        json(&http("GET", &addr, &format!("/api/runs/{id4}"), None).1)["status"] == "failed"
+    });
+    let run = json(&http("GET", &addr, &format!("/api/runs/{id4}"), None).1);
+    assert_eq!(run["error"], "step `nap`: timed out after 0.5s (the step's timeout)");
 
     // Cancel a run whose step is running: the command is stopped.
     let (_, body) = http("POST", &addr, "/api/pipelines/sleepy/runs", None);
