@@ -258,6 +258,57 @@ pub fn build_table_sql(d: &dyn Dialect, new_rel: &str, body: &str, contract: Opt
     }
 }
 
+/// Rejected rows spooled to a temporary file while the connection is busy
+/// with the bulk load, to be copied into `_sluice_rejects` at commit.
+pub type RejectSpool = Option<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>;
+
+/// Appends rejected rows to `spool` (created on first use, `ext` its file
+/// extension) as tab-separated lines: table, file, line, column, value,
+/// error, record, run id; `\N` is NULL and `escape` writes a text field in
+/// the backend's bulk format.
+pub fn spool_rejects(
+    spool: &mut RejectSpool,
+    ext: &str,
+    table: &str,
+    run_id: &str,
+    rejects: &[RowError],
+    escape: &dyn Fn(&str, &mut bytes::BytesMut),
+) -> Result<()> {
+    use bytes::BufMut;
+    if spool.is_none() {
+        let path = std::env::temp_dir().join(format!("sluice-rejects-{}.{ext}", uuid::Uuid::now_v7().simple()));
+        let f = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+        *spool = Some((path, std::io::BufWriter::new(f)));
+    }
+    let (path, w) = spool.as_mut().expect("just created");
+    let mut line = bytes::BytesMut::with_capacity(512);
+    for r in rejects {
+        line.clear();
+        let text = |v: Option<&str>, out: &mut bytes::BytesMut| match v {
+            None => out.put_slice(b"\\N"),
+            Some(s) => escape(s, out),
+        };
+        text(Some(table), &mut line);
+        line.put_u8(b'\t');
+        text(Some(&r.file), &mut line);
+        line.put_u8(b'\t');
+        line.put_slice(r.line.to_string().as_bytes());
+        line.put_u8(b'\t');
+        text(r.column.as_deref(), &mut line);
+        line.put_u8(b'\t');
+        text(r.value.as_deref(), &mut line);
+        line.put_u8(b'\t');
+        text(Some(&r.reason), &mut line);
+        line.put_u8(b'\t');
+        text(r.record.as_deref(), &mut line);
+        line.put_u8(b'\t');
+        text(Some(run_id), &mut line);
+        line.put_u8(b'\n');
+        std::io::Write::write_all(w, &line).map_err(|e| Error::io("write", path, e))?;
+    }
+    Ok(())
+}
+
 /// The name of the table that records loaded objects.
 pub const LOADS_TABLE: &str = "_sluice_loads";
 /// The name of the table that keeps quarantined rows.

@@ -720,38 +720,9 @@ impl LoadTx for MyLoad<'_> {
     }
 
     fn write_rejects(&mut self, rejects: &[RowError]) -> Result<()> {
-        if self.spool.is_none() {
-            let path = std::env::temp_dir().join(format!("sluice-rejects-{}.tsv", uuid::Uuid::now_v7().simple()));
-            let f = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
-            self.spool = Some((path, std::io::BufWriter::new(f)));
-        }
-        let (path, w) = self.spool.as_mut().expect("just created");
-        let mut line = BytesMut::with_capacity(512);
-        for r in rejects {
-            line.clear();
-            let text = |v: Option<&str>, out: &mut BytesMut| match v {
-                None => out.put_slice(b"\\N"),
-                Some(s) => escape(s.as_bytes(), out),
-            };
-            text(Some(&self.table), &mut line);
-            line.put_u8(b'\t');
-            text(Some(&r.file), &mut line);
-            line.put_u8(b'\t');
-            line.put_slice(r.line.to_string().as_bytes());
-            line.put_u8(b'\t');
-            text(r.column.as_deref(), &mut line);
-            line.put_u8(b'\t');
-            text(r.value.as_deref(), &mut line);
-            line.put_u8(b'\t');
-            text(Some(&r.reason), &mut line);
-            line.put_u8(b'\t');
-            text(r.record.as_deref(), &mut line);
-            line.put_u8(b'\t');
-            text(Some(&self.run_id), &mut line);
-            line.put_u8(b'\n');
-            std::io::Write::write_all(w, &line).map_err(|e| Error::io("write", path, e))?;
-        }
-        Ok(())
+        super::spool_rejects(&mut self.spool, "tsv", &self.table, &self.run_id, rejects, &|s, out| {
+            escape(s.as_bytes(), out)
+        })
     }
 
     fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
