@@ -39,8 +39,8 @@ pub fn run(a: Args) -> Result<i32> {
         None => project.only_pipeline()?.name.v.clone(),
     };
     let logical_date = match &a.date {
-        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .map_err(|_| Error::user(format!("invalid --date \"{d}\": expected YYYY-MM-DD")))?
+        Some(d) => crate::orchestrate::runs::parse_logical_date(d)
+            .map_err(|e| Error::user(format!("invalid --date {e}")))?
             .to_string(),
         None => chrono::Utc::now().with_timezone(&project.timezone()).date_naive().to_string(),
     };

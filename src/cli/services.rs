@@ -274,11 +274,10 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
     let p = &loaded.project;
     let tz = p.timezone();
     let pl = p.pipeline(&a.pipeline)?;
-    let day = |s: &str| {
-        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map_err(|_| Error::user(format!("invalid date \"{s}\": expected YYYY-MM-DD")))
+    let day = |flag: &str, s: &str| {
+        crate::orchestrate::runs::parse_logical_date(s).map_err(|e| Error::user(format!("invalid {flag} {e}")))
     };
-    let (from, to) = (day(&a.from)?, day(&a.to)?);
+    let (from, to) = (day("--from", &a.from)?, day("--to", &a.to)?);
     if to < from {
         return Err(Error::user(format!("--to {to} is before --from {from}")));
     }

@@ -12,20 +12,30 @@
 //! | GET | `/api/runs/{id}/tasks` | its tasks and their attempts |
 //! | GET | `/api/runs/{id}/tasks/{task}/logs?after=` | a task's log lines (after a line id) |
 //! | POST | `/api/runs/{id}/cancel` | 200 when cancelled, 409 when it had finished |
+//!
+//! Every error is `{"error": "…"}` JSON, whoever produced it (a handler, an
+//! extractor's rejection, the router's 404 or 405): `json_errors` rewrites
+//! any other error body. Until the API authenticates, `guard` keeps web
+//! pages from using it through a visitor's browser: writes must be JSON (a
+//! page can send `text/plain` or a form to any address without asking),
+//! a request from another origin is refused, and on loopback the `Host`
+//! must be a loopback name or an IP address (DNS rebinding).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State as AxState};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, Query, Request, State as AxState};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::log::log;
-use super::runs::{Shared, new_run, today};
+use super::runs::{Shared, new_run, parse_logical_date, today};
 use super::schedule::{Timing, rfc3339};
 use super::worker::Shutdown;
 use crate::error::{Error, Kind, Result};
@@ -49,7 +59,8 @@ impl IntoResponse for ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let code = match e.kind() {
-            Kind::User => StatusCode::BAD_REQUEST,
+            // A value from the request that the store refused.
+            Kind::User | Kind::Data => StatusCode::BAD_REQUEST,
             Kind::External => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -73,8 +84,208 @@ fn not_found(what: String) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, what)
 }
 
+/// A query string decoded into `T`; a bad one is a 400 with the reason.
+struct Q<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Q(v)),
+            Err(e) => {
+                let text = e.body_text();
+                let why = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+                Err(ApiError(StatusCode::BAD_REQUEST, format!("invalid query string: {why}")))
+            }
+        }
+    }
+}
+
+/// Path parameters decoded into `T`; a bad one is a 400 with the reason.
+struct P<T>(T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(P(v)),
+            Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, format!("invalid path: {}", lower_first(&e.body_text())))),
+        }
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Who may call the API, until it authenticates requests.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The API listens on a loopback address: requests must be addressed to
+    /// a loopback name or an IP address.
+    pub loopback: bool,
+}
+
+impl Access {
+    /// The rules for an API listening on `addr`.
+    pub fn for_listen(addr: &SocketAddr) -> Access {
+        Access { loopback: addr.ip().is_loopback() }
+    }
+}
+
+/// Whether a `Host` header's host (no port) may reach a loopback API: an IP
+/// address (which no DNS rebinding can produce) or `localhost`.
+fn loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Splits `host[:port]` (IPv6 in brackets) into the host and the port.
+fn split_authority(a: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = a.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':')),
+            None => (a, None),
+        };
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        _ => (a, None),
+    }
+}
+
+/// Refuses what a web page could make a visitor's browser send: requests
+/// addressed to a foreign host name on a loopback API (DNS rebinding),
+/// writes from another origin, and writes whose body is not JSON.
+fn check_access(access: &Access, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if access.loopback && !host.is_empty() && !loopback_host(split_authority(host).0) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "requests to this API must be addressed to localhost or an IP address, not \"{host}\" \
+                 (it listens on loopback and refuses other host names against DNS rebinding)"
+            ),
+        ));
+    }
+    let unsafe_method = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !unsafe_method {
+        return Ok(());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or("");
+        if origin == "null" || authority.is_empty() || !authority.eq_ignore_ascii_case(host) {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "cross-origin request refused: a page from {origin} may not change anything here \
+                     (only this API's own origin, http://{host}, or clients that send no Origin)"
+                ),
+            ));
+        }
+    }
+    let ctype = headers.get(header::CONTENT_TYPE).map(|c| c.to_str().unwrap_or("?"));
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).and_then(|l| l.to_str().ok()).is_some_and(|l| l.trim() != "0");
+    let json =
+        ctype.is_some_and(|c| c.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if (has_body || ctype.is_some()) && !json {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "send the request body as JSON with Content-Type: application/json (got {})",
+                ctype.map(|c| format!("Content-Type: {c}")).unwrap_or_else(|| "no Content-Type".into())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn guard(AxState(access): AxState<Access>, req: Request, next: Next) -> Response {
+    if let Err(e) = check_access(&access, req.method(), req.headers()) {
+        return e.into_response();
+    }
+    // Percent-decoded, the path and the query must be UTF-8 without a NUL
+    // (no store or warehouse can hold one).
+    let uri = req.uri();
+    for (what, raw) in [("path", uri.path()), ("query string", uri.query().unwrap_or(""))] {
+        let bytes: Vec<u8> = percent_decode(raw);
+        match std::str::from_utf8(&bytes) {
+            Err(_) => {
+                return ApiError(StatusCode::BAD_REQUEST, format!("invalid {what}: it is not UTF-8 once decoded"))
+                    .into_response();
+            }
+            Ok(t) if t.contains('\0') => {
+                return ApiError(StatusCode::BAD_REQUEST, format!("invalid {what}: it holds a NUL character (%00)"))
+                    .into_response();
+            }
+            Ok(_) => {}
+        }
+    }
+    next.run(req).await
+}
+
+/// `%XX` escapes decoded (and `+` kept, as paths have it).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c)))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Makes every error answer `{"error": "…"}` JSON: extractors' rejections,
+/// the router's 405, a body limit's 413 — whatever wrote plain text or
+/// nothing.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let msg = if status == StatusCode::METHOD_NOT_ALLOWED {
+        match parts.headers.get(header::ALLOW).and_then(|a| a.to_str().ok()).filter(|a| !a.is_empty()) {
+            Some(allow) => format!("method {method} is not allowed on {path} (allowed: {allow})"),
+            None => format!("method {method} is not allowed on {path}"),
+        }
+    } else if text.is_empty() {
+        lower_first(status.canonical_reason().unwrap_or("error"))
+    } else {
+        lower_first(&text)
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(json!({ "error": msg }).to_string()))
+}
+
 /// The router of the control API (the dashboard adds its own routes).
-pub fn router(state: Arc<State>, project: Arc<Shared>) -> axum::Router {
+pub fn router(state: Arc<State>, project: Arc<Shared>, access: Access) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -87,6 +298,8 @@ pub fn router(state: Arc<State>, project: Arc<Shared>) -> axum::Router {
         .route("/api/runs/{id}/cancel", post(cancel))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(App { state, project })
+        .layer(axum::middleware::from_fn_with_state(access, guard))
+        .layer(axum::middleware::from_fn(json_errors))
 }
 
 /// Serves the API on `listen` until `shutdown`. Fails at once when the
@@ -107,7 +320,17 @@ pub fn serve(state: Arc<State>, project: Arc<Shared>, listen: &str, shutdown: Sh
             .map_err(|e| Error::external(format!("cannot listen on {addr}: {e}"), false))?;
         let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
         log("info", "api", &format!("listening on http://{bound}"));
-        let app = router(state, project);
+        let access = Access::for_listen(&addr);
+        if !access.loopback {
+            for line in [
+                format!("the API listens on {bound}, beyond this machine, and it has NO AUTHENTICATION:"),
+                "anyone who can reach this address can read every run and start and cancel pipelines.".into(),
+                "Listen on 127.0.0.1 (the default) or put an authenticating proxy in front of it.".into(),
+            ] {
+                log("warn", "api", &line);
+            }
+        }
+        let app = router(state, project, access);
         let stop = async move {
             while !shutdown.is_set() {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -183,7 +406,7 @@ struct TriggerBody {
     full_refresh: bool,
 }
 
-async fn trigger(AxState(app): AxState<App>, Path(name): Path<String>, body: axum::body::Bytes) -> ApiResult {
+async fn trigger(AxState(app): AxState<App>, P(name): P<String>, body: axum::body::Bytes) -> ApiResult {
     let req: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerBody::default()
     } else {
@@ -197,10 +420,8 @@ async fn trigger(AxState(app): AxState<App>, Path(name): Path<String>, body: axu
         return Err(not_found(format!("no pipeline named `{name}` (pipelines: {})", names.join(", "))));
     }
     let date = match req.logical_date {
-        Some(d) => chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
-            .map_err(|_| {
-                ApiError(StatusCode::BAD_REQUEST, format!("invalid logical_date \"{d}\": expected YYYY-MM-DD"))
-            })?
+        Some(d) => parse_logical_date(&d)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid logical_date {e}")))?
             .to_string(),
         None => today(p),
     };
@@ -214,13 +435,14 @@ async fn trigger(AxState(app): AxState<App>, Path(name): Path<String>, body: axu
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RunsQuery {
     pipeline: Option<String>,
     status: Option<String>,
     limit: Option<u32>,
 }
 
-async fn runs(AxState(app): AxState<App>, Query(q): Query<RunsQuery>) -> ApiResult {
+async fn runs(AxState(app): AxState<App>, Q(q): Q<RunsQuery>) -> ApiResult {
     if let Some(s) = &q.status
         && !RUN_STATUSES.contains(&s.as_str())
     {
@@ -234,7 +456,7 @@ async fn runs(AxState(app): AxState<App>, Query(q): Query<RunsQuery>) -> ApiResu
     Ok(Json(json!({ "runs": rows.iter().map(run_json).collect::<Vec<_>>() })).into_response())
 }
 
-async fn run(AxState(app): AxState<App>, Path(id): Path<String>) -> ApiResult {
+async fn run(AxState(app): AxState<App>, P(id): P<String>) -> ApiResult {
     let key = id.clone();
     match blocking(move || app.state.run(&key)).await? {
         Some(r) => Ok(Json(run_json(&r)).into_response()),
@@ -242,7 +464,7 @@ async fn run(AxState(app): AxState<App>, Path(id): Path<String>) -> ApiResult {
     }
 }
 
-async fn tasks(AxState(app): AxState<App>, Path(id): Path<String>) -> ApiResult {
+async fn tasks(AxState(app): AxState<App>, P(id): P<String>) -> ApiResult {
     let key = id.clone();
     let state = app.state.clone();
     let found = blocking(move || {
@@ -280,15 +502,12 @@ async fn tasks(AxState(app): AxState<App>, Path(id): Path<String>) -> ApiResult 
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LogsQuery {
     after: Option<i64>,
 }
 
-async fn logs(
-    AxState(app): AxState<App>,
-    Path((id, task)): Path<(String, String)>,
-    Query(q): Query<LogsQuery>,
-) -> ApiResult {
+async fn logs(AxState(app): AxState<App>, P((id, task)): P<(String, String)>, Q(q): Q<LogsQuery>) -> ApiResult {
     let (key, step) = (id.clone(), task.clone());
     let found = blocking(move || {
         if !app.state.tasks(&key)?.iter().any(|t| t.step == step) {
@@ -309,7 +528,7 @@ async fn logs(
     }
 }
 
-async fn cancel(AxState(app): AxState<App>, Path(id): Path<String>) -> ApiResult {
+async fn cancel(AxState(app): AxState<App>, P(id): P<String>) -> ApiResult {
     let key = id.clone();
     let state = app.state.clone();
     match blocking(move || state.cancel(&key)).await? {

@@ -166,6 +166,33 @@ pub fn new_run(
     })
 }
 
+/// The earliest and latest logical dates: the range every warehouse's `DATE`
+/// holds (MySQL's, 1000-01-01 to 9999-12-31, is the narrowest), since a
+/// logical date reaches models, file paths and tables.
+pub const LOGICAL_DATES: (chrono::NaiveDate, chrono::NaiveDate) = (
+    chrono::NaiveDate::from_ymd_opt(1000, 1, 1).expect("a valid date"),
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31).expect("a valid date"),
+);
+
+/// Parses a logical date given by a person or a client: exactly
+/// `YYYY-MM-DD`, a real day, within [`LOGICAL_DATES`]. The error says what
+/// was wrong (the caller names where the value came from).
+pub fn parse_logical_date(s: &str) -> std::result::Result<chrono::NaiveDate, String> {
+    let b = s.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    let date = shape.then(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()).flatten();
+    match date {
+        None => Err(format!("\"{}\": expected a date as YYYY-MM-DD", s.escape_debug())),
+        Some(d) if d < LOGICAL_DATES.0 || d > LOGICAL_DATES.1 => {
+            Err(format!("\"{s}\" is out of range: logical dates go from {} to {}", LOGICAL_DATES.0, LOGICAL_DATES.1))
+        }
+        Some(d) => Ok(d),
+    }
+}
+
 /// Today in the project's time zone.
 pub fn today(project: &Project) -> String {
     chrono::Utc::now().with_timezone(&project.timezone()).date_naive().to_string()
@@ -225,4 +252,30 @@ pub fn open_state(project: &Project, url: Option<&str>) -> Result<State> {
     State::open(&url, &project.dir).map_err(|e| {
         if let Error::User(_) = e { e } else { e.context(format!("state store {}", crate::secret::redact_url(&url))) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_logical_date;
+
+    #[test]
+    fn logical_dates_are_real_days_within_every_warehouses_range() {
+        assert_eq!(parse_logical_date("2026-01-31").unwrap().to_string(), "2026-01-31");
+        assert_eq!(parse_logical_date("1000-01-01").unwrap().to_string(), "1000-01-01");
+        assert_eq!(parse_logical_date("9999-12-31").unwrap().to_string(), "9999-12-31");
+        assert_eq!(
+            parse_logical_date("0000-01-01").unwrap_err(),
+            "\"0000-01-01\" is out of range: logical dates go from 1000-01-01 to 9999-12-31"
+        );
+        assert_eq!(
+            parse_logical_date("0999-12-31").unwrap_err(),
+            "\"0999-12-31\" is out of range: logical dates go from 1000-01-01 to 9999-12-31"
+        );
+        for bad in
+            ["2026-02-30", "2026-1-5", "+2026-01-01", "20260101", "2026-01-01T00:00", "", "yesterday", "2026-01-3\u{0}"]
+        {
+            assert!(parse_logical_date(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_logical_date("a\u{0}b").unwrap_err(), "\"a\\0b\": expected a date as YYYY-MM-DD");
+    }
 }

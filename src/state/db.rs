@@ -119,6 +119,19 @@ pub trait Tx {
     fn abort(&mut self);
 }
 
+/// Refuses text parameters that hold a NUL character: PostgreSQL's text
+/// cannot store one (it fails with SQLSTATE 22021), so neither backend takes
+/// them, and a request carrying one is the caller's error, not the store's.
+fn check_params(params: &[V]) -> Result<()> {
+    match params.iter().find_map(|p| p.text().filter(|t| t.contains('\0'))) {
+        Some(t) => Err(Error::user(format!(
+            "invalid value \"{}\": text with a NUL character (\\0) cannot be stored or looked up",
+            t.escape_debug()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The first row's first value, if any.
 pub fn first(rows: &[Row]) -> Option<&V> {
     rows.first().and_then(|r| r.first())
@@ -305,12 +318,14 @@ fn to_sqlite(v: &V) -> rusqlite::types::Value {
 
 impl Tx for SqliteTx<'_> {
     fn exec(&mut self, sql: &str, params: &[V]) -> Result<u64> {
+        check_params(params)?;
         let mut st = self.conn.prepare_cached(&sqlite_sql(sql)).map_err(|e| sqlite_err(e, "prepare a statement"))?;
         let ps: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
         st.execute(rusqlite::params_from_iter(ps)).map(|n| n as u64).map_err(|e| sqlite_err(e, "write"))
     }
 
     fn query(&mut self, sql: &str, params: &[V]) -> Result<Vec<Row>> {
+        check_params(params)?;
         let mut st = self.conn.prepare_cached(&sqlite_sql(sql)).map_err(|e| sqlite_err(e, "prepare a query"))?;
         let n = st.column_count();
         let ps: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
@@ -566,6 +581,7 @@ impl PgTx<'_> {
 
 impl Tx for PgTx<'_> {
     fn exec(&mut self, sql: &str, params: &[V]) -> Result<u64> {
+        check_params(params)?;
         let st = self.statement(sql)?;
         let ps: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         self.rt
@@ -574,6 +590,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn query(&mut self, sql: &str, params: &[V]) -> Result<Vec<Row>> {
+        check_params(params)?;
         let st = self.statement(sql)?;
         let ps: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         let rows = self
@@ -619,5 +636,16 @@ mod tests {
     #[test]
     fn dollar_parameters_become_question_marks_outside_strings() {
         assert_eq!(sqlite_sql("SELECT $1, '$2' FROM t WHERE a = $2"), "SELECT ?1, '$2' FROM t WHERE a = ?2");
+    }
+
+    #[test]
+    fn text_with_a_nul_is_the_callers_error() {
+        let e = check_params(&[V::Int(1), V::from("a\0b")]).unwrap_err();
+        assert_eq!(e.kind(), crate::error::Kind::User);
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"a\\0b\": text with a NUL character (\\0) cannot be stored or looked up"
+        );
+        assert!(check_params(&[V::from("ok"), V::Null]).is_ok());
     }
 }

@@ -19,6 +19,7 @@ macro_rules! per_backend {
     };
 }
 
+mod api;
 mod bad_input;
 mod check;
 mod db;

@@ -225,7 +225,7 @@ retries = 3
     let (code, body) = http("POST", &addr, "/api/pipelines/flaky/runs", Some("{\"logical_date\": \"yesterday\"}"));
     assert_eq!(
         (code, json(&body)["error"].as_str().unwrap()),
-        (400, "invalid logical_date \"yesterday\": expected YYYY-MM-DD")
+        (400, "invalid logical_date \"yesterday\": expected a date as YYYY-MM-DD")
     );
     let (code, _) = http("GET", &addr, "/api/runs?status=done", None);
     assert_eq!(code, 400);

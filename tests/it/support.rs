@@ -298,3 +298,72 @@ pub fn signal(pid: u32, sig: &str) {
         libc::kill(pid as i32, sig);
     }
 }
+
+/// An HTTP answer with its headers (names lowercased).
+#[derive(Debug)]
+pub struct Answer {
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; fails the test when it is not.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    /// Asserts an error answer: this status, JSON `{"error": …}`; returns the message.
+    #[track_caller]
+    pub fn error(&self, code: u16) -> String {
+        assert_eq!(self.code, code, "{self:?}");
+        assert!(self.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{self:?}");
+        let v = self.json();
+        let msg = v["error"].as_str().unwrap_or_else(|| panic!("no error message: {self:?}"));
+        assert!(!msg.is_empty(), "{self:?}");
+        msg.to_string()
+    }
+}
+
+/// Sends a raw request head (`METHOD PATH`, then header lines) and body; the
+/// `Host` of `addr`, `Connection: close` and `Content-Length` are added
+/// unless the head has them.
+pub fn request(addr: &str, head: &str, body: &[u8]) -> Answer {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut lines: Vec<String> = head.lines().map(str::to_string).collect();
+    lines[0].push_str(" HTTP/1.1");
+    let has = |lines: &[String], h: &str| lines.iter().skip(1).any(|l| l.to_ascii_lowercase().starts_with(h));
+    if !has(&lines, "host:") {
+        lines.push(format!("Host: {addr}"));
+    }
+    if !has(&lines, "connection:") {
+        lines.push("Connection: close".into());
+    }
+    if !has(&lines, "content-length:") && !has(&lines, "transfer-encoding:") && !body.is_empty() {
+        lines.push(format!("Content-Length: {}", body.len()));
+    }
+    let mut req = lines.join("\r\n").into_bytes();
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(body);
+    s.write_all(&req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut hl = head.lines();
+    let code = hl.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = hl
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    Answer { code, headers, body }
+}
