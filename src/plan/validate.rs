@@ -227,8 +227,79 @@ pub(super) fn validate(p: &mut Project) -> Plan {
             }
         }
     }
+    check_serve(p, &mut d);
     p.diagnostics.extend(d);
     Plan { models, pipelines: graphs }
+}
+
+/// Routes and charts name published models (and their declared columns)
+/// and pipelines that exist; a published model's columns are declared
+/// (they are what its endpoint filters and sorts on).
+fn check_serve(p: &Project, d: &mut Vec<Diagnostic>) {
+    use crate::project::RouteTarget;
+    let published: Vec<&str> = p.meta.models.iter().filter(|m| m.publish).map(|m| m.name.v.as_str()).collect();
+    let model_names: Vec<&str> = p.models.iter().map(|m| m.name.as_str()).collect();
+    for m in p.meta.models.iter().filter(|m| m.publish) {
+        if !model_names.contains(&m.name.v.as_str()) && !p.seeds.iter().any(|s| s.name == m.name.v) {
+            let mut x =
+                p.sources.diag(&m.name.loc, format!("published model `{}` has no models/{}.sql", m.name.v, m.name.v));
+            x.help = suggest(&m.name.v, &model_names);
+            d.push(x);
+        }
+    }
+    let published_model = |d: &mut Vec<Diagnostic>, m: &tree::Spanned<String>, what: &str| -> bool {
+        if published.contains(&m.v.as_str()) {
+            return true;
+        }
+        let mut x = p.sources.diag(&m.loc, format!("{what} names model `{}`, which is not published", m.v));
+        x.help = if model_names.contains(&m.v.as_str()) {
+            Some(format!("add `publish = true` under [models.{}] in a models/*.toml file", m.v))
+        } else {
+            suggest(&m.v, &published).or_else(|| Some("published models have `publish = true` in models/*.toml".into()))
+        };
+        d.push(x);
+        false
+    };
+    let mut paths: BTreeMap<&str, &Loc> = BTreeMap::new();
+    let pipelines: Vec<&str> = p.pipelines.iter().map(|x| x.name.v.as_str()).collect();
+    for r in &p.config.serve.routes {
+        if let Some(first) = paths.insert(&r.path.v, &r.path.loc) {
+            d.push(p.sources.diag(
+                &r.path.loc,
+                format!("route `{}` is declared twice (first at {})", r.path.v, p.sources.position(first)),
+            ));
+        }
+        match &r.target {
+            RouteTarget::Model(m) => {
+                published_model(d, m, &format!("route `{}`", r.path.v));
+            }
+            RouteTarget::Pipeline(pl) => {
+                if !pipelines.contains(&pl.v.as_str()) {
+                    let mut x =
+                        p.sources.diag(&pl.loc, format!("route `{}` names unknown pipeline `{}`", r.path.v, pl.v));
+                    x.help = suggest(&pl.v, &pipelines);
+                    d.push(x);
+                }
+            }
+        }
+    }
+    for c in &p.config.serve.charts {
+        if !published_model(d, &c.model, "a chart") {
+            continue;
+        }
+        let Some(meta) = p.meta.model(&c.model.v) else { continue };
+        let declared: Vec<&str> = meta.columns.iter().map(|c| c.name.v.as_str()).collect();
+        for col in c.x.iter().chain(c.y.iter()).chain(c.group.iter()) {
+            if !declared.contains(&col.v.as_str()) {
+                let mut x =
+                    p.sources.diag(&col.loc, format!("column `{}` is not declared for model `{}`", col.v, c.model.v));
+                x.help = suggest(&col.v, &declared).or_else(|| {
+                    Some(format!("charts use the columns listed under [models.{}.columns] in models/*.toml", c.model.v))
+                });
+                d.push(x);
+            }
+        }
+    }
 }
 
 /// Checks that an ingest source exists (a glob matching nothing is a warning:

@@ -36,6 +36,8 @@ pub struct ProjectConfig {
     pub vars: serde_json::Map<String, serde_json::Value>,
     pub models: ModelsConfig,
     pub state: StateConfig,
+    /// `[auth]`, `[cors]`, `[limits]`, `[[routes]]`, `[[charts]]`.
+    pub serve: super::serve::ServeConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -545,8 +547,21 @@ pub const STEP_KINDS: &[(&str, &[&str])] = &[
     ("empty", &[]),
 ];
 
-pub const PROJECT_KEYS: &[&str] =
-    &["name", "description", "connections", "storage", "defaults", "vars", "models", "state"];
+pub const PROJECT_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "connections",
+    "storage",
+    "defaults",
+    "vars",
+    "models",
+    "state",
+    "auth",
+    "cors",
+    "limits",
+    "routes",
+    "charts",
+];
 pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "concurrency", "steps"];
 pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup"];
 
@@ -562,6 +577,7 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
         vars: serde_json::Map::new(),
         models: ModelsConfig::default(),
         state: StateConfig::default(),
+        serve: Default::default(),
     };
     let Some(mut t) = Fields::new(root, cx, "sluice.toml") else { return cfg };
     cfg.name = t.req(cx, "name");
@@ -660,8 +676,12 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
         }
         f.finish(cx, |_| None);
     }
+    cfg.serve = super::serve::decode_serve(&mut t, cx);
     t.finish(cx, |k| match k {
         "pipelines" | "steps" => Some("pipelines are files of their own: pipelines/NAME.toml".into()),
+        "serve" | "api" | "dashboard" => {
+            Some("serving is configured with [auth], [cors], [limits], [[routes]] and [[charts]]".into())
+        }
         _ => None,
     });
     cfg
@@ -1498,6 +1518,12 @@ tabel = "x"
             keys.extend(k.iter());
         }
         keys.extend(["url", "connection", "timezone", "retries", "retry_delay", "paths", "materialized"]);
+        use super::super::serve::{AUTH_KEYS, CHART_KEYS, CORS_KEYS, LIMITS_KEYS, ROUTE_KEYS};
+        for k in [AUTH_KEYS, CORS_KEYS, LIMITS_KEYS, ROUTE_KEYS, CHART_KEYS] {
+            keys.extend(k.iter());
+        }
+        // The models file's other keys are described in transform.md.
+        keys.push("publish");
         for k in keys {
             assert!(doc.contains(&format!("| `{k}` |")), "docs/configuration.md does not describe `{k}`");
         }

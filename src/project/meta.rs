@@ -56,6 +56,8 @@ pub struct ModelMeta {
     pub unique_key: Option<Vec<String>>,
     pub tags: Vec<String>,
     pub on_schema_change: Option<OnSchemaChange>,
+    /// Served read-only at `GET /api/data/{model}` (and charted).
+    pub publish: bool,
     /// Model-level tests (row_count, expression, …).
     pub tests: Vec<TestSpec>,
     pub columns: Vec<ColumnMeta>,
@@ -162,7 +164,7 @@ pub const TEST_KINDS: &[&str] =
     &["not_null", "unique", "accepted_values", "relationships", "expression", "row_count", "freshness"];
 
 pub const MODEL_META_KEYS: &[&str] =
-    &["description", "materialized", "unique_key", "tags", "on_schema_change", "tests", "columns"];
+    &["description", "materialized", "unique_key", "tags", "on_schema_change", "publish", "tests", "columns"];
 pub const COLUMN_META_KEYS: &[&str] = &["description", "type", "nullable", "format", "tests"];
 
 /// Decodes one `models/**/*.toml` file into `meta`.
@@ -217,6 +219,7 @@ fn decode_model(key: (String, Loc), node: &Node, cx: &mut Cx) -> Option<ModelMet
     let unique_key = f.node("unique_key").and_then(|n| string_or_list(n, cx, "unique_key"));
     let tags = f.node("tags").and_then(|n| string_or_list(n, cx, "tags")).unwrap_or_default();
     let on_schema_change = f.node("on_schema_change").and_then(|n| one_of(n, cx, "on_schema_change", ON_SCHEMA_CHANGE));
+    let publish = f.opt(cx, "publish").unwrap_or(false);
     let tests = f.node("tests").map(|n| decode_tests(n, cx, false)).unwrap_or_default();
     let mut columns = Vec::new();
     if let Some(node) = f.node("columns") {
@@ -260,6 +263,7 @@ fn decode_model(key: (String, Loc), node: &Node, cx: &mut Cx) -> Option<ModelMet
         unique_key,
         tags,
         on_schema_change,
+        publish,
         tests,
         columns,
     })

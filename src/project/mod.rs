@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod meta;
+pub mod serve;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ pub use config::*;
 pub use meta::{
     Meta, ModelMeta, ON_SCHEMA_CHANGE, ON_SCHEMA_CHANGE_NAMES, OnSchemaChange, TestKind, TestSeverity, TestSpec,
 };
+pub use serve::{ChartConfig, ChartKind, RouteConfig, RouteTarget, Scope, ServeConfig};
 use tree::{Cx, FileId, SourceFile, Sources};
 
 /// A SQL file of the project: a model, a snapshot, a singular test or macros.
@@ -290,6 +292,7 @@ fn empty_project(file: FileId) -> ProjectConfig {
         vars: serde_json::Map::new(),
         models: ModelsConfig::default(),
         state: StateConfig::default(),
+        serve: Default::default(),
     }
 }
 
