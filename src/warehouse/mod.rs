@@ -157,6 +157,20 @@ pub trait Warehouse: Send {
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()>;
     /// The SQL dialect, for what the model layer generates itself.
     fn dialect(&self) -> &'static dyn Dialect;
+    /// Runs a query whose placeholders (written with [`Dialect::param`]) are
+    /// bound to `params`, never formatted into the SQL; streams its rows.
+    /// The columns it selects are wrapped with [`Dialect::as_text`].
+    fn query_bound(&mut self, _sql: &str, _params: &[Param], _sink: &mut dyn RowSink) -> Result<u64> {
+        Err(Error::user(format!("the {} warehouse cannot run queries with bound values yet", self.backend().name())))
+    }
+}
+
+/// A value bound to a query: its text (already checked against its type)
+/// and the declared type it compares with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub text: String,
+    pub ty: ColumnType,
 }
 
 /// How `materialize` builds a model.
@@ -221,6 +235,16 @@ pub trait Dialect: Send + Sync {
     /// A condition true when `a` and `b` differ, NULLs compared as values.
     fn null_safe_differ(&self, a: &str, b: &str) -> String {
         format!("{a} IS DISTINCT FROM {b}")
+    }
+    /// The placeholder of the `i`-th (1-based) bound value, compared with a
+    /// column of type `ty`.
+    fn param(&self, i: usize, _ty: ColumnType) -> String {
+        format!("?{i}")
+    }
+    /// A selected column as `query_bound` returns it (PostgreSQL sends
+    /// every value as text there; the others keep their types).
+    fn as_text(&self, expr: &str) -> String {
+        expr.to_string()
     }
     /// A timestamp literal (UTC, no zone).
     fn timestamp_literal(&self, micros: i64) -> String {
@@ -353,13 +377,14 @@ pub fn connect(url: &Secret, base: &Path) -> Result<Box<dyn Warehouse>> {
     }
 }
 
-/// The tokio runtime network backends drive their drivers on: the caller's
-/// when there is one, otherwise one shared by the process.
+/// The tokio runtime network backends drive their drivers on: one of the
+/// process's own, never the caller's. The interface is synchronous (it
+/// blocks on this runtime), so async code calls it from a blocking thread
+/// (`spawn_blocking`): the HTTP server's handlers do. Taking the caller's
+/// runtime instead would tie connections to a runtime that may stop, and
+/// blocking on it from one of its own tasks panics.
 pub fn runtime() -> tokio::runtime::Handle {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    if let Ok(h) = tokio::runtime::Handle::try_current() {
-        return h;
-    }
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

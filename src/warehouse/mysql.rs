@@ -244,71 +244,24 @@ impl Warehouse for Mysql {
     }
 
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
-        use mysql_async::consts::ColumnType as C;
         let rt = self.rt.clone();
         let c = self.conn.as_mut().expect("connected");
         let body = sql.trim().trim_end_matches(';').to_string();
         rt.block_on(async {
-            let mut res = c.query_iter(body).await.map_err(|e| my_err(e, "run the query"))?;
-            let cols = res.columns().map(|c| c.to_vec()).unwrap_or_default();
-            let names: Vec<String> = cols.iter().map(|c| c.name_str().into_owned()).collect();
-            sink.columns(&names)?;
-            let kinds: Vec<(C, u32)> = cols.iter().map(|c| (c.column_type(), c.column_length())).collect();
-            let mut n = 0u64;
-            while let Some(row) = res.next().await.map_err(|e| my_err(e, "read query results"))? {
-                let mut texts: Vec<Option<String>> = Vec::with_capacity(names.len());
-                for i in 0..names.len() {
-                    texts.push(match row.as_ref(i) {
-                        None | Some(Value::NULL) => None,
-                        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-                        Some(v) => Some(v.as_sql(true).trim_matches('\'').to_string()),
-                    });
-                }
-                let mut vals = Vec::with_capacity(names.len());
-                for (i, t) in texts.iter().enumerate() {
-                    let Some(s) = t else {
-                        vals.push(Val::Null);
-                        continue;
-                    };
-                    vals.push(match kinds[i] {
-                        (C::MYSQL_TYPE_TINY, 1) => Val::Bool(s != "0"),
-                        (
-                            C::MYSQL_TYPE_TINY
-                            | C::MYSQL_TYPE_SHORT
-                            | C::MYSQL_TYPE_LONG
-                            | C::MYSQL_TYPE_INT24
-                            | C::MYSQL_TYPE_LONGLONG,
-                            _,
-                        ) => s.parse().map(Val::Int).unwrap_or(Val::Text(s)),
-                        (C::MYSQL_TYPE_NEWDECIMAL | C::MYSQL_TYPE_DECIMAL, _) => Val::Dec(s),
-                        (C::MYSQL_TYPE_DOUBLE | C::MYSQL_TYPE_FLOAT, _) => {
-                            s.parse().map(Val::Float).unwrap_or(Val::Text(s))
-                        }
-                        (
-                            C::MYSQL_TYPE_DATETIME
-                            | C::MYSQL_TYPE_TIMESTAMP
-                            | C::MYSQL_TYPE_DATETIME2
-                            | C::MYSQL_TYPE_TIMESTAMP2,
-                            _,
-                        ) => {
-                            // DATETIME(6) pads the fraction: print as the other warehouses do.
-                            match crate::types::parse_value(
-                                &Column::new("t", ColumnType::Timestamp),
-                                s.as_bytes(),
-                                false,
-                                &Default::default(),
-                            ) {
-                                Ok(Val::Ts(m)) => Val::Ts(m),
-                                _ => Val::Text(s),
-                            }
-                        }
-                        _ => Val::Text(s),
-                    });
-                }
-                sink.row(&vals)?;
-                n += 1;
-            }
-            Ok(n)
+            let res = c.query_iter(body).await.map_err(|e| my_err(e, "run the query"))?;
+            drain(res, sink).await
+        })
+    }
+
+    fn query_bound(&mut self, sql: &str, params: &[super::Param], sink: &mut dyn RowSink) -> Result<u64> {
+        let rt = self.rt.clone();
+        let c = self.conn.as_mut().expect("connected");
+        // Sent as strings; the server converts them for the comparison.
+        let ps: Vec<Value> = params.iter().map(|p| Value::Bytes(p.text.clone().into_bytes())).collect();
+        rt.block_on(async {
+            let res =
+                c.exec_iter(sql, mysql_async::Params::Positional(ps)).await.map_err(|e| my_err(e, "run the query"))?;
+            drain(res, sink).await
         })
     }
 
@@ -548,12 +501,80 @@ impl Warehouse for Mysql {
     }
 }
 
+/// Streams a result's rows into `sink` (text or binary protocol alike).
+async fn drain<P: mysql_async::prelude::Protocol>(
+    mut res: mysql_async::QueryResult<'_, 'static, P>,
+    sink: &mut dyn RowSink,
+) -> Result<u64> {
+    use mysql_async::consts::ColumnType as C;
+    let cols = res.columns().map(|c| c.to_vec()).unwrap_or_default();
+    let names: Vec<String> = cols.iter().map(|c| c.name_str().into_owned()).collect();
+    sink.columns(&names)?;
+    let kinds: Vec<(C, u32)> = cols.iter().map(|c| (c.column_type(), c.column_length())).collect();
+    let mut n = 0u64;
+    while let Some(row) = res.next().await.map_err(|e| my_err(e, "read query results"))? {
+        let mut texts: Vec<Option<String>> = Vec::with_capacity(names.len());
+        for i in 0..names.len() {
+            texts.push(match row.as_ref(i) {
+                None | Some(Value::NULL) => None,
+                Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                Some(v) => Some(v.as_sql(true).trim_matches('\'').to_string()),
+            });
+        }
+        let mut vals = Vec::with_capacity(names.len());
+        for (i, t) in texts.iter().enumerate() {
+            let Some(s) = t else {
+                vals.push(Val::Null);
+                continue;
+            };
+            vals.push(match kinds[i] {
+                (C::MYSQL_TYPE_TINY, 1) => Val::Bool(s != "0"),
+                (
+                    C::MYSQL_TYPE_TINY
+                    | C::MYSQL_TYPE_SHORT
+                    | C::MYSQL_TYPE_LONG
+                    | C::MYSQL_TYPE_INT24
+                    | C::MYSQL_TYPE_LONGLONG,
+                    _,
+                ) => s.parse().map(Val::Int).unwrap_or(Val::Text(s)),
+                (C::MYSQL_TYPE_NEWDECIMAL | C::MYSQL_TYPE_DECIMAL, _) => Val::Dec(s),
+                (C::MYSQL_TYPE_DOUBLE | C::MYSQL_TYPE_FLOAT, _) => s.parse().map(Val::Float).unwrap_or(Val::Text(s)),
+                (
+                    C::MYSQL_TYPE_DATETIME
+                    | C::MYSQL_TYPE_TIMESTAMP
+                    | C::MYSQL_TYPE_DATETIME2
+                    | C::MYSQL_TYPE_TIMESTAMP2,
+                    _,
+                ) => {
+                    // DATETIME(6) pads the fraction: print as the other warehouses do.
+                    match crate::types::parse_value(
+                        &Column::new("t", ColumnType::Timestamp),
+                        s.as_bytes(),
+                        false,
+                        &Default::default(),
+                    ) {
+                        Ok(Val::Ts(m)) => Val::Ts(m),
+                        _ => Val::Text(s),
+                    }
+                }
+                _ => Val::Text(s),
+            });
+        }
+        sink.row(&vals)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// MySQL's and MariaDB's SQL.
 pub struct MysqlDialect;
 
 impl Dialect for MysqlDialect {
     fn quote(&self, ident: &str) -> String {
         quote(ident)
+    }
+    fn param(&self, _i: usize, _ty: ColumnType) -> String {
+        "?".into()
     }
     fn sql_type(&self, t: ColumnType) -> String {
         sql_type(t)

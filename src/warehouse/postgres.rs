@@ -560,6 +560,35 @@ impl Warehouse for Postgres {
         Ok(n)
     }
 
+    fn query_bound(&mut self, sql: &str, params: &[super::Param], sink: &mut dyn RowSink) -> Result<u64> {
+        let stmt = self.rt.block_on(self.client.prepare(sql)).map_err(|e| pg_err(e, "prepare the query"))?;
+        let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
+        if let Some(c) = stmt.columns().iter().find(|c| !matches!(c.type_().oid(), oid::TEXT | oid::VARCHAR)) {
+            return Err(Error::internal(format!(
+                "query_bound selects column `{}` as {}, not text",
+                c.name(),
+                c.type_()
+            )));
+        }
+        sink.columns(&names)?;
+        let texts: Vec<&str> = params.iter().map(|p| p.text.as_str()).collect();
+        let ps: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            texts.iter().map(|t| t as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let rows = self.rt.block_on(self.client.query(&stmt, &ps)).map_err(|e| pg_err(e, "run the query"))?;
+        let mut vals: Vec<Val> = Vec::with_capacity(names.len());
+        for r in &rows {
+            vals.clear();
+            for i in 0..names.len() {
+                vals.push(match r.get::<_, Option<&str>>(i) {
+                    Some(s) => Val::Text(s),
+                    None => Val::Null,
+                });
+            }
+            sink.row(&vals)?;
+        }
+        Ok(rows.len() as u64)
+    }
+
     fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>> {
         let stmt = self
             .rt
@@ -690,6 +719,13 @@ pub struct PgDialect;
 impl Dialect for PgDialect {
     fn quote(&self, ident: &str) -> String {
         format!("\"{}\"", ident.replace('"', "\"\""))
+    }
+    fn param(&self, i: usize, ty: ColumnType) -> String {
+        // Sent as text, converted by the server to the column's type.
+        format!("CAST(${i}::text AS {})", sql_type(ty))
+    }
+    fn as_text(&self, expr: &str) -> String {
+        format!("({expr})::text")
     }
     fn sql_type(&self, t: ColumnType) -> String {
         sql_type(t)

@@ -174,12 +174,34 @@ impl Warehouse for Sqlite {
     }
 
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| sql_err(e, "prepare the query"))?;
+        self.query_bound(sql, &[], sink)
+    }
+
+    fn query_bound(&mut self, sql: &str, params: &[super::Param], sink: &mut dyn RowSink) -> Result<u64> {
+        use rusqlite::types::Value as SV;
+        // Bound with the column's kind: a value without affinity compares
+        // with a column without one (a model's expression) by its own type.
+        let bound: Vec<SV> = params
+            .iter()
+            .map(|p| match p.ty {
+                ColumnType::SmallInt | ColumnType::Integer | ColumnType::BigInt => {
+                    p.text.parse().map(SV::Integer).unwrap_or_else(|_| SV::Text(p.text.clone()))
+                }
+                ColumnType::Float | ColumnType::Decimal(_) => {
+                    p.text.parse().map(SV::Real).unwrap_or_else(|_| SV::Text(p.text.clone()))
+                }
+                ColumnType::Boolean => {
+                    SV::Integer(matches!(p.text.as_str(), "true" | "t" | "1" | "yes" | "y" | "on") as i64)
+                }
+                _ => SV::Text(p.text.clone()),
+            })
+            .collect();
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| sql_err(e, "prepare the query"))?;
         let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
         let kinds: Vec<Option<ColumnType>> = stmt.columns().map(|c| c.decl_type().map(column_type_of)).collect();
         sink.columns(&names)?;
         let width = names.len();
-        let mut rows = stmt.query([]).map_err(|e| sql_err(e, "run the query"))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(bound)).map_err(|e| sql_err(e, "run the query"))?;
         let mut n = 0u64;
         let mut scratch: Vec<String> = vec![String::new(); width];
         while let Some(row) = rows.next().map_err(|e| sql_err(e, "read query results"))? {
