@@ -606,7 +606,16 @@ impl Tx for PgTx<'_> {
                     Type::INT4 => r.get::<_, Option<i32>>(i).map(|x| V::Int(x as i64)),
                     Type::INT2 => r.get::<_, Option<i16>>(i).map(|x| V::Int(x as i64)),
                     Type::BOOL => r.get::<_, Option<bool>>(i).map(|x| V::Int(x as i64)),
-                    _ => r.get::<_, Option<String>>(i).map(V::Text),
+                    Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                        r.get::<_, Option<String>>(i).map(V::Text)
+                    }
+                    ref t => {
+                        // The store's SQL selects integers and text only;
+                        // anything else is a mistake in that SQL.
+                        return Err(Error::internal(format!(
+                            "the state store's query returned column {i} as {t}, not an integer or text: {sql}"
+                        )));
+                    }
                 };
                 row.push(v.unwrap_or(V::Null));
             }

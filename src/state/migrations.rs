@@ -10,10 +10,11 @@ use crate::error::{Error, Result};
 const LOCK: i64 = 0x736c_7569_6365_6d67;
 
 /// The migrations, in order. `{id}` is an auto-increment primary key.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "runs, tasks, attempts, logs, datasets, schedules, workers",
-    "
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "runs, tasks, attempts, logs, datasets, schedules, workers",
+        "
 CREATE TABLE sluice_pipelines (
     name TEXT PRIMARY KEY,
     definition_hash TEXT NOT NULL,
@@ -125,7 +126,30 @@ CREATE TABLE sluice_leases (
     lease_until BIGINT NOT NULL
 );
 ",
-)];
+    ),
+    (
+        2,
+        "API tokens and dashboard sessions",
+        "
+CREATE TABLE sluice_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    last_used_at BIGINT,
+    revoked_at BIGINT
+);
+CREATE TABLE sluice_sessions (
+    hash TEXT PRIMARY KEY,
+    token_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+",
+    ),
+];
 
 /// The schema version this binary writes.
 pub fn latest() -> i64 {

@@ -15,6 +15,8 @@
 
 pub mod db;
 pub mod migrations;
+pub mod reads;
+pub mod tokens;
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
@@ -1114,7 +1116,7 @@ pub fn persist<T>(what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
             Ok(v) => return Ok(v),
             Err(e) if e.retryable() && tries < 30 => {
                 tries += 1;
-                eprintln!("state store: cannot {what} ({}); trying again in {:?}", e.chain(), delay);
+                tracing::warn!(component = "state", "cannot {what} ({}); trying again in {:?}", e.chain(), delay);
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
