@@ -8,6 +8,7 @@ pub mod orchestrate;
 pub mod plan;
 pub mod project;
 pub mod secret;
+pub mod serve;
 pub mod state;
 pub mod steps;
 pub mod storage;

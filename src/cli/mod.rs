@@ -9,9 +9,10 @@ mod infer;
 mod init;
 mod load;
 mod models;
+mod ops;
 pub mod progress;
 mod run;
-mod services;
+pub mod services;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,9 @@ Start with `sluice init demo`, then `sluice run -p demo`.",
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How services log: text lines or JSON objects (for log collectors).
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
 }
 
 /// Options every project command takes.
@@ -82,11 +86,26 @@ pub enum Command {
     Next(services::NextArgs),
     /// Run the fires of a past date range, each with its own logical date.
     Backfill(services::BackfillArgs),
+    /// Create, list and revoke API tokens.
+    Token(ops::TokenArgs),
+    /// Show recent runs (filter by pipeline and status).
+    Runs(ops::RunsArgs),
+    /// Show a run's task logs; --follow keeps printing until it finishes.
+    Logs(ops::LogsArgs),
+    /// Show the deployment: state store, workers, queue, running runs.
+    Status(ops::StatusArgs),
+    /// Print the API's OpenAPI document.
+    Openapi,
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    crate::orchestrate::log::init(if cli.log_format == "json" {
+        crate::orchestrate::log::Format::Json
+    } else {
+        crate::orchestrate::log::Format::Text
+    });
     let res = match cli.command {
         Command::Init(a) => init::run(a),
         Command::Check(a) => check::run(a),
@@ -106,6 +125,11 @@ pub fn main() -> i32 {
         Command::Api(a) => services::api(a),
         Command::Next(a) => services::next(a),
         Command::Backfill(a) => services::backfill(a),
+        Command::Token(a) => ops::token(a),
+        Command::Runs(a) => ops::runs(a),
+        Command::Logs(a) => ops::logs(a),
+        Command::Status(a) => ops::status(a),
+        Command::Openapi => ops::openapi(),
     };
     match res {
         Ok(code) => code,

@@ -187,7 +187,7 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
             let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
             s.spawn(move || run_worker(state, project, wcfg, shutdown))
         };
-        let api = crate::orchestrate::api::serve(state.clone(), project.clone(), &a.listen.listen, shutdown.clone());
+        let api = crate::serve::serve(state.clone(), project.clone(), &a.listen.listen, shutdown.clone());
         // The API returns on shutdown, or at once when it cannot listen.
         shutdown.begin();
         let w = worker.join().unwrap_or_else(|_| Err(Error::internal("the worker panicked")));
@@ -216,7 +216,7 @@ pub fn api(a: ApiArgs) -> Result<i32> {
     let (project, state) = open(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
-    crate::orchestrate::api::serve(state, project, &a.listen.listen, shutdown).map(|_| 0)
+    crate::serve::serve(state, project, &a.listen.listen, shutdown).map(|_| 0)
 }
 
 pub fn next(a: NextArgs) -> Result<i32> {

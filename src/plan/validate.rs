@@ -240,6 +240,14 @@ fn check_serve(p: &Project, d: &mut Vec<Diagnostic>) {
     let published: Vec<&str> = p.meta.models.iter().filter(|m| m.publish).map(|m| m.name.v.as_str()).collect();
     let model_names: Vec<&str> = p.models.iter().map(|m| m.name.as_str()).collect();
     for m in p.meta.models.iter().filter(|m| m.publish) {
+        if m.columns.is_empty() {
+            let mut x = p.sources.diag(&m.name.loc, format!("published model `{}` declares no columns", m.name.v));
+            x.help = Some(format!(
+                "list them under [models.{}.columns] with their types: its endpoint serves, filters and sorts only those",
+                m.name.v
+            ));
+            d.push(x);
+        }
         if !model_names.contains(&m.name.v.as_str()) && !p.seeds.iter().any(|s| s.name == m.name.v) {
             let mut x =
                 p.sources.diag(&m.name.loc, format!("published model `{}` has no models/{}.sql", m.name.v, m.name.v));
@@ -289,8 +297,9 @@ fn check_serve(p: &Project, d: &mut Vec<Diagnostic>) {
         }
         let Some(meta) = p.meta.model(&c.model.v) else { continue };
         let declared: Vec<&str> = meta.columns.iter().map(|c| c.name.v.as_str()).collect();
-        for col in c.x.iter().chain(c.y.iter()).chain(c.group.iter()) {
-            if !declared.contains(&col.v.as_str()) {
+        for col in c.x.iter().chain(c.y.iter()).chain(c.group.iter()).chain(c.sort.iter()) {
+            let name = col.v.strip_prefix('-').unwrap_or(&col.v);
+            if !declared.contains(&name) {
                 let mut x =
                     p.sources.diag(&col.loc, format!("column `{}` is not declared for model `{}`", col.v, c.model.v));
                 x.help = suggest(&col.v, &declared).or_else(|| {

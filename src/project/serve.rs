@@ -136,6 +136,8 @@ pub struct ChartConfig {
     pub y: Vec<Spanned<String>>,
     /// A column whose values split `y` into one series each.
     pub group: Option<Spanned<String>>,
+    /// The order of the rows drawn: a column, `-column` for descending.
+    pub sort: Option<Spanned<String>>,
     /// The most rows drawn.
     pub limit: u64,
 }
@@ -154,7 +156,7 @@ pub const AUTH_KEYS: &[&str] = &["anonymous", "session"];
 pub const CORS_KEYS: &[&str] = &["origins"];
 pub const LIMITS_KEYS: &[&str] = &["body", "headers", "rate", "burst", "page"];
 pub const ROUTE_KEYS: &[&str] = &["path", "model", "pipeline"];
-pub const CHART_KEYS: &[&str] = &["title", "model", "type", "x", "y", "group", "limit"];
+pub const CHART_KEYS: &[&str] = &["title", "model", "type", "x", "y", "group", "sort", "limit"];
 
 /// Paths the API owns; a route may not take them.
 pub const RESERVED_PATHS: &[&str] = &["/api", "/healthz", "/readyz", "/metrics", "/ui", "/login", "/logout", "/assets"];
@@ -290,6 +292,7 @@ pub fn decode_serve(t: &mut Fields, cx: &mut Cx) -> ServeConfig {
                 None => Vec::new(),
             };
             let group = f.opt(cx, "group");
+            let sort = f.opt(cx, "sort");
             let limit = f.opt(cx, "limit").unwrap_or(1000);
             let sp = f.span();
             f.finish(cx, |_| None);
@@ -299,7 +302,11 @@ pub fn decode_serve(t: &mut Fields, cx: &mut Cx) -> ServeConfig {
                     Some("x = \"product_name\", y = [\"revenue\"] (columns declared for the model)".into());
                 continue;
             }
-            cfg.charts.push(ChartConfig { title, model, kind, x, y, group, limit });
+            if limit == 0 {
+                cx.error(sp.start..sp.start, "a chart's `limit` must be at least 1");
+                continue;
+            }
+            cfg.charts.push(ChartConfig { title, model, kind, x, y, group, sort, limit });
         }
     }
     cfg

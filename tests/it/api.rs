@@ -17,7 +17,7 @@ fn api(kind: Kind) -> (TestProject, Option<TestDb>, Service, String) {
     let p = TestProject::new();
     let db = (kind == Kind::Postgres).then(|| TestDb::new(Kind::Postgres));
     let state = db.as_ref().map(|d| format!("[state]\nurl = \"{}\"\n", d.url())).unwrap_or_default();
-    p.write("sluice.toml", &format!("name = \"t\"\n{state}"));
+    p.write("sluice.toml", &format!("name = \"t\"\n{state}[auth]\nanonymous = \"trigger\"\n"));
     p.write("pipelines/p.toml", "[[steps]]\nname = \"a\"\nkind = \"empty\"\n");
     let addr = format!("127.0.0.1:{}", free_port());
     let svc = Service::start(p.path(), "api", &["api", "--listen", &addr], &[]);
@@ -124,17 +124,29 @@ fn bad_requests_are_json_4xx_never_500(kind: Kind) {
     assert_eq!((ok.code, ok.json()["logical_date"].as_str()), (201, Some("1000-01-01")), "{ok:?}");
 }
 
-/// Listening beyond loopback without authentication is said loudly.
+/// Listening beyond loopback without authentication (anonymous callers may
+/// start runs) is said loudly; with tokens required (the default) it is not.
 #[test]
 fn listening_beyond_loopback_warns_that_there_is_no_authentication() {
+    let q = TestProject::new();
+    q.write("sluice.toml", "name = \"t\"\n");
+    let port = free_port();
+    let mut svc = Service::start(q.path(), "api", &["api", "--listen", &format!("0.0.0.0:{port}")], &[]);
+    wait_for(30, "the API", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let a = request(&format!("127.0.0.1:{port}"), "GET /api/runs", b"");
+    assert_eq!(a.error(401).split(':').next(), Some("this needs a token with scope `read`"));
+    assert_eq!(svc.stop(10), Some(0));
+    assert!(!svc.output().contains("NO AUTHENTICATION"), "{}", svc.output());
+
     let p = TestProject::new();
-    p.write("sluice.toml", "name = \"t\"\n");
+    p.write("sluice.toml", "name = \"t\"\n[auth]\nanonymous = \"trigger\"\n");
     let port = free_port();
     let mut svc = Service::start(p.path(), "api", &["api", "--listen", &format!("0.0.0.0:{port}")], &[]);
     wait_for(30, "the API", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     wait_for(10, "the warning", || svc.output().contains("NO AUTHENTICATION"));
     let out = svc.output();
     assert!(out.contains("WARN  api: the API listens on 0.0.0.0:"), "{out}");
+    assert!(out.contains("NO AUTHENTICATION for runs"), "{out}");
     assert!(out.contains("anyone who can reach this address can read every run and start and cancel pipelines"));
     // Not on loopback, so any Host is accepted (there is no name to check against).
     let a = request(&format!("127.0.0.1:{port}"), "GET /api/runs\nHost: sluice.internal", b"");

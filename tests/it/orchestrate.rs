@@ -23,7 +23,11 @@ fn separate_services_run_fifty_runs_once_each_and_survive_a_killed_worker() {
     let p = TestProject::new();
     p.write(
         "sluice.toml",
-        &format!("name = \"t\"\n[connections.w]\nurl = \"{}\"\n[state]\nurl = \"{}\"\n", wh.url(), state.url()),
+        &format!(
+            "name = \"t\"\n[connections.w]\nurl = \"{}\"\n[state]\nurl = \"{}\"\n[auth]\nanonymous = \"trigger\"\n",
+            wh.url(),
+            state.url()
+        ),
     );
     p.write("data/orders.csv", ORDERS);
     p.write("models/order_totals.sql", "select count(*) as n, sum(amount) as total from {{ ref('orders') }}\n");
@@ -178,7 +182,7 @@ fn serve_retries_then_fails_and_answers_the_api() {
     let p = TestProject::new();
     p.write(
         "sluice.toml",
-        "name = \"t\"\n[connections.down]\nurl = \"postgres://postgres@127.0.0.1:1/test\"\n[connections.local]\nurl = \"sqlite://.sluice/w.db\"\n",
+        "name = \"t\"\n[auth]\nanonymous = \"trigger\"\n[connections.down]\nurl = \"postgres://postgres@127.0.0.1:1/test\"\n[connections.local]\nurl = \"sqlite://.sluice/w.db\"\n",
     );
     p.write(
         "pipelines/flaky.toml",
