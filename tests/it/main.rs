@@ -22,11 +22,13 @@ macro_rules! per_backend {
 mod api;
 mod bad_input;
 mod check;
+mod dashboard;
 mod db;
 mod examples;
 mod load;
 mod orchestrate;
 mod run;
+mod serve;
 mod state;
 mod support;
 mod transform;
