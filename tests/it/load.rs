@@ -213,7 +213,7 @@ fn merge_updates_and_inserts_by_key(kind: Kind) {
     let out = load(&p, &["dup.csv", &url, "--table", "t", "--mode", "merge", "--key", "id"]);
     out.expect_code(3);
     assert!(
-        out.stderr.contains("the source has rows with the same merge key (id) more than once: 1"),
+        out.stderr.contains("dup.csv has rows with the same merge key (id) more than once: 1; within one file"),
         "{}",
         out.stderr
     );

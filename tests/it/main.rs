@@ -23,6 +23,7 @@ mod bad_input;
 mod check;
 mod db;
 mod examples;
+mod landing;
 mod load;
 mod orchestrate;
 mod run;
