@@ -158,6 +158,12 @@ pub trait Warehouse: Send {
     fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>>;
     /// The raw objects (and landings) already loaded into a table.
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>>;
+    /// Significant digits a decimal is stored exactly to, with the
+    /// warehouse's name, when that is fewer than a decimal column declares
+    /// (SQLite keeps non-integer decimals as 64-bit floats).
+    fn exact_decimal_digits(&self) -> Option<(u32, &'static str)> {
+        None
+    }
     /// Takes this connection's turn to load into `table` if no other
     /// connection has it; `false` when another has. The turn lasts until
     /// the connection closes.

@@ -321,6 +321,10 @@ impl Warehouse for Sqlite {
         Ok(Box::new(guard))
     }
 
+    fn exact_decimal_digits(&self) -> Option<(u32, &'static str)> {
+        Some((15, "SQLite"))
+    }
+
     fn try_lock_loads(&mut self, _table: &str) -> Result<bool> {
         // SQLite has one writer at a time: loads into any table of a file
         // take turns on one lock file beside it.

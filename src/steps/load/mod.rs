@@ -175,6 +175,7 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
         (OnError::Quarantine, Some(p)) => Some(RejectsFile::create(p)?),
         _ => None,
     };
+    let exact_decimal = wh.exact_decimal_digits();
     let mut tx = wh.begin_load(&target)?;
     let allow_missing = spec.schema_change != SchemaChange::Fail;
     let allow_extra = spec.schema_change != SchemaChange::Fail;
@@ -193,6 +194,7 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
             allow_missing,
             key: key.clone(),
             table: table.to_string(),
+            exact_decimal,
         };
         let parser = {
             let stop = stop.clone();
