@@ -5,6 +5,7 @@
 
 pub mod local;
 pub mod raw;
+pub mod s3;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -76,9 +77,7 @@ pub fn open(url: &str, base: &Path) -> Result<Store> {
         return Ok(Arc::new(local::LocalStore::new(root, url.to_string())));
     }
     if url.starts_with("s3://") {
-        return Err(Error::user(format!(
-            "object store {url}: s3:// storage is not available in this build yet; use file://DIR"
-        )));
+        return Ok(Arc::new(s3::S3Store::open(url)?));
     }
     Err(Error::user(format!("unsupported storage URL \"{url}\": use file://DIR or s3://bucket/prefix")))
 }
