@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Installs the test tools the suite runs, on a fresh machine: Debian's
-# chromium (the dashboard's end-to-end test, driven by playwright-core from
-# npm; no browser is ever downloaded), prometheus (for promtool), wrk (the
-# HTTP benchmark only), and schemathesis in a Python venv under .tools/.
-# Safe to run again: it installs only what is missing.
+# Installs the test tools, into the checkout where they are not Debian
+# packages (.tools/, .venv/ and tests/e2e/node_modules/ are gitignored),
+# idempotently: it installs only what is missing.
+#   .tools/bin/s3s-fs   an S3-compatible server on a folder (Rust, pinned)
+#   .venv/              Python tools (.ci/requirements.txt): moto's S3 server
+#                       (a second S3 implementation), schemathesis (fuzzes
+#                       the API from its OpenAPI document)
+#   Debian packages     chromium (the dashboard's end-to-end test), prometheus
+#                       (promtool checks /metrics), wrk (the HTTP benchmark),
+#                       nodejs and npm
+#   tests/e2e/          playwright-core from npm, which drives Debian's
+#                       chromium: no browser is ever downloaded
+# .ci/run calls it; run it by hand once before `cargo test` on a new machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,13 +30,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -x .tools/venv/bin/schemathesis ]; then
-  log "schemathesis (pip, into .tools/venv)"
-  python3 -m venv .tools/venv
-  .tools/venv/bin/pip install -q 'schemathesis==4.*'
+if [ ! -x .tools/bin/s3s-fs ]; then
+  # 0.17 needs a newer rustc than this machine's 1.95: pinned.
+  log "building s3s-fs 0.14.1 into .tools/"
+  cargo install s3s-fs@0.14.1 --features binary --locked --root .tools --quiet
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import moto, schemathesis' 2>/dev/null; then
+  log "installing Python test tools into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check -r .ci/requirements.txt
 fi
 
 if [ ! -d tests/e2e/node_modules/playwright-core ]; then
-  log "playwright-core (npm; no browser download)"
+  log "installing playwright-core (npm; no browser download)"
   (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
 fi

@@ -114,20 +114,27 @@ path = "output/totals.tsv"
         vec![vec!["250", "250"]]
     );
     assert_eq!(state.rows("SELECT COUNT(*) FROM sluice_runs"), vec![vec!["50"]]);
-    // The killed worker's task went to the other worker.
-    let lost = state.rows("SELECT run_id, worker FROM sluice_attempts WHERE step = 'slow' AND status = 'lost'");
-    assert_eq!(lost.len(), 1, "{lost:?}");
-    assert_eq!(lost[0][1], owner);
-    let retried = state.rows(&format!(
-        "SELECT attempt, worker, status FROM sluice_attempts WHERE run_id = '{}' AND step = 'slow' ORDER BY attempt",
-        lost[0][0]
-    ));
-    assert_eq!(
-        retried,
-        vec![vec!["1".to_string(), owner.clone(), "lost".into()], vec!["2".into(), survivor.into(), "success".into()]]
-    );
-    let (_, body) = http("GET", &addr, &format!("/api/runs/{}/tasks/slow/logs", lost[0][0]), None);
-    assert!(body.contains("stopped renewing its lease"), "{body}");
+    // The killed worker's tasks went to the other worker: the sleeping one,
+    // and whatever its other slot was running at that moment.
+    let lost = state.rows("SELECT run_id, step, worker FROM sluice_attempts WHERE status = 'lost' ORDER BY run_id");
+    assert!(!lost.is_empty() && lost.len() <= 2, "{lost:?}");
+    assert!(lost.iter().all(|l| l[2] == owner), "{lost:?}");
+    assert!(lost.iter().any(|l| l[1] == "slow"), "{lost:?}");
+    for l in &lost {
+        let retried = state.rows(&format!(
+            "SELECT attempt, worker, status FROM sluice_attempts WHERE run_id = '{}' AND step = '{}' ORDER BY attempt",
+            l[0], l[1]
+        ));
+        assert_eq!(
+            retried,
+            vec![
+                vec!["1".to_string(), owner.clone(), "lost".into()],
+                vec!["2".into(), survivor.into(), "success".into()]
+            ]
+        );
+        let (_, body) = http("GET", &addr, &format!("/api/runs/{}/tasks/{}/logs", l[0], l[1]), None);
+        assert!(body.contains("stopped renewing its lease"), "{body}");
+    }
     // No duplicated rows: the file was landed and loaded once.
     assert_eq!(wh.count("orders"), 10);
     assert_eq!(wh.rows("SELECT n, total FROM order_totals"), vec![vec!["10", "550.00"]]);

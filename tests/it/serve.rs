@@ -427,16 +427,16 @@ fn login_cookie_csrf_cors_and_limits() {
     assert_eq!(s.call(&s.read, "GET /api/runs", "").code, 200);
 }
 
-/// The tool folder `.ci/tools.sh` fills (Python venv, npm packages).
-pub fn tools() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools")
+/// The Python venv `.ci/tools.sh` fills.
+pub fn venv() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv")
 }
 
 /// A test tool that must be installed (by `.ci/tools.sh`): a missing one
 /// fails the test, never skips it.
 #[track_caller]
 pub fn need(tool: &str) -> PathBuf {
-    let candidates = [tools().join("venv/bin").join(tool), PathBuf::from("/usr/bin").join(tool)];
+    let candidates = [venv().join("bin").join(tool), PathBuf::from("/usr/bin").join(tool)];
     candidates
         .into_iter()
         .find(|p| p.exists())
