@@ -559,6 +559,7 @@ pub const PROJECT_KEYS: &[&str] = &[
     "auth",
     "cors",
     "limits",
+    "cache",
     "routes",
     "charts",
 ];
@@ -680,7 +681,7 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
     t.finish(cx, |k| match k {
         "pipelines" | "steps" => Some("pipelines are files of their own: pipelines/NAME.toml".into()),
         "serve" | "api" | "dashboard" => {
-            Some("serving is configured with [auth], [cors], [limits], [[routes]] and [[charts]]".into())
+            Some("serving is configured with [auth], [cors], [limits], [cache], [[routes]] and [[charts]]".into())
         }
         _ => None,
     });
@@ -1523,8 +1524,8 @@ tabel = "x"
             keys.extend(k.iter());
         }
         keys.extend(["url", "connection", "timezone", "retries", "retry_delay", "paths", "materialized"]);
-        use super::super::serve::{AUTH_KEYS, CHART_KEYS, CORS_KEYS, LIMITS_KEYS, ROUTE_KEYS};
-        for k in [AUTH_KEYS, CORS_KEYS, LIMITS_KEYS, ROUTE_KEYS, CHART_KEYS] {
+        use super::super::serve::{AUTH_KEYS, CACHE_KEYS, CHART_KEYS, CORS_KEYS, LIMITS_KEYS, ROUTE_KEYS};
+        for k in [AUTH_KEYS, CACHE_KEYS, CORS_KEYS, LIMITS_KEYS, ROUTE_KEYS, CHART_KEYS] {
             keys.extend(k.iter());
         }
         // The models file's other keys are described in transform.md.

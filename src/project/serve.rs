@@ -51,6 +51,16 @@ impl Default for AuthConfig {
     }
 }
 
+/// A duration answers may be reused for (default 1 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheFor(pub std::time::Duration);
+
+impl Default for CacheFor {
+    fn default() -> Self {
+        CacheFor(std::time::Duration::from_secs(1))
+    }
+}
+
 /// `[cors]`.
 #[derive(Debug, Clone, Default)]
 pub struct CorsConfig {
@@ -145,6 +155,9 @@ pub struct ChartConfig {
 /// Everything about serving.
 #[derive(Debug, Clone, Default)]
 pub struct ServeConfig {
+    /// `[cache] data`: how long a page of a published model may be answered
+    /// from memory (the same request within this time); zero: never.
+    pub cache_data: CacheFor,
     pub auth: AuthConfig,
     pub cors: CorsConfig,
     pub limits: Limits,
@@ -153,6 +166,7 @@ pub struct ServeConfig {
 }
 
 pub const AUTH_KEYS: &[&str] = &["anonymous", "session"];
+pub const CACHE_KEYS: &[&str] = &["data"];
 pub const CORS_KEYS: &[&str] = &["origins"];
 pub const LIMITS_KEYS: &[&str] = &["body", "headers", "rate", "burst", "page"];
 pub const ROUTE_KEYS: &[&str] = &["path", "model", "pipeline"];
@@ -164,6 +178,14 @@ pub const RESERVED_PATHS: &[&str] = &["/api", "/healthz", "/readyz", "/metrics",
 /// Decodes the serving keys of `sluice.toml` (`t` is its top table).
 pub fn decode_serve(t: &mut Fields, cx: &mut Cx) -> ServeConfig {
     let mut cfg = ServeConfig::default();
+    if let Some(node) = t.node("cache")
+        && let Some(mut f) = Fields::new(node, cx, "[cache]")
+    {
+        if let Some(d) = f.opt::<Dur>(cx, "data") {
+            cfg.cache_data = CacheFor(d.0);
+        }
+        f.finish(cx, |_| None);
+    }
     if let Some(node) = t.node("auth")
         && let Some(mut f) = Fields::new(node, cx, "[auth]")
     {

@@ -30,14 +30,39 @@ use crate::project::{ChartKind, Project, RouteTarget, StepKind};
 use crate::types::{Column, ColumnType, Val};
 use crate::warehouse::{Param, RowSink, Warehouse};
 
-/// Open warehouse connections, by URL, ready for the next query.
-#[derive(Default)]
+/// Open warehouse connections, by URL, ready for the next query; answers
+/// built lately (`[cache] data`), and one lock per request being built so
+/// identical concurrent requests share one query.
 pub struct Data {
     pools: Mutex<HashMap<String, Vec<Box<dyn Warehouse>>>>,
+    /// Queries running at once (each holds a connection).
+    running: tokio::sync::Semaphore,
+    answers: Mutex<HashMap<String, Answer>>,
+    building: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// Connections kept per warehouse.
-const POOL: usize = 16;
+impl Default for Data {
+    fn default() -> Self {
+        Data {
+            pools: Mutex::default(),
+            running: tokio::sync::Semaphore::new(POOL),
+            answers: Mutex::default(),
+            building: Mutex::default(),
+        }
+    }
+}
+
+/// A page built: its body, content type and ETag.
+#[derive(Clone)]
+struct Answer {
+    at: std::time::Instant,
+    body: bytes::Bytes,
+    csv: bool,
+    etag: String,
+}
+
+/// Connections kept (and queries run at once) per process.
+const POOL: usize = 8;
 
 impl Data {
     /// Runs `f` on a pooled connection to `connection` (the default when `None`).
@@ -504,8 +529,85 @@ pub async fn serve_model(app: &App, model: &str, parts: &Parts) -> ApiResult {
     let csv = q.csv.unwrap_or_else(|| wants_csv(accept));
     let path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().unwrap_or("").to_string();
+    let keep = loaded.project.config.serve.cache_data.0;
+    let key = format!("{model}\n{csv}\n{path}?{raw_query}");
+    let fresh = |data: &Data| -> Option<Answer> {
+        let answers = data.answers.lock().expect("answers");
+        answers.get(&key).filter(|a| a.at.elapsed() < keep).cloned()
+    };
+    let answer = match fresh(&app.data) {
+        Some(a) => a,
+        None => {
+            // One query per distinct request at a time; the others wait for it.
+            let lock = {
+                let mut b = app.data.building.lock().expect("building");
+                if b.len() > 1000 {
+                    b.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+                }
+                b.entry(key.clone()).or_default().clone()
+            };
+            let _building = lock.lock().await;
+            match fresh(&app.data) {
+                Some(a) => a,
+                None => {
+                    let _slot = app
+                        .data
+                        .running
+                        .acquire()
+                        .await
+                        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+                    let body =
+                        build_page(app, loaded.clone(), m, q, csv, path.clone(), raw_query.clone(), model).await?;
+                    let etag = format!(
+                        "\"{}\"",
+                        Sha256::digest(&body).iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
+                    );
+                    let a = Answer { at: std::time::Instant::now(), body: body.into(), csv, etag };
+                    if !keep.is_zero() {
+                        let mut answers = app.data.answers.lock().expect("answers");
+                        if answers.len() > 1000 {
+                            answers.retain(|_, x| x.at.elapsed() < keep);
+                        }
+                        answers.insert(key.clone(), a.clone());
+                    }
+                    a
+                }
+            }
+        }
+    };
+    let (body, csv, etag) = (answer.body, answer.csv, answer.etag);
+    let matches = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*"));
+    let ctype = if csv { "text/csv; charset=utf-8" } else { "application/json" };
+    let mut r = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, ctype)], body).into_response()
+    };
+    let h = r.headers_mut();
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    Ok(r)
+}
+
+/// Queries a page and writes it as JSON or CSV.
+#[allow(clippy::too_many_arguments)]
+async fn build_page(
+    app: &App,
+    loaded: std::sync::Arc<crate::orchestrate::runs::Loaded>,
+    m: Published,
+    q: PageQuery,
+    csv: bool,
+    path: String,
+    raw_query: String,
+    model: &str,
+) -> std::result::Result<Vec<u8>, ApiError> {
     let a = app.clone();
-    let (body, rows, more) = blocking(move || {
+    blocking(move || {
         a.data.with_conn(&loaded.project, m.connection.as_deref(), |wh| {
             let (sql, params) = page_sql(&m, &q, wh);
             let cols: Vec<&Column> = q.columns.iter().map(|&i| &m.columns[i]).collect();
@@ -520,7 +622,7 @@ pub async fn serve_model(app: &App, model: &str, parts: &Parts) -> ApiResult {
             };
             wh.query_bound(&sql, &params, &mut sink)?;
             if csv {
-                return Ok((sink.out, sink.rows, sink.more));
+                return Ok(sink.out);
             }
             let mut out = Vec::with_capacity(sink.out.len() + 512);
             out.extend_from_slice(b"{\"model\":");
@@ -552,7 +654,7 @@ pub async fn serve_model(app: &App, model: &str, parts: &Parts) -> ApiResult {
             out.extend_from_slice(b",\"rows\":[");
             out.extend_from_slice(&sink.out);
             out.extend_from_slice(b"]}");
-            Ok((out, sink.rows, sink.more))
+            Ok(out)
         })
     })
     .await
@@ -566,25 +668,7 @@ pub async fn serve_model(app: &App, model: &str, parts: &Parts) -> ApiResult {
         } else {
             e
         }
-    })?;
-    let _ = (rows, more);
-    let etag = format!("\"{}\"", Sha256::digest(&body).iter().take(12).map(|b| format!("{b:02x}")).collect::<String>());
-    let matches = parts
-        .headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*"));
-    let ctype = if csv { "text/csv; charset=utf-8" } else { "application/json" };
-    let mut r = if matches {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        ([(header::CONTENT_TYPE, ctype)], body).into_response()
-    };
-    let h = r.headers_mut();
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    Ok(r)
+    })
 }
 
 /// A `fmt::Write` over bytes.

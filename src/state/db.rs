@@ -203,6 +203,34 @@ impl Db {
         }
     }
 
+    /// Runs read-only statements without a transaction around them (each
+    /// statement sees its own snapshot): two round trips fewer than `tx` on
+    /// PostgreSQL, and no write lock on SQLite. For single-statement reads.
+    pub fn read<T>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
+        match self {
+            Db::Sqlite(s) => {
+                let conn = s.conn.lock().expect("state connection");
+                let mut t = SqliteTx { conn: &conn, rang: false, abort: false };
+                f(&mut t)
+            }
+            Db::Postgres(p) => {
+                let popped = p.idle.lock().expect("pool").pop();
+                let mut conn = match popped {
+                    Some(c) if !c.client.is_closed() => c,
+                    _ => p.connect()?,
+                };
+                let res = {
+                    let mut t = PgTx { rt: &p.rt, conn: &mut conn, channel: &p.channel, abort: false };
+                    f(&mut t)
+                };
+                if !conn.client.is_closed() {
+                    p.idle.lock().expect("pool").push(conn);
+                }
+                res
+            }
+        }
+    }
+
     /// Runs `f` in one transaction, committed when it returns `Ok`. A
     /// transaction that lost a race (a serialization failure, a deadlock, a
     /// busy SQLite file) is tried again.

@@ -826,7 +826,7 @@ impl State {
     }
 
     pub fn runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
-        self.db.tx(|t| {
+        self.db.read(|t| {
             let mut sql = format!("SELECT {RUN_COLS} FROM sluice_runs WHERE 1 = 1");
             let mut ps = Vec::new();
             if let Some(p) = &f.pipeline {
@@ -844,7 +844,7 @@ impl State {
     }
 
     pub fn run(&self, id: &str) -> Result<Option<RunRow>> {
-        self.db.tx(|t| {
+        self.db.read(|t| {
             Ok(t.query(&format!("SELECT {RUN_COLS} FROM sluice_runs WHERE id = $1"), &[V::from(id)])?
                 .first()
                 .map(run_row))

@@ -1,0 +1,1 @@
+select id, product, category, units, revenue, sold_on from {{ ref('sales_src') }}
