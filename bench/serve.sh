@@ -9,6 +9,7 @@
 #
 #   bench/serve.sh                       # 15 s per endpoint and server
 #   SECONDS_EACH=30 CONNECTIONS=64 bench/serve.sh
+#   CACHE=0s bench/serve.sh              # Sluice queries PostgreSQL for every request
 #
 # Prints requests/s, p99 latency, errors and the servers' RSS (after the
 # load; gunicorn's master and workers added up). Needs wrk (Debian) and
@@ -39,6 +40,8 @@ rm -rf "$work" && mkdir -p "$work/pipelines" "$work/models" "$work/data"
 cp "$here/serve_project/sluice.toml" "$here/serve_project/p.toml" "$work/"
 mv "$work/p.toml" "$work/pipelines/p.toml"
 cp "$here/serve_project/sales_1k.sql" "$here/serve_project/schema.toml" "$work/models/"
+# CACHE=0s: every data request queries PostgreSQL (the default reuses a page for 1 s).
+printf '[cache]\ndata = "%s"\n' "${CACHE:-1s}" >>"$work/sluice.toml"
 (cd "$work" && SLUICE_BENCH_PG="$pg" "$sluice" run >/dev/null)
 
 pids=()
@@ -76,7 +79,7 @@ bench() { # bench NAME URL
   errs=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr '\n' ' ')
   printf '%-26s %10s req/s   p99 %9s   %s\n' "$1" "$rps" "$p99" "${errs:-no errors}"
 }
-echo "== $(date -u +%FT%TZ), $(nproc) cores, wrk -t$threads -c$conns -d${secs}s, gunicorn -w $gworkers (sync)"
+echo "== $(date -u +%FT%TZ), $(nproc) cores, wrk -t$threads -c$conns -d${secs}s, gunicorn -w $gworkers (sync), sluice [cache] data = ${CACHE:-1s}"
 bench "sluice /api/data/sales_1k" "http://127.0.0.1:$sport/api/data/sales_1k?limit=1000"
 bench "flask /api/data/sales_1k" "http://127.0.0.1:$fport/api/data/sales_1k"
 bench "sluice /api/runs" "http://127.0.0.1:$sport/api/runs"

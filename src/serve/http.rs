@@ -69,6 +69,13 @@ pub type ApiResult = std::result::Result<Response, ApiError>;
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> std::result::Result<T, ApiError> {
+    // At most this many at once: more would only open more connections to
+    // the store and queue on its locks; waiting here is cheaper.
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+    let _slot = SLOTS
+        .acquire()
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping".into()))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("a request handler failed: {e}")))?
