@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::orchestrate::log::log;
 use crate::orchestrate::runs::{Shared, new_run, open_state};
-use crate::orchestrate::schedule::{Timing, parse_time, rfc3339, show_in};
+use crate::orchestrate::schedule::{Timing, backfill_fires, parse_time, rfc3339, show_in};
 use crate::orchestrate::scheduler::{SchedulerConfig, run_scheduler};
 use crate::orchestrate::worker::{Shutdown, WorkerConfig, default_id, run_worker};
 use crate::project::TriggerKind;
@@ -282,12 +282,11 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
     if to < from {
         return Err(Error::user(format!("--to {to} is before --from {from}")));
     }
-    let start = parse_time(&from.to_string(), tz)? - 1;
-    let end = parse_time(&(to + chrono::Days::new(1)).to_string(), tz)? - 1;
-    // The fires of the pipeline's first time-based trigger; without one, one run a day.
+    // The fires of the pipeline's first time-based trigger whose logical
+    // dates are in the range; without one, one run a day.
     let timing = pl.triggers.iter().find_map(|t| Timing::of(t, tz)).transpose()?;
     let fires: Vec<(i64, String)> = match &timing {
-        Some(t) => t.fires_between(start, end, 100_000).into_iter().map(|f| (f, t.logical_date(f, tz))).collect(),
+        Some(t) => backfill_fires(t, from, to, tz, 100_000),
         None => from
             .iter_days()
             .take_while(|d| *d <= to)

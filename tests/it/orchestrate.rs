@@ -365,6 +365,33 @@ path = "output/day.tsv"
     assert_eq!(out.stderr, "error: --to 2026-03-28 is before --from 2026-03-30\n");
 }
 
+/// Issue 11, item 16: `--from`/`--to` name logical dates, which are dates in
+/// the trigger's zone: a project in New York backfilling a schedule in
+/// Helsinki for 2026-11-02 … 2026-11-04 queues those three dates.
+#[test]
+fn backfill_queues_the_logical_dates_it_names_whatever_the_zones() {
+    let p = TestProject::new();
+    p.write("sluice.toml", "name = \"t\"\n[defaults]\ntimezone = \"America/New_York\"\n");
+    p.write(
+        "pipelines/nightly.toml",
+        "[[triggers]]\ncron = \"30 0 * * *\"\ntimezone = \"Europe/Helsinki\"\n\n[[steps]]\nname = \"a\"\nkind = \"empty\"\n",
+    );
+    let out = p.run(&["backfill", "nightly", "--from", "2026-11-02", "--to", "2026-11-04", "--no-wait"]);
+    out.expect_code(0);
+    assert_eq!(
+        crate::support::query_sqlite(
+            &p.file(".sluice/state.db"),
+            "SELECT logical_date, scheduled_for FROM sluice_runs ORDER BY logical_date"
+        ),
+        vec![
+            // 00:30 in Helsinki (EET, +02:00) is 22:30 UTC the day before.
+            vec!["2026-11-02".to_string(), "1793572200000000".to_string()],
+            vec!["2026-11-03".into(), "1793658600000000".into()],
+            vec!["2026-11-04".into(), "1793745000000000".into()],
+        ]
+    );
+}
+
 /// `sluice next` shows fire times in UTC and in the schedule's zone, across
 /// a daylight-saving change.
 #[test]
