@@ -31,6 +31,27 @@ pub struct Mysql {
     conn: Option<Conn>,
     shown: String,
     database: String,
+    /// Kills the running statement from a second connection.
+    interrupt: std::sync::Arc<dyn super::Interrupt>,
+}
+
+/// `KILL QUERY` for one session, sent on a connection of its own.
+struct MyInterrupt {
+    rt: Handle,
+    opts: Opts,
+    id: u32,
+}
+
+impl super::Interrupt for MyInterrupt {
+    fn interrupt(&self) {
+        let (opts, id) = (self.opts.clone(), self.id);
+        self.rt.spawn(async move {
+            if let Ok(mut c) = Conn::new(opts).await {
+                let _ = c.query_drop(format!("KILL QUERY {id}")).await;
+                let _ = c.disconnect().await;
+            }
+        });
+    }
 }
 
 /// Maps a driver error to the crate's kinds, by MySQL error code.
@@ -165,8 +186,9 @@ impl Mysql {
             .ok_or_else(|| Error::user(format!("the MySQL URL {shown} names no database: add /DBNAME")))?;
         let opts = OptsBuilder::from_opts(opts).prefer_socket(false).stmt_cache_size(16);
         let rt = super::runtime();
-        let conn = rt.block_on(Conn::new(opts)).map_err(|e| my_err(e, &format!("connect to {shown}")))?;
-        let mut m = Mysql { rt, conn: Some(conn), shown, database };
+        let conn = rt.block_on(Conn::new(opts.clone())).map_err(|e| my_err(e, &format!("connect to {shown}")))?;
+        let interrupt = std::sync::Arc::new(MyInterrupt { rt: rt.clone(), opts: opts.into(), id: conn.id() });
+        let mut m = Mysql { rt, conn: Some(conn), shown, database, interrupt };
         m.run(
             "SET time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY', NAMES utf8mb4",
             "set up the session",
@@ -545,6 +567,10 @@ impl Warehouse for Mysql {
 
     fn dialect(&self) -> &'static dyn Dialect {
         &MysqlDialect
+    }
+
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
+        Some(self.interrupt.clone())
     }
 }
 

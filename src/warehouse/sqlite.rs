@@ -20,6 +20,16 @@ use crate::types::{Cell, Column, ColumnType, RowBatch, Schema, Val};
 pub struct Sqlite {
     conn: Connection,
     shown: String,
+    interrupt: std::sync::Arc<dyn super::Interrupt>,
+}
+
+/// SQLite's interrupt: the running statement fails with SQLITE_INTERRUPT.
+struct LiteInterrupt(rusqlite::InterruptHandle);
+
+impl super::Interrupt for LiteInterrupt {
+    fn interrupt(&self) {
+        self.0.interrupt();
+    }
 }
 
 impl Sqlite {
@@ -42,7 +52,8 @@ impl Sqlite {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768;",
         )
         .map_err(|e| sql_err(e, &format!("set up {url}")))?;
-        Ok(Sqlite { conn, shown: url.to_string() })
+        let interrupt = std::sync::Arc::new(LiteInterrupt(conn.get_interrupt_handle()));
+        Ok(Sqlite { conn, shown: url.to_string(), interrupt })
     }
 
     /// The connection itself, for tests and tools.
@@ -330,6 +341,10 @@ impl Warehouse for Sqlite {
 
     fn dialect(&self) -> &'static dyn Dialect {
         &SqliteDialect
+    }
+
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
+        Some(self.interrupt.clone())
     }
 }
 

@@ -25,6 +25,7 @@ mod db;
 mod examples;
 mod load;
 mod orchestrate;
+mod processes;
 mod run;
 mod state;
 mod support;
