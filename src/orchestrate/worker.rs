@@ -81,27 +81,32 @@ impl Shutdown {
 /// What runs on the worker now: a claim and its stop flag.
 type Running = Arc<Mutex<HashMap<(String, String), (Claim, Cancel)>>>;
 
-/// Results of this worker not yet recorded (the store is unreachable):
-/// while there are some, its slots claim nothing new, so a result that
-/// comes back is recorded before the worker takes more work.
+/// Results of this worker waiting for the store to answer again: while
+/// there are some, its slots claim nothing new, so a result that comes back
+/// is recorded before the worker takes more work.
 type Unrecorded = Arc<std::sync::atomic::AtomicUsize>;
 
 /// Runs an operation that must not be lost (a task's result, a hand-back):
 /// while the store cannot be reached, tries again, waiting up to 5 seconds
-/// between tries, for as long as it takes. The store accepts a late result
-/// as long as nobody took the task meanwhile (see `State::finish`).
-fn persist<T>(who: &str, what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+/// between tries, for as long as it takes, counted in `waiting` meanwhile.
+/// The store accepts a late result as long as nobody took the task
+/// meanwhile (see `State::finish`).
+fn persist<T>(who: &str, what: &str, waiting: &Unrecorded, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let mut delay = Duration::from_millis(100);
     let mut tries = 0u64;
     loop {
         match f() {
             Ok(v) => {
                 if tries > 0 {
+                    waiting.fetch_sub(1, Ordering::SeqCst);
                     log("info", who, &format!("the state store answers again: did {what}"));
                 }
                 return Ok(v);
             }
             Err(e) if e.retryable() => {
+                if tries == 0 {
+                    waiting.fetch_add(1, Ordering::SeqCst);
+                }
                 tries += 1;
                 // Said at first, then about once a minute.
                 if tries <= 3 || tries.is_multiple_of(12) {
@@ -114,7 +119,12 @@ fn persist<T>(who: &str, what: &str, mut f: impl FnMut() -> Result<T>) -> Result
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(e.context(format!("cannot {what}"))),
+            Err(e) => {
+                if tries > 0 {
+                    waiting.fetch_sub(1, Ordering::SeqCst);
+                }
+                return Err(e.context(format!("cannot {what}")));
+            }
         }
     }
 }
@@ -262,7 +272,7 @@ fn run_task(
     // A task stopped by a shutdown goes back to the store for another worker.
     if cancel.reason() == Some(StopReason::ShuttingDown) && result.is_err() {
         log_task("warn", who, task, "handed back: the worker is shutting down");
-        if let Err(e) = persist(who, "hand a task back", || state.hand_back(&c, "the worker shut down")) {
+        if let Err(e) = persist(who, "hand a task back", unrecorded, || state.hand_back(&c, "the worker shut down")) {
             log_task("error", who, task, &e.chain());
         }
         return;
@@ -279,10 +289,7 @@ fn run_task(
         }
         Outcome::Failure { error, .. } => log_task("error", who, task, &format!("failed: {error}")),
     }
-    unrecorded.fetch_add(1, Ordering::SeqCst);
-    let recorded = persist(who, "record a task's result", || state.finish(&c, &outcome));
-    unrecorded.fetch_sub(1, Ordering::SeqCst);
-    match recorded {
+    match persist(who, "record a task's result", unrecorded, || state.finish(&c, &outcome)) {
         Ok(true) => {}
         Ok(false) => log_task("warn", who, task, "the lease expired before the task ended; its result was not used"),
         Err(e) => log_task("error", who, task, &e.chain()),
