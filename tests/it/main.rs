@@ -21,11 +21,14 @@ macro_rules! per_backend {
 
 mod bad_input;
 mod check;
+mod connect;
 mod db;
 mod examples;
+mod exit_codes;
 mod load;
 mod orchestrate;
 mod run;
+mod secrets;
 mod state;
 mod support;
 mod transform;
