@@ -276,8 +276,8 @@ impl DbCode {
             DbCode::Sqlite(code) => match code & 0xff {
                 // BUSY, LOCKED, INTERRUPT.
                 5 | 6 | 9 => (Kind::External, true),
-                // CONSTRAINT, MISMATCH, TOOBIG.
-                19 | 20 | 18 => (Kind::Data, false),
+                // TOOBIG, CONSTRAINT, MISMATCH.
+                18..=20 => (Kind::Data, false),
                 // PERM, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
                 3 | 7 | 8 | 10 | 11 | 13 | 14 | 15 | 26 => (Kind::External, false),
                 _ => (Kind::User, false),

@@ -317,7 +317,7 @@ fn show_duration(d: Duration) -> String {
     if ms < 60_000 {
         let s = d.as_secs_f64();
         if s.fract() == 0.0 { format!("{s:.0}s") } else { format!("{s:.1}s") }
-    } else if (ms / 1000) % 60 == 0 {
+    } else if (ms / 1000).is_multiple_of(60) {
         format!("{}m", ms / 60_000)
     } else {
         format!("{}m{}s", ms / 60_000, (ms / 1000) % 60)

@@ -68,10 +68,14 @@ pub fn open(url: &str, base: &Path) -> Result<Store> {
     }
     if url.starts_with("s3://") {
         return Err(Error::user(format!(
-            "object store {url}: s3:// storage is not available in this build yet; use file://DIR"
+            "object store {}: s3:// storage is not available in this build yet; use file://DIR",
+            crate::secret::redact_url(url)
         )));
     }
-    Err(Error::user(format!("unsupported storage URL \"{url}\": use file://DIR or s3://bucket/prefix")))
+    Err(Error::user(format!(
+        "unsupported storage URL \"{}\": use file://DIR or s3://bucket/prefix",
+        crate::secret::redact_url(url)
+    )))
 }
 
 /// Checks that a key is relative and has no `..` parts.

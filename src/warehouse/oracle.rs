@@ -236,6 +236,8 @@ mod driver {
         /// Connects with `oracle://user:password@host:port/service`.
         pub fn connect(url: &str) -> Result<Oracle> {
             let shown = redact_url(url);
+            let timeout = crate::warehouse::connect_timeout(url)?;
+            let url = &crate::secret::without_params(url, &[crate::warehouse::CONNECT_TIMEOUT]);
             let (auth, target) = match crate::secret::split_url(url) {
                 Some(crate::secret::UrlParts { userinfo_range: Some(ui), host_start, .. }) => {
                     (&url[ui], &url[host_start..])
@@ -250,9 +252,19 @@ mod driver {
             let (user, password) = (crate::secret::decode_userinfo(user), crate::secret::decode_userinfo(password));
             let config = oracledb::Config::default()
                 .set_credentials(&user, &password)
+                .set_transport_connect_timeout(Some(timeout))
                 .set_connect_string(target)
                 .map_err(|e| ora_err(e, &format!("read the Oracle connect string of {shown}")))?;
-            let conn = oracledb::connect(config).map_err(|e| ora_err(e, &format!("connect to {shown}")))?;
+            // The driver blocks; the whole connect and handshake get the
+            // limit (a connection still going after it is left to end).
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(oracledb::connect(config));
+            });
+            let conn = match rx.recv_timeout(timeout) {
+                Ok(r) => r.map_err(|e| ora_err(e, &format!("connect to {shown}")))?,
+                Err(_) => return Err(crate::warehouse::connect_timed_out(&shown, timeout, "Oracle")),
+            };
             let o = Oracle { conn, shown };
             o.exec("ALTER SESSION SET TIME_ZONE = '+00:00'", "set up the session")?;
             o.exec("ALTER SESSION SET NLS_TIMESTAMP_FORMAT = 'YYYY-MM-DD HH24:MI:SS.FF6'", "set up the session")?;

@@ -96,9 +96,9 @@ fn passwords_with_any_special_character_connect_and_are_never_shown() {
     let out = p.run_env(&["run", "ok"], &env);
     shown.push_str(&format!("{}{}", out.stdout, out.stderr));
     out.expect_code(0);
-    for i in 0..chars.len() {
-        assert_eq!(p.read(&format!("out/pg{i}.tsv")), format!("n\n{i}\n"), "{:?}", chars[i]);
-        assert_eq!(p.read(&format!("out/my{i}.tsv")), format!("n\n{i}\n"), "{:?}", chars[i]);
+    for (i, c) in chars.iter().enumerate() {
+        assert_eq!(p.read(&format!("out/pg{i}.tsv")), format!("n\n{i}\n"), "{c:?}");
+        assert_eq!(p.read(&format!("out/my{i}.tsv")), format!("n\n{i}\n"), "{c:?}");
     }
 
     // Both servers check the password: the wrong one is refused.
