@@ -175,7 +175,7 @@ pub fn today(project: &Project) -> String {
     chrono::Utc::now().with_timezone(&project.timezone()).date_naive().to_string()
 }
 
-/// The datasets a step updated: an ingest's dataset when it landed files, a
+/// The datasets a step updated: an ingest's dataset when it published a landing, a
 /// load's table when it loaded objects, the models, seeds and snapshots
 /// built, a clean step's output.
 pub fn datasets_updated(step: &StepConfig, out: &StepOutput) -> Vec<String> {
@@ -187,11 +187,8 @@ pub fn datasets_updated(step: &StepConfig, out: &StepOutput) -> Vec<String> {
     };
     match &step.kind {
         StepKind::Ingest(i) => {
-            if d["landed"].as_array().is_some_and(|a| !a.is_empty()) {
-                vec![crate::steps::ingest::dataset_of(step, i)]
-            } else {
-                Vec::new()
-            }
+            // A landing that was published (even of bytes stored before).
+            if d["manifest"].is_string() { vec![crate::steps::ingest::dataset_of(step, i)] } else { Vec::new() }
         }
         StepKind::Load(l) => {
             if d["objects"].as_array().is_some_and(|a| !a.is_empty()) {

@@ -105,7 +105,16 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 }
             }
             match &s.kind {
-                StepKind::Ingest(ing) => check_source(p, &mut d, &ing.source),
+                StepKind::Ingest(ing) => {
+                    // A file an export step of the pipeline writes exists once that step ran.
+                    let written = pl
+                        .steps
+                        .iter()
+                        .any(|o| matches!(&o.kind, StepKind::Export(e) if p.path(&e.path.v) == p.path(&ing.source.v)));
+                    if !written {
+                        check_source(p, &mut d, &ing.source)
+                    }
+                }
                 StepKind::Load(l) => {
                     check_conn(&mut d, &l.connection);
                     match pl.steps.iter().position(|x| x.name.v == l.from.v) {

@@ -47,6 +47,15 @@ pub trait ObjectStore: Send + Sync {
             }
         }
     }
+    /// Whether an object exists under the key.
+    fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+    /// Removes what writers that died left half-written (a killed run's
+    /// staging files); returns how many bytes it freed.
+    fn sweep_staging(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Every key under a prefix, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
     fn delete(&self, key: &str) -> Result<()>;

@@ -112,6 +112,12 @@ pub trait LoadTx {
     fn write(&mut self, batch: &RowBatch) -> Result<()>;
     /// Records rejected rows in `_sluice_rejects`, in the same transaction.
     fn write_rejects(&mut self, rejects: &[RowError]) -> Result<()>;
+    /// Ends one input file (`label` as errors name it). A merge applies that
+    /// file's rows here, so a later file's row wins over an earlier one's
+    /// with the same key; within one file a key must be unique.
+    fn end_input(&mut self, _label: &str) -> Result<()> {
+        Ok(())
+    }
     /// Records the loaded objects and publishes the rows, all at once.
     fn commit(self: Box<Self>, records: &[LoadRecord]) -> Result<()>;
     /// Leaves the target exactly as it was.
@@ -150,8 +156,24 @@ pub trait Warehouse: Send {
     fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>>;
     /// Starts a load transaction.
     fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>>;
-    /// The raw objects already loaded into a table.
+    /// The raw objects (and landings) already loaded into a table.
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>>;
+    /// Significant digits a decimal is stored exactly to, with the
+    /// warehouse's name, when that is fewer than a decimal column declares
+    /// (SQLite keeps non-integer decimals as 64-bit floats).
+    fn exact_decimal_digits(&self) -> Option<(u32, &'static str)> {
+        None
+    }
+    /// Takes this connection's turn to load into `table` if no other
+    /// connection has it; `false` when another has. The turn lasts until
+    /// the connection closes.
+    fn try_lock_loads(&mut self, _table: &str) -> Result<bool> {
+        Ok(true)
+    }
+    /// Waits for this connection's turn to load into `table`.
+    fn lock_loads(&mut self, _table: &str) -> Result<()> {
+        Ok(())
+    }
     /// Builds a table or a view from a model's rendered SELECT, replacing what
     /// was there in one step readers cannot see half of.
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()>;
@@ -307,6 +329,15 @@ pub fn spool_rejects(
         std::io::Write::write_all(w, &line).map_err(|e| Error::io("write", path, e))?;
     }
     Ok(())
+}
+
+/// The error for a merge whose input repeats keys (`dups`: the first few).
+pub fn repeated_merge_keys(label: &str, key: &[String], dups: &[String]) -> Error {
+    Error::DataMsg(format!(
+        "{label} has rows with the same merge key ({}) more than once: {}; within one file a key must be unique (across files the later file wins); nothing was loaded",
+        key.join(", "),
+        dups.join("; ")
+    ))
 }
 
 /// The name of the table that records loaded objects.

@@ -174,6 +174,16 @@ impl Mysql {
         Ok(m)
     }
 
+    /// A named lock, held by the session, for loads into `table` (names are
+    /// at most 64 characters: the table is hashed into it).
+    fn load_lock(&mut self, table: &str, timeout_s: u32) -> Result<bool> {
+        use sha2::Digest;
+        let sha = crate::storage::raw::hex(&sha2::Sha256::digest(format!("{}.{table}", self.database)));
+        let sql = format!("SELECT GET_LOCK('sluice_load_{}', {timeout_s})", &sha[..40]);
+        let rows = self.rows(&sql, &format!("take a turn to load into `{table}`"))?;
+        Ok(rows.first().and_then(|r| r[0].as_deref()) == Some("1"))
+    }
+
     fn conn(&mut self) -> &mut Conn {
         self.conn.as_mut().expect("the connection is here outside LOAD DATA")
     }
@@ -466,6 +476,7 @@ impl Warehouse for Mysql {
             cols.join(", ")
         );
         let mut tx = MyLoad {
+            load_sql: sql.clone(),
             my: self,
             table: target.table.to_string(),
             columns: target.columns.iter().map(|c| c.name.clone()).collect(),
@@ -483,6 +494,19 @@ impl Warehouse for Mysql {
         };
         tx.start(sql);
         Ok(Box::new(tx))
+    }
+
+    fn try_lock_loads(&mut self, table: &str) -> Result<bool> {
+        self.load_lock(table, 0)
+    }
+
+    fn lock_loads(&mut self, table: &str) -> Result<()> {
+        // A year: GET_LOCK has no "forever" that every server version reads alike.
+        if self.load_lock(table, 31_536_000)? {
+            Ok(())
+        } else {
+            Err(Error::external(format!("timed out waiting for other loads into `{table}`"), true))
+        }
     }
 
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>> {
@@ -600,6 +624,8 @@ type LoadTask = tokio::task::JoinHandle<(Conn, std::result::Result<u16, mysql_as
 
 struct MyLoad<'a> {
     my: &'a mut Mysql,
+    /// The LOAD DATA statement (started again for each input of a merge).
+    load_sql: String,
     table: String,
     columns: Vec<String>,
     mode: LoadMode,
@@ -698,6 +724,9 @@ impl MyLoad<'_> {
 
 impl LoadTx for MyLoad<'_> {
     fn write(&mut self, batch: &RowBatch) -> Result<()> {
+        if self.sender.is_none() {
+            self.start(self.load_sql.clone());
+        }
         for r in 0..batch.len() {
             self.rows_sent += 1;
             let line = batch.lines[r];
@@ -725,38 +754,48 @@ impl LoadTx for MyLoad<'_> {
         })
     }
 
-    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
-        self.send()?;
-        self.finish_load()?;
+    fn end_input(&mut self, label: &str) -> Result<()> {
+        if self.mode != LoadMode::Merge {
+            return Ok(());
+        }
+        if self.sender.is_some() {
+            self.send()?;
+            self.finish_load()?;
+        }
         let t = quote(&self.table);
-        if self.mode == LoadMode::Merge {
-            let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
-            let stage = quote(STAGE);
-            let dups = self.my.rows(
-                &format!(
-                    "SELECT CONCAT_WS(', ', {k}) FROM {stage} GROUP BY {k} HAVING COUNT(*) > 1 LIMIT 5",
-                    k = keys.join(", ")
-                ),
-                "check merge keys",
-            )?;
-            if !dups.is_empty() {
-                let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
-                return Err(Error::DataMsg(format!(
-                    "the source has rows with the same merge key ({}) more than once: {}; nothing was loaded",
-                    self.key.join(", "),
-                    list.join("; ")
-                )));
-            }
-            let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
-            let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
-            self.my.run(
-                &format!("DELETE t FROM {t} t JOIN {stage} s ON {}", cond.join(" AND ")),
-                "merge the staged rows",
-            )?;
-            self.my.run(
-                &format!("INSERT INTO {t} ({c}) SELECT {c} FROM {stage}", c = cols.join(", ")),
-                "merge the staged rows",
-            )?;
+        let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
+        let stage = quote(STAGE);
+        let dups = self.my.rows(
+            &format!(
+                "SELECT CONCAT_WS(', ', {k}) FROM {stage} GROUP BY {k} HAVING COUNT(*) > 1 LIMIT 5",
+                k = keys.join(", ")
+            ),
+            "check merge keys",
+        )?;
+        if !dups.is_empty() {
+            let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
+            return Err(super::repeated_merge_keys(label, &self.key, &list));
+        }
+        let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
+        let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
+        self.my
+            .run(&format!("DELETE t FROM {t} t JOIN {stage} s ON {}", cond.join(" AND ")), "merge the staged rows")?;
+        self.my.run(
+            &format!("INSERT INTO {t} ({c}) SELECT {c} FROM {stage}", c = cols.join(", ")),
+            "merge the staged rows",
+        )?;
+        // Not TRUNCATE: it would end the transaction.
+        self.my.run(&format!("DELETE FROM {stage}"), "empty the staging table")?;
+        // Row numbers in the server's warnings start again with the next input.
+        self.rows_sent = 0;
+        self.runs.clear();
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        if self.sender.is_some() {
+            self.send()?;
+            self.finish_load()?;
         }
         if let Some((path, w)) = self.spool.take() {
             let res = (|| {
@@ -813,6 +852,7 @@ impl LoadTx for MyLoad<'_> {
                 }
             }
             LoadMode::Replace => {
+                let t = quote(&self.table);
                 self.my.run("COMMIT", "commit the new table")?;
                 let new = format!("{}{NEW_SUFFIX}", self.table);
                 let old = format!("{}__sluice_old", self.table);

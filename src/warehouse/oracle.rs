@@ -495,6 +495,7 @@ mod driver {
                 into_sql: insert_sql(&into, target.columns),
                 merge_sql: (target.mode == LoadMode::Merge)
                     .then(|| merge_sql(target.table, &into, target.columns, target.key)),
+                stage: quote(&into),
                 run_id: target.run_id.to_string(),
                 open: true,
             }))
@@ -551,6 +552,8 @@ mod driver {
         table: String,
         into_sql: String,
         merge_sql: Option<String>,
+        /// The staging table, quoted (a merge's).
+        stage: String,
         run_id: String,
         open: bool,
     }
@@ -641,10 +644,17 @@ mod driver {
             Ok(())
         }
 
-        fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        fn end_input(&mut self, _label: &str) -> Result<()> {
+            // Each input is merged on its own, so a later file wins; MERGE
+            // itself refuses a key repeated within one (ORA-30926).
             if let Some(m) = &self.merge_sql {
                 self.ora.exec(m, "merge the staged rows")?;
+                self.ora.exec(&format!("DELETE FROM {}", self.stage), "empty the staging table")?;
             }
+            Ok(())
+        }
+
+        fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
             for r in records {
                 let rows = r.rows as i64;
                 self.ora

@@ -617,6 +617,25 @@ impl Warehouse for Postgres {
         Ok(Box::new(tx))
     }
 
+    fn try_lock_loads(&mut self, table: &str) -> Result<bool> {
+        // The same key as the load transaction's own lock (advisory locks of
+        // one session nest), held by the session until it ends.
+        let key = format!("sluice:load:{}", self.naming().relation(table));
+        let rows = self
+            .rt
+            .block_on(self.client.query("SELECT pg_try_advisory_lock(hashtext($1))", &[&key]))
+            .map_err(|e| pg_err(e, &format!("take a turn to load into `{table}`")))?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    fn lock_loads(&mut self, table: &str) -> Result<()> {
+        let key = format!("sluice:load:{}", self.naming().relation(table));
+        self.rt
+            .block_on(self.client.execute("SELECT pg_advisory_lock(hashtext($1))", &[&key]))
+            .map_err(|e| pg_err(e, &format!("wait for other loads into `{table}`")))?;
+        Ok(())
+    }
+
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>> {
         if self.relkind(LOADS_TABLE)?.is_none() {
             return Ok(BTreeSet::new());
@@ -825,6 +844,12 @@ impl PgLoad<'_> {
             }
             self.oids.push(*oid);
         }
+        self.start_copy()
+    }
+
+    /// Starts the COPY into `into` (again after a merge applied an input).
+    fn start_copy(&mut self) -> Result<()> {
+        let n = self.pg.naming();
         let quoted: Vec<String> = self.columns.iter().map(|c| n.quote(c)).collect();
         let into = if self.into == STAGE { n.quote(STAGE) } else { n.relation(&self.into) };
         let format = if self.pg.text_copy { "" } else { " (FORMAT binary)" };
@@ -867,6 +892,9 @@ impl PgLoad<'_> {
 
 impl LoadTx for PgLoad<'_> {
     fn write(&mut self, batch: &RowBatch) -> Result<()> {
+        if self.sink.is_none() {
+            self.start_copy()?;
+        }
         let width = self.columns.len() as i16;
         for r in 0..batch.len() {
             let row = batch.row(r);
@@ -905,10 +933,46 @@ impl LoadTx for PgLoad<'_> {
         })
     }
 
-    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
-        self.finish_copy()?;
+    fn end_input(&mut self, label: &str) -> Result<()> {
+        if self.mode != LoadMode::Merge {
+            return Ok(());
+        }
+        if self.sink.is_some() {
+            self.finish_copy()?;
+        }
         let n = self.pg.naming();
         let t = n.relation(&self.table);
+        let keys: Vec<String> = self.key.iter().map(|k| n.quote(k)).collect();
+        let stage = n.quote(STAGE);
+        let dups = self.pg.query_strings(
+            &format!(
+                "SELECT concat_ws(', ', {k}) FROM {stage} GROUP BY {k} HAVING count(*) > 1 LIMIT 5",
+                k = keys.iter().map(|k| format!("{k}::text")).collect::<Vec<_>>().join(", ")
+            ),
+            &[],
+            "check merge keys",
+        )?;
+        if !dups.is_empty() {
+            let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
+            return Err(super::repeated_merge_keys(label, &self.key, &list));
+        }
+        let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
+        let cols: Vec<String> = self.columns.iter().map(|c| n.quote(c)).collect();
+        self.pg.batch(
+            &format!(
+                "DELETE FROM {t} t USING {stage} s WHERE {}; INSERT INTO {t} ({c}) SELECT {c} FROM {stage}; TRUNCATE {stage};",
+                cond.join(" AND "),
+                c = cols.join(", ")
+            ),
+            "merge the staged rows",
+        )
+    }
+
+    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        if self.sink.is_some() {
+            self.finish_copy()?;
+        }
+        let n = self.pg.naming();
         match self.mode {
             LoadMode::Replace => {
                 let new = format!("{}{NEW_SUFFIX}", self.table);
@@ -922,36 +986,7 @@ impl LoadTx for PgLoad<'_> {
                         .map_err(|e| pg_err(e, "reset load records"))?;
                 }
             }
-            LoadMode::Merge => {
-                let keys: Vec<String> = self.key.iter().map(|k| n.quote(k)).collect();
-                let stage = n.quote(STAGE);
-                let dups = self.pg.query_strings(
-                    &format!(
-                        "SELECT concat_ws(', ', {k}) FROM {stage} GROUP BY {k} HAVING count(*) > 1 LIMIT 5",
-                        k = keys.iter().map(|k| format!("{k}::text")).collect::<Vec<_>>().join(", ")
-                    ),
-                    &[],
-                    "check merge keys",
-                )?;
-                if !dups.is_empty() {
-                    let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
-                    return Err(Error::DataMsg(format!(
-                        "the source has rows with the same merge key ({}) more than once: {}; nothing was loaded",
-                        self.key.join(", "),
-                        list.join("; ")
-                    )));
-                }
-                let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
-                let cols: Vec<String> = self.columns.iter().map(|c| n.quote(c)).collect();
-                self.pg.batch(
-                    &format!(
-                        "DELETE FROM {t} t USING {stage} s WHERE {}; INSERT INTO {t} ({c}) SELECT {c} FROM {stage};",
-                        cond.join(" AND "),
-                        c = cols.join(", ")
-                    ),
-                    "merge the staged rows",
-                )?;
-            }
+            LoadMode::Merge => {}
             LoadMode::Append => {}
         }
         if let Some((path, w)) = self.spool.take() {

@@ -25,6 +25,7 @@ mod connect;
 mod db;
 mod examples;
 mod exit_codes;
+mod landing;
 mod load;
 mod orchestrate;
 mod run;

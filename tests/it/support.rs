@@ -172,6 +172,22 @@ path = "out/t.tsv"
     p
 }
 
+/// Every file under a folder, as paths.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(files_under(&e.path()));
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
 /// A free TCP port on loopback (bound and released; another process could
 /// take it in between, which is unlikely on a test machine).
 pub fn free_port() -> u16 {
