@@ -181,10 +181,21 @@ pub fn infer(
                             first = false;
                             expect = Some(rec.len());
                             if is_header {
-                                for f in rec.iter() {
+                                for (i, f) in rec.iter().enumerate() {
                                     let h = std::str::from_utf8(f)
-                                        .map_err(|_| format!("{name}:1: the header is not valid UTF-8"))?;
-                                    cands.push(Candidate::new(h.trim()));
+                                        .map_err(|_| format!("{name}:1: the header is not valid UTF-8"))?
+                                        .trim();
+                                    if h.is_empty() {
+                                        return Err(format!("{name}:1: field {} of the header has no name", i + 1));
+                                    }
+                                    if let Some(j) = cands.iter().position(|c| c.name == h) {
+                                        return Err(format!(
+                                            "{name}:1: the header names column `{h}` twice (fields {} and {})",
+                                            j + 1,
+                                            i + 1
+                                        ));
+                                    }
+                                    cands.push(Candidate::new(h));
                                 }
                             } else {
                                 for i in 0..rec.len() {

@@ -982,6 +982,11 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
 fn decode_load(t: &mut Fields, cx: &mut Cx) -> Option<LoadStep> {
     let from = t.req(cx, "from");
     let table: Option<Spanned<String>> = t.req(cx, "table");
+    if let Some(tb) = &table
+        && tb.v.trim().is_empty()
+    {
+        cx.error(span(&tb.loc), "`table` is empty: name the table to load into");
+    }
     let connection = t.opt(cx, "connection");
     let file: Option<Spanned<String>> = t.opt(cx, "schema");
     let inline = t.node("columns").and_then(|n| decode_columns(n, cx));

@@ -340,6 +340,17 @@ pub fn repeated_merge_keys(label: &str, key: &[String], dups: &[String]) -> Erro
     ))
 }
 
+/// Refuses a table name no warehouse can hold (empty, blank, or with a NUL).
+pub fn check_table_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::user("the table name is empty: name a table (--table NAME, or `table = \"NAME\"`)"));
+    }
+    if name.contains('\0') {
+        return Err(Error::user(format!("the table name {name:?} holds a NUL character")));
+    }
+    Ok(())
+}
+
 /// The name of the table that records loaded objects.
 pub const LOADS_TABLE: &str = "_sluice_loads";
 /// The name of the table that keeps quarantined rows.

@@ -118,8 +118,9 @@ pub struct LoadReport {
 
 /// Loads every input into the table in one transaction.
 pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &Arc<dyn Meter>) -> Result<LoadReport> {
-    let Some(first) = inputs.first() else { return Ok(LoadReport::default()) };
     let table = spec.table.as_str();
+    crate::warehouse::check_table_name(table)?;
+    let Some(first) = inputs.first() else { return Ok(LoadReport::default()) };
     let existing = wh.table_schema(table)?;
     if existing.is_none() && !spec.create {
         return Err(Error::user(format!(

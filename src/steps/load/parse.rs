@@ -266,6 +266,22 @@ fn header_names<'a>(label: &str, fields: impl Iterator<Item = &'a [u8]>) -> Resu
             }
         }
     }
+    if let Some(i) = names.iter().position(String::is_empty) {
+        return Err(Error::DataMsg(format!(
+            "{label}:1: field {} of the header has no name; every column needs one (the header is: {})",
+            i + 1,
+            names.join(",")
+        )));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if let Some(j) = names[..i].iter().position(|m| m == n) {
+            return Err(Error::DataMsg(format!(
+                "{label}:1: the header names column `{n}` twice (fields {} and {}); column names must be unique",
+                j + 1,
+                i + 1
+            )));
+        }
+    }
     Ok(names)
 }
 
