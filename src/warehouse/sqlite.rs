@@ -13,7 +13,7 @@ use super::{
     Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE, RowSink,
     Warehouse, build_table_sql, format_scaled,
 };
-use crate::error::{Error, Result, RowError};
+use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
 use crate::types::{Cell, Column, ColumnType, RowBatch, Schema, Val};
 
@@ -171,28 +171,24 @@ fn create_table_sql(table: &str, schema: &Schema) -> String {
     format!("CREATE TABLE {} ({})", quote(table), cols.join(", "))
 }
 
-/// Maps a SQLite error to the crate's kinds: busy/locked is retryable, I/O is
-/// the system's, and anything about the SQL is the user's to fix.
+/// Maps a SQLite error to the crate's error, keeping SQLite's extended result
+/// code as data (it decides the kind: busy/locked may pass on a retry, I/O
+/// is the system's, constraints are the data's, the rest is about the SQL).
 pub fn sql_err(e: rusqlite::Error, what: &str) -> Error {
     match &e {
         rusqlite::Error::SqliteFailure(f, msg) => {
             let detail = msg.clone().unwrap_or_else(|| f.to_string());
-            match f.code {
+            let message = match f.code {
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                    Error::external(format!("cannot {what}: the database is busy ({detail})"), true)
+                    format!("cannot {what}: the database is busy ({detail})")
                 }
-                ErrorCode::CannotOpen
-                | ErrorCode::ReadOnly
-                | ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::PermissionDenied
-                | ErrorCode::DatabaseCorrupt
-                | ErrorCode::NotADatabase => Error::external(format!("cannot {what}: {detail}"), false),
-                ErrorCode::ConstraintViolation => Error::DataMsg(format!("cannot {what}: {detail}")),
-                _ => Error::user(format!("cannot {what}: {detail}")),
-            }
+                _ => format!("cannot {what}: {detail}"),
+            };
+            Error::Db { message, code: DbCode::Sqlite(f.extended_code) }
         }
-        rusqlite::Error::SqlInputError { msg, .. } => Error::user(format!("cannot {what}: {msg}")),
+        rusqlite::Error::SqlInputError { error, msg, .. } => {
+            Error::Db { message: format!("cannot {what}: {msg}"), code: DbCode::Sqlite(error.extended_code) }
+        }
         _ => Error::external(format!("cannot {what}: {e}"), false),
     }
 }

@@ -40,13 +40,16 @@ macro_rules! per_s3 {
 
 mod bad_input;
 mod check;
+mod connect;
 mod db;
 mod examples;
+mod exit_codes;
 mod landing;
 mod load;
 mod orchestrate;
 mod run;
 mod s3;
+mod secrets;
 mod state;
 mod support;
 mod transform;

@@ -240,6 +240,15 @@ pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until a sluice API at `addr` is ready (`/readyz` answers 200: it
+/// listens and its state store answers).
+#[track_caller]
+pub fn wait_ready(addr: &str) {
+    wait_for(60, &format!("the API at {addr} to be ready"), || {
+        std::net::TcpStream::connect(addr).is_ok() && http("GET", addr, "/readyz", None).0 == 200
+    });
+}
+
 /// A sluice service started by a test, killed when dropped. Its output goes
 /// to a file, shown when a test fails.
 pub struct Service {
