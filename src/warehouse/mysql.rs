@@ -21,9 +21,9 @@ use super::{
     Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
     RowSink, Warehouse, build_table_sql,
 };
-use crate::error::{Error, Result, RowError};
+use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
-use crate::secret::redact_url;
+use crate::secret::{redact_url, url_for_driver, without_params};
 use crate::types::{Column, ColumnType, RowBatch, Schema, Val};
 
 pub struct Mysql {
@@ -54,20 +54,14 @@ impl super::Interrupt for MyInterrupt {
     }
 }
 
-/// Maps a driver error to the crate's kinds, by MySQL error code.
+/// Maps a driver error to the crate's error, keeping MySQL's error number and
+/// SQLSTATE as data (they decide the kind and whether a retry may help).
 pub fn my_err(e: mysql_async::Error, what: &str) -> Error {
     match &e {
-        mysql_async::Error::Server(s) => {
-            let msg = format!("cannot {what}: {} (MySQL error {}, SQLSTATE {})", s.message, s.code, s.state);
-            match s.code {
-                1205 | 1213 | 1040 | 1053 | 1152 | 1158..=1161 | 2002 | 2003 | 2006 | 2013 => {
-                    Error::external(msg, true)
-                }
-                1044 | 1045 | 1227 | 1698 => Error::external(msg, false),
-                1048 | 1062 | 1264 | 1265 | 1292 | 1366 | 1406 | 1451 | 1452 => Error::DataMsg(msg),
-                _ => Error::user(msg),
-            }
-        }
+        mysql_async::Error::Server(s) => Error::Db {
+            message: format!("cannot {what}: {} (MySQL error {}, SQLSTATE {})", s.message, s.code, s.state),
+            code: DbCode::MySql { number: s.code, sqlstate: s.state.clone() },
+        },
         mysql_async::Error::Io(_) => Error::external(format!("cannot {what}: {e}"), true),
         mysql_async::Error::Url(_) => Error::user(format!("cannot {what}: {e}")),
         _ => Error::external(format!("cannot {what}: {e}"), false),
@@ -172,12 +166,16 @@ fn escape(b: &[u8], out: &mut BytesMut) {
 }
 
 impl Mysql {
-    /// Connects with a `mysql://` (or `mariadb://`) URL.
+    /// Connects with a `mysql://` (or `mariadb://`) URL. Extra parameter:
+    /// `connect_timeout=SECONDS` (the longest the connection and its
+    /// handshake may take, default 10).
     pub fn connect(url: &str) -> Result<Mysql> {
         let shown = redact_url(url);
+        let timeout = super::connect_timeout(url)?;
+        let url = url_for_driver(&without_params(url, &[super::CONNECT_TIMEOUT]));
         let u = match url.strip_prefix("mariadb://") {
             Some(rest) => format!("mysql://{rest}"),
-            None => url.to_string(),
+            None => url.clone(),
         };
         let opts = Opts::from_url(&u).map_err(|e| Error::user(format!("invalid MySQL URL {shown}: {e}")))?;
         let database = opts
@@ -186,7 +184,9 @@ impl Mysql {
             .ok_or_else(|| Error::user(format!("the MySQL URL {shown} names no database: add /DBNAME")))?;
         let opts = OptsBuilder::from_opts(opts).prefer_socket(false).stmt_cache_size(16);
         let rt = super::runtime();
-        let conn = rt.block_on(Conn::new(opts.clone())).map_err(|e| my_err(e, &format!("connect to {shown}")))?;
+        let conn = super::block_on_within(&rt, timeout, Conn::new(opts.clone()))
+            .ok_or_else(|| super::connect_timed_out(&shown, timeout, "MySQL or MariaDB"))?
+            .map_err(|e| my_err(e, &format!("connect to {shown}")))?;
         let interrupt = std::sync::Arc::new(MyInterrupt { rt: rt.clone(), opts: opts.into(), id: conn.id() });
         let mut m = Mysql { rt, conn: Some(conn), shown, database, interrupt };
         m.run(
@@ -194,6 +194,16 @@ impl Mysql {
             "set up the session",
         )?;
         Ok(m)
+    }
+
+    /// A named lock, held by the session, for loads into `table` (names are
+    /// at most 64 characters: the table is hashed into it).
+    fn load_lock(&mut self, table: &str, timeout_s: u32) -> Result<bool> {
+        use sha2::Digest;
+        let sha = crate::storage::raw::hex(&sha2::Sha256::digest(format!("{}.{table}", self.database)));
+        let sql = format!("SELECT GET_LOCK('sluice_load_{}', {timeout_s})", &sha[..40]);
+        let rows = self.rows(&sql, &format!("take a turn to load into `{table}`"))?;
+        Ok(rows.first().and_then(|r| r[0].as_deref()) == Some("1"))
     }
 
     fn conn(&mut self) -> &mut Conn {
@@ -488,6 +498,7 @@ impl Warehouse for Mysql {
             cols.join(", ")
         );
         let mut tx = MyLoad {
+            load_sql: sql.clone(),
             my: self,
             table: target.table.to_string(),
             columns: target.columns.iter().map(|c| c.name.clone()).collect(),
@@ -505,6 +516,19 @@ impl Warehouse for Mysql {
         };
         tx.start(sql);
         Ok(Box::new(tx))
+    }
+
+    fn try_lock_loads(&mut self, table: &str) -> Result<bool> {
+        self.load_lock(table, 0)
+    }
+
+    fn lock_loads(&mut self, table: &str) -> Result<()> {
+        // A year: GET_LOCK has no "forever" that every server version reads alike.
+        if self.load_lock(table, 31_536_000)? {
+            Ok(())
+        } else {
+            Err(Error::external(format!("timed out waiting for other loads into `{table}`"), true))
+        }
     }
 
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>> {
@@ -626,6 +650,8 @@ type LoadTask = tokio::task::JoinHandle<(Conn, std::result::Result<u16, mysql_as
 
 struct MyLoad<'a> {
     my: &'a mut Mysql,
+    /// The LOAD DATA statement (started again for each input of a merge).
+    load_sql: String,
     table: String,
     columns: Vec<String>,
     mode: LoadMode,
@@ -724,6 +750,9 @@ impl MyLoad<'_> {
 
 impl LoadTx for MyLoad<'_> {
     fn write(&mut self, batch: &RowBatch) -> Result<()> {
+        if self.sender.is_none() {
+            self.start(self.load_sql.clone());
+        }
         for r in 0..batch.len() {
             self.rows_sent += 1;
             let line = batch.lines[r];
@@ -751,38 +780,48 @@ impl LoadTx for MyLoad<'_> {
         })
     }
 
-    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
-        self.send()?;
-        self.finish_load()?;
+    fn end_input(&mut self, label: &str) -> Result<()> {
+        if self.mode != LoadMode::Merge {
+            return Ok(());
+        }
+        if self.sender.is_some() {
+            self.send()?;
+            self.finish_load()?;
+        }
         let t = quote(&self.table);
-        if self.mode == LoadMode::Merge {
-            let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
-            let stage = quote(STAGE);
-            let dups = self.my.rows(
-                &format!(
-                    "SELECT CONCAT_WS(', ', {k}) FROM {stage} GROUP BY {k} HAVING COUNT(*) > 1 LIMIT 5",
-                    k = keys.join(", ")
-                ),
-                "check merge keys",
-            )?;
-            if !dups.is_empty() {
-                let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
-                return Err(Error::DataMsg(format!(
-                    "the source has rows with the same merge key ({}) more than once: {}; nothing was loaded",
-                    self.key.join(", "),
-                    list.join("; ")
-                )));
-            }
-            let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
-            let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
-            self.my.run(
-                &format!("DELETE t FROM {t} t JOIN {stage} s ON {}", cond.join(" AND ")),
-                "merge the staged rows",
-            )?;
-            self.my.run(
-                &format!("INSERT INTO {t} ({c}) SELECT {c} FROM {stage}", c = cols.join(", ")),
-                "merge the staged rows",
-            )?;
+        let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
+        let stage = quote(STAGE);
+        let dups = self.my.rows(
+            &format!(
+                "SELECT CONCAT_WS(', ', {k}) FROM {stage} GROUP BY {k} HAVING COUNT(*) > 1 LIMIT 5",
+                k = keys.join(", ")
+            ),
+            "check merge keys",
+        )?;
+        if !dups.is_empty() {
+            let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
+            return Err(super::repeated_merge_keys(label, &self.key, &list));
+        }
+        let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
+        let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
+        self.my
+            .run(&format!("DELETE t FROM {t} t JOIN {stage} s ON {}", cond.join(" AND ")), "merge the staged rows")?;
+        self.my.run(
+            &format!("INSERT INTO {t} ({c}) SELECT {c} FROM {stage}", c = cols.join(", ")),
+            "merge the staged rows",
+        )?;
+        // Not TRUNCATE: it would end the transaction.
+        self.my.run(&format!("DELETE FROM {stage}"), "empty the staging table")?;
+        // Row numbers in the server's warnings start again with the next input.
+        self.rows_sent = 0;
+        self.runs.clear();
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        if self.sender.is_some() {
+            self.send()?;
+            self.finish_load()?;
         }
         if let Some((path, w)) = self.spool.take() {
             let res = (|| {
@@ -839,6 +878,7 @@ impl LoadTx for MyLoad<'_> {
                 }
             }
             LoadMode::Replace => {
+                let t = quote(&self.table);
                 self.my.run("COMMIT", "commit the new table")?;
                 let new = format!("{}{NEW_SUFFIX}", self.table);
                 let old = format!("{}__sluice_old", self.table);
