@@ -279,6 +279,10 @@ fn run_task(
     }
     let outcome = match result {
         Ok((summary, output, datasets)) => Outcome::Success { summary, output, datasets },
+        // Stopped because its run was cancelled: the task is cancelled, not failed.
+        Err(_) if cancel.reason() == Some(StopReason::Cancelled) => {
+            Outcome::Cancelled { why: "stopped: the run was cancelled".into() }
+        }
         // The task is the step: its name in front of the error says nothing more.
         Err(Error::Context { context, source }) if context.starts_with("step `") => Outcome::from(*source),
         Err(e) => Outcome::from(e),
@@ -288,6 +292,7 @@ fn run_task(
             log_task("info", who, task, &format!("succeeded in {:.3}s: {summary}", took.as_secs_f64()))
         }
         Outcome::Failure { error, .. } => log_task("error", who, task, &format!("failed: {error}")),
+        Outcome::Cancelled { why } => log_task("warn", who, task, why),
     }
     match persist(who, "record a task's result", unrecorded, || state.finish(&c, &outcome)) {
         Ok(true) => {}

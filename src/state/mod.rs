@@ -115,8 +115,19 @@ pub struct Claim {
 /// How an attempt ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Success { summary: String, output: serde_json::Value, datasets: Vec<String> },
-    Failure { error: String, retryable: bool },
+    Success {
+        summary: String,
+        output: serde_json::Value,
+        datasets: Vec<String>,
+    },
+    Failure {
+        error: String,
+        retryable: bool,
+    },
+    /// The run was cancelled while the step ran, and the step stopped.
+    Cancelled {
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -589,6 +600,15 @@ impl State {
                         failed_step = Some(c.step.as_str());
                     }
                 }
+                Outcome::Cancelled { why } => {
+                    t.exec(
+                        "UPDATE sluice_tasks SET status = 'cancelled', finished_at = $3, lease_owner = NULL, \
+                         lease_until = NULL, error = $4 WHERE run_id = $1 AND step = $2",
+                        &[V::from(&c.run_id), V::from(&c.step), V::Int(now), V::from(why)],
+                    )?;
+                    end_attempt(t, c, now, "cancelled", Some(why))?;
+                    log_tx(t, &c.run_id, &c.step, c.attempt, "warn", why, now)?;
+                }
             }
             advance(t, &c.run_id, &c.pipeline, failed_step, running, now)?;
             Ok(true)
@@ -853,7 +873,9 @@ impl State {
         self.tx(|t| {
             let (summary, output, error) = match outcome {
                 Some(Outcome::Success { summary, output, .. }) => (Some(summary.clone()), Some(output.to_string()), None),
-                Some(Outcome::Failure { error, .. }) => (None, None, Some(error.clone())),
+                Some(Outcome::Failure { error, .. }) | Some(Outcome::Cancelled { why: error }) => {
+                    (None, None, Some(error.clone()))
+                }
                 None => (None, None, None),
             };
             t.exec(

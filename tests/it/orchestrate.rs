@@ -296,6 +296,9 @@ retries = 3
     });
     let tasks = json(&http("GET", &addr, &format!("/api/runs/{id2}/tasks"), None).1);
     assert_eq!(tasks["tasks"][0]["error"], "stopped: the run was cancelled");
+    // Issue 11, item 23: the running task ends cancelled, as the docs say, not failed.
+    assert_eq!(tasks["tasks"][0]["status"], "cancelled", "{tasks}");
+    assert_eq!(tasks["tasks"][0]["attempts"][0]["status"], "cancelled", "{tasks}");
     assert_eq!(tasks["tasks"][1]["status"], "cancelled");
     assert_eq!(http("POST", &addr, &format!("/api/runs/{id2}/cancel"), None).0, 409);
 
