@@ -127,7 +127,7 @@ pub fn token(a: TokenArgs) -> Result<i32> {
                 crate::serve::api::check_new_token(&name, &scope, expires_in.as_deref()).map_err(Error::user)?;
             let s = state(&project, &st)?;
             let (row, token) = s.create_token(&name, scope.name(), expires_at)?;
-            eprintln!(
+            errln!(
                 "created token {} `{}` with scope {}{}; it is shown once, keep it secret:",
                 row.id,
                 row.name,

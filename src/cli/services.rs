@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::orchestrate::log::log;
-use crate::orchestrate::runs::{Shared, new_run, open_state};
-use crate::orchestrate::schedule::{Timing, parse_time, rfc3339, show_in};
+use crate::orchestrate::runs::{Shared, new_run, open_state, open_state_pending, wait_for_state};
+use crate::orchestrate::schedule::{Timing, backfill_fires, parse_time, rfc3339, show_in};
 use crate::orchestrate::scheduler::{SchedulerConfig, run_scheduler};
 use crate::orchestrate::worker::{Shutdown, WorkerConfig, default_id, run_worker};
 use crate::project::TriggerKind;
@@ -21,6 +21,20 @@ pub struct StateArgs {
     /// The state store: sqlite://PATH or postgres://… ([state] url in sluice.toml, else .sluice/state.db).
     #[arg(long = "state", env = "SLUICE_STATE_URL", value_name = "URL", hide_env_values = true)]
     pub state: Option<String>,
+}
+
+/// How long a service waits for a state store that does not answer yet.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateWaitArgs {
+    /// How long to wait for the state store at start (a server still
+    /// starting, a database not created yet), trying again with backoff;
+    /// 0 fails at once.
+    #[arg(long = "state-wait", env = "SLUICE_STATE_WAIT", default_value = "5m", value_parser = parse_wait, value_name = "DURATION")]
+    pub state_wait: Duration,
+}
+
+fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
+    if s.trim() == "0" { Ok(Duration::ZERO) } else { parse_dur(s) }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -37,7 +51,7 @@ pub struct WorkerArgs {
     pub slots: usize,
     /// How long a claimed task is held without a heartbeat; a task of a worker
     /// that died is retried elsewhere after this.
-    #[arg(long, default_value = "30s", value_parser = parse_dur)]
+    #[arg(long, env = "SLUICE_LEASE", default_value = "30s", value_parser = parse_dur)]
     pub lease: Duration,
     /// On SIGTERM, how long running tasks get to finish before they are handed back.
     #[arg(long, default_value = "30s", value_parser = parse_dur)]
@@ -67,6 +81,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]
+    pub wait: StateWaitArgs,
+    #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
@@ -78,6 +94,8 @@ pub struct SchedulerArgs {
     pub project: ProjectArgs,
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub wait: StateWaitArgs,
     /// The longest the scheduler sleeps between looks at the triggers.
     #[arg(long, default_value = "1s", value_parser = parse_dur)]
     pub tick: Duration,
@@ -90,6 +108,8 @@ pub struct WorkerCmdArgs {
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]
+    pub wait: StateWaitArgs,
+    #[command(flatten)]
     pub worker: WorkerArgs,
 }
 
@@ -99,6 +119,8 @@ pub struct ApiArgs {
     pub project: ProjectArgs,
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub wait: StateWaitArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
 }
@@ -141,30 +163,13 @@ pub struct BackfillArgs {
 
 /// Stops `shutdown` on SIGTERM or SIGINT; a second signal exits at once.
 fn on_signals(shutdown: Shutdown) {
-    std::thread::spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(_) => return,
-        };
-        rt.block_on(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-                return;
-            };
-            for n in 0.. {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                if n == 0 {
-                    log("info", "sluice", "stopping (a second signal stops at once)");
-                    shutdown.begin();
-                } else {
-                    std::process::exit(130);
-                }
-            }
-        });
-    });
+    super::on_signals(
+        move || {
+            log("info", "sluice", "stopping (a second signal stops at once)");
+            shutdown.begin();
+        },
+        || {},
+    );
 }
 
 fn open(project: &ProjectArgs, state: &StateArgs) -> Result<(Arc<Shared>, Arc<State>)> {
@@ -173,50 +178,109 @@ fn open(project: &ProjectArgs, state: &StateArgs) -> Result<(Arc<Shared>, Arc<St
     Ok((Arc::new(shared), Arc::new(st)))
 }
 
+/// The project and the state store of a service, the store not reached yet.
+fn open_service(project: &ProjectArgs, state: &StateArgs) -> Result<(Arc<Shared>, Arc<State>)> {
+    let shared = Shared::open(&project.project)?;
+    let st = open_state_pending(&shared.get().project, state.state.as_deref())?;
+    Ok((Arc::new(shared), Arc::new(st)))
+}
+
 pub fn serve(a: ServeArgs) -> Result<i32> {
-    let (project, state) = open(&a.project, &a.state)?;
+    let (project, state) = open_service(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
     let wcfg = a.worker.config();
     let res = std::thread::scope(|s| {
-        let sched = {
+        // The API answers at once (/healthz, and /readyz 503 until the state
+        // store does); the scheduler and the worker start once it answers.
+        let work = {
             let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
-            s.spawn(move || run_scheduler(state, project, SchedulerConfig::default(), shutdown))
-        };
-        let worker = {
-            let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
-            s.spawn(move || run_worker(state, project, wcfg, shutdown))
+            s.spawn(move || -> Result<()> {
+                let waited = wait_for_state(&state, a.wait.state_wait, "sluice", &shutdown);
+                if waited.is_err() || shutdown.is_set() {
+                    shutdown.begin();
+                    return waited;
+                }
+                std::thread::scope(|s| {
+                    let sched = {
+                        let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
+                        s.spawn(move || run_scheduler(state, project, SchedulerConfig::default(), shutdown))
+                    };
+                    let worker = {
+                        let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
+                        s.spawn(move || run_worker(state, project, wcfg, shutdown))
+                    };
+                    let w = worker.join().unwrap_or_else(|_| Err(Error::internal("the worker panicked")));
+                    let sc = sched.join().unwrap_or_else(|_| Err(Error::internal("the scheduler panicked")));
+                    w.and(sc)
+                })
+            })
         };
         let api = crate::serve::serve(state.clone(), project.clone(), &a.listen.listen, shutdown.clone());
         // The API returns on shutdown, or at once when it cannot listen.
         shutdown.begin();
-        let w = worker.join().unwrap_or_else(|_| Err(Error::internal("the worker panicked")));
-        let sc = sched.join().unwrap_or_else(|_| Err(Error::internal("the scheduler panicked")));
-        api.and(w).and(sc)
+        let w = work.join().unwrap_or_else(|_| Err(Error::internal("the scheduler or the worker panicked")));
+        api.and(w)
     });
     res.map(|_| 0)
 }
 
+/// Waits for the state store, then runs `f`; the service ends quietly when
+/// stopped while it waits.
+fn when_ready(
+    state: &State,
+    wait: &StateWaitArgs,
+    who: &str,
+    shutdown: &Shutdown,
+    f: impl FnOnce() -> Result<()>,
+) -> Result<i32> {
+    wait_for_state(state, wait.state_wait, who, shutdown)?;
+    if shutdown.is_set() {
+        return Ok(0);
+    }
+    f().map(|_| 0)
+}
+
 pub fn scheduler(a: SchedulerArgs) -> Result<i32> {
-    let (project, state) = open(&a.project, &a.state)?;
+    let (project, state) = open_service(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
     let cfg = SchedulerConfig { tick: a.tick, ..SchedulerConfig::default() };
-    run_scheduler(state, project, cfg, shutdown).map(|_| 0)
+    let st = state.clone();
+    when_ready(&st, &a.wait, "scheduler", &shutdown.clone(), move || run_scheduler(state, project, cfg, shutdown))
 }
 
 pub fn worker(a: WorkerCmdArgs) -> Result<i32> {
-    let (project, state) = open(&a.project, &a.state)?;
+    let (project, state) = open_service(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
-    run_worker(state, project, a.worker.config(), shutdown).map(|_| 0)
+    let st = state.clone();
+    let cfg = a.worker.config();
+    when_ready(&st, &a.wait, "worker", &shutdown.clone(), move || run_worker(state, project, cfg, shutdown))
 }
 
 pub fn api(a: ApiArgs) -> Result<i32> {
-    let (project, state) = open(&a.project, &a.state)?;
+    let (project, state) = open_service(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
-    crate::serve::serve(state, project, &a.listen.listen, shutdown).map(|_| 0)
+    std::thread::scope(|s| {
+        // The API answers at once; /readyz says 503 until the store answers,
+        // and the API stops if it does not within the limit.
+        let waiter = {
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            s.spawn(move || {
+                let r = wait_for_state(&state, a.wait.state_wait, "api", &shutdown);
+                if r.is_err() {
+                    shutdown.begin();
+                }
+                r
+            })
+        };
+        let served = crate::serve::serve(state.clone(), project, &a.listen.listen, shutdown.clone());
+        shutdown.begin();
+        let waited = waiter.join().unwrap_or_else(|_| Err(Error::internal("the wait for the state store panicked")));
+        waited.and(served).map(|_| 0)
+    })
 }
 
 pub fn next(a: NextArgs) -> Result<i32> {
@@ -237,16 +301,16 @@ pub fn next(a: NextArgs) -> Result<i32> {
             match Timing::of(t, tz) {
                 Some(timing) => {
                     let timing = timing?;
-                    println!("{}: {}", pl.name.v, timing.describe());
+                    outln!("{}: {}", pl.name.v, timing.describe());
                     let mut at = from;
                     for _ in 0..a.count {
                         match timing.next_after(at) {
                             Some(n) => {
-                                println!("  {}  {}", rfc3339(n), show_in(n, timing.zone()));
+                                outln!("  {}  {}", rfc3339(n), show_in(n, timing.zone()));
                                 at = n;
                             }
                             None => {
-                                println!("  (no more fires)");
+                                outln!("  (no more fires)");
                                 break;
                             }
                         }
@@ -254,16 +318,16 @@ pub fn next(a: NextArgs) -> Result<i32> {
                 }
                 None => match &t.kind {
                     TriggerKind::OnDataset(d) => {
-                        println!("{}: when dataset `{}` is updated (by any pipeline's step)", pl.name.v, d.v)
+                        outln!("{}: when dataset `{}` is updated (by any pipeline's step)", pl.name.v, d.v)
                     }
-                    TriggerKind::OnNewObjects(o) => println!("{}: when new files appear under `{}`", pl.name.v, o.v),
+                    TriggerKind::OnNewObjects(o) => outln!("{}: when new files appear under `{}`", pl.name.v, o.v),
                     _ => {}
                 },
             }
         }
     }
     if !any {
-        println!("no triggers: pipelines run when started (sluice run, the API or the dashboard)");
+        outln!("no triggers: pipelines run when started (sluice run, the API or the dashboard)");
     }
     Ok(0)
 }
@@ -281,12 +345,11 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
     if to < from {
         return Err(Error::user(format!("--to {to} is before --from {from}")));
     }
-    let start = parse_time(&from.to_string(), tz)? - 1;
-    let end = parse_time(&(to + chrono::Days::new(1)).to_string(), tz)? - 1;
-    // The fires of the pipeline's first time-based trigger; without one, one run a day.
+    // The fires of the pipeline's first time-based trigger whose logical
+    // dates are in the range; without one, one run a day.
     let timing = pl.triggers.iter().find_map(|t| Timing::of(t, tz)).transpose()?;
     let fires: Vec<(i64, String)> = match &timing {
-        Some(t) => t.fires_between(start, end, 100_000).into_iter().map(|f| (f, t.logical_date(f, tz))).collect(),
+        Some(t) => backfill_fires(t, from, to, tz, 100_000),
         None => from
             .iter_days()
             .take_while(|d| *d <= to)
@@ -294,7 +357,7 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
             .collect::<Result<_>>()?,
     };
     if fires.is_empty() {
-        println!("no fires of `{}` between {from} and {to}", pl.name.v);
+        outln!("no fires of `{}` between {from} and {to}", pl.name.v);
         return Ok(0);
     }
     let mut ids = Vec::new();
@@ -305,7 +368,7 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
         }
     }
     let limit = pl.max_active_runs.map(|n| format!(", at most {n} at a time")).unwrap_or_default();
-    println!(
+    outln!(
         "queued {} run(s) of `{}` for {from} … {to}{limit} ({} already queued before)",
         ids.len(),
         pl.name.v,
@@ -335,7 +398,7 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
                         failed += 1;
                     }
                     let err = r.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
-                    println!("{} {:<9} run {}{err}", r.logical_date, r.status, r.id);
+                    outln!("{} {:<9} run {}{err}", r.logical_date, r.status, r.id);
                 }
             }
             shutdown.sleep(Duration::from_millis(200));
@@ -344,6 +407,6 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
         w.join().unwrap_or_else(|_| Err(Error::internal("the worker panicked")))?;
         Ok(failed)
     })?;
-    println!("backfill of `{}`: {} run(s), {failed} failed", pl.name.v, ids.len());
+    outln!("backfill of `{}`: {} run(s), {failed} failed", pl.name.v, ids.len());
     Ok(if failed == 0 { 0 } else { 1 })
 }

@@ -163,7 +163,7 @@ pub struct LogList {
     pub logs: Vec<LogLine>,
 }
 
-/// 200 while the process runs.
+/// 200 while the process runs (also while it waits for the state store).
 #[utoipa::path(get, path = "/healthz", tag = "ops", security(()),
     responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
@@ -182,6 +182,10 @@ pub struct Ready {
         (status = 200, description = "ready", body = Ready),
         (status = 503, description = "the state store does not answer", body = Ready)))]
 pub async fn readyz(AxState(app): AxState<App>) -> Response {
+    if !app.state.is_ready() {
+        let why = app.state.last_error().unwrap_or_else(|| "not reached yet".into());
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Ready { state_store: why })).into_response();
+    }
     let state = app.state.clone();
     match blocking(move || state.pipelines()).await {
         Ok(_) => Json(Ready { state_store: "ok".into() }).into_response(),

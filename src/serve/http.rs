@@ -247,6 +247,20 @@ pub async fn guard(AxState(app): AxState<App>, req: Request, next: Next) -> Resp
     next.run(req).await
 }
 
+/// Until the state store has answered once (a service that started before
+/// it), every route but `/healthz`, `/readyz` and the dashboard's files
+/// answers 503 with why.
+pub async fn until_ready(AxState(app): AxState<App>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let open = matches!(path, "/healthz" | "/readyz" | "/" | "/ui" | "/ui/") || path.starts_with("/assets/");
+    if app.state.is_ready() || open {
+        return next.run(req).await;
+    }
+    let why = app.state.last_error().map(|e| format!(": {e}")).unwrap_or_default();
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the state store {} is not ready yet{why}", app.state.describe()))
+        .into_response()
+}
+
 /// `%XX` escapes decoded.
 pub fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();

@@ -6,7 +6,8 @@
 //!
 //! Every request passes, outermost first: `json_errors` (every error is
 //! `{"error": …}` JSON), the request metrics, `cors`, `guard` (header limit,
-//! browser rules, NUL/UTF-8 checks), `authenticate` (token, session or
+//! browser rules, NUL/UTF-8 checks), `until_ready` (503 until the state
+//! store has answered once), `authenticate` (token, session or
 //! anonymous; rate limit), the body limit, then its route. Routes declare
 //! the scope they need in their signature (`auth::Read` …).
 
@@ -142,6 +143,7 @@ pub fn router(state: Arc<State>, project: Arc<Shared>, access: Access) -> axum::
         .fallback(api::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(limits.body))
         .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), http::until_ready))
         .layer(axum::middleware::from_fn_with_state(app.clone(), http::guard))
         .layer(axum::middleware::from_fn_with_state(app.clone(), http::cors))
         .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track))

@@ -79,7 +79,10 @@ pub fn open(url: &str, base: &Path) -> Result<Store> {
     if url.starts_with("s3://") {
         return Ok(Arc::new(s3::S3Store::open(url)?));
     }
-    Err(Error::user(format!("unsupported storage URL \"{url}\": use file://DIR or s3://bucket/prefix")))
+    Err(Error::user(format!(
+        "unsupported storage URL \"{}\": use file://DIR or s3://bucket/prefix",
+        crate::secret::redact_url(url)
+    )))
 }
 
 /// Checks that a key is relative and has no `..` parts.

@@ -130,6 +130,13 @@ pub trait RowSink {
     fn row(&mut self, vals: &[Val]) -> Result<()>;
 }
 
+/// Stops, from another thread, what a connection is running on its server:
+/// PostgreSQL's cancel request, MariaDB's `KILL QUERY` from a second
+/// connection, SQLite's interrupt. Harmless when the connection is idle.
+pub trait Interrupt: Send + Sync {
+    fn interrupt(&self);
+}
+
 /// A connection to a warehouse.
 pub trait Warehouse: Send {
     fn backend(&self) -> Backend;
@@ -179,6 +186,11 @@ pub trait Warehouse: Send {
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()>;
     /// The SQL dialect, for what the model layer generates itself.
     fn dialect(&self) -> &'static dyn Dialect;
+    /// What stops this connection's work on the server (`None`: it cannot
+    /// be stopped from outside; a stopped step then ends after its statement).
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn Interrupt>> {
+        None
+    }
     /// Runs a query whose placeholders (written with [`Dialect::param`]) are
     /// bound to `params`, never formatted into the SQL; streams its rows.
     /// The columns it selects are wrapped with [`Dialect::as_text`].
@@ -389,13 +401,55 @@ pub fn naming_for(url: &Secret) -> Naming {
     match scheme {
         "mysql" | "mariadb" => Naming { open: '`', close: '`', schema: None },
         "postgres" | "postgresql" => {
-            let schema = u
-                .split_once('?')
-                .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("schema=").map(str::to_string)));
+            let schema =
+                crate::secret::url_params(u).into_iter().find(|(k, _)| *k == "schema").map(|(_, v)| v.to_string());
             Naming { open: '"', close: '"', schema }
         }
         _ => Naming { open: '"', close: '"', schema: None },
     }
+}
+
+/// The URL parameter that bounds a connection and its handshake.
+pub const CONNECT_TIMEOUT: &str = "connect_timeout";
+/// How long a connection and its handshake may take unless the URL's
+/// `connect_timeout` says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The URL's `connect_timeout=SECONDS` (a number, fractions allowed), else
+/// the default.
+pub fn connect_timeout(url: &str) -> Result<std::time::Duration> {
+    match crate::secret::url_params(url).into_iter().rev().find(|(k, _)| *k == CONNECT_TIMEOUT) {
+        None => Ok(DEFAULT_CONNECT_TIMEOUT),
+        Some((_, v)) => match v.parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
+            _ => Err(Error::user(format!(
+                "invalid {CONNECT_TIMEOUT}={v} in {}: a number of seconds greater than 0, e.g. {CONNECT_TIMEOUT}=5",
+                crate::secret::redact_url(url)
+            ))),
+        },
+    }
+}
+
+/// Runs `f` on `rt` for at most `limit` (`None`: it did not finish in time).
+pub fn block_on_within<F: std::future::Future>(
+    rt: &tokio::runtime::Handle,
+    limit: std::time::Duration,
+    f: F,
+) -> Option<F::Output> {
+    // The timer is made inside the runtime, which it needs.
+    rt.block_on(async move { tokio::time::timeout(limit, f).await.ok() })
+}
+
+/// The error of a connection that did not complete its handshake in time:
+/// nothing answered, or what answered does not speak `protocol`.
+pub fn connect_timed_out(shown: &str, timeout: std::time::Duration, protocol: &str) -> Error {
+    Error::external(
+        format!(
+            "cannot connect to {shown}: no {protocol} handshake within {}s ({CONNECT_TIMEOUT}); check that a {protocol} server listens at that host and port (raise the limit with ?{CONNECT_TIMEOUT}=SECONDS)",
+            timeout.as_secs_f64()
+        ),
+        true,
+    )
 }
 
 /// Connects to the warehouse a URL names. Relative SQLite paths are under `base`.
@@ -510,6 +564,47 @@ pub fn format_scaled(f: f64, scale: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11, item 8: any password connects, whether it came from a
+    /// `${env:…}` value (encoded when substituted) or was written raw in
+    /// the URL (encoded on the way to the driver); both drivers read back
+    /// exactly the password.
+    #[test]
+    fn any_password_reaches_both_drivers_whole() {
+        use crate::secret::{encode_userinfo, url_for_driver};
+        use std::str::FromStr;
+        for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ é€".chars() {
+            let pw = format!("p@ss:w/rd?#%{c}x{c}");
+            for written in [encode_userinfo(&pw), pw.clone()] {
+                let url = url_for_driver(&format!("postgres://app:{written}@127.0.0.1:5432/test"));
+                let cfg = tokio_postgres::Config::from_str(&url).unwrap_or_else(|e| panic!("{pw:?}: {e}"));
+                assert_eq!(cfg.get_password(), Some(pw.as_bytes()), "{pw:?}");
+                assert_eq!(cfg.get_user(), Some("app"));
+                assert_eq!(cfg.get_dbname(), Some("test"));
+                assert_eq!(cfg.get_ports(), &[5432]);
+                let url = url_for_driver(&format!("mysql://app:{written}@127.0.0.1:3306/shop"));
+                let opts = mysql_async::Opts::from_url(&url).unwrap_or_else(|e| panic!("{pw:?}: {e}"));
+                assert_eq!(opts.pass(), Some(pw.as_str()), "{pw:?}");
+                assert_eq!(opts.user(), Some("app"));
+                assert_eq!(opts.db_name(), Some("shop"));
+                assert_eq!(opts.tcp_port(), 3306);
+            }
+        }
+    }
+
+    #[test]
+    fn connect_timeout_comes_from_the_url() {
+        assert_eq!(connect_timeout("postgres://h/db").unwrap(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(
+            connect_timeout("mysql://h/db?connect_timeout=2.5").unwrap(),
+            std::time::Duration::from_millis(2500)
+        );
+        let e = connect_timeout("mysql://u:pw@h/db?connect_timeout=soon").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid connect_timeout=soon in mysql://u:***@h/db?connect_timeout=soon: a number of seconds greater than 0, e.g. connect_timeout=5"
+        );
+    }
 
     #[test]
     fn floats_print_like_sql_clients() {

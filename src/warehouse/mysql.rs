@@ -21,9 +21,9 @@ use super::{
     Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
     RowSink, Warehouse, build_table_sql,
 };
-use crate::error::{Error, Result, RowError};
+use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
-use crate::secret::redact_url;
+use crate::secret::{redact_url, url_for_driver, without_params};
 use crate::types::{Column, ColumnType, RowBatch, Schema, Val};
 
 pub struct Mysql {
@@ -31,22 +31,37 @@ pub struct Mysql {
     conn: Option<Conn>,
     shown: String,
     database: String,
+    /// Kills the running statement from a second connection.
+    interrupt: std::sync::Arc<dyn super::Interrupt>,
 }
 
-/// Maps a driver error to the crate's kinds, by MySQL error code.
+/// `KILL QUERY` for one session, sent on a connection of its own.
+struct MyInterrupt {
+    rt: Handle,
+    opts: Opts,
+    id: u32,
+}
+
+impl super::Interrupt for MyInterrupt {
+    fn interrupt(&self) {
+        let (opts, id) = (self.opts.clone(), self.id);
+        self.rt.spawn(async move {
+            if let Ok(mut c) = Conn::new(opts).await {
+                let _ = c.query_drop(format!("KILL QUERY {id}")).await;
+                let _ = c.disconnect().await;
+            }
+        });
+    }
+}
+
+/// Maps a driver error to the crate's error, keeping MySQL's error number and
+/// SQLSTATE as data (they decide the kind and whether a retry may help).
 pub fn my_err(e: mysql_async::Error, what: &str) -> Error {
     match &e {
-        mysql_async::Error::Server(s) => {
-            let msg = format!("cannot {what}: {} (MySQL error {}, SQLSTATE {})", s.message, s.code, s.state);
-            match s.code {
-                1205 | 1213 | 1040 | 1053 | 1152 | 1158..=1161 | 2002 | 2003 | 2006 | 2013 => {
-                    Error::external(msg, true)
-                }
-                1044 | 1045 | 1227 | 1698 => Error::external(msg, false),
-                1048 | 1062 | 1264 | 1265 | 1292 | 1366 | 1406 | 1451 | 1452 => Error::DataMsg(msg),
-                _ => Error::user(msg),
-            }
-        }
+        mysql_async::Error::Server(s) => Error::Db {
+            message: format!("cannot {what}: {} (MySQL error {}, SQLSTATE {})", s.message, s.code, s.state),
+            code: DbCode::MySql { number: s.code, sqlstate: s.state.clone() },
+        },
         mysql_async::Error::Io(_) => Error::external(format!("cannot {what}: {e}"), true),
         mysql_async::Error::Url(_) => Error::user(format!("cannot {what}: {e}")),
         _ => Error::external(format!("cannot {what}: {e}"), false),
@@ -151,12 +166,16 @@ fn escape(b: &[u8], out: &mut BytesMut) {
 }
 
 impl Mysql {
-    /// Connects with a `mysql://` (or `mariadb://`) URL.
+    /// Connects with a `mysql://` (or `mariadb://`) URL. Extra parameter:
+    /// `connect_timeout=SECONDS` (the longest the connection and its
+    /// handshake may take, default 10).
     pub fn connect(url: &str) -> Result<Mysql> {
         let shown = redact_url(url);
+        let timeout = super::connect_timeout(url)?;
+        let url = url_for_driver(&without_params(url, &[super::CONNECT_TIMEOUT]));
         let u = match url.strip_prefix("mariadb://") {
             Some(rest) => format!("mysql://{rest}"),
-            None => url.to_string(),
+            None => url.clone(),
         };
         let opts = Opts::from_url(&u).map_err(|e| Error::user(format!("invalid MySQL URL {shown}: {e}")))?;
         let database = opts
@@ -165,8 +184,11 @@ impl Mysql {
             .ok_or_else(|| Error::user(format!("the MySQL URL {shown} names no database: add /DBNAME")))?;
         let opts = OptsBuilder::from_opts(opts).prefer_socket(false).stmt_cache_size(16);
         let rt = super::runtime();
-        let conn = rt.block_on(Conn::new(opts)).map_err(|e| my_err(e, &format!("connect to {shown}")))?;
-        let mut m = Mysql { rt, conn: Some(conn), shown, database };
+        let conn = super::block_on_within(&rt, timeout, Conn::new(opts.clone()))
+            .ok_or_else(|| super::connect_timed_out(&shown, timeout, "MySQL or MariaDB"))?
+            .map_err(|e| my_err(e, &format!("connect to {shown}")))?;
+        let interrupt = std::sync::Arc::new(MyInterrupt { rt: rt.clone(), opts: opts.into(), id: conn.id() });
+        let mut m = Mysql { rt, conn: Some(conn), shown, database, interrupt };
         m.run(
             "SET time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY', NAMES utf8mb4",
             "set up the session",
@@ -522,6 +544,10 @@ impl Warehouse for Mysql {
 
     fn dialect(&self) -> &'static dyn Dialect {
         &MysqlDialect
+    }
+
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
+        Some(self.interrupt.clone())
     }
 }
 

@@ -18,9 +18,9 @@ use super::{
     Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
     RowSink, Warehouse, build_table_sql,
 };
-use crate::error::{Error, Result, RowError};
+use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
-use crate::secret::redact_url;
+use crate::secret::{redact_url, url_for_driver, url_params, without_params};
 use crate::types::{Cell, Column, ColumnType, RowBatch, Schema, Val};
 
 pub struct Postgres {
@@ -30,6 +30,25 @@ pub struct Postgres {
     schema: Option<String>,
     /// Text COPY instead of binary (for comparison in benchmarks).
     text_copy: bool,
+    /// Cancels the running statement (a cancel request on a new connection).
+    interrupt: std::sync::Arc<dyn super::Interrupt>,
+}
+
+/// PostgreSQL's cancel request for one session.
+struct PgInterrupt {
+    rt: Handle,
+    token: tokio_postgres::CancelToken,
+}
+
+impl super::Interrupt for PgInterrupt {
+    fn interrupt(&self) {
+        // Sent from the runtime: the caller may be any thread, even one
+        // that runs inside a runtime of its own.
+        let token = self.token.clone();
+        self.rt.spawn(async move {
+            let _ = token.cancel_query(NoTls).await;
+        });
+    }
 }
 
 /// A table column from the catalog: name, type OID, type modifier, not null.
@@ -58,7 +77,8 @@ mod oid {
 const PG_EPOCH_DAYS: i64 = 10_957;
 const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * 86_400_000_000;
 
-/// Maps a driver error to the crate's kinds, by SQLSTATE class.
+/// Maps a driver error to the crate's error, keeping the SQLSTATE as data
+/// (its class decides the kind and whether a retry may help).
 pub fn pg_err(e: tokio_postgres::Error, what: &str) -> Error {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code().to_string();
@@ -72,15 +92,7 @@ pub fn pg_err(e: tokio_postgres::Error, what: &str) -> Error {
         if let Some(w) = db.where_() {
             msg.push_str(&format!("; at {w}"));
         }
-        let class = &code[..2];
-        return match class {
-            "08" | "53" | "57" | "58" => Error::external(msg, true),
-            "40" => Error::external(msg, true),
-            "22" | "23" => Error::DataMsg(msg),
-            "28" => Error::external(msg, false),
-            "3D" | "3F" => Error::user(msg),
-            _ => Error::user(msg),
-        };
+        return Error::Db { message: msg, code: DbCode::SqlState(code) };
     }
     if e.is_closed() {
         return Error::external(format!("cannot {what}: the connection to PostgreSQL was closed"), true);
@@ -96,46 +108,46 @@ pub fn pg_err(e: tokio_postgres::Error, what: &str) -> Error {
 pub fn create_schema(rt: &Handle, client: &Client, quoted: &str) -> Result<()> {
     match rt.block_on(client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))) {
         Ok(()) => Ok(()),
-        Err(e) if e.code().is_some_and(|c| c.code() == "23505" || c.code() == "42P06") => Ok(()),
-        Err(e) => Err(pg_err(e, &format!("create schema {quoted}"))),
+        Err(e) => match pg_err(e, &format!("create schema {quoted}")) {
+            e if e.db_code().is_some_and(|c| c.is_unique_violation() || c.is_duplicate_object()) => Ok(()),
+            e => Err(e),
+        },
     }
 }
 
 impl Postgres {
     /// Connects with a `postgres://` URL. Extra parameters: `schema=NAME` (where
-    /// tables live; created if missing), `copy=text` (text COPY).
+    /// tables live; created if missing), `copy=text` (text COPY),
+    /// `connect_timeout=SECONDS` (the longest the connection and its
+    /// handshake may take, default 10).
     pub fn connect(url: &str) -> Result<Postgres> {
         let shown = redact_url(url);
-        let (base, params) = match url.split_once('?') {
-            Some((b, q)) => (b.to_string(), q.to_string()),
-            None => (url.to_string(), String::new()),
-        };
-        let mut keep = Vec::new();
         let mut schema = None;
         let mut text_copy = false;
-        for kv in params.split('&').filter(|s| !s.is_empty()) {
-            match kv.split_once('=') {
-                Some(("schema", v)) => schema = Some(v.to_string()),
-                Some(("copy", v)) => text_copy = v == "text",
-                _ => keep.push(kv),
+        for (k, v) in url_params(url) {
+            match k {
+                "schema" => schema = Some(v.to_string()),
+                "copy" => text_copy = v == "text",
+                _ => {}
             }
         }
-        let pg_url = if keep.is_empty() { base } else { format!("{base}?{}", keep.join("&")) };
+        let timeout = super::connect_timeout(url)?;
+        let pg_url = url_for_driver(&without_params(url, &["schema", "copy", super::CONNECT_TIMEOUT]));
         let mut config = tokio_postgres::Config::from_str(&pg_url)
             .map_err(|e| Error::user(format!("invalid PostgreSQL URL {shown}: {e}")))?;
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
-        }
+        config.connect_timeout(timeout);
         let rt = super::runtime();
-        let (client, conn) =
-            rt.block_on(config.connect(NoTls)).map_err(|e| pg_err(e, &format!("connect to {shown}")))?;
+        let (client, conn) = super::block_on_within(&rt, timeout, config.connect(NoTls))
+            .ok_or_else(|| super::connect_timed_out(&shown, timeout, "PostgreSQL"))?
+            .map_err(|e| pg_err(e, &format!("connect to {shown}")))?;
         rt.spawn(async move {
             let _ = conn.await;
         });
-        let mut pg = Postgres { rt, client, shown, schema, text_copy };
+        let interrupt = std::sync::Arc::new(PgInterrupt { rt: rt.clone(), token: client.cancel_token() });
+        let mut pg = Postgres { rt, client, shown, schema, text_copy, interrupt };
         let mut setup = String::from(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1;",
         );
@@ -623,7 +635,10 @@ impl Warehouse for Postgres {
             ),
             "create the load records table",
         )
-        .or_else(|e| if e.to_string().contains("23505") { Ok(()) } else { Err(e) })?;
+        .or_else(|e| {
+            // Two processes creating it at once: the loser's duplicate is not an error.
+            if e.db_code().is_some_and(|c| c.is_unique_violation() || c.is_duplicate_object()) { Ok(()) } else { Err(e) }
+        })?;
         }
         self.batch("BEGIN", "start a transaction")?;
         let mut tx = PgLoad {
@@ -729,6 +744,10 @@ impl Warehouse for Postgres {
 
     fn dialect(&self) -> &'static dyn Dialect {
         &PgDialect
+    }
+
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
+        Some(self.interrupt.clone())
     }
 }
 

@@ -13,7 +13,7 @@ use super::{
     Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE, RowSink,
     Warehouse, build_table_sql, format_scaled,
 };
-use crate::error::{Error, Result, RowError};
+use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
 use crate::types::{Cell, Column, ColumnType, RowBatch, Schema, Val};
 
@@ -24,6 +24,18 @@ pub struct Sqlite {
     path: Option<std::path::PathBuf>,
     /// This connection's turn to load (a lock on a file beside the database).
     load_lock: Option<std::fs::File>,
+    interrupt: std::sync::Arc<LiteInterrupt>,
+}
+
+/// SQLite's interrupt: the running statement fails with SQLITE_INTERRUPT,
+/// and a wait for the load lock gives up.
+struct LiteInterrupt(rusqlite::InterruptHandle, std::sync::atomic::AtomicBool);
+
+impl super::Interrupt for LiteInterrupt {
+    fn interrupt(&self) {
+        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.interrupt();
+    }
 }
 
 impl Sqlite {
@@ -49,7 +61,8 @@ impl Sqlite {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768;",
         )
         .map_err(|e| sql_err(e, &format!("set up {url}")))?;
-        Ok(Sqlite { conn, shown: url.to_string(), path: file, load_lock: None })
+        let interrupt = std::sync::Arc::new(LiteInterrupt(conn.get_interrupt_handle(), Default::default()));
+        Ok(Sqlite { conn, shown: url.to_string(), path: file, load_lock: None, interrupt })
     }
 
     /// Takes the lock file's lock (waiting for it when `wait`); `false` when
@@ -70,10 +83,10 @@ impl Sqlite {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
-        let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+        // Waiting polls, so a step asked to stop stops waiting too.
         loop {
             // SAFETY: the descriptor is open for the duration of the call.
-            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 self.load_lock = Some(f);
                 return Ok(true);
             }
@@ -81,6 +94,12 @@ impl Sqlite {
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+                Some(libc::EWOULDBLOCK) => {
+                    if self.interrupt.1.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(Error::external("stopped while waiting for another load to finish", true));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
                 _ => return Err(Error::io("lock", &path, e)),
             }
         }
@@ -171,28 +190,24 @@ fn create_table_sql(table: &str, schema: &Schema) -> String {
     format!("CREATE TABLE {} ({})", quote(table), cols.join(", "))
 }
 
-/// Maps a SQLite error to the crate's kinds: busy/locked is retryable, I/O is
-/// the system's, and anything about the SQL is the user's to fix.
+/// Maps a SQLite error to the crate's error, keeping SQLite's extended result
+/// code as data (it decides the kind: busy/locked may pass on a retry, I/O
+/// is the system's, constraints are the data's, the rest is about the SQL).
 pub fn sql_err(e: rusqlite::Error, what: &str) -> Error {
     match &e {
         rusqlite::Error::SqliteFailure(f, msg) => {
             let detail = msg.clone().unwrap_or_else(|| f.to_string());
-            match f.code {
+            let message = match f.code {
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                    Error::external(format!("cannot {what}: the database is busy ({detail})"), true)
+                    format!("cannot {what}: the database is busy ({detail})")
                 }
-                ErrorCode::CannotOpen
-                | ErrorCode::ReadOnly
-                | ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::PermissionDenied
-                | ErrorCode::DatabaseCorrupt
-                | ErrorCode::NotADatabase => Error::external(format!("cannot {what}: {detail}"), false),
-                ErrorCode::ConstraintViolation => Error::DataMsg(format!("cannot {what}: {detail}")),
-                _ => Error::user(format!("cannot {what}: {detail}")),
-            }
+                _ => format!("cannot {what}: {detail}"),
+            };
+            Error::Db { message, code: DbCode::Sqlite(f.extended_code) }
         }
-        rusqlite::Error::SqlInputError { msg, .. } => Error::user(format!("cannot {what}: {msg}")),
+        rusqlite::Error::SqlInputError { error, msg, .. } => {
+            Error::Db { message: format!("cannot {what}: {msg}"), code: DbCode::Sqlite(error.extended_code) }
+        }
         _ => Error::external(format!("cannot {what}: {e}"), false),
     }
 }
@@ -407,6 +422,10 @@ impl Warehouse for Sqlite {
 
     fn dialect(&self) -> &'static dyn Dialect {
         &SqliteDialect
+    }
+
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
+        Some(self.interrupt.clone())
     }
 }
 

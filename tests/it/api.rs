@@ -4,7 +4,7 @@
 //! NUL bytes, bad UTF-8, bad query strings, wrong methods, dates out of range.
 
 use crate::db::{Kind, TestDb};
-use crate::support::{Service, TestProject, free_port, request, wait_for};
+use crate::support::{Service, TestProject, free_port, request, wait_for, wait_ready};
 
 per_backend!(
     [sqlite => Sqlite, postgres => Postgres]
@@ -21,7 +21,7 @@ fn api(kind: Kind) -> (TestProject, Option<TestDb>, Service, String) {
     p.write("pipelines/p.toml", "[[steps]]\nname = \"a\"\nkind = \"empty\"\n");
     let addr = format!("127.0.0.1:{}", free_port());
     let svc = Service::start(p.path(), "api", &["api", "--listen", &addr], &[]);
-    wait_for(30, "the API", || std::net::TcpStream::connect(&addr).is_ok());
+    wait_ready(&addr);
     (p, db, svc, addr)
 }
 
@@ -132,7 +132,7 @@ fn listening_beyond_loopback_warns_that_there_is_no_authentication() {
     q.write("sluice.toml", "name = \"t\"\n");
     let port = free_port();
     let mut svc = Service::start(q.path(), "api", &["api", "--listen", &format!("0.0.0.0:{port}")], &[]);
-    wait_for(30, "the API", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_ready(&format!("127.0.0.1:{port}"));
     let a = request(&format!("127.0.0.1:{port}"), "GET /api/runs", b"");
     assert_eq!(a.error(401).split(':').next(), Some("this needs a token with scope `read`"));
     assert_eq!(svc.stop(10), Some(0));
@@ -142,7 +142,7 @@ fn listening_beyond_loopback_warns_that_there_is_no_authentication() {
     p.write("sluice.toml", "name = \"t\"\n[auth]\nanonymous = \"trigger\"\n");
     let port = free_port();
     let mut svc = Service::start(p.path(), "api", &["api", "--listen", &format!("0.0.0.0:{port}")], &[]);
-    wait_for(30, "the API", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_ready(&format!("127.0.0.1:{port}"));
     wait_for(10, "the warning", || svc.output().contains("NO AUTHENTICATION"));
     let out = svc.output();
     assert!(out.contains("WARN  api: the API listens on 0.0.0.0:"), "{out}");

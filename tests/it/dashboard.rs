@@ -6,7 +6,7 @@
 //! (into docs/screenshots/ with SLUICE_SCREENSHOTS=1, else into the test's
 //! folder). The tools come from `.ci/tools.sh`; a missing one fails the test.
 
-use crate::support::{Service, TestProject, free_port, wait_for};
+use crate::support::{Service, TestProject, free_port, wait_ready};
 
 #[test]
 fn dashboard_runs_the_retail_pipeline_and_charts_what_the_database_holds() {
@@ -23,7 +23,7 @@ fn dashboard_runs_the_retail_pipeline_and_charts_what_the_database_holds() {
     let token = out.stdout.trim().to_string();
     let addr = format!("127.0.0.1:{}", free_port());
     let _svc = Service::start(p.path(), "serve", &["serve", "--listen", &addr, "--grace", "1s"], &[]);
-    wait_for(30, "the API", || std::net::TcpStream::connect(&addr).is_ok());
+    wait_ready(&addr);
     let shots = if std::env::var("SLUICE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         root.join("docs/screenshots")
     } else {

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use crate::db::{Kind, TestDb};
-use crate::support::{Answer, Service, TestProject, free_port, request, wait_for};
+use crate::support::{Answer, Service, TestProject, free_port, request, wait_for, wait_ready};
 
 per_backend!(
     [sqlite => Sqlite, postgres => Postgres]
@@ -117,7 +117,7 @@ impl Server {
         let (read, trigger, admin) = (token(&p, "read"), token(&p, "trigger"), token(&p, "admin"));
         let addr = format!("127.0.0.1:{}", free_port());
         let svc = Service::start(p.path(), "serve", &["serve", "--listen", &addr, "--grace", "1s"], &[]);
-        wait_for(30, "the API", || std::net::TcpStream::connect(&addr).is_ok());
+        wait_ready(&addr);
         Server { p, svc, addr, read, trigger, admin, _dbs: dbs }
     }
 
@@ -452,7 +452,7 @@ fn metrics_pass_promtool_and_services_log_json() {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut svc =
         Service::start(p.path(), "serve", &["--log-format", "json", "serve", "--listen", &addr, "--grace", "1s"], &[]);
-    wait_for(30, "the API", || std::net::TcpStream::connect(&addr).is_ok());
+    wait_ready(&addr);
     let trigger = token(&p, "trigger");
     let run = request(&addr, &format!("POST /run-etl\nAuthorization: Bearer {trigger}"), b"");
     assert_eq!(run.code, 201, "{run:?}");
