@@ -502,11 +502,33 @@ impl Warehouse for Mysql {
             }
             return self.run(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &what);
         }
+        // Two processes building the same table at once would share its new
+        // and old names: they take turns under a named lock (released when
+        // the build ends, or by the server when the connection closes).
+        let lock = format!("CONCAT('sluice:build:', MD5(CONCAT(DATABASE(), '.', {})))", Self::literal(name));
+        let got = self.rows(&format!("SELECT GET_LOCK({lock}, 86400)"), &format!("wait for another build of {name}"))?;
+        if got.first().and_then(|r| r[0].as_deref()) != Some("1") {
+            return Err(Error::external(format!("cannot build {name}: another build of it has run for a day"), true));
+        }
+        let res = self.build_table(name, &body, build);
+        let _ = self.run(&format!("DO RELEASE_LOCK({lock})"), "release the build lock");
+        res
+    }
+
+    fn dialect(&self) -> &'static dyn Dialect {
+        &MysqlDialect
+    }
+}
+
+impl Mysql {
+    /// Builds a table model under a new name and swaps it in.
+    fn build_table(&mut self, name: &str, body: &str, build: &Build<'_>) -> Result<()> {
+        let what = format!("build {name}");
         // DDL commits in MySQL: build under a new name, then one atomic RENAME.
         let new = format!("{name}{NEW_SUFFIX}");
         let old = format!("{name}__sluice_old");
         self.run(&format!("DROP TABLE IF EXISTS {}, {}", quote(&new), quote(&old)), "drop a stale build")?;
-        for s in build_table_sql(&MysqlDialect, &quote(&new), &body, build.contract) {
+        for s in build_table_sql(&MysqlDialect, &quote(&new), body, build.contract) {
             if let Err(e) = self.run(&s, &what) {
                 let _ = self.run(&format!("DROP TABLE IF EXISTS {}", quote(&new)), "drop the failed build");
                 return Err(e);
@@ -541,10 +563,6 @@ impl Warehouse for Mysql {
             }
             None => self.run(&format!("RENAME TABLE {} TO {}", quote(&new), quote(name)), &format!("swap in {name}")),
         }
-    }
-
-    fn dialect(&self) -> &'static dyn Dialect {
-        &MysqlDialect
     }
 }
 
