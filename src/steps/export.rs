@@ -119,8 +119,7 @@ pub fn run(ctx: &RunCtx, cfg: &ExportStep) -> Result<StepOutput> {
         ExportWhat::Query(q) => {
             let renderer =
                 crate::plan::renderer(ctx.project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
-            let mut resolve = WarehouseResolve::new(ctx.project, &ctx.plan.models, wh.naming());
-            resolve.run = ctx.run_vars();
+            let resolve = WarehouseResolve::new(ctx.project, &ctx.plan.models, wh.naming(), ctx.run_vars());
             let resolve = std::sync::Arc::new(resolve);
             let call = template::Call { resolve, this: String::new(), is_incremental: false };
             let r = renderer.render("query", &q.v, &call).map_err(|e| {

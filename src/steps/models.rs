@@ -30,7 +30,9 @@ pub struct WarehouseResolve {
 }
 
 impl WarehouseResolve {
-    pub fn new(project: &Project, graph: &ModelGraph, naming: Naming) -> Self {
+    /// Names for `naming`, rendering for `run` (the run's logical date, or
+    /// today in the project's zone outside a run: `outside_run`).
+    pub fn new(project: &Project, graph: &ModelGraph, naming: Naming, run: crate::template::RunVars) -> Self {
         WarehouseResolve {
             naming,
             ephemeral: graph
@@ -40,7 +42,7 @@ impl WarehouseResolve {
                 .map(|n| n.name.clone())
                 .collect(),
             source_schema: project.meta.sources.iter().map(|s| (s.name.v.clone(), s.schema.clone())).collect(),
-            run: crate::template::RunVars::default(),
+            run,
         }
     }
 
@@ -62,6 +64,30 @@ impl Resolve for WarehouseResolve {
     fn run(&self) -> crate::template::RunVars {
         self.run.clone()
     }
+}
+
+/// What templates see outside a pipeline run (`transform`, `compile`, `test`,
+/// `snapshot` from the command line): today in the project's time zone.
+pub fn outside_run(project: &Project) -> crate::template::RunVars {
+    crate::template::RunVars {
+        logical_date: chrono::Utc::now().with_timezone(&project.timezone()).date_naive().to_string(),
+        run_id: String::new(),
+    }
+}
+
+/// The table an incremental build adds to: `Some` (its columns) when the
+/// model is incremental, its table exists and this is not a full refresh;
+/// then the model renders with `is_incremental()` true. `transform` and
+/// `compile` both decide here, so what `compile` writes is what is sent.
+pub fn incremental_target(
+    wh: &mut dyn Warehouse,
+    n: &ModelNode,
+    full_refresh: bool,
+) -> Result<Option<crate::types::Schema>> {
+    if n.kind != NodeKind::Model || n.materialized != Materialized::Incremental || full_refresh {
+        return Ok(None);
+    }
+    wh.table_schema(&n.name)
 }
 
 /// Renders a model (or snapshot) with its ephemeral dependencies inlined as CTEs.
@@ -190,9 +216,7 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
     let first = (req.connect)()?;
     let threads =
         if first.backend() == crate::warehouse::Backend::Sqlite { 1 } else { req.threads.max(1).min(todo.len()) };
-    let mut resolve = WarehouseResolve::new(req.project, g, first.naming());
-    resolve.run = req.run.clone();
-    let resolve = Arc::new(resolve);
+    let resolve = Arc::new(WarehouseResolve::new(req.project, g, first.naming(), req.run.clone()));
     let set: BTreeSet<usize> = todo.iter().copied().collect();
     // Dependencies among the models being built (others are taken as built).
     let deps: BTreeMap<usize, Vec<usize>> =
@@ -319,9 +343,9 @@ fn build_one(
                 Ok(n.materialized.name().to_string())
             }
             Materialized::Incremental => {
-                let existing = timed(db, || wh.table_schema(&n.name))?;
+                let existing = timed(db, || incremental_target(wh, n, req.full_refresh))?;
                 match existing {
-                    Some(t) if !req.full_refresh => {
+                    Some(t) => {
                         let sql = render_node(req.project, g, renderer, resolve, i, true)?;
                         timed(db, || incremental(wh, n, &sql, &t.columns))
                     }

@@ -490,3 +490,39 @@ fn parallel_rebuilds_keep_shared_views(kind: Kind) {
     assert_eq!(got, views, "views after two rebuilds at once");
     assert_eq!(db.rows(&counts), want, "view rows after two rebuilds at once");
 }
+
+/// Issue 11, item 17: `compile` rendered `is_incremental()` false and
+/// `logical_date` in UTC while `transform` sent true and the date in the
+/// project's zone. Both now render through the same decisions.
+#[test]
+fn compile_writes_what_transform_sends() {
+    // A zone whose date differs from UTC's now: 12 hours behind before
+    // 11:00 UTC, 14 ahead after.
+    let now = chrono::Utc::now();
+    let zone = if chrono::Timelike::hour(&now) < 11 { "Etc/GMT+12" } else { "Pacific/Kiritimati" };
+    let local = now.with_timezone(&zone.parse::<chrono_tz::Tz>().unwrap()).date_naive().to_string();
+    assert_ne!(local, now.date_naive().to_string());
+    let p = TestProject::new();
+    p.write("sluice.toml", &format!("name = \"t\"\n[defaults]\ntimezone = \"{zone}\"\n"));
+    p.write(
+        "models/daily.sql",
+        "{{ config(materialized='incremental') }}\n\
+         select '{{ logical_date }}' as d, {% if is_incremental() %}'incremental'{% else %}'first'{% endif %} as how\n",
+    );
+    let compiled = |args: &[&str]| {
+        p.run(args).expect_code(0);
+        p.read("target/compiled/models/daily.sql").trim().to_string()
+    };
+    let first = format!("select '{local}' as d, 'first' as how");
+    let incremental = format!("select '{local}' as d, 'incremental' as how");
+    assert_eq!(compiled(&["compile"]), first, "before the first build");
+    p.run(&["transform"]).expect_code(0);
+    assert_eq!(compiled(&["compile"]), incremental, "the table exists");
+    assert_eq!(compiled(&["compile", "--full-refresh"]), first);
+    // What transform sent is what compile wrote.
+    p.run(&["transform"]).expect_code(0);
+    assert_eq!(
+        p.query("select d, how from daily order by how"),
+        vec![vec![local.clone(), "first".to_string()], vec![local, "incremental".to_string()]]
+    );
+}
