@@ -526,3 +526,24 @@ fn compile_writes_what_transform_sends() {
         vec![vec![local.clone(), "first".to_string()], vec![local, "incremental".to_string()]]
     );
 }
+
+/// The same class as `compile_writes_what_transform_sends`: a pipeline's
+/// data tests and snapshots rendered `{{ logical_date }}` as today in UTC,
+/// not the run's date.
+#[test]
+fn tests_and_snapshots_render_the_runs_date() {
+    let p = TestProject::new();
+    p.write("sluice.toml", "name = \"t\"\n");
+    p.write("models/one.sql", "{{ config(materialized='table') }}\nselect 1 as id, '{{ logical_date }}' as d\n");
+    p.write("tests/run_date.sql", "select * from {{ ref('one') }} where d <> '{{ logical_date }}' or d <> '2020-01-02'\n");
+    p.write(
+        "snapshots/one_history.sql",
+        "{{ config(unique_key='id', strategy='check') }}\nselect id, '{{ logical_date }}' as snap_d from {{ ref('one') }}\n",
+    );
+    p.write(
+        "pipelines/p.toml",
+        "[[steps]]\nname = \"m\"\nkind = \"sql\"\n[[steps]]\nname = \"s\"\nkind = \"snapshot\"\ndepends_on = [\"m\"]\n[[steps]]\nname = \"t\"\nkind = \"test\"\ndepends_on = [\"s\"]\n",
+    );
+    p.run(&["run", "--date", "2020-01-02"]).expect_code(0);
+    assert_eq!(p.query("select snap_d from one_history"), vec![vec!["2020-01-02".to_string()]]);
+}
