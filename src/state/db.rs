@@ -163,6 +163,7 @@ impl Db {
             PgDb::open(url).map(Db::Postgres)
         } else if let Some(rest) = url.strip_prefix("sqlite://") {
             let path = if rest.starts_with('/') { std::path::PathBuf::from(rest) } else { base.join(rest) };
+            crate::project::sqlite_folder(&path, base, url)?;
             SqliteDb::open(&path).map(Db::Sqlite)
         } else {
             Err(Error::user(format!(
@@ -226,9 +227,6 @@ pub struct SqliteDb {
 
 impl SqliteDb {
     fn open(path: &std::path::Path) -> Result<SqliteDb> {
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(|e| Error::io("create the state folder", d, e))?;
-        }
         let conn = rusqlite::Connection::open(path)
             .map_err(|e| Error::external(format!("cannot open the state store {}: {e}", path.display()), false))?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(|e| sqlite_err(e, "set up the state store"))?;

@@ -157,6 +157,69 @@ pub trait Warehouse: Send {
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()>;
     /// The SQL dialect, for what the model layer generates itself.
     fn dialect(&self) -> &'static dyn Dialect;
+    /// Where the database put the error of the last statement that failed,
+    /// as a byte offset into `text`: SQL the caller gave to `materialize`,
+    /// `execute`, `query` or `query_columns`, which the failed statement
+    /// embeds. `None` when the database did not say, or the place is not in
+    /// `text`.
+    fn error_offset(&self, text: &str) -> Option<usize> {
+        let _ = text;
+        None
+    }
+}
+
+/// Where the name an error is about (`missing_table`, `s.nope`) is in `sql`,
+/// for databases that name it without a place: a byte offset, when the name
+/// (or, qualified, its last part) is there once as a whole word, any case.
+pub fn name_once(sql: &str, name: &str) -> Option<usize> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    let lower = sql.to_ascii_lowercase();
+    let find = |name: &str| -> Option<usize> {
+        let name = name.to_ascii_lowercase();
+        if name.is_empty() {
+            return None;
+        }
+        let hits: Vec<usize> = lower
+            .match_indices(&name)
+            .map(|(i, _)| i)
+            .filter(|&i| {
+                (i == 0 || !word(sql.as_bytes()[i - 1])) && sql.as_bytes().get(i + name.len()).is_none_or(|&b| !word(b))
+            })
+            .collect();
+        if hits.len() == 1 { Some(hits[0]) } else { None }
+    };
+    find(name).or_else(|| find(name.rsplit('.').next()?))
+}
+
+/// Where a database put an error: the statement it was sent and a byte
+/// offset into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorAt {
+    pub statement: String,
+    pub offset: usize,
+}
+
+impl ErrorAt {
+    /// From a 1-based character position (PostgreSQL's).
+    pub fn from_char_position(statement: &str, position: usize) -> Option<ErrorAt> {
+        let offset = match statement.char_indices().nth(position.checked_sub(1)?) {
+            Some((b, _)) => b,
+            None => statement.len(),
+        };
+        Some(ErrorAt { statement: statement.to_string(), offset })
+    }
+
+    /// The byte offset in `text` (trimmed as backends trim a model's SQL,
+    /// and embedded in the statement) of the error.
+    pub fn offset_in(&self, text: &str) -> Option<usize> {
+        let start = text.len() - text.trim_start().len();
+        let body = text.trim().trim_end_matches(';').trim_end();
+        if body.is_empty() {
+            return None;
+        }
+        let at = self.statement.find(body)?;
+        (self.offset >= at && self.offset <= at + body.len()).then(|| start + self.offset - at)
+    }
 }
 
 /// How `materialize` builds a model.

@@ -18,7 +18,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::{
-    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
+    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
     RowSink, Warehouse, build_table_sql,
 };
 use crate::error::{Error, Result, RowError};
@@ -31,6 +31,42 @@ pub struct Mysql {
     conn: Option<Conn>,
     shown: String,
     database: String,
+    /// Where the last failed statement's error is, when the server says.
+    last_at: Option<ErrorAt>,
+}
+
+/// Where in statement `sql` the server put error `e`. MySQL's protocol has no
+/// position: a syntax error (1064) says `near '…' at line N`; an unknown
+/// column (1054) or table (1146) is named, and looked up when it is in the
+/// statement once.
+fn error_at(e: &mysql_async::Error, sql: &str) -> Option<ErrorAt> {
+    let mysql_async::Error::Server(s) = e else { return None };
+    let at = |offset: usize| Some(ErrorAt { statement: sql.to_string(), offset });
+    match s.code {
+        1064 => {
+            let rest = &s.message[s.message.find("near '")? + 6..];
+            let end = rest.rfind("' at line ")?;
+            let (near, line) = (&rest[..end], rest[end + 10..].trim().parse::<usize>().ok()?);
+            let line_start = if line <= 1 {
+                0
+            } else {
+                sql.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)?
+            };
+            if near.is_empty() {
+                return at(sql.trim_end().len());
+            }
+            at(line_start + sql[line_start..].find(near)?)
+        }
+        1054 => {
+            let rest = &s.message[s.message.find("column '")? + 8..];
+            at(super::name_once(sql, &rest[..rest.find("' in ")?])?)
+        }
+        1146 => {
+            let rest = &s.message[s.message.find("Table '")? + 7..];
+            at(super::name_once(sql, &rest[..rest.find("' doesn't exist")?])?)
+        }
+        _ => None,
+    }
 }
 
 /// Maps a driver error to the crate's kinds, by MySQL error code.
@@ -166,7 +202,7 @@ impl Mysql {
         let opts = OptsBuilder::from_opts(opts).prefer_socket(false).stmt_cache_size(16);
         let rt = super::runtime();
         let conn = rt.block_on(Conn::new(opts)).map_err(|e| my_err(e, &format!("connect to {shown}")))?;
-        let mut m = Mysql { rt, conn: Some(conn), shown, database };
+        let mut m = Mysql { rt, conn: Some(conn), shown, database, last_at: None };
         m.run(
             "SET time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY', NAMES utf8mb4",
             "set up the session",
@@ -181,7 +217,11 @@ impl Mysql {
     fn run(&mut self, sql: &str, what: &str) -> Result<()> {
         let rt = self.rt.clone();
         let c = self.conn();
-        rt.block_on(c.query_drop(sql)).map_err(|e| my_err(e, what))
+        let r = rt.block_on(c.query_drop(sql));
+        r.map_err(|e| {
+            self.last_at = error_at(&e, sql);
+            my_err(e, what)
+        })
     }
 
     fn rows(&mut self, sql: &str, what: &str) -> Result<Vec<Vec<Option<String>>>> {
@@ -240,7 +280,12 @@ impl Warehouse for Mysql {
     }
 
     fn execute(&mut self, sql: &str) -> Result<()> {
+        self.last_at = None;
         self.run(sql, "run SQL")
+    }
+
+    fn error_offset(&self, text: &str) -> Option<usize> {
+        self.last_at.as_ref().and_then(|at| at.offset_in(text))
     }
 
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
@@ -248,8 +293,13 @@ impl Warehouse for Mysql {
         let rt = self.rt.clone();
         let c = self.conn.as_mut().expect("connected");
         let body = sql.trim().trim_end_matches(';').to_string();
+        let last_at = &mut self.last_at;
+        *last_at = None;
         rt.block_on(async {
-            let mut res = c.query_iter(body).await.map_err(|e| my_err(e, "run the query"))?;
+            let mut res = c.query_iter(body.as_str()).await.map_err(|e| {
+                *last_at = error_at(&e, &body);
+                my_err(e, "run the query")
+            })?;
             let cols = res.columns().map(|c| c.to_vec()).unwrap_or_default();
             let names: Vec<String> = cols.iter().map(|c| c.name_str().into_owned()).collect();
             sink.columns(&names)?;
@@ -317,8 +367,13 @@ impl Warehouse for Mysql {
         let rt = self.rt.clone();
         let c = self.conn.as_mut().expect("connected");
         let q = format!("SELECT * FROM (\n{}\n) sluice_q LIMIT 0", sql.trim().trim_end_matches(';'));
+        let last_at = &mut self.last_at;
+        *last_at = None;
         rt.block_on(async {
-            let res = c.query_iter(q).await.map_err(|e| my_err(e, "prepare the query"))?;
+            let res = c.query_iter(q.as_str()).await.map_err(|e| {
+                *last_at = error_at(&e, &q);
+                my_err(e, "prepare the query")
+            })?;
             let cols = res.columns().map(|c| c.to_vec()).unwrap_or_default();
             res.drop_result().await.map_err(|e| my_err(e, "prepare the query"))?;
             Ok(cols
@@ -495,6 +550,7 @@ impl Warehouse for Mysql {
 
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()> {
         let body = sql.trim().trim_end_matches(';').trim_end().to_string();
+        self.last_at = None;
         let what = format!("build {name}");
         if build.kind == Materialized::View {
             if self.table_kind(name)?.as_deref() == Some("BASE TABLE") {

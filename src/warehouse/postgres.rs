@@ -16,7 +16,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, NoTls};
 
 use super::{
-    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
+    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
     RowSink, Warehouse, build_table_sql,
 };
 use crate::error::{Error, Result, RowError};
@@ -34,6 +34,8 @@ pub struct Postgres {
     /// The SQLSTATE of the last statement that failed (a build that lost a
     /// deadlock is run again).
     last_code: std::cell::Cell<Option<SqlState>>,
+    /// Where the last failed statement's error is, when PostgreSQL says.
+    last_at: std::cell::RefCell<Option<ErrorAt>>,
 }
 
 /// A table column from the catalog: name, type OID, type modifier, not null.
@@ -139,7 +141,7 @@ impl Postgres {
         rt.spawn(async move {
             let _ = conn.await;
         });
-        let mut pg = Postgres { rt, client, shown, schema, text_copy, last_code: Default::default() };
+        let mut pg = Postgres { rt, client, shown, schema, text_copy, last_code: Default::default(), last_at: Default::default() };
         let mut setup = String::from(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1;",
         );
@@ -154,13 +156,19 @@ impl Postgres {
 
     fn batch(&mut self, sql: &str, what: &str) -> Result<()> {
         let r = self.rt.block_on(self.client.batch_execute(sql));
-        self.check(r, what)
+        self.check(r, what, sql)
     }
 
-    /// Maps a driver error, remembering its SQLSTATE.
-    fn check<T>(&self, r: std::result::Result<T, tokio_postgres::Error>, what: &str) -> Result<T> {
+    /// Maps the driver's error for statement `sql`, remembering its SQLSTATE
+    /// and where in `sql` it is.
+    fn check<T>(&self, r: std::result::Result<T, tokio_postgres::Error>, what: &str, sql: &str) -> Result<T> {
         r.map_err(|e| {
             self.last_code.set(e.code().cloned());
+            let at = match e.as_db_error().and_then(|d| d.position()) {
+                Some(tokio_postgres::error::ErrorPosition::Original(p)) => ErrorAt::from_char_position(sql, *p as usize),
+                _ => None,
+            };
+            self.last_at.replace(at);
             pg_err(e, what)
         })
     }
@@ -177,7 +185,7 @@ impl Postgres {
         what: &str,
     ) -> Result<Vec<Vec<Option<String>>>> {
         let r = self.rt.block_on(self.client.query(sql, params));
-        let rows = self.check(r, what)?;
+        let rows = self.check(r, what, sql)?;
         Ok(rows.iter().map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect()).collect())
     }
 
@@ -477,7 +485,7 @@ impl Postgres {
     /// Takes the relation locks of `names` (in key order), adding them to `held`.
     fn lock_relations(&self, names: Vec<String>, held: &mut BTreeSet<String>, what: &str) -> Result<()> {
         let r = self.rt.block_on(self.client.execute(LOCK_RELATIONS, &[&names, &RELATION_LOCK]));
-        self.check(r, what)?;
+        self.check(r, what, LOCK_RELATIONS)?;
         held.extend(names);
         Ok(())
     }
@@ -569,7 +577,7 @@ impl Postgres {
                             || *c == SqlState::DATATYPE_MISMATCH
                             || *c == SqlState::WRONG_OBJECT_TYPE
                     }) {
-                        return self.check(Err(e), &what);
+                        return self.check(Err(e), &what, &sql);
                     }
                 }
             }
@@ -617,17 +625,25 @@ impl Warehouse for Postgres {
     }
 
     fn execute(&mut self, sql: &str) -> Result<()> {
+        self.last_at.replace(None);
         self.batch(sql, "run SQL")
+    }
+
+    fn error_offset(&self, text: &str) -> Option<usize> {
+        self.last_at.borrow().as_ref().and_then(|at| at.offset_in(text))
     }
 
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
         let body = sql.trim().trim_end_matches(';');
-        let stmt = self.rt.block_on(self.client.prepare(body)).map_err(|e| pg_err(e, "prepare the query"))?;
+        self.last_at.replace(None);
+        let r = self.rt.block_on(self.client.prepare(body));
+        let stmt = self.check(r, "prepare the query", body)?;
         let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
         let oids: Vec<u32> = stmt.columns().iter().map(|c| c.type_().oid()).collect();
         sink.columns(&names)?;
         let copy = format!("COPY ({body}) TO STDOUT");
-        let stream = self.rt.block_on(self.client.copy_out(copy.as_str())).map_err(|e| pg_err(e, "run the query"))?;
+        let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
+        let stream = self.check(r, "run the query", &copy)?;
         let mut stream = Box::pin(stream);
         let mut pending: Vec<u8> = Vec::new();
         let mut fields: Vec<Vec<u8>> = vec![Vec::new(); names.len()];
@@ -636,7 +652,7 @@ impl Warehouse for Postgres {
         loop {
             let chunk = self.rt.block_on(stream.next());
             let Some(chunk) = chunk else { break };
-            let chunk = chunk.map_err(|e| pg_err(e, "read query results"))?;
+            let chunk = self.check(chunk, "read query results", &copy)?;
             pending.extend_from_slice(&chunk);
             let mut start = 0;
             while let Some(k) = memchr::memchr(b'\n', &pending[start..]) {
@@ -674,10 +690,10 @@ impl Warehouse for Postgres {
     }
 
     fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>> {
-        let stmt = self
-            .rt
-            .block_on(self.client.prepare(sql.trim().trim_end_matches(';')))
-            .map_err(|e| pg_err(e, "prepare the query"))?;
+        let body = sql.trim().trim_end_matches(';');
+        self.last_at.replace(None);
+        let r = self.rt.block_on(self.client.prepare(body));
+        let stmt = self.check(r, "prepare the query", body)?;
         Ok(stmt.columns().iter().map(|c| Column::new(c.name(), column_type_of(c.type_().oid(), -1))).collect())
     }
 
@@ -755,6 +771,7 @@ impl Warehouse for Postgres {
         let mut tries = 1;
         loop {
             self.last_code.set(None);
+            self.last_at.replace(None);
             match self.materialize_once(name, body, build) {
                 Err(_)
                     if tries < 4

@@ -15,6 +15,8 @@ per_backend!(
     airflow_sales_gives_the_same_bytes_everywhere,
     views_follow_column_changes,
     parallel_rebuilds_keep_shared_views,
+    sql_errors_point_at_the_models_line,
+    a_view_over_a_missing_table_fails_its_build,
 );
 
 /// A project whose warehouse is the test database.
@@ -546,4 +548,118 @@ fn tests_and_snapshots_render_the_runs_date() {
     );
     p.run(&["run", "--date", "2020-01-02"]).expect_code(0);
     assert_eq!(p.query("select snap_d from one_history"), vec![vec!["2020-01-02".to_string()]]);
+}
+
+/// Issue 11, item 18: a model's SQL error named the file but not the line.
+/// The database's position (PostgreSQL's offset, SQLite's token offset,
+/// MariaDB's `near '…' at line N` or the unknown column) is mapped through
+/// the DDL around the query to the compiled SQL, written where the error
+/// says, and to the model's own line when the template's lines map straight.
+fn sql_errors_point_at_the_models_line(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = project_on(&db);
+    p.write("models/base.sql", "{{ config(materialized='table') }}\nselect 1 as id, 2 as qty\n");
+    p.write(
+        "models/unknown_column.sql",
+        "-- a comment line\n{{ config(materialized='table') }}\nselect p.id,\n       p.nope as price\nfrom {{ ref('base') }} p\n",
+    );
+    p.write("models/in_a_view.sql", "{{ config(materialized='view') }}\nselect id,\n   qty from {{ ref('base') }} where idd > 0\n");
+    p.write("models/syntax.sql", "{{ config(materialized='table') }}\nselect id\nfrom {{ ref('base') }}\nwher id > 0\n");
+    // A macro that adds lines: a line the template leaves as it is still
+    // maps; a line of the macro's is only in the compiled SQL.
+    p.write("macros/cols.sql", "{% macro cols() %}id,\n  qty,\n  qty * 2 as twice{% endmacro %}\n");
+    p.write("models/after_a_macro.sql", "{{ config(materialized='table') }}\nselect {{ cols() }},\n  nope2\nfrom {{ ref('base') }}\n");
+    p.write("macros/bad_cols.sql", "{% macro bad_cols() %}id,\n  nope3,\n  qty{% endmacro %}\n");
+    p.write("models/in_a_macro.sql", "{{ config(materialized='table') }}\nselect {{ bad_cols() }}\nfrom {{ ref('base') }}\n");
+    let out = p.run(&["transform"]);
+    out.expect_code(2);
+    let error = |model: &str| -> String {
+        let at = out.stdout.find(&format!("error: model `{model}` (")).unwrap_or_else(|| panic!("{model}: {}", out.stdout));
+        out.stdout[at..].lines().next().unwrap().to_string()
+    };
+    let starts = |model: &str, want: &str| {
+        let got = error(model);
+        assert!(got.starts_with(want), "{got}\nwanted it to start with\n{want}");
+    };
+    starts(
+        "unknown_column",
+        "error: model `unknown_column` (models/unknown_column.sql:4:8, compiled in target/compiled/models/unknown_column.sql:4:8): cannot build unknown_column: ",
+    );
+    starts("syntax", "error: model `syntax` (models/syntax.sql:4:6, compiled in target/compiled/models/syntax.sql:4:6): ");
+    // The relation's name differs by backend (quoting, schema): the column
+    // in the compiled SQL too.
+    let quoted = match kind {
+        Kind::Sqlite => "\"base\"".to_string(),
+        Kind::Postgres => format!("\"{}\".\"base\"", db.name),
+        Kind::Mysql => "`base`".to_string(),
+    };
+    let col = "   qty from ".len() + quoted.len() + " where ".len() + 1;
+    starts(
+        "in_a_view",
+        &format!("error: model `in_a_view` (models/in_a_view.sql:3:37, compiled in target/compiled/models/in_a_view.sql:3:{col}): "),
+    );
+    starts(
+        "after_a_macro",
+        "error: model `after_a_macro` (models/after_a_macro.sql:3:3, compiled in target/compiled/models/after_a_macro.sql:5:3): ",
+    );
+    starts(
+        "in_a_macro",
+        "error: model `in_a_macro` (models/in_a_macro.sql, compiled in target/compiled/models/in_a_macro.sql:3:3): ",
+    );
+    // The compiled file is the SQL sent.
+    assert_eq!(
+        p.read("target/compiled/models/syntax.sql"),
+        format!("\nselect id\nfrom {quoted}\nwher id > 0\n")
+    );
+}
+
+/// Issue 11, item 19: SQLite created a view over a table that does not
+/// exist, and the error came later, from whatever read it. Every backend
+/// now fails the view's build, at the place in the model.
+fn a_view_over_a_missing_table_fails_its_build(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = project_on(&db);
+    p.write("models/v.sql", "{{ config(materialized='view') }}\nselect id\nfrom missing_table\n");
+    p.write("models/w.sql", "{{ config(materialized='view') }}\nselect nope from {{ ref('v') }}\n");
+    let out = p.run(&["transform"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("error: model `v` (models/v.sql:3:6, compiled in target/compiled/models/v.sql:3:6): cannot build v: "), "{}", out.stdout);
+    assert!(out.stdout.contains("w                            skipped           (upstream `v` failed)"), "{}", out.stdout);
+    let views = match kind {
+        Kind::Sqlite => "select count(*) from sqlite_master where name = 'v'",
+        Kind::Postgres => "select count(*) from information_schema.tables where table_schema = current_schema() and table_name = 'v'",
+        Kind::Mysql => "select count(*) from information_schema.tables where table_schema = database() and table_name = 'v'",
+    };
+    assert_eq!(db.rows(views), vec![vec!["0"]]);
+}
+
+/// Issue 11, item 19: `sqlite://nodir/x.db` (a typo in the folder) made the
+/// folder and a new, empty database. Only the project's own `.sluice/`
+/// folder is created; any other missing folder is an error, for the
+/// warehouse and the state store alike.
+#[test]
+fn a_sqlite_url_into_a_missing_folder_is_an_error() {
+    let p = TestProject::new();
+    p.write("sluice.toml", "name = \"t\"\n[connections.w]\nurl = \"sqlite://nodir/x.db\"\n");
+    p.write("models/m.sql", "select 1 as id\n");
+    let out = p.run(&["transform"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("cannot open sqlite://nodir/x.db: the folder "), "{}", out.stderr);
+    assert!(out.stderr.contains("nodir does not exist; check the path (only the project's own .sluice folder is created)"), "{}", out.stderr);
+    assert!(!p.file("nodir").exists());
+    p.write("data.csv", "id\n1\n");
+    let out = p.run(&["load", "data.csv", "sqlite://nodir/x.db", "--table", "t", "--create"]);
+    out.expect_code(2);
+    assert!(!p.file("nodir").exists());
+    // The state store's URL too.
+    p.write("sluice.toml", "name = \"t\"\n[state]\nurl = \"sqlite://nostate/state.db\"\n");
+    p.write("pipelines/p.toml", "[[steps]]\nname = \"m\"\nkind = \"sql\"\n");
+    // (A run whose state store cannot be opened runs unrecorded, and says so.)
+    let out = p.run(&["run"]);
+    assert!(out.stderr.contains("cannot open sqlite://nostate/state.db: the folder "), "{}", out.stderr);
+    assert!(!p.file("nostate").exists());
+    // The project's own folder is made when missing.
+    p.write("sluice.toml", "name = \"t\"\n");
+    p.run(&["run"]).expect_code(0);
+    assert_eq!(p.query("select id from m"), vec![vec!["1"]]);
 }
