@@ -498,6 +498,60 @@ pub fn format_float(f: f64) -> String {
     }
 }
 
+/// Writes a value of a column declared `decimal(p, s)` with `s` decimals,
+/// whatever the backend returned: a decimal with its own scale (PostgreSQL's
+/// unconstrained `numeric`, MariaDB's computed scales), a float (SQLite's
+/// REAL) or an integer. Decimals are rounded half away from zero, as the
+/// databases do when they store a value into such a column; other values
+/// (and other declared types) are written as `format_val` does.
+pub fn format_declared(out: &mut Vec<u8>, v: &Val, declared: Option<ColumnType>) {
+    let Some(ColumnType::Decimal(Some((_, scale)))) = declared else { return format_val(out, v) };
+    let scale = scale as usize;
+    match *v {
+        Val::Dec(s) if s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+') => {
+            out.extend_from_slice(rescale(s, scale).as_bytes())
+        }
+        Val::Float(f) if f.is_finite() => out.extend_from_slice(format_scaled(f, scale as u8).as_bytes()),
+        Val::Int(i) if scale > 0 => {
+            use std::io::Write;
+            let _ = write!(out, "{i}.{}", "0".repeat(scale));
+        }
+        _ => format_val(out, v),
+    }
+}
+
+/// A decimal literal with exactly `scale` decimals (rounded half away from zero).
+pub fn rescale(s: &str, scale: usize) -> String {
+    let (neg, int, frac) = crate::types::value::decimal_parts(s);
+    let int = if int.is_empty() { "0" } else { int };
+    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes().chain(std::iter::repeat(b'0')).take(scale)).collect();
+    if frac.as_bytes().get(scale).is_some_and(|&d| d >= b'5') {
+        // Carry the rounding up.
+        let mut k = digits.len();
+        loop {
+            if k == 0 {
+                digits.insert(0, b'1');
+                break;
+            }
+            k -= 1;
+            if digits[k] == b'9' {
+                digits[k] = b'0';
+            } else {
+                digits[k] += 1;
+                break;
+            }
+        }
+    }
+    let split = digits.len() - scale;
+    let mut int_part = String::from_utf8(digits[..split].to_vec()).expect("digits");
+    let trimmed = int_part.trim_start_matches('0');
+    int_part = if trimmed.is_empty() { "0".into() } else { trimmed.to_string() };
+    let frac_part = std::str::from_utf8(&digits[split..]).expect("digits");
+    let zero = int_part == "0" && frac_part.bytes().all(|b| b == b'0');
+    let sign = if neg && !zero { "-" } else { "" };
+    if scale == 0 { format!("{sign}{int_part}") } else { format!("{sign}{int_part}.{frac_part}") }
+}
+
 /// Formats a decimal stored as a float with the declared scale (`12.5` → `12.50`).
 pub fn format_scaled(f: f64, scale: u8) -> String {
     format!("{:.*}", scale as usize, f)
@@ -517,5 +571,28 @@ mod tests {
         assert_eq!(format_float(1.5e-7), "1.5e-07");
         assert_eq!(format_float(123456789012345.0), "123456789012345.0");
         assert_eq!(format_scaled(12.5, 2), "12.50");
+    }
+
+    #[test]
+    fn decimals_take_the_declared_scale() {
+        assert_eq!(rescale("9297.8", 2), "9297.80");
+        assert_eq!(rescale("4648.9000000000000000", 2), "4648.90");
+        assert_eq!(rescale("1.755", 2), "1.76");
+        assert_eq!(rescale("-1.755", 2), "-1.76");
+        assert_eq!(rescale("9.995", 2), "10.00");
+        assert_eq!(rescale("-0.001", 2), "0.00");
+        assert_eq!(rescale("+7", 1), "7.0");
+        assert_eq!(rescale(".5", 0), "1");
+        assert_eq!(rescale("12", 0), "12");
+        let d = Some(ColumnType::Decimal(Some((14, 2))));
+        let f = |v: Val| {
+            let mut out = Vec::new();
+            format_declared(&mut out, &v, d);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(f(Val::Float(9297.8)), "9297.80");
+        assert_eq!(f(Val::Int(4)), "4.00");
+        assert_eq!(f(Val::Dec("6.5")), "6.50");
+        assert_eq!(f(Val::Text("x")), "x");
     }
 }

@@ -17,6 +17,7 @@ per_backend!(
     parallel_rebuilds_keep_shared_views,
     sql_errors_point_at_the_models_line,
     a_view_over_a_missing_table_fails_its_build,
+    exports_write_decimals_with_the_declared_scale,
 );
 
 /// A project whose warehouse is the test database.
@@ -662,4 +663,78 @@ fn a_sqlite_url_into_a_missing_folder_is_an_error() {
     p.write("sluice.toml", "name = \"t\"\n");
     p.run(&["run"]).expect_code(0);
     assert_eq!(p.query("select id from m"), vec![vec!["1"]]);
+}
+
+/// Issue 11, item 21: the same model exported `9297.8` on SQLite and
+/// `9297.80` on PostgreSQL and MariaDB (and an average with 16, 6 or 1
+/// decimals). Exports write a column the project declares `decimal(p, s)`
+/// with `s` decimals on every backend: a model's declared columns (with or
+/// without a full contract, tables and views) and a seed's.
+fn exports_write_decimals_with_the_declared_scale(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = project_on(&db);
+    p.write("seeds/sales.csv", "product,qty,price\na,2,4648.90\nb,3,1.50\nb,1,2.00\n");
+    p.write(
+        "models/schema.toml",
+        r#"[seeds.sales.columns]
+product = "varchar(10)"
+qty = "integer"
+price = "decimal(10,2)"
+
+[models.revenue.columns.revenue]
+type = "decimal(14,2)"
+[models.revenue.columns.avg_price]
+type = "decimal(10,2)"
+[models.revenue.columns.product]
+tests = ["not_null"]
+
+[models.revenue_view.columns.product]
+type = "varchar(10)"
+[models.revenue_view.columns.revenue]
+type = "decimal(14,2)"
+
+[models.total.columns.total]
+type = "decimal(14,2)"
+"#,
+    );
+    let body = "select product, sum(qty * price) as revenue, avg(price) as avg_price, sum(qty) as n\nfrom {{ ref('sales') }} group by product\n";
+    p.write("models/revenue.sql", &format!("{{{{ config(materialized='table') }}}}\n{body}"));
+    p.write(
+        "models/revenue_view.sql",
+        "{{ config(materialized='view') }}\nselect product, sum(qty * price) as revenue from {{ ref('sales') }} group by product\n",
+    );
+    p.write("models/total.sql", "{{ config(materialized='table') }}\nselect sum(qty * price) as total from {{ ref('sales') }}\n");
+    p.write(
+        "pipelines/p.toml",
+        r#"[[steps]]
+name = "seed"
+kind = "seed"
+[[steps]]
+name = "models"
+kind = "sql"
+depends_on = ["seed"]
+[[steps]]
+name = "revenue"
+kind = "export"
+depends_on = ["models"]
+query = "select * from {{ ref('revenue') }} order by product"
+path = "out/revenue.tsv"
+[[steps]]
+name = "view"
+kind = "export"
+depends_on = ["models"]
+query = "select * from {{ ref('revenue_view') }} order by product"
+path = "out/revenue_view.tsv"
+[[steps]]
+name = "total"
+kind = "export"
+depends_on = ["models"]
+table = "total"
+path = "out/total.tsv"
+"#,
+    );
+    p.run(&["run"]).expect_code(0);
+    assert_eq!(p.read("out/revenue.tsv"), "product\trevenue\tavg_price\tn\na\t9297.80\t4648.90\t2\nb\t6.50\t1.75\t4\n");
+    assert_eq!(p.read("out/revenue_view.tsv"), "product\trevenue\na\t9297.80\nb\t6.50\n");
+    assert_eq!(p.read("out/total.tsv"), "total\n9304.30\n");
 }
