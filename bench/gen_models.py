@@ -51,7 +51,7 @@ def models(rows, small):
     joins = "\n     cross join ".join(f"{digits} d{p}" for p in range(places))
     out["base"] = (
         "{{ config(materialized='table') }}\n"
-        "select id, id % 50 as product_id, (id % 7) + 1 as quantity,\n"
+        "select id, id % 47 as product_id, (id % 7) + 1 as quantity,\n"
         "       cast((id % 100) + 0.5 as decimal(10,2)) as price, id % 365 as sale_day\n"
         f"from (select {num} + 1 as id\n     from {joins}) g\n"
         f"where id <= {rows}\n"

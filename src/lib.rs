@@ -7,6 +7,7 @@ pub mod formats;
 pub mod orchestrate;
 pub mod plan;
 pub mod project;
+pub mod runtime;
 pub mod secret;
 pub mod state;
 pub mod steps;

@@ -82,7 +82,7 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
             format!("{}: {what}{ex}", step.kind.name())
         }
         StepKind::Clean(c) => format!("clean: {} → {}", c.table.v, c.output.v),
-        StepKind::Command(c) => format!("command: {}", crate::steps::command::shown(&c.argv)),
+        StepKind::Command(c) => format!("command: {}", crate::steps::command::shown(&c.written())),
         StepKind::Empty => "empty".into(),
         StepKind::Export(e) => {
             let what = match &e.what {

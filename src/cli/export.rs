@@ -48,7 +48,10 @@ pub fn run(a: Args) -> Result<i32> {
     let url = Secret::new(&a.target, &env).map_err(Error::user)?;
     let mut wh = warehouse::connect(&url, Path::new("."))?;
     let sql = match (&a.table, &a.query) {
-        (Some(t), _) => format!("SELECT * FROM {}", wh.relation(t)),
+        (Some(t), _) => {
+            crate::warehouse::check_table_name(t)?;
+            format!("SELECT * FROM {}", wh.relation(t))
+        }
         (None, Some(q)) => q.clone(),
         (None, None) => return Err(Error::user("give --table T or --query SQL")),
     };

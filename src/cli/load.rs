@@ -197,6 +197,7 @@ pub fn run(a: Args) -> Result<i32> {
         create: a.create,
         rejects_path,
         run_id: uuid::Uuid::now_v7().to_string(),
+        records: Vec::new(),
         cancel: crate::steps::Cancel::default(),
     };
     let input = Input::file(&a.source, &label);

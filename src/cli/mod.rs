@@ -28,8 +28,9 @@ use crate::error::{Error, Kind};
     long_about = "Sluice runs data pipelines described in a project folder: sluice.toml (connections, storage, defaults), \
 pipelines/*.toml (steps and triggers) and models/**/*.sql (SQL models with {{ ref('…') }}).\n\n\
 Start with `sluice init demo`, then `sluice run -p demo`.",
-    after_help = "Exit status: 0 success, 2 a problem in the project or the arguments, 3 bad input data, \
-4 a server or the system failed, 70 a bug in sluice."
+    after_help = "Exit status: 0 success, 1 a program sluice ran failed (a command step; backfill: a run), \
+2 a problem in the project, the arguments or a model's SQL, 3 bad input data, 4 a server or the system failed, \
+70 a bug in sluice."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -234,7 +234,15 @@ pub fn snapshot(a: Selection) -> Result<i32> {
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
     let now = chrono::Utc::now().timestamp_micros();
-    let results = crate::steps::snapshots::run_snapshots(&project, &plan, wh.as_mut(), &a.select, &a.exclude, now, outside_run(&project))?;
+    let results = crate::steps::snapshots::run_snapshots(
+        &project,
+        &plan,
+        wh.as_mut(),
+        &a.select,
+        &a.exclude,
+        now,
+        outside_run(&project),
+    )?;
     let mut code = 0;
     for r in &results {
         match &r.result {

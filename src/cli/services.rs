@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::orchestrate::log::log;
-use crate::orchestrate::runs::{Shared, new_run, open_state};
+use crate::orchestrate::runs::{Shared, new_run, open_state, open_state_pending, wait_for_state};
 use crate::orchestrate::schedule::{Timing, parse_time, rfc3339, show_in};
 use crate::orchestrate::scheduler::{SchedulerConfig, run_scheduler};
 use crate::orchestrate::worker::{Shutdown, WorkerConfig, default_id, run_worker};
@@ -21,6 +21,20 @@ pub struct StateArgs {
     /// The state store: sqlite://PATH or postgres://… ([state] url in sluice.toml, else .sluice/state.db).
     #[arg(long = "state", env = "SLUICE_STATE_URL", value_name = "URL", hide_env_values = true)]
     pub state: Option<String>,
+}
+
+/// How long a service waits for a state store that does not answer yet.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateWaitArgs {
+    /// How long to wait for the state store at start (a server still
+    /// starting, a database not created yet), trying again with backoff;
+    /// 0 fails at once.
+    #[arg(long = "state-wait", env = "SLUICE_STATE_WAIT", default_value = "5m", value_parser = parse_wait, value_name = "DURATION")]
+    pub state_wait: Duration,
+}
+
+fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
+    if s.trim() == "0" { Ok(Duration::ZERO) } else { parse_dur(s) }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -67,6 +81,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]
+    pub wait: StateWaitArgs,
+    #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
@@ -78,6 +94,8 @@ pub struct SchedulerArgs {
     pub project: ProjectArgs,
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub wait: StateWaitArgs,
     /// The longest the scheduler sleeps between looks at the triggers.
     #[arg(long, default_value = "1s", value_parser = parse_dur)]
     pub tick: Duration,
@@ -90,6 +108,8 @@ pub struct WorkerCmdArgs {
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]
+    pub wait: StateWaitArgs,
+    #[command(flatten)]
     pub worker: WorkerArgs,
 }
 
@@ -99,6 +119,8 @@ pub struct ApiArgs {
     pub project: ProjectArgs,
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub wait: StateWaitArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
 }
@@ -173,50 +195,109 @@ fn open(project: &ProjectArgs, state: &StateArgs) -> Result<(Arc<Shared>, Arc<St
     Ok((Arc::new(shared), Arc::new(st)))
 }
 
+/// The project and the state store of a service, the store not reached yet.
+fn open_service(project: &ProjectArgs, state: &StateArgs) -> Result<(Arc<Shared>, Arc<State>)> {
+    let shared = Shared::open(&project.project)?;
+    let st = open_state_pending(&shared.get().project, state.state.as_deref())?;
+    Ok((Arc::new(shared), Arc::new(st)))
+}
+
 pub fn serve(a: ServeArgs) -> Result<i32> {
-    let (project, state) = open(&a.project, &a.state)?;
+    let (project, state) = open_service(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
     let wcfg = a.worker.config();
     let res = std::thread::scope(|s| {
-        let sched = {
+        // The API answers at once (/healthz, and /readyz 503 until the state
+        // store does); the scheduler and the worker start once it answers.
+        let work = {
             let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
-            s.spawn(move || run_scheduler(state, project, SchedulerConfig::default(), shutdown))
-        };
-        let worker = {
-            let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
-            s.spawn(move || run_worker(state, project, wcfg, shutdown))
+            s.spawn(move || -> Result<()> {
+                let waited = wait_for_state(&state, a.wait.state_wait, "sluice", &shutdown);
+                if waited.is_err() || shutdown.is_set() {
+                    shutdown.begin();
+                    return waited;
+                }
+                std::thread::scope(|s| {
+                    let sched = {
+                        let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
+                        s.spawn(move || run_scheduler(state, project, SchedulerConfig::default(), shutdown))
+                    };
+                    let worker = {
+                        let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());
+                        s.spawn(move || run_worker(state, project, wcfg, shutdown))
+                    };
+                    let w = worker.join().unwrap_or_else(|_| Err(Error::internal("the worker panicked")));
+                    let sc = sched.join().unwrap_or_else(|_| Err(Error::internal("the scheduler panicked")));
+                    w.and(sc)
+                })
+            })
         };
         let api = crate::orchestrate::api::serve(state.clone(), project.clone(), &a.listen.listen, shutdown.clone());
         // The API returns on shutdown, or at once when it cannot listen.
         shutdown.begin();
-        let w = worker.join().unwrap_or_else(|_| Err(Error::internal("the worker panicked")));
-        let sc = sched.join().unwrap_or_else(|_| Err(Error::internal("the scheduler panicked")));
-        api.and(w).and(sc)
+        let w = work.join().unwrap_or_else(|_| Err(Error::internal("the scheduler or the worker panicked")));
+        api.and(w)
     });
     res.map(|_| 0)
 }
 
+/// Waits for the state store, then runs `f`; the service ends quietly when
+/// stopped while it waits.
+fn when_ready(
+    state: &State,
+    wait: &StateWaitArgs,
+    who: &str,
+    shutdown: &Shutdown,
+    f: impl FnOnce() -> Result<()>,
+) -> Result<i32> {
+    wait_for_state(state, wait.state_wait, who, shutdown)?;
+    if shutdown.is_set() {
+        return Ok(0);
+    }
+    f().map(|_| 0)
+}
+
 pub fn scheduler(a: SchedulerArgs) -> Result<i32> {
-    let (project, state) = open(&a.project, &a.state)?;
+    let (project, state) = open_service(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
     let cfg = SchedulerConfig { tick: a.tick, ..SchedulerConfig::default() };
-    run_scheduler(state, project, cfg, shutdown).map(|_| 0)
+    let st = state.clone();
+    when_ready(&st, &a.wait, "scheduler", &shutdown.clone(), move || run_scheduler(state, project, cfg, shutdown))
 }
 
 pub fn worker(a: WorkerCmdArgs) -> Result<i32> {
-    let (project, state) = open(&a.project, &a.state)?;
+    let (project, state) = open_service(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
-    run_worker(state, project, a.worker.config(), shutdown).map(|_| 0)
+    let st = state.clone();
+    let cfg = a.worker.config();
+    when_ready(&st, &a.wait, "worker", &shutdown.clone(), move || run_worker(state, project, cfg, shutdown))
 }
 
 pub fn api(a: ApiArgs) -> Result<i32> {
-    let (project, state) = open(&a.project, &a.state)?;
+    let (project, state) = open_service(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
-    crate::orchestrate::api::serve(state, project, &a.listen.listen, shutdown).map(|_| 0)
+    std::thread::scope(|s| {
+        // The API answers at once; /readyz says 503 until the store answers,
+        // and the API stops if it does not within the limit.
+        let waiter = {
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            s.spawn(move || {
+                let r = wait_for_state(&state, a.wait.state_wait, "api", &shutdown);
+                if r.is_err() {
+                    shutdown.begin();
+                }
+                r
+            })
+        };
+        let served = crate::orchestrate::api::serve(state.clone(), project, &a.listen.listen, shutdown.clone());
+        shutdown.begin();
+        let waited = waiter.join().unwrap_or_else(|_| Err(Error::internal("the wait for the state store panicked")));
+        waited.and(served).map(|_| 0)
+    })
 }
 
 pub fn next(a: NextArgs) -> Result<i32> {

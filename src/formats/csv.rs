@@ -7,7 +7,8 @@
 //! character after a closing quote, the wrong number of fields, or the end of
 //! the file inside quotes), the reader reports one bad record at the line where
 //! it started and starts again on the next line, so each following row is read
-//! on its own. Blank lines are skipped.
+//! on its own. Blank lines are skipped. A file whose lines end with a lone CR
+//! (old Mac style) is read as if they ended with LF.
 
 use std::io::{self, Read, Write};
 
@@ -16,6 +17,7 @@ use memchr::{memchr, memchr2};
 const INITIAL_BUF: usize = 1 << 20;
 const UNCLOSED: &str = "opens a quote that is never closed on this line";
 const EOF_IN_QUOTES: &str = "the file ends inside a quoted field";
+const LINE_TOO_LONG: &str = "is on a line longer than 64 MiB, the most a record may hold; is the delimiter right?";
 /// The largest record the reader holds; longer ones are reported as bad.
 pub const MAX_RECORD: usize = 64 << 20;
 
@@ -111,6 +113,8 @@ pub struct CsvReader<R> {
     /// Where each field of the record being parsed starts (offsets from its start).
     starts: Vec<usize>,
     started: bool,
+    /// Lines end with CR alone: read CRs as line ends.
+    cr_only: bool,
 }
 
 impl<R: Read> CsvReader<R> {
@@ -129,6 +133,7 @@ impl<R: Read> CsvReader<R> {
             rec: Record::default(),
             starts: Vec::new(),
             started: false,
+            cr_only: false,
         }
     }
 
@@ -152,6 +157,7 @@ impl<R: Read> CsvReader<R> {
                 self.start += 3;
                 self.consumed_total += 3;
             }
+            self.sniff_line_ends()?;
         }
         loop {
             // Skip blank lines.
@@ -187,6 +193,13 @@ impl<R: Read> CsvReader<R> {
                 Parse::NeedMore => {
                     if self.end - self.start >= MAX_RECORD {
                         let field = self.rec.len();
+                        if memchr(b'\n', &self.buf[self.start..self.end]).is_none() {
+                            // One physical line, no quote open across lines:
+                            // the line itself is too long. Skip to its end.
+                            let bad = self.bad(first_line, field, LINE_TOO_LONG.to_string());
+                            self.skip_line()?;
+                            return Ok(Next::Bad(bad));
+                        }
                         let reason = format!(
                             "opens a quote that is never closed (the record would be longer than {} MiB)",
                             MAX_RECORD >> 20
@@ -277,6 +290,56 @@ impl<R: Read> CsvReader<R> {
         bad
     }
 
+    /// Decides whether lines end with a lone CR: the first CR comes before
+    /// any LF and is not followed by one. Reads until it can tell.
+    fn sniff_line_ends(&mut self) -> io::Result<()> {
+        loop {
+            let b = &self.buf[self.start..self.end];
+            match (memchr(b'\n', b), memchr(b'\r', b)) {
+                (Some(n), Some(r)) if r < n => {
+                    self.cr_only = r + 1 != n;
+                    break;
+                }
+                (Some(_), _) => break,
+                (None, Some(r)) if r + 1 < b.len() || self.eof => {
+                    self.cr_only = true;
+                    break;
+                }
+                (None, _) if self.eof || self.end - self.start >= INITIAL_BUF => break,
+                (None, _) => {
+                    let before = self.end;
+                    self.fill()?;
+                    if self.end == before && self.eof {
+                        break;
+                    }
+                }
+            }
+        }
+        if self.cr_only {
+            cr_to_lf(&mut self.buf[self.start..self.end]);
+        }
+        Ok(())
+    }
+
+    /// Drops input up to and including the end of the current line, reading
+    /// as far as it goes (the line may be longer than the buffer).
+    fn skip_line(&mut self) -> io::Result<()> {
+        loop {
+            if let Some(k) = memchr(b'\n', &self.buf[self.start..self.end]) {
+                self.start += k + 1;
+                self.consumed_total += k as u64 + 1;
+                self.line += 1;
+                return Ok(());
+            }
+            self.consumed_total += (self.end - self.start) as u64;
+            self.start = self.end;
+            if self.eof {
+                return Ok(());
+            }
+            self.fill()?;
+        }
+    }
+
     /// Reads more input, keeping the unparsed part.
     fn fill(&mut self) -> io::Result<()> {
         if self.eof {
@@ -298,6 +361,9 @@ impl<R: Read> CsvReader<R> {
                     return Ok(());
                 }
                 Ok(n) => {
+                    if self.cr_only {
+                        cr_to_lf(&mut self.buf[self.end..self.end + n]);
+                    }
                     self.end += n;
                     return Ok(());
                 }
@@ -433,6 +499,13 @@ impl<R: Read> CsvReader<R> {
     }
 }
 
+/// Turns lone-CR line ends into LF (for old Mac-style files).
+fn cr_to_lf(b: &mut [u8]) {
+    for c in b.iter_mut().filter(|c| **c == b'\r') {
+        *c = b'\n';
+    }
+}
+
 fn utf8_len(first: u8) -> usize {
     match first {
         0xC0..=0xDF => 2,
@@ -547,6 +620,37 @@ mod tests {
 
     fn rec(line: u64, f: &[&str]) -> Got {
         Ok((line, f.iter().map(|s| s.to_string()).collect()))
+    }
+
+    /// Issue 11, item 22: a file whose lines end with CR alone is read line
+    /// by line, whatever the read sizes.
+    #[test]
+    fn cr_only_line_ends_are_lines() {
+        let input = b"a,b\r1,\"x\r\ny\"\r2,z\r";
+        for chunk in [1, 2, 3, 5, 1000] {
+            let got = read_all(input, Some(2), chunk);
+            assert_eq!(got, vec![rec(1, &["a", "b"]), rec(2, &["1", "x\n\ny"]), rec(5, &["2", "z"])], "chunk {chunk}");
+        }
+        // CRLF files are not taken for CR-only ones, however they are read.
+        for chunk in [1, 4, 1000] {
+            let got = read_all(b"a,b\r\n1,2\r\n", Some(2), chunk);
+            assert_eq!(got, vec![rec(1, &["a", "b"]), rec(2, &["1", "2"])], "chunk {chunk}");
+        }
+    }
+
+    /// Issue 11, item 22: a line longer than a record may be, without any
+    /// quote, is reported as too long at its own line (not as an unclosed
+    /// quote), and the next line is read on its own.
+    #[test]
+    fn an_overlong_line_is_reported_as_such_at_its_line() {
+        let mut input = b"a,b\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_RECORD + (3 << 20)));
+        input.extend_from_slice(b",1\n2,3\n");
+        let got = read_all(&input, Some(2), 1 << 20);
+        assert_eq!(got.len(), 3, "{:?}", got.iter().map(|g| g.as_ref().map_err(|e| e.2.clone())).collect::<Vec<_>>());
+        assert_eq!(got[0], rec(1, &["a", "b"]));
+        assert_eq!(got[1], Err((2, 0, LINE_TOO_LONG.to_string())));
+        assert_eq!(got[2], rec(3, &["2", "3"]));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Guesses a schema from a sample of a file: for each column, the narrowest
 //! type every sampled value parses as exactly (the same strict parsers the
 //! loader uses), so the file's own values never fail under the guessed schema.
+//! A number must also print back as it is written: a column of `08123`,
+//! `+1`, `1e3` or `1.0` as a float stays text, since loading it as a number
+//! would change what it says. Dates, timestamps and booleans are kept by
+//! meaning (`2024-01-01T10:00` prints with a space, `yes` as `true`).
 
 use std::io::Read;
 
@@ -69,15 +73,16 @@ impl Candidate {
             let l = String::from_utf8_lossy(raw).to_ascii_lowercase();
             self.boolean = matches!(l.as_str(), "true" | "false" | "t" | "f" | "yes" | "no");
         }
+        let text = std::str::from_utf8(raw).unwrap_or("");
         if self.integer {
-            self.integer = ok(ColumnType::BigInt);
+            self.integer = ok(ColumnType::BigInt) && prints_back_as_integer(text);
             if self.integer {
                 let v: i128 = std::str::from_utf8(raw).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
                 self.max_int = self.max_int.max(v.abs());
             }
         }
         if self.decimal {
-            self.decimal = ok(ColumnType::Decimal(None));
+            self.decimal = ok(ColumnType::Decimal(None)) && prints_back_as_decimal(text);
             if self.decimal {
                 let s = std::str::from_utf8(raw).unwrap_or("");
                 let (_, int, frac) = crate::types::value::decimal_parts(s);
@@ -86,7 +91,7 @@ impl Candidate {
             }
         }
         if self.float {
-            self.float = ok(ColumnType::Float);
+            self.float = ok(ColumnType::Float) && text.parse::<f64>().is_ok_and(|f| f.to_string() == text);
         }
         for (flag, t) in [
             (&mut self.date, ColumnType::Date),
@@ -126,6 +131,30 @@ impl Candidate {
     }
 }
 
+/// Whether an integer's text is how the number prints: no sign but `-`, no
+/// leading zeros (`08123`, `+1` and `-0` say more than their value).
+fn prints_back_as_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && s != "-0"
+}
+
+/// Whether a decimal's text is how it prints with its column's scale (the
+/// largest the column has, so trailing zeros are kept): digits, one point, no
+/// `+`, no exponent, no leading zeros.
+fn prints_back_as_decimal(s: &str) -> bool {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (int == "0" || !int.starts_with('0'))
+        && !(body.contains('.') && frac.is_empty())
+        && !(s.starts_with('-') && body.bytes().all(|b| b == b'0' || b == b'.'))
+}
+
 /// Samples up to `sample` records of `src` and returns the schema they fit,
 /// with how many records were read.
 pub fn infer(
@@ -152,10 +181,21 @@ pub fn infer(
                             first = false;
                             expect = Some(rec.len());
                             if is_header {
-                                for f in rec.iter() {
+                                for (i, f) in rec.iter().enumerate() {
                                     let h = std::str::from_utf8(f)
-                                        .map_err(|_| format!("{name}:1: the header is not valid UTF-8"))?;
-                                    cands.push(Candidate::new(h.trim()));
+                                        .map_err(|_| format!("{name}:1: the header is not valid UTF-8"))?
+                                        .trim();
+                                    if h.is_empty() {
+                                        return Err(format!("{name}:1: field {} of the header has no name", i + 1));
+                                    }
+                                    if let Some(j) = cands.iter().position(|c| c.name == h) {
+                                        return Err(format!(
+                                            "{name}:1: the header names column `{h}` twice (fields {} and {})",
+                                            j + 1,
+                                            i + 1
+                                        ));
+                                    }
+                                    cands.push(Candidate::new(h));
                                 }
                             } else {
                                 for i in 0..rec.len() {
@@ -230,7 +270,22 @@ mod tests {
         assert_eq!(
             s.to_toml(),
             "[columns]\nid = \"integer\"\nprice = \"decimal(18,2)\"\nwhen = \"timestamp\"\nday = \"date\"\nok = \"boolean\"\n\
-             name = \"text\"\nratio = \"float\"\nbig = \"bigint\"\nempty = \"text\"\n"
+             name = \"text\"\nratio = \"text\"\nbig = \"bigint\"\nempty = \"text\"\n"
+        );
+    }
+
+    /// Issue 11, item 6: a value that would not print back the same as a
+    /// number keeps the column text.
+    #[test]
+    fn numbers_that_would_not_print_back_the_same_stay_text() {
+        let csv = "zip,phone,code,id,amount,neg,half,ratio\n\
+                   08123,+1,1e3,7,1.50,-2,-0.5,0.25\n\
+                   00501,+44,2E5,10,20.00,-30,.5,1.0\n";
+        let (s, _) = infer(Box::new(csv.as_bytes()), "x.csv", &ReadOptions::default(), 100).unwrap();
+        assert_eq!(
+            s.to_toml(),
+            "[columns]\nzip = \"text\"\nphone = \"text\"\ncode = \"text\"\nid = \"integer\"\n\
+             amount = \"decimal(18,2)\"\nneg = \"integer\"\nhalf = \"text\"\nratio = \"decimal(18,2)\"\n"
         );
     }
 

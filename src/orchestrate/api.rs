@@ -3,7 +3,7 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | GET | `/healthz` | 200 while the process runs |
+//! | GET | `/healthz` | 200 while the process runs (also while it waits for the state store) |
 //! | GET | `/readyz` | 200 when the state store answers, else 503 |
 //! | GET | `/api/pipelines` | the pipelines, their steps, triggers (with the next fire) and last run |
 //! | POST | `/api/pipelines/{name}/runs` | 201 and the queued run (`id`); body optional: `{"logical_date": "YYYY-MM-DD", "full_refresh": true}` |
@@ -86,7 +86,24 @@ pub fn router(state: Arc<State>, project: Arc<Shared>) -> axum::Router {
         .route("/api/runs/{id}/tasks/{task}/logs", get(logs))
         .route("/api/runs/{id}/cancel", post(cancel))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), until_ready))
         .with_state(App { state, project })
+}
+
+/// Until the state store has answered once (a service that started before
+/// it), every route but `/healthz` and `/readyz` answers 503 with why.
+async fn until_ready(
+    AxState(state): AxState<Arc<State>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if state.is_ready() || path == "/healthz" || path == "/readyz" {
+        return next.run(req).await;
+    }
+    let why = state.last_error().map(|e| format!(": {e}")).unwrap_or_default();
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the state store {} is not ready yet{why}", state.describe()))
+        .into_response()
 }
 
 /// Serves the API on `listen` until `shutdown`. Fails at once when the
@@ -123,6 +140,10 @@ pub fn serve(state: Arc<State>, project: Arc<Shared>, listen: &str, shutdown: Sh
 }
 
 async fn readyz(AxState(app): AxState<App>) -> Response {
+    if !app.state.is_ready() {
+        let why = app.state.last_error().unwrap_or_else(|| "not reached yet".into());
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "state_store": why }))).into_response();
+    }
     match blocking(move || app.state.pipelines()).await {
         Ok(_) => Json(json!({ "state_store": "ok" })).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "state_store": e.1 }))).into_response(),

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -13,6 +14,9 @@ use crate::project::{PipelineConfig, Project, RetryOn, StepConfig, StepKind};
 use crate::state::{NewRun, NewTask, PipelineDef, State};
 use crate::steps::StepOutput;
 use crate::storage::Store;
+
+use super::log::log;
+use super::worker::Shutdown;
 
 /// The first retry's delay when a step names none.
 pub const DEFAULT_RETRY_DELAY_MS: i64 = 10_000;
@@ -171,7 +175,7 @@ pub fn today(project: &Project) -> String {
     chrono::Utc::now().with_timezone(&project.timezone()).date_naive().to_string()
 }
 
-/// The datasets a step updated: an ingest's dataset when it landed files, a
+/// The datasets a step updated: an ingest's dataset when it published a landing, a
 /// load's table when it loaded objects, the models, seeds and snapshots
 /// built, a clean step's output.
 pub fn datasets_updated(step: &StepConfig, out: &StepOutput) -> Vec<String> {
@@ -183,11 +187,8 @@ pub fn datasets_updated(step: &StepConfig, out: &StepOutput) -> Vec<String> {
     };
     match &step.kind {
         StepKind::Ingest(i) => {
-            if d["landed"].as_array().is_some_and(|a| !a.is_empty()) {
-                vec![crate::steps::ingest::dataset_of(step, i)]
-            } else {
-                Vec::new()
-            }
+            // A landing that was published (even of bytes stored before).
+            if d["manifest"].is_string() { vec![crate::steps::ingest::dataset_of(step, i)] } else { Vec::new() }
         }
         StepKind::Load(l) => {
             if d["objects"].as_array().is_some_and(|a| !a.is_empty()) {
@@ -215,14 +216,107 @@ pub fn datasets_updated(step: &StepConfig, out: &StepOutput) -> Vec<String> {
     }
 }
 
+/// The state store's URL: `--state`/`SLUICE_STATE_URL`, else `[state] url`,
+/// else `.sluice/state.db` in the project.
+fn state_url(project: &Project, url: Option<&str>) -> Result<String> {
+    Ok(match url {
+        Some(u) => u.to_string(),
+        None => project.state_url()?.expose().to_string(),
+    })
+}
+
+fn in_context(e: Error, url: &str) -> Error {
+    if let Error::User(_) = e { e } else { e.context(format!("state store {}", crate::secret::redact_url(url))) }
+}
+
 /// Opens the state store: `--state`/`SLUICE_STATE_URL`, else `[state] url`,
 /// else `.sluice/state.db` in the project.
 pub fn open_state(project: &Project, url: Option<&str>) -> Result<State> {
-    let url = match url {
-        Some(u) => u.to_string(),
-        None => project.state_url()?.expose().to_string(),
-    };
-    State::open(&url, &project.dir).map_err(|e| {
-        if let Error::User(_) = e { e } else { e.context(format!("state store {}", crate::secret::redact_url(&url))) }
-    })
+    let url = state_url(project, url)?;
+    State::open(&url, &project.dir).map_err(|e| in_context(e, &url))
+}
+
+/// The state store for a service, not reached yet (see `wait_for_state`).
+pub fn open_state_pending(project: &Project, url: Option<&str>) -> Result<State> {
+    let url = state_url(project, url)?;
+    State::pending(&url, &project.dir).map_err(|e| in_context(e, &url))
+}
+
+/// How long services wait for the state store by default.
+pub const DEFAULT_STATE_WAIT: Duration = Duration::from_secs(300);
+
+/// Whether a service should wait for a store that failed this way: it is
+/// unreachable, starting, shutting down or busy, or its database does not
+/// exist yet (being created by whoever starts the server).
+pub fn worth_waiting(e: &Error) -> bool {
+    e.retryable() || e.db_code().and_then(|c| c.sqlstate()).is_some_and(|s| s == "3D000")
+}
+
+/// Waits until the state store answers (and its schema is up to date),
+/// trying again with exponential backoff (0.5 s doubling up to 10 s) and
+/// logging each wait, for at most `limit`. A store that refuses for good (a
+/// wrong URL, a wrong password) fails at once; one that is still not there
+/// after `limit` fails with the last error. Stops early (with `Ok`) on
+/// shutdown; the caller checks `shutdown`.
+pub fn wait_for_state(state: &State, limit: Duration, who: &str, shutdown: &Shutdown) -> Result<()> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    let mut waited = false;
+    loop {
+        let e = match state.ready() {
+            Ok(()) => {
+                if waited {
+                    log("info", who, &format!("the state store {} answers", state.describe()));
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let elapsed = started.elapsed();
+        if !worth_waiting(&e) {
+            return Err(e.context(format!("state store {}", state.describe())));
+        }
+        if elapsed >= limit {
+            return Err(Error::external(
+                format!(
+                    "the state store {} did not answer within {} (--state-wait / SLUICE_STATE_WAIT): {}",
+                    state.describe(),
+                    show_duration(limit),
+                    e.chain()
+                ),
+                true,
+            ));
+        }
+        let wait = delay.min(limit - elapsed);
+        log(
+            "warn",
+            who,
+            &format!(
+                "waiting for the state store {} ({}); trying again in {} (giving up after {})",
+                state.describe(),
+                e.chain(),
+                show_duration(wait),
+                show_duration(limit)
+            ),
+        );
+        waited = true;
+        shutdown.sleep(wait);
+        if shutdown.is_set() {
+            return Ok(());
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// `1.5s`, `2m`, `5m30s`.
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 60_000 {
+        let s = d.as_secs_f64();
+        if s.fract() == 0.0 { format!("{s:.0}s") } else { format!("{s:.1}s") }
+    } else if (ms / 1000).is_multiple_of(60) {
+        format!("{}m", ms / 60_000)
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms / 1000) % 60)
+    }
 }

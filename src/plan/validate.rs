@@ -32,10 +32,10 @@ pub(super) fn validate(p: &mut Project) -> Plan {
     check_conn(&mut d, &p.config.defaults.connection);
 
     let mut seen_conn: BTreeMap<&str, &Loc> = BTreeMap::new();
+    // Connection URLs are resolved when a connection is used, not here: an
+    // unset variable of a connection nothing uses must not stop anything
+    // (the syntax of their references is checked as they are read).
     for c in &p.config.connections {
-        if let Err(e) = crate::secret::Secret::new(&c.url.v, &p.env) {
-            d.push(p.sources.diag(&c.url.loc, format!("connection `{}`: {e}", c.name.v)));
-        }
         if let Some(first) = seen_conn.insert(&c.name.v, &c.name.loc) {
             d.push(p.sources.diag(
                 &c.name.loc,
@@ -105,7 +105,16 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 }
             }
             match &s.kind {
-                StepKind::Ingest(ing) => check_source(p, &mut d, &ing.source),
+                StepKind::Ingest(ing) => {
+                    // A file an export step of the pipeline writes exists once that step ran.
+                    let written = pl
+                        .steps
+                        .iter()
+                        .any(|o| matches!(&o.kind, StepKind::Export(e) if p.path(&e.path.v) == p.path(&ing.source.v)));
+                    if !written {
+                        check_source(p, &mut d, &ing.source)
+                    }
+                }
                 StepKind::Load(l) => {
                     check_conn(&mut d, &l.connection);
                     match pl.steps.iter().position(|x| x.name.v == l.from.v) {

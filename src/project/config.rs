@@ -183,11 +183,23 @@ impl RetryOn {
 }
 
 /// The `command` step: a program run with the run's facts in its environment.
+/// Its arguments and environment values are kept as written: `${env:…}` and
+/// `${file:…}` references are resolved when the step runs (and never shown).
 #[derive(Debug, Clone)]
 pub struct CommandStep {
     /// The program and its arguments; a single string runs through `sh -c`.
-    pub argv: Vec<String>,
-    pub env: Vec<(String, String)>,
+    pub argv: Vec<Spanned<String>>,
+    /// Whether the command was one string, run through `sh -c` as written
+    /// (the shell expands its own `$VARIABLES`; nothing is resolved in it).
+    pub shell: bool,
+    pub env: Vec<(String, Spanned<String>)>,
+}
+
+impl CommandStep {
+    /// The program and its arguments as written.
+    pub fn written(&self) -> Vec<String> {
+        self.argv.iter().map(|a| a.v.clone()).collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -594,6 +606,7 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
                     Some(NAME_RULE.into());
             }
             if let Some(url) = url {
+                check_refs(cx, &url);
                 check_url_scheme(cx, &url, &["sqlite", "postgres", "postgresql", "mysql", "mariadb", "oracle"]);
                 cfg.connections
                     .push(ConnectionConfig { name: Spanned { v: key.name.clone(), loc: cx.loc(&key.span) }, url });
@@ -656,6 +669,7 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
         let url: Option<Spanned<Written>> = f.opt(cx, "url");
         cfg.state.url = url.map(|u| Spanned { v: u.v.0, loc: u.loc });
         if let Some(u) = &cfg.state.url {
+            check_refs(cx, u);
             check_url_scheme(cx, u, &["sqlite", "postgres", "postgresql"]);
         }
         f.finish(cx, |_| None);
@@ -968,6 +982,11 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
 fn decode_load(t: &mut Fields, cx: &mut Cx) -> Option<LoadStep> {
     let from = t.req(cx, "from");
     let table: Option<Spanned<String>> = t.req(cx, "table");
+    if let Some(tb) = &table
+        && tb.v.trim().is_empty()
+    {
+        cx.error(span(&tb.loc), "`table` is empty: name the table to load into");
+    }
     let connection = t.opt(cx, "connection");
     let file: Option<Spanned<String>> = t.opt(cx, "schema");
     let inline = t.node("columns").and_then(|n| decode_columns(n, cx));
@@ -1234,6 +1253,7 @@ fn decode_clean(t: &mut Fields, cx: &mut Cx) -> Option<CleanStep> {
 
 fn decode_command(t: &mut Fields, cx: &mut Cx) -> Option<CommandStep> {
     let node = t.node("command");
+    let mut shell = false;
     let argv = match node {
         None => {
             cx.error(t.span(), "missing key `command` in a command step").help =
@@ -1241,13 +1261,29 @@ fn decode_command(t: &mut Fields, cx: &mut Cx) -> Option<CommandStep> {
             None
         }
         Some(n) => match &n.v {
-            V::Str(s) => Some(vec!["sh".to_string(), "-c".to_string(), s.clone()]),
-            _ => match Vec::<String>::decode(n, cx, Some("command")) {
+            V::Str(s) => {
+                shell = true;
+                let loc = cx.loc(&n.span);
+                Some(
+                    ["sh", "-c", s.as_str()]
+                        .into_iter()
+                        .map(|a| Spanned { v: a.to_string(), loc: loc.clone() })
+                        .collect::<Vec<_>>(),
+                )
+            }
+            _ => match Vec::<Spanned<Written>>::decode(n, cx, Some("command")) {
                 Some(v) if v.is_empty() => {
                     cx.error(n.span.clone(), "`command` is empty");
                     None
                 }
-                v => v,
+                Some(v) => {
+                    let argv: Vec<Spanned<String>> = v.into_iter().map(|a| Spanned { v: a.v.0, loc: a.loc }).collect();
+                    for a in &argv {
+                        check_refs(cx, a);
+                    }
+                    Some(argv)
+                }
+                None => None,
             },
         },
     };
@@ -1256,7 +1292,9 @@ fn decode_command(t: &mut Fields, cx: &mut Cx) -> Option<CommandStep> {
         match &n.v {
             V::Table(entries) => {
                 for (k, v) in entries {
-                    if let Some(s) = String::decode(v, cx, Some(&k.name)) {
+                    if let Some(s) = Spanned::<Written>::decode(v, cx, Some(&k.name)) {
+                        let s = Spanned { v: s.v.0, loc: s.loc };
+                        check_refs(cx, &s);
                         env.push((k.name.clone(), s));
                     }
                 }
@@ -1266,7 +1304,15 @@ fn decode_command(t: &mut Fields, cx: &mut Cx) -> Option<CommandStep> {
             }
         }
     }
-    Some(CommandStep { argv: argv?, env })
+    Some(CommandStep { argv: argv?, shell, env })
+}
+
+/// Reports malformed `${…}` references in a value kept as written (what the
+/// environment holds is checked when the value is used).
+fn check_refs(cx: &mut Cx, s: &Spanned<String>) {
+    if let Err(e) = crate::secret::check_refs(&s.v) {
+        cx.error(span(&s.loc), e);
+    }
 }
 
 fn decode_outliers(n: &Node, cx: &mut Cx) -> Option<OutlierRule> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
-use crate::error::{Error, Result};
+use crate::error::{DbCode, Error, Result};
 use crate::secret::redact_url;
 
 /// A parameter or a result value.
@@ -159,8 +159,18 @@ pub enum Db {
 impl Db {
     /// Opens `sqlite://PATH` (relative to `base`) or `postgres://…`.
     pub fn open(url: &str, base: &std::path::Path) -> Result<Db> {
+        Db::open_as(url, base, true)
+    }
+
+    /// Like `open`, but a PostgreSQL store is not connected to yet: its
+    /// first transaction connects (for services that start before it).
+    pub fn pending(url: &str, base: &std::path::Path) -> Result<Db> {
+        Db::open_as(url, base, false)
+    }
+
+    fn open_as(url: &str, base: &std::path::Path, connect: bool) -> Result<Db> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            PgDb::open(url).map(Db::Postgres)
+            if connect { PgDb::open(url).map(Db::Postgres) } else { PgDb::pending(url).map(Db::Postgres) }
         } else if let Some(rest) = url.strip_prefix("sqlite://") {
             let path = if rest.starts_with('/') { std::path::PathBuf::from(rest) } else { base.join(rest) };
             crate::project::sqlite_folder(&path, base, url)?;
@@ -260,18 +270,27 @@ impl SqliteDb {
     }
 }
 
+/// A SQLite error of the state store, its extended result code kept as data.
 fn sqlite_err(e: rusqlite::Error, what: &str) -> Error {
-    Error::external(format!("state store: cannot {what}: {e}"), false)
+    let message = format!("state store: cannot {what}: {e}");
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Error::Db { message, code: DbCode::Sqlite(f.extended_code) },
+        rusqlite::Error::SqlInputError { error, .. } => {
+            Error::Db { message, code: DbCode::Sqlite(error.extended_code) }
+        }
+        _ => Error::external(message, false),
+    }
 }
 
+/// A failure to start or end a transaction: one that lost a race (a busy
+/// file) is run again.
 fn classify_sqlite(e: rusqlite::Error, what: &str) -> Retry {
-    let busy = matches!(
-        &e,
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::DatabaseBusy || f.code == rusqlite::ErrorCode::DatabaseLocked
-    );
-    let err = Error::external(format!("state store: cannot {what}: {e}"), busy);
-    if busy { Retry::Again(err) } else { Retry::Fail(err) }
+    retry_on_conflict(sqlite_err(e, what))
+}
+
+/// Runs a transaction that lost a race again; fails on anything else.
+fn retry_on_conflict(e: Error) -> Retry {
+    if e.db_code().is_some_and(|c| c.is_conflict()) { Retry::Again(e) } else { Retry::Fail(e) }
 }
 
 struct SqliteTx<'a> {
@@ -352,6 +371,8 @@ pub struct PgDb {
     schema: Option<String>,
     /// The NOTIFY channel (one per schema).
     channel: String,
+    /// How long a connection and its handshake may take.
+    timeout: Duration,
     rt: tokio::runtime::Handle,
     idle: Mutex<Vec<PgConn>>,
     bell: Arc<Bell>,
@@ -364,16 +385,23 @@ struct PgConn {
 
 impl PgDb {
     fn open(url: &str) -> Result<PgDb> {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut keep = Vec::new();
-        let mut schema = None;
-        for kv in query.split('&').filter(|s| !s.is_empty()) {
-            match kv.split_once('=') {
-                Some(("schema", v)) if !v.is_empty() => schema = Some(v.to_string()),
-                _ => keep.push(kv),
-            }
-        }
-        let plain = if keep.is_empty() { base.to_string() } else { format!("{base}?{}", keep.join("&")) };
+        let db = PgDb::pending(url)?;
+        let c = db.connect()?;
+        db.idle.lock().expect("pool").push(c);
+        Ok(db)
+    }
+
+    /// The pool, not connected yet: the first transaction connects.
+    fn pending(url: &str) -> Result<PgDb> {
+        let schema = crate::secret::url_params(url)
+            .into_iter()
+            .find(|(k, v)| *k == "schema" && !v.is_empty())
+            .map(|(_, v)| v.to_string());
+        let timeout = crate::warehouse::connect_timeout(url)?;
+        let plain = crate::secret::url_for_driver(&crate::secret::without_params(
+            url,
+            &["schema", crate::warehouse::CONNECT_TIMEOUT],
+        ));
         let channel = match &schema {
             None => CHANNEL.to_string(),
             Some(s) => format!(
@@ -381,18 +409,16 @@ impl PgDb {
                 s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>()
             ),
         };
-        let db = PgDb {
+        Ok(PgDb {
             url: plain,
             shown: redact_url(url),
             schema,
             channel,
+            timeout,
             rt: crate::warehouse::runtime(),
             idle: Mutex::new(Vec::new()),
             bell: Arc::new(Bell::default()),
-        };
-        let c = db.connect()?;
-        db.idle.lock().expect("pool").push(c);
-        Ok(db)
+        })
     }
 
     fn config(&self) -> Result<tokio_postgres::Config> {
@@ -402,17 +428,18 @@ impl PgDb {
         if config.get_application_name().is_none() {
             config.application_name("sluice-state");
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
+        config.connect_timeout(self.timeout);
         Ok(config)
     }
 
     fn connect(&self) -> Result<PgConn> {
         let config = self.config()?;
-        let (client, conn) = self.rt.block_on(config.connect(tokio_postgres::NoTls)).map_err(|e| {
-            crate::warehouse::postgres::pg_err(e, &format!("connect to the state store {}", self.shown))
-        })?;
+        let (client, conn) =
+            crate::warehouse::block_on_within(&self.rt, self.timeout, config.connect(tokio_postgres::NoTls))
+                .ok_or_else(|| crate::warehouse::connect_timed_out(&self.shown, self.timeout, "PostgreSQL"))?
+                .map_err(|e| {
+                    crate::warehouse::postgres::pg_err(e, &format!("connect to the state store {}", self.shown))
+                })?;
         self.rt.spawn(async move {
             let _ = conn.await;
         });
@@ -447,9 +474,9 @@ impl PgDb {
         let config = self.config()?;
         let channel = self.channel.clone();
         // The first connection is made here, so a wrong URL is an error now.
-        let first = self
-            .rt
-            .block_on(listen_once(&config, &channel, bell.clone()))
+        let timeout = self.timeout;
+        let first = crate::warehouse::block_on_within(&self.rt, timeout, listen_once(&config, &channel, bell.clone()))
+            .ok_or_else(|| crate::warehouse::connect_timed_out(&self.shown, timeout, "PostgreSQL"))?
             .map_err(|e| crate::warehouse::postgres::pg_err(e, &format!("listen for new tasks on {}", self.shown)))?;
         self.rt.spawn(async move {
             let mut current = Some(first);
@@ -460,7 +487,10 @@ impl PgDb {
                 }
                 bell.ring();
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                current = listen_once(&config, &channel, bell.clone()).await.ok();
+                current = tokio::time::timeout(timeout, listen_once(&config, &channel, bell.clone()))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok());
             }
         });
         Ok(())
@@ -486,10 +516,7 @@ impl PgDb {
                 }
                 Err(e) => {
                     let _ = self.rt.block_on(conn.client.batch_execute("ROLLBACK"));
-                    Err(match e {
-                        Error::External { ref message, .. } if message.contains("SQLSTATE 40") => Retry::Again(e),
-                        e => Retry::Fail(e),
-                    })
+                    Err(retry_on_conflict(e))
                 }
             }
         })();
@@ -524,9 +551,7 @@ async fn listen_once(
 }
 
 fn classify_pg(e: tokio_postgres::Error, what: &str) -> Retry {
-    let again = e.code().is_some_and(|c| c.code().starts_with("40"));
-    let err = crate::warehouse::postgres::pg_err(e, &format!("{what} in the state store"));
-    if again { Retry::Again(err) } else { Retry::Fail(err) }
+    retry_on_conflict(crate::warehouse::postgres::pg_err(e, &format!("{what} in the state store")))
 }
 
 /// A held advisory lock (see `PgDb::try_advisory_lock`).

@@ -38,6 +38,10 @@ pub const MAX_LOST: i64 = 3;
 /// The state store.
 pub struct State {
     pub db: Db,
+    /// Set once the store has answered and its schema is up to date.
+    ready: std::sync::OnceLock<()>,
+    /// Why the store did not answer the last time it was tried.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// A pipeline as the scheduler and workers know it.
@@ -217,9 +221,48 @@ impl State {
     /// Opens the store at `url` (relative SQLite paths are under `base`) and
     /// brings its schema up to date.
     pub fn open(url: &str, base: &std::path::Path) -> Result<State> {
-        let db = Db::open(url, base)?;
-        migrations::migrate(&db)?;
-        Ok(State { db })
+        let st = State::with(Db::open(url, base)?);
+        st.ready()?;
+        Ok(st)
+    }
+
+    /// The store at `url`, not reached yet (a PostgreSQL server may still be
+    /// starting): nothing is connected or migrated until `ready` succeeds.
+    pub fn pending(url: &str, base: &std::path::Path) -> Result<State> {
+        Ok(State::with(Db::pending(url, base)?))
+    }
+
+    fn with(db: Db) -> State {
+        State { db, ready: std::sync::OnceLock::new(), last_error: std::sync::Mutex::new(None) }
+    }
+
+    /// Reaches the store and brings its schema up to date (once); an error
+    /// when it does not answer.
+    pub fn ready(&self) -> Result<()> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        match migrations::migrate(&self.db) {
+            Ok(_) => {
+                let _ = self.ready.set(());
+                *self.last_error.lock().expect("last error") = None;
+                Ok(())
+            }
+            Err(e) => {
+                *self.last_error.lock().expect("last error") = Some(e.chain());
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the store has answered and its schema is up to date.
+    pub fn is_ready(&self) -> bool {
+        self.ready.get().is_some()
+    }
+
+    /// Why the store did not answer the last time it was tried.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("last error").clone()
     }
 
     pub fn describe(&self) -> String {

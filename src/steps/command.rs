@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::{RunCtx, StepOutput};
 use crate::error::{Error, Result};
+use crate::project::tree::Spanned;
 use crate::project::{CommandStep, StepConfig};
 
 /// What is kept of the program's output.
@@ -32,10 +33,24 @@ pub fn shown(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// A value as written, its references resolved now; an error names the
+/// variable and where the value is written.
+fn resolve(ctx: &RunCtx, s: &Spanned<String>) -> Result<String> {
+    if !crate::secret::has_refs(&s.v) {
+        return Ok(s.v.clone());
+    }
+    ctx.project.env.resolve(&s.v).map_err(|e| Error::user(format!("{}: {e}", ctx.project.sources.position(&s.loc))))
+}
+
 pub fn run(ctx: &RunCtx, pipeline: &str, step: &StepConfig, cfg: &CommandStep) -> Result<StepOutput> {
-    let what = shown(&cfg.argv);
-    let mut cmd = Command::new(&cfg.argv[0]);
-    cmd.args(&cfg.argv[1..])
+    // Shown and recorded as written: resolved values may be secrets.
+    let what = shown(&cfg.written());
+    let argv: Vec<String> =
+        if cfg.shell { cfg.written() } else { cfg.argv.iter().map(|a| resolve(ctx, a)).collect::<Result<_>>()? };
+    let env: Vec<(&str, String)> =
+        cfg.env.iter().map(|(k, v)| Ok((k.as_str(), resolve(ctx, v)?))).collect::<Result<_>>()?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .current_dir(&ctx.project.dir)
         .env("SLUICE_RUN_ID", &ctx.run_id)
         .env("SLUICE_LOGICAL_DATE", &ctx.logical_date)
@@ -46,7 +61,7 @@ pub fn run(ctx: &RunCtx, pipeline: &str, step: &StepConfig, cfg: &CommandStep) -
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    for (k, v) in &cfg.env {
+    for (k, v) in &env {
         cmd.env(k, v);
     }
     let started = Instant::now();
@@ -115,7 +130,7 @@ pub fn run(ctx: &RunCtx, pipeline: &str, step: &StepConfig, cfg: &CommandStep) -
             summary: format!("`{what}` exited 0 in {:.1}s", took.as_secs_f64()),
             rows: None,
             bytes: Some(out.len() as u64),
-            details: json!({ "command": cfg.argv, "exit_code": 0, "output": text }),
+            details: json!({ "command": cfg.written(), "exit_code": 0, "output": text }),
         }),
         code => {
             let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
@@ -127,10 +142,9 @@ pub fn run(ctx: &RunCtx, pipeline: &str, step: &StepConfig, cfg: &CommandStep) -
             if !tail.is_empty() {
                 msg.push_str(&format!("; its last output:\n{}", tail.join("\n")));
             }
-            Err(match code {
-                Some(75) => Error::external(msg, true),
-                _ => Error::external(msg, false),
-            })
+            // The program's own failure (exit 1 of sluice), not a server's;
+            // status 75 (EX_TEMPFAIL) may pass on a retry.
+            Err(Error::Command { message: msg, status: code })
         }
     }
 }

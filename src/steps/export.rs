@@ -129,7 +129,9 @@ pub fn declared_types(project: &crate::project::Project, names: &[String]) -> BT
     let mut clash = BTreeSet::new();
     for name in names {
         let cols: Vec<(String, ColumnType)> = match (project.meta.model(name), project.meta.seed(name)) {
-            (Some(m), _) => m.columns.iter().filter_map(|c| c.column.as_ref().map(|c| (c.name.clone(), c.ty))).collect(),
+            (Some(m), _) => {
+                m.columns.iter().filter_map(|c| c.column.as_ref().map(|c| (c.name.clone(), c.ty))).collect()
+            }
             (None, Some(s)) => {
                 s.columns.iter().flat_map(|s| s.columns.iter().map(|c| (c.name.clone(), c.ty))).collect()
             }

@@ -1,6 +1,8 @@
 //! `ingest`: copies source files byte for byte into the object store under
-//! `raw/<dataset>/<date>/<run-id>/`, with a manifest. A file whose bytes were
-//! landed before is skipped, so running the step twice lands nothing new.
+//! `raw/<dataset>/<date>/<run-id>/`, with a manifest of everything the source
+//! held. Bytes stored before are not stored again, and a source whose content
+//! is what the newest landing lists lands nothing new; a source that went back
+//! to earlier content (A, then B, then A) is a new landing of that content.
 
 use std::path::PathBuf;
 
@@ -9,7 +11,7 @@ use serde_json::json;
 use super::{RunCtx, StepOutput, count, human_bytes};
 use crate::error::{Error, Result};
 use crate::project::{IngestStep, StepConfig};
-use crate::storage::raw::{self, Landing, Manifest};
+use crate::storage::raw::{self, Manifest};
 
 /// The dataset an ingest step lands into.
 pub fn dataset_of(step: &StepConfig, cfg: &IngestStep) -> String {
@@ -42,20 +44,22 @@ pub fn source_files(ctx: &RunCtx, source: &str) -> Result<Vec<PathBuf>> {
 
 pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutput> {
     let dataset = dataset_of(step, cfg);
-    let files = source_files(ctx, &cfg.source.v)?;
-    if files.is_empty() {
+    let paths = source_files(ctx, &cfg.source.v)?;
+    if paths.is_empty() {
         return Ok(StepOutput {
             summary: format!("no file matches {}; nothing landed", cfg.source.v),
             rows: Some(0),
             bytes: Some(0),
-            details: json!({ "dataset": dataset, "landed": [], "skipped": [] }),
+            details: json!({ "dataset": dataset, "manifest": null, "landed": [], "skipped": [] }),
         });
     }
     let prefix = raw::landing_prefix(&dataset, &ctx.logical_date, &ctx.run_id);
-    let mut landed = Vec::new();
-    let mut skipped = Vec::new();
+    // What a killed run left half-written is of no use to anyone.
+    ctx.store.sweep_staging()?;
+    let mut files = Vec::new();
     let mut used_names: Vec<String> = Vec::new();
-    for path in &files {
+    for path in &paths {
+        ctx.cancel.check()?;
         let shown = path
             .strip_prefix(&ctx.project.dir)
             .map(|p| p.display().to_string())
@@ -69,45 +73,53 @@ pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutp
         let meter = ctx.meter(&format!("landing {shown}"), size);
         let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
         let count = raw::RowCount::Csv { delimiter: b',', quote: b'"', header: true };
-        let outcome = raw::land(ctx.store.as_ref(), &dataset, &prefix, &name, &shown, count, &mut f, &mut |b| {
+        files.push(raw::land(ctx.store.as_ref(), &dataset, &prefix, &name, &shown, count, &mut f, &mut |b| {
             meter.update(b, 0)
-        })?;
-        match outcome {
-            Landing::New(m) => landed.push(m),
-            Landing::Duplicate { existing, sha256, bytes } => {
-                skipped.push(json!({ "source": shown, "sha256": sha256, "bytes": bytes, "landed_as": existing }))
-            }
-        }
+        })?);
     }
-    if !landed.is_empty() {
-        let m = Manifest {
-            dataset: dataset.clone(),
-            run_id: ctx.run_id.clone(),
-            landed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            files: landed.clone(),
-        };
-        raw::write_manifest(ctx.store.as_ref(), &prefix, &m)?;
-    }
+    let manifest = Manifest {
+        key: raw::manifest_key(&prefix),
+        dataset: dataset.clone(),
+        run_id: ctx.run_id.clone(),
+        landed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        files,
+    };
+    let newest = raw::manifests(ctx.store.as_ref(), &dataset)?.pop();
+    ctx.cancel.check()?;
+    let published = raw::commit_manifest(ctx.store.as_ref(), &prefix, &manifest, newest.as_ref())?;
+    let (landed, skipped): (Vec<_>, Vec<_>) = manifest.files.iter().cloned().partition(|f| !f.reused);
     let rows: u64 = landed.iter().map(|f| f.rows).sum();
     let bytes: u64 = landed.iter().map(|f| f.bytes).sum();
     let s = |n: usize| if n == 1 { "" } else { "s" };
-    let mut summary = if landed.is_empty() {
-        format!("nothing new: {} file{} already landed", skipped.len(), s(skipped.len()))
-    } else {
+    let summary = if !published {
+        format!("nothing new: the source holds the {} file{} landed last", skipped.len(), s(skipped.len()))
+    } else if landed.is_empty() {
         format!(
+            "landed {} ({}) stored before, under {prefix}: the source went back to earlier content",
+            count(skipped.len() as u64, "file"),
+            count(skipped.iter().map(|f| f.rows).sum(), "row"),
+        )
+    } else {
+        let mut s = format!(
             "landed {} ({}, {}) under {prefix}",
             count(landed.len() as u64, "file"),
             count(rows, "row"),
             human_bytes(bytes)
-        )
+        );
+        if !skipped.is_empty() {
+            s.push_str(&format!("; {} already stored", skipped.len()));
+        }
+        s
     };
-    if !landed.is_empty() && !skipped.is_empty() {
-        summary.push_str(&format!("; {} already landed", skipped.len()));
-    }
     Ok(StepOutput {
         summary,
         rows: Some(rows),
         bytes: Some(bytes),
-        details: json!({ "dataset": dataset, "landed": landed, "skipped": skipped }),
+        details: json!({
+            "dataset": dataset,
+            "manifest": published.then_some(&manifest.key),
+            "landed": landed,
+            "skipped": skipped,
+        }),
     })
 }

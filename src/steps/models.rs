@@ -467,7 +467,8 @@ fn source_place(source: &str, sql: &str, line: usize, col: usize) -> Option<(usi
         return Some((si + 1, Some(col)));
     }
     let (sp, cp) = anchors.iter().rev().find(|a| a.1 < cj).map_or((-1, -1), |&(a, b)| (a as isize, b as isize));
-    let (sn, cn) = anchors.iter().find(|a| a.1 > cj).map_or((n as isize, m as isize), |&(a, b)| (a as isize, b as isize));
+    let (sn, cn) =
+        anchors.iter().find(|a| a.1 > cj).map_or((n as isize, m as isize), |&(a, b)| (a as isize, b as isize));
     if sn - sp != cn - cp {
         return None;
     }

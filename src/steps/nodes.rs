@@ -27,7 +27,15 @@ pub fn seed(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
 pub fn snapshot(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
     let mut wh = ctx.warehouse(cfg.connection.as_ref().map(|c| c.v.as_str()))?;
     let now = chrono::Utc::now().timestamp_micros();
-    let results = super::snapshots::run_snapshots(ctx.project, ctx.plan, wh.as_mut(), &cfg.select, &cfg.exclude, now, ctx.run_vars())?;
+    let results = super::snapshots::run_snapshots(
+        ctx.project,
+        ctx.plan,
+        wh.as_mut(),
+        &cfg.select,
+        &cfg.exclude,
+        now,
+        ctx.run_vars(),
+    )?;
     let mut done = Vec::new();
     for r in results {
         let what = r.result?;

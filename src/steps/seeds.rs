@@ -50,6 +50,7 @@ pub fn load_seeds(
             create: true,
             rejects_path: None,
             run_id: run_id.to_string(),
+            records: Vec::new(),
             cancel: crate::steps::Cancel::default(),
         };
         let label = project.show_path(&seed.path.display().to_string());

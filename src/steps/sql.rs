@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::models::{BuildRequest, ModelState, build};
 use super::{RunCtx, StepOutput};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::project::SqlStep;
 
 pub fn run(ctx: &RunCtx, cfg: &SqlStep) -> Result<StepOutput> {
@@ -52,11 +52,8 @@ pub fn run(ctx: &RunCtx, cfg: &SqlStep) -> Result<StepOutput> {
             json!({ "model": r.name, "status": status, "detail": detail, "seconds": r.duration.as_secs_f64(), "db_seconds": r.db_time.as_secs_f64() })
         })
         .collect();
-    if let Some(e) = results.iter().find_map(|r| match &r.state {
-        ModelState::Failed(e) => Some(e),
-        _ => None,
-    }) {
-        let failed = results.iter().filter(|r| matches!(r.state, ModelState::Failed(_))).count();
+    let failed = results.iter().filter(|r| matches!(r.state, ModelState::Failed(_))).count();
+    if failed > 0 {
         let skipped = results.iter().filter(|r| matches!(r.state, ModelState::Skipped(_))).count();
         let mut msg = format!("{failed} of {} models failed", results.len());
         if skipped > 0 {
@@ -65,13 +62,16 @@ pub fn run(ctx: &RunCtx, cfg: &SqlStep) -> Result<StepOutput> {
         if !built.is_empty() {
             msg.push_str(&format!(" ({} built)", built.len()));
         }
-        let kind_err = match e.kind() {
-            crate::error::Kind::User => Error::user(format!("{msg}: {}", e.chain())),
-            crate::error::Kind::Data => Error::DataMsg(format!("{msg}: {}", e.chain())),
-            crate::error::Kind::External => Error::external(format!("{msg}: {}", e.chain()), e.retryable()),
-            crate::error::Kind::Internal => Error::internal(format!("{msg}: {}", e.chain())),
-        };
-        return Err(kind_err);
+        // The first failure, whole (its kind and database code decide the
+        // exit code and whether a retry may help), under the step's summary.
+        let first = results
+            .into_iter()
+            .find_map(|r| match r.state {
+                ModelState::Failed(e) => Some(e),
+                _ => None,
+            })
+            .expect("a model failed");
+        return Err(first.context(msg));
     }
     let s = if built.len() == 1 { "" } else { "s" };
     Ok(StepOutput {

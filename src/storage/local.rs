@@ -1,6 +1,8 @@
 //! A folder used as an object store. Objects are written to a temporary file
 //! inside the store and renamed into place, so a reader sees whole objects only;
 //! create-if-absent uses a hard link, which fails atomically if the key exists.
+//! A temporary file's name carries the host and process that write it, so a
+//! later run can remove what a killed writer left (`sweep_staging`).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -26,7 +28,45 @@ impl LocalStore {
     fn tmp_path(&self) -> Result<PathBuf> {
         let dir = self.root.join(".tmp");
         fs::create_dir_all(&dir).map_err(|e| Error::io("create folder", &dir, e))?;
-        Ok(dir.join(uuid::Uuid::now_v7().to_string()))
+        Ok(dir.join(format!("{}.{}.{}", host(), std::process::id(), uuid::Uuid::now_v7().simple())))
+    }
+}
+
+/// This machine's name, as staging files record it.
+fn host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    let name = if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() };
+    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    if name.is_empty() { "host".into() } else { name }
+}
+
+/// Whether a process of this machine is gone.
+fn process_gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// A staging file older than this is removed whoever wrote it (a writer on
+/// another machine sharing the folder cannot be asked whether it lives).
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Whether a staging file was left by a writer that is gone.
+fn abandoned(name: &str, age: Option<std::time::Duration>, this_host: &str) -> bool {
+    if age.is_some_and(|a| a > STALE_STAGING) {
+        return true;
+    }
+    let mut parts = name.rsplitn(3, '.');
+    let (_, pid, host) = (parts.next(), parts.next(), parts.next());
+    match (host, pid.and_then(|p| p.parse::<i32>().ok())) {
+        (Some(h), Some(pid)) if h == this_host => pid != std::process::id() as i32 && process_gone(pid),
+        // Written by an older Sluice (a bare UUID): its writer is long gone
+        // unless the file is fresh.
+        (None, _) | (_, None) => age.is_some_and(|a| a > std::time::Duration::from_secs(3600)),
+        _ => false,
     }
 }
 
@@ -141,6 +181,31 @@ impl ObjectStore for LocalStore {
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         Some(self.path(key))
     }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        Ok(self.path(key).is_file())
+    }
+
+    fn sweep_staging(&self) -> Result<u64> {
+        let dir = self.root.join(".tmp");
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let this_host = host();
+        let mut freed = 0;
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = entry.metadata().ok();
+            let age = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if abandoned(&name, age, &this_host) && fs::remove_file(entry.path()).is_ok() {
+                freed += meta.map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        Ok(freed)
+    }
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
@@ -186,5 +251,26 @@ mod tests {
         assert!(!s.put_if_absent("idx/k", b"2").unwrap());
         assert_eq!(s.get_bytes("idx/k").unwrap().unwrap(), b"1");
         assert!(s.stage("../escape").is_err());
+    }
+
+    #[test]
+    fn sweeping_removes_only_what_dead_writers_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path().to_path_buf(), "file://x".into());
+        let live = s.stage("raw/a/live.csv").unwrap();
+        // A child that has exited stands for a killed writer of this machine.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let tmp = dir.path().join(".tmp");
+        std::fs::write(tmp.join(format!("{}.{dead}.0123abcd", host())), b"half written").unwrap();
+        std::fs::write(tmp.join("otherhost.1.0123abcd"), b"maybe still written").unwrap();
+        assert_eq!(s.sweep_staging().unwrap(), 12);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.contains(&"otherhost.1.0123abcd".to_string()));
+        live.abort().unwrap();
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod local;
 pub mod raw;
+pub mod s3;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,15 @@ pub trait ObjectStore: Send + Sync {
             }
         }
     }
+    /// Whether an object exists under the key.
+    fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+    /// Removes what writers that died left half-written (a killed run's
+    /// staging files); returns how many bytes it freed.
+    fn sweep_staging(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Every key under a prefix, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
     fn delete(&self, key: &str) -> Result<()>;
@@ -67,11 +77,12 @@ pub fn open(url: &str, base: &Path) -> Result<Store> {
         return Ok(Arc::new(local::LocalStore::new(root, url.to_string())));
     }
     if url.starts_with("s3://") {
-        return Err(Error::user(format!(
-            "object store {url}: s3:// storage is not available in this build yet; use file://DIR"
-        )));
+        return Ok(Arc::new(s3::S3Store::open(url)?));
     }
-    Err(Error::user(format!("unsupported storage URL \"{url}\": use file://DIR or s3://bucket/prefix")))
+    Err(Error::user(format!(
+        "unsupported storage URL \"{}\": use file://DIR or s3://bucket/prefix",
+        crate::secret::redact_url(url)
+    )))
 }
 
 /// Checks that a key is relative and has no `..` parts.

@@ -1,7 +1,15 @@
 //! The raw zone's layout: `raw/<dataset>/<date>/<run-id>/<file>` with a
-//! `_manifest.json` per landing (sha256, bytes, rows of each file), and an
-//! index by hash under `_sluice/index/<dataset>/` so a file already landed is
-//! not landed again. Objects are copied byte for byte.
+//! `_manifest.json` per landing, and an index by hash under
+//! `_sluice/index/<dataset>/` so the same bytes are stored once. Objects are
+//! copied byte for byte.
+//!
+//! The manifest is the one commit point. A landing stores each new file's
+//! bytes (and its index entry) first, then writes one manifest that lists
+//! every file the source held at that moment, new or stored before. Loads read
+//! manifests only, so a run killed anywhere before its manifest is written has
+//! published nothing: the next run finds the bytes already stored, reuses
+//! them, and writes the manifest. The index is a cache of where bytes are,
+//! never a record of what was published.
 
 use std::io::{Read, Write};
 
@@ -22,11 +30,17 @@ pub struct ManifestFile {
     pub bytes: u64,
     /// Data records (the header not counted), as a quote-aware count of lines.
     pub rows: u64,
+    /// The bytes were stored by an earlier landing (`key` is under its prefix).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
-/// One landing: the files one run landed for a dataset.
+/// One landing: every file the source held when a run looked at it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
+    /// Where this manifest is stored (filled when read, not written).
+    #[serde(skip)]
+    pub key: String,
     pub dataset: String,
     pub run_id: String,
     pub landed_at: String,
@@ -39,18 +53,6 @@ pub fn landing_prefix(dataset: &str, date: &str, run_id: &str) -> String {
 
 fn index_key(dataset: &str, sha: &str) -> String {
     format!("_sluice/index/{dataset}/{sha}")
-}
-
-/// What landing a file did.
-#[derive(Debug, Clone)]
-pub enum Landing {
-    New(ManifestFile),
-    /// The same bytes were landed before, under this key.
-    Duplicate {
-        existing: String,
-        sha256: String,
-        bytes: u64,
-    },
 }
 
 /// How landing counts the rows of a file.
@@ -88,8 +90,9 @@ impl Read for Tee<'_> {
 }
 
 /// Copies `src` into the store under the landing prefix, hashing and counting
-/// rows as it goes. If a file with the same hash was landed for the dataset
-/// before, the copy is dropped and the earlier key is returned.
+/// rows as it goes. If the same bytes were stored for the dataset before, the
+/// copy is dropped and the file points at the earlier object (`reused`).
+/// Nothing is visible to loads until `commit_manifest`.
 #[allow(clippy::too_many_arguments)]
 pub fn land(
     store: &dyn ObjectStore,
@@ -100,7 +103,7 @@ pub fn land(
     count: RowCount,
     src: &mut dyn Read,
     progress: &mut dyn FnMut(u64),
-) -> Result<Landing> {
+) -> Result<ManifestFile> {
     let key = format!("{prefix}{name}");
     let mut staged = store.stage(&key)?;
     let (sha, bytes, rows) = {
@@ -119,25 +122,39 @@ pub fn land(
         };
         (hex(&tee.hasher.finalize()), tee.bytes, rows)
     };
-    if let Some(existing) = store.get_bytes(&index_key(dataset, &sha))? {
-        let existing = String::from_utf8_lossy(&existing).into_owned();
-        if store.get(&existing)?.is_some() {
-            staged.abort()?;
-            return Ok(Landing::Duplicate { existing, sha256: sha, bytes });
-        }
+    let file = |key: String, reused: bool| ManifestFile {
+        name: name.to_string(),
+        key,
+        source: source.to_string(),
+        sha256: sha.clone(),
+        bytes,
+        rows,
+        reused,
+    };
+    if let Some(existing) = stored(store, dataset, &sha)? {
+        staged.abort()?;
+        return Ok(file(existing, true));
     }
     staged.commit()?;
     if !store.put_if_absent(&index_key(dataset, &sha), key.as_bytes())? {
-        // Another run landed the same bytes at the same moment: keep theirs.
-        let existing = store.get_bytes(&index_key(dataset, &sha))?.unwrap_or_default();
-        let existing = String::from_utf8_lossy(&existing).into_owned();
-        if existing != key && store.get(&existing)?.is_some() {
+        // Another run stored the same bytes at the same moment: keep theirs.
+        if let Some(existing) = stored(store, dataset, &sha)?
+            && existing != key
+        {
             store.delete(&key)?;
-            return Ok(Landing::Duplicate { existing, sha256: sha, bytes });
+            return Ok(file(existing, true));
         }
+        // The index pointed at an object that is gone: point it here.
         store.put(&index_key(dataset, &sha), key.as_bytes())?;
     }
-    Ok(Landing::New(ManifestFile { name: name.to_string(), key, source: source.to_string(), sha256: sha, bytes, rows }))
+    Ok(file(key, false))
+}
+
+/// Where the bytes with this hash are stored for a dataset, if they still are.
+fn stored(store: &dyn ObjectStore, dataset: &str, sha: &str) -> Result<Option<String>> {
+    let Some(existing) = store.get_bytes(&index_key(dataset, sha))? else { return Ok(None) };
+    let existing = String::from_utf8_lossy(&existing).into_owned();
+    Ok(store.exists(&existing)?.then_some(existing))
 }
 
 /// Reads a whole stream, counting its rows.
@@ -180,10 +197,30 @@ fn count_rows(r: &mut dyn Read, count: RowCount) -> std::io::Result<u64> {
     }
 }
 
-/// Writes a landing's manifest; the landing is visible to loads from then on.
-pub fn write_manifest(store: &dyn ObjectStore, prefix: &str, m: &Manifest) -> Result<()> {
+/// The key of the manifest of the landing under `prefix`.
+pub fn manifest_key(prefix: &str) -> String {
+    format!("{prefix}_manifest.json")
+}
+
+impl Manifest {
+    /// What the source held: each file's name and hash, in a stable order.
+    fn content(&self) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = self.files.iter().map(|f| (f.source.as_str(), f.sha256.as_str())).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Publishes a landing: writes its manifest unless the dataset's newest
+/// landing already lists the same files with the same bytes. Returns whether
+/// it wrote one. The write is atomic: loads see the whole landing or none.
+pub fn commit_manifest(store: &dyn ObjectStore, prefix: &str, m: &Manifest, newest: Option<&Manifest>) -> Result<bool> {
+    if newest.is_some_and(|n| n.content() == m.content()) {
+        return Ok(false);
+    }
     let json = serde_json::to_vec_pretty(m).map_err(|e| Error::internal(format!("manifest: {e}")))?;
-    store.put(&format!("{prefix}_manifest.json"), &json)
+    store.put(&manifest_key(prefix), &json)?;
+    Ok(true)
 }
 
 /// Every landing of a dataset, oldest first.
@@ -194,8 +231,9 @@ pub fn manifests(store: &dyn ObjectStore, dataset: &str) -> Result<Vec<Manifest>
             continue;
         }
         let bytes = store.get_bytes(&key)?.unwrap_or_default();
-        let m: Manifest = serde_json::from_slice(&bytes)
+        let mut m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::external(format!("manifest {key} in {} is damaged: {e}", store.describe()), false))?;
+        m.key = key;
         out.push(m);
     }
     // Run ids are time-ordered (UUID v7), so key order is landing order within
@@ -234,19 +272,46 @@ mod tests {
         let s = LocalStore::new(dir.path().to_path_buf(), "file://x".into());
         let data = b"id\n1\n2\n";
         let p1 = landing_prefix("sales", "2026-01-01", "r1");
-        let Landing::New(f) = land(&s, "sales", &p1, "s.csv", "s.csv", CSV, &mut &data[..], &mut |_| {}).unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!((f.rows, f.bytes), (2, 7));
+        let f = land(&s, "sales", &p1, "s.csv", "s.csv", CSV, &mut &data[..], &mut |_| {}).unwrap();
+        assert_eq!((f.rows, f.bytes, f.reused), (2, 7, false));
         assert_eq!(f.sha256.len(), 64);
         let p2 = landing_prefix("sales", "2026-01-02", "r2");
-        let Landing::Duplicate { existing, .. } =
-            land(&s, "sales", &p2, "s.csv", "s.csv", CSV, &mut &data[..], &mut |_| {}).unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(existing, "raw/sales/2026-01-01/r1/s.csv");
+        let g = land(&s, "sales", &p2, "s.csv", "s.csv", CSV, &mut &data[..], &mut |_| {}).unwrap();
+        assert_eq!((g.key.as_str(), g.reused, g.rows), ("raw/sales/2026-01-01/r1/s.csv", true, 2));
         assert!(s.get("raw/sales/2026-01-02/r2/s.csv").unwrap().is_none());
+    }
+
+    #[test]
+    fn nothing_is_published_before_the_manifest_and_a_rerun_publishes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path().to_path_buf(), "file://x".into());
+        let manifest = |run: &str, files: Vec<ManifestFile>| Manifest {
+            key: String::new(),
+            dataset: "sales".into(),
+            run_id: run.into(),
+            landed_at: format!("2026-01-01T00:00:0{}Z", run.len()),
+            files,
+        };
+        // A run that died after storing the bytes (and their index entry)
+        // but before its manifest: no landing is visible.
+        let p1 = landing_prefix("sales", "2026-01-01", "r1");
+        land(&s, "sales", &p1, "a.csv", "a.csv", CSV, &mut &b"id\n1\n"[..], &mut |_| {}).unwrap();
+        assert!(manifests(&s, "sales").unwrap().is_empty());
+        // The next run reuses the bytes and publishes them.
+        let p2 = landing_prefix("sales", "2026-01-01", "r22");
+        let a = land(&s, "sales", &p2, "a.csv", "a.csv", CSV, &mut &b"id\n1\n"[..], &mut |_| {}).unwrap();
+        assert!(a.reused);
+        assert!(commit_manifest(&s, &p2, &manifest("r22", vec![a.clone()]), None).unwrap());
+        let m = manifests(&s, "sales").unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].key, "raw/sales/2026-01-01/r22/_manifest.json");
+        assert_eq!(m[0].files[0].key, "raw/sales/2026-01-01/r1/a.csv");
+        // The same content again publishes nothing new ...
+        assert!(!commit_manifest(&s, &p2, &manifest("r333", vec![a.clone()]), Some(&m[0])).unwrap());
+        // ... but other content does, even if its bytes were stored before.
+        let b = ManifestFile { sha256: "b".repeat(64), source: "b.csv".into(), ..a.clone() };
+        let p4 = landing_prefix("sales", "2026-01-01", "r4444");
+        assert!(commit_manifest(&s, &p4, &manifest("r4444", vec![b]), Some(&m[0])).unwrap());
+        assert_eq!(manifests(&s, "sales").unwrap().len(), 2);
     }
 }

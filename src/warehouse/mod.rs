@@ -112,6 +112,12 @@ pub trait LoadTx {
     fn write(&mut self, batch: &RowBatch) -> Result<()>;
     /// Records rejected rows in `_sluice_rejects`, in the same transaction.
     fn write_rejects(&mut self, rejects: &[RowError]) -> Result<()>;
+    /// Ends one input file (`label` as errors name it). A merge applies that
+    /// file's rows here, so a later file's row wins over an earlier one's
+    /// with the same key; within one file a key must be unique.
+    fn end_input(&mut self, _label: &str) -> Result<()> {
+        Ok(())
+    }
     /// Records the loaded objects and publishes the rows, all at once.
     fn commit(self: Box<Self>, records: &[LoadRecord]) -> Result<()>;
     /// Leaves the target exactly as it was.
@@ -150,8 +156,24 @@ pub trait Warehouse: Send {
     fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>>;
     /// Starts a load transaction.
     fn begin_load<'a>(&'a mut self, target: &LoadTarget<'_>) -> Result<Box<dyn LoadTx + 'a>>;
-    /// The raw objects already loaded into a table.
+    /// The raw objects (and landings) already loaded into a table.
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>>;
+    /// Significant digits a decimal is stored exactly to, with the
+    /// warehouse's name, when that is fewer than a decimal column declares
+    /// (SQLite keeps non-integer decimals as 64-bit floats).
+    fn exact_decimal_digits(&self) -> Option<(u32, &'static str)> {
+        None
+    }
+    /// Takes this connection's turn to load into `table` if no other
+    /// connection has it; `false` when another has. The turn lasts until
+    /// the connection closes.
+    fn try_lock_loads(&mut self, _table: &str) -> Result<bool> {
+        Ok(true)
+    }
+    /// Waits for this connection's turn to load into `table`.
+    fn lock_loads(&mut self, _table: &str) -> Result<()> {
+        Ok(())
+    }
     /// Builds a table or a view from a model's rendered SELECT, replacing what
     /// was there in one step readers cannot see half of.
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()>;
@@ -372,6 +394,26 @@ pub fn spool_rejects(
     Ok(())
 }
 
+/// The error for a merge whose input repeats keys (`dups`: the first few).
+pub fn repeated_merge_keys(label: &str, key: &[String], dups: &[String]) -> Error {
+    Error::DataMsg(format!(
+        "{label} has rows with the same merge key ({}) more than once: {}; within one file a key must be unique (across files the later file wins); nothing was loaded",
+        key.join(", "),
+        dups.join("; ")
+    ))
+}
+
+/// Refuses a table name no warehouse can hold (empty, blank, or with a NUL).
+pub fn check_table_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::user("the table name is empty: name a table (--table NAME, or `table = \"NAME\"`)"));
+    }
+    if name.contains('\0') {
+        return Err(Error::user(format!("the table name {name:?} holds a NUL character")));
+    }
+    Ok(())
+}
+
 /// The name of the table that records loaded objects.
 pub const LOADS_TABLE: &str = "_sluice_loads";
 /// The name of the table that keeps quarantined rows.
@@ -386,13 +428,55 @@ pub fn naming_for(url: &Secret) -> Naming {
     match scheme {
         "mysql" | "mariadb" => Naming { open: '`', close: '`', schema: None },
         "postgres" | "postgresql" => {
-            let schema = u
-                .split_once('?')
-                .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("schema=").map(str::to_string)));
+            let schema =
+                crate::secret::url_params(u).into_iter().find(|(k, _)| *k == "schema").map(|(_, v)| v.to_string());
             Naming { open: '"', close: '"', schema }
         }
         _ => Naming { open: '"', close: '"', schema: None },
     }
+}
+
+/// The URL parameter that bounds a connection and its handshake.
+pub const CONNECT_TIMEOUT: &str = "connect_timeout";
+/// How long a connection and its handshake may take unless the URL's
+/// `connect_timeout` says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The URL's `connect_timeout=SECONDS` (a number, fractions allowed), else
+/// the default.
+pub fn connect_timeout(url: &str) -> Result<std::time::Duration> {
+    match crate::secret::url_params(url).into_iter().rev().find(|(k, _)| *k == CONNECT_TIMEOUT) {
+        None => Ok(DEFAULT_CONNECT_TIMEOUT),
+        Some((_, v)) => match v.parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
+            _ => Err(Error::user(format!(
+                "invalid {CONNECT_TIMEOUT}={v} in {}: a number of seconds greater than 0, e.g. {CONNECT_TIMEOUT}=5",
+                crate::secret::redact_url(url)
+            ))),
+        },
+    }
+}
+
+/// Runs `f` on `rt` for at most `limit` (`None`: it did not finish in time).
+pub fn block_on_within<F: std::future::Future>(
+    rt: &tokio::runtime::Handle,
+    limit: std::time::Duration,
+    f: F,
+) -> Option<F::Output> {
+    // The timer is made inside the runtime, which it needs.
+    rt.block_on(async move { tokio::time::timeout(limit, f).await.ok() })
+}
+
+/// The error of a connection that did not complete its handshake in time:
+/// nothing answered, or what answered does not speak `protocol`.
+pub fn connect_timed_out(shown: &str, timeout: std::time::Duration, protocol: &str) -> Error {
+    Error::external(
+        format!(
+            "cannot connect to {shown}: no {protocol} handshake within {}s ({CONNECT_TIMEOUT}); check that a {protocol} server listens at that host and port (raise the limit with ?{CONNECT_TIMEOUT}=SECONDS)",
+            timeout.as_secs_f64()
+        ),
+        true,
+    )
 }
 
 /// Connects to the warehouse a URL names. Relative SQLite paths are under `base`.
@@ -560,6 +644,47 @@ pub fn format_scaled(f: f64, scale: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11, item 8: any password connects, whether it came from a
+    /// `${env:…}` value (encoded when substituted) or was written raw in
+    /// the URL (encoded on the way to the driver); both drivers read back
+    /// exactly the password.
+    #[test]
+    fn any_password_reaches_both_drivers_whole() {
+        use crate::secret::{encode_userinfo, url_for_driver};
+        use std::str::FromStr;
+        for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ é€".chars() {
+            let pw = format!("p@ss:w/rd?#%{c}x{c}");
+            for written in [encode_userinfo(&pw), pw.clone()] {
+                let url = url_for_driver(&format!("postgres://app:{written}@127.0.0.1:5432/test"));
+                let cfg = tokio_postgres::Config::from_str(&url).unwrap_or_else(|e| panic!("{pw:?}: {e}"));
+                assert_eq!(cfg.get_password(), Some(pw.as_bytes()), "{pw:?}");
+                assert_eq!(cfg.get_user(), Some("app"));
+                assert_eq!(cfg.get_dbname(), Some("test"));
+                assert_eq!(cfg.get_ports(), &[5432]);
+                let url = url_for_driver(&format!("mysql://app:{written}@127.0.0.1:3306/shop"));
+                let opts = mysql_async::Opts::from_url(&url).unwrap_or_else(|e| panic!("{pw:?}: {e}"));
+                assert_eq!(opts.pass(), Some(pw.as_str()), "{pw:?}");
+                assert_eq!(opts.user(), Some("app"));
+                assert_eq!(opts.db_name(), Some("shop"));
+                assert_eq!(opts.tcp_port(), 3306);
+            }
+        }
+    }
+
+    #[test]
+    fn connect_timeout_comes_from_the_url() {
+        assert_eq!(connect_timeout("postgres://h/db").unwrap(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(
+            connect_timeout("mysql://h/db?connect_timeout=2.5").unwrap(),
+            std::time::Duration::from_millis(2500)
+        );
+        let e = connect_timeout("mysql://u:pw@h/db?connect_timeout=soon").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid connect_timeout=soon in mysql://u:***@h/db?connect_timeout=soon: a number of seconds greater than 0, e.g. connect_timeout=5"
+        );
+    }
 
     #[test]
     fn floats_print_like_sql_clients() {

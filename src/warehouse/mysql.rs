@@ -18,12 +18,12 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::{
-    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
-    RowSink, Warehouse, build_table_sql,
+    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming,
+    REJECTS_TABLE, RowSink, Warehouse, build_table_sql,
 };
-use crate::error::{Error, Result, RowError};
+use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
-use crate::secret::redact_url;
+use crate::secret::{redact_url, url_for_driver, without_params};
 use crate::types::{Column, ColumnType, RowBatch, Schema, Val};
 
 pub struct Mysql {
@@ -47,11 +47,7 @@ fn error_at(e: &mysql_async::Error, sql: &str) -> Option<ErrorAt> {
             let rest = &s.message[s.message.find("near '")? + 6..];
             let end = rest.rfind("' at line ")?;
             let (near, line) = (&rest[..end], rest[end + 10..].trim().parse::<usize>().ok()?);
-            let line_start = if line <= 1 {
-                0
-            } else {
-                sql.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)?
-            };
+            let line_start = if line <= 1 { 0 } else { sql.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)? };
             if near.is_empty() {
                 return at(sql.trim_end().len());
             }
@@ -69,20 +65,14 @@ fn error_at(e: &mysql_async::Error, sql: &str) -> Option<ErrorAt> {
     }
 }
 
-/// Maps a driver error to the crate's kinds, by MySQL error code.
+/// Maps a driver error to the crate's error, keeping MySQL's error number and
+/// SQLSTATE as data (they decide the kind and whether a retry may help).
 pub fn my_err(e: mysql_async::Error, what: &str) -> Error {
     match &e {
-        mysql_async::Error::Server(s) => {
-            let msg = format!("cannot {what}: {} (MySQL error {}, SQLSTATE {})", s.message, s.code, s.state);
-            match s.code {
-                1205 | 1213 | 1040 | 1053 | 1152 | 1158..=1161 | 2002 | 2003 | 2006 | 2013 => {
-                    Error::external(msg, true)
-                }
-                1044 | 1045 | 1227 | 1698 => Error::external(msg, false),
-                1048 | 1062 | 1264 | 1265 | 1292 | 1366 | 1406 | 1451 | 1452 => Error::DataMsg(msg),
-                _ => Error::user(msg),
-            }
-        }
+        mysql_async::Error::Server(s) => Error::Db {
+            message: format!("cannot {what}: {} (MySQL error {}, SQLSTATE {})", s.message, s.code, s.state),
+            code: DbCode::MySql { number: s.code, sqlstate: s.state.clone() },
+        },
         mysql_async::Error::Io(_) => Error::external(format!("cannot {what}: {e}"), true),
         mysql_async::Error::Url(_) => Error::user(format!("cannot {what}: {e}")),
         _ => Error::external(format!("cannot {what}: {e}"), false),
@@ -187,12 +177,16 @@ fn escape(b: &[u8], out: &mut BytesMut) {
 }
 
 impl Mysql {
-    /// Connects with a `mysql://` (or `mariadb://`) URL.
+    /// Connects with a `mysql://` (or `mariadb://`) URL. Extra parameter:
+    /// `connect_timeout=SECONDS` (the longest the connection and its
+    /// handshake may take, default 10).
     pub fn connect(url: &str) -> Result<Mysql> {
         let shown = redact_url(url);
+        let timeout = super::connect_timeout(url)?;
+        let url = url_for_driver(&without_params(url, &[super::CONNECT_TIMEOUT]));
         let u = match url.strip_prefix("mariadb://") {
             Some(rest) => format!("mysql://{rest}"),
-            None => url.to_string(),
+            None => url.clone(),
         };
         let opts = Opts::from_url(&u).map_err(|e| Error::user(format!("invalid MySQL URL {shown}: {e}")))?;
         let database = opts
@@ -201,13 +195,25 @@ impl Mysql {
             .ok_or_else(|| Error::user(format!("the MySQL URL {shown} names no database: add /DBNAME")))?;
         let opts = OptsBuilder::from_opts(opts).prefer_socket(false).stmt_cache_size(16);
         let rt = super::runtime();
-        let conn = rt.block_on(Conn::new(opts)).map_err(|e| my_err(e, &format!("connect to {shown}")))?;
+        let conn = super::block_on_within(&rt, timeout, Conn::new(opts))
+            .ok_or_else(|| super::connect_timed_out(&shown, timeout, "MySQL or MariaDB"))?
+            .map_err(|e| my_err(e, &format!("connect to {shown}")))?;
         let mut m = Mysql { rt, conn: Some(conn), shown, database, last_at: None };
         m.run(
             "SET time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY', NAMES utf8mb4",
             "set up the session",
         )?;
         Ok(m)
+    }
+
+    /// A named lock, held by the session, for loads into `table` (names are
+    /// at most 64 characters: the table is hashed into it).
+    fn load_lock(&mut self, table: &str, timeout_s: u32) -> Result<bool> {
+        use sha2::Digest;
+        let sha = crate::storage::raw::hex(&sha2::Sha256::digest(format!("{}.{table}", self.database)));
+        let sql = format!("SELECT GET_LOCK('sluice_load_{}', {timeout_s})", &sha[..40]);
+        let rows = self.rows(&sql, &format!("take a turn to load into `{table}`"))?;
+        Ok(rows.first().and_then(|r| r[0].as_deref()) == Some("1"))
     }
 
     fn conn(&mut self) -> &mut Conn {
@@ -521,6 +527,7 @@ impl Warehouse for Mysql {
             cols.join(", ")
         );
         let mut tx = MyLoad {
+            load_sql: sql.clone(),
             my: self,
             table: target.table.to_string(),
             columns: target.columns.iter().map(|c| c.name.clone()).collect(),
@@ -538,6 +545,19 @@ impl Warehouse for Mysql {
         };
         tx.start(sql);
         Ok(Box::new(tx))
+    }
+
+    fn try_lock_loads(&mut self, table: &str) -> Result<bool> {
+        self.load_lock(table, 0)
+    }
+
+    fn lock_loads(&mut self, table: &str) -> Result<()> {
+        // A year: GET_LOCK has no "forever" that every server version reads alike.
+        if self.load_lock(table, 31_536_000)? {
+            Ok(())
+        } else {
+            Err(Error::external(format!("timed out waiting for other loads into `{table}`"), true))
+        }
     }
 
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>> {
@@ -562,7 +582,8 @@ impl Warehouse for Mysql {
         // and old names: they take turns under a named lock (released when
         // the build ends, or by the server when the connection closes).
         let lock = format!("CONCAT('sluice:build:', MD5(CONCAT(DATABASE(), '.', {})))", Self::literal(name));
-        let got = self.rows(&format!("SELECT GET_LOCK({lock}, 86400)"), &format!("wait for another build of {name}"))?;
+        let got =
+            self.rows(&format!("SELECT GET_LOCK({lock}, 86400)"), &format!("wait for another build of {name}"))?;
         if got.first().and_then(|r| r[0].as_deref()) != Some("1") {
             return Err(Error::external(format!("cannot build {name}: another build of it has run for a day"), true));
         }
@@ -674,6 +695,8 @@ type LoadTask = tokio::task::JoinHandle<(Conn, std::result::Result<u16, mysql_as
 
 struct MyLoad<'a> {
     my: &'a mut Mysql,
+    /// The LOAD DATA statement (started again for each input of a merge).
+    load_sql: String,
     table: String,
     columns: Vec<String>,
     mode: LoadMode,
@@ -772,6 +795,9 @@ impl MyLoad<'_> {
 
 impl LoadTx for MyLoad<'_> {
     fn write(&mut self, batch: &RowBatch) -> Result<()> {
+        if self.sender.is_none() {
+            self.start(self.load_sql.clone());
+        }
         for r in 0..batch.len() {
             self.rows_sent += 1;
             let line = batch.lines[r];
@@ -799,38 +825,48 @@ impl LoadTx for MyLoad<'_> {
         })
     }
 
-    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
-        self.send()?;
-        self.finish_load()?;
+    fn end_input(&mut self, label: &str) -> Result<()> {
+        if self.mode != LoadMode::Merge {
+            return Ok(());
+        }
+        if self.sender.is_some() {
+            self.send()?;
+            self.finish_load()?;
+        }
         let t = quote(&self.table);
-        if self.mode == LoadMode::Merge {
-            let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
-            let stage = quote(STAGE);
-            let dups = self.my.rows(
-                &format!(
-                    "SELECT CONCAT_WS(', ', {k}) FROM {stage} GROUP BY {k} HAVING COUNT(*) > 1 LIMIT 5",
-                    k = keys.join(", ")
-                ),
-                "check merge keys",
-            )?;
-            if !dups.is_empty() {
-                let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
-                return Err(Error::DataMsg(format!(
-                    "the source has rows with the same merge key ({}) more than once: {}; nothing was loaded",
-                    self.key.join(", "),
-                    list.join("; ")
-                )));
-            }
-            let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
-            let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
-            self.my.run(
-                &format!("DELETE t FROM {t} t JOIN {stage} s ON {}", cond.join(" AND ")),
-                "merge the staged rows",
-            )?;
-            self.my.run(
-                &format!("INSERT INTO {t} ({c}) SELECT {c} FROM {stage}", c = cols.join(", ")),
-                "merge the staged rows",
-            )?;
+        let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
+        let stage = quote(STAGE);
+        let dups = self.my.rows(
+            &format!(
+                "SELECT CONCAT_WS(', ', {k}) FROM {stage} GROUP BY {k} HAVING COUNT(*) > 1 LIMIT 5",
+                k = keys.join(", ")
+            ),
+            "check merge keys",
+        )?;
+        if !dups.is_empty() {
+            let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
+            return Err(super::repeated_merge_keys(label, &self.key, &list));
+        }
+        let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
+        let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
+        self.my
+            .run(&format!("DELETE t FROM {t} t JOIN {stage} s ON {}", cond.join(" AND ")), "merge the staged rows")?;
+        self.my.run(
+            &format!("INSERT INTO {t} ({c}) SELECT {c} FROM {stage}", c = cols.join(", ")),
+            "merge the staged rows",
+        )?;
+        // Not TRUNCATE: it would end the transaction.
+        self.my.run(&format!("DELETE FROM {stage}"), "empty the staging table")?;
+        // Row numbers in the server's warnings start again with the next input.
+        self.rows_sent = 0;
+        self.runs.clear();
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        if self.sender.is_some() {
+            self.send()?;
+            self.finish_load()?;
         }
         if let Some((path, w)) = self.spool.take() {
             let res = (|| {
@@ -887,6 +923,7 @@ impl LoadTx for MyLoad<'_> {
                 }
             }
             LoadMode::Replace => {
+                let t = quote(&self.table);
                 self.my.run("COMMIT", "commit the new table")?;
                 let new = format!("{}{NEW_SUFFIX}", self.table);
                 let old = format!("{}__sluice_old", self.table);

@@ -203,7 +203,7 @@ mod driver {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::error::{Error, Result, RowError};
+    use crate::error::{DbCode, Error, Result, RowError};
     use crate::project::{LoadMode, Materialized};
     use crate::secret::redact_url;
     use crate::types::{Cell, RowBatch, Val};
@@ -217,28 +217,16 @@ mod driver {
         shown: String,
     }
 
+    /// Maps a driver error to the crate's error, keeping the ORA- number as
+    /// data (it decides the kind and whether a retry may help).
     fn ora_err(e: oracledb::Error, what: &str) -> Error {
-        let text = e.to_string();
-        let msg = format!("cannot {what}: {text}");
+        let msg = format!("cannot {what}: {e}");
         match e.kind() {
             oracledb::ErrorKind::DeadConnection
             | oracledb::ErrorKind::NotConnected
             | oracledb::ErrorKind::CallTimeoutExceeded => Error::external(msg, true),
-            oracledb::ErrorKind::DbError(_) => {
-                // ORA-01400 (NULL), ORA-01722 (number), ORA-12899 (too long), ORA-00001 (unique): data.
-                if ["ORA-01400", "ORA-01722", "ORA-12899", "ORA-00001", "ORA-01438", "ORA-01841"]
-                    .iter()
-                    .any(|c| text.contains(c))
-                {
-                    Error::DataMsg(msg)
-                } else if ["ORA-12541", "ORA-12514", "ORA-03113", "ORA-03114", "ORA-00060"]
-                    .iter()
-                    .any(|c| text.contains(c))
-                {
-                    Error::external(msg, true)
-                } else {
-                    Error::user(msg)
-                }
+            oracledb::ErrorKind::DbError(db) => {
+                Error::Db { message: msg, code: DbCode::Oracle(u32::try_from(db.code()).unwrap_or(u32::MAX)) }
             }
             _ => Error::external(msg, false),
         }
@@ -248,16 +236,35 @@ mod driver {
         /// Connects with `oracle://user:password@host:port/service`.
         pub fn connect(url: &str) -> Result<Oracle> {
             let shown = redact_url(url);
-            let rest = url.strip_prefix("oracle://").unwrap_or(url);
-            let (auth, target) = rest.rsplit_once('@').ok_or_else(|| {
-                Error::user(format!("invalid Oracle URL {shown}: expected oracle://user:password@host:port/service"))
-            })?;
+            let timeout = crate::warehouse::connect_timeout(url)?;
+            let url = &crate::secret::without_params(url, &[crate::warehouse::CONNECT_TIMEOUT]);
+            let (auth, target) = match crate::secret::split_url(url) {
+                Some(crate::secret::UrlParts { userinfo_range: Some(ui), host_start, .. }) => {
+                    (&url[ui], &url[host_start..])
+                }
+                _ => {
+                    return Err(Error::user(format!(
+                        "invalid Oracle URL {shown}: expected oracle://user:password@host:port/service"
+                    )));
+                }
+            };
             let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+            let (user, password) = (crate::secret::decode_userinfo(user), crate::secret::decode_userinfo(password));
             let config = oracledb::Config::default()
-                .set_credentials(user, password)
+                .set_credentials(&user, &password)
+                .set_transport_connect_timeout(Some(timeout))
                 .set_connect_string(target)
                 .map_err(|e| ora_err(e, &format!("read the Oracle connect string of {shown}")))?;
-            let conn = oracledb::connect(config).map_err(|e| ora_err(e, &format!("connect to {shown}")))?;
+            // The driver blocks; the whole connect and handshake get the
+            // limit (a connection still going after it is left to end).
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(oracledb::connect(config));
+            });
+            let conn = match rx.recv_timeout(timeout) {
+                Ok(r) => r.map_err(|e| ora_err(e, &format!("connect to {shown}")))?,
+                Err(_) => return Err(crate::warehouse::connect_timed_out(&shown, timeout, "Oracle")),
+            };
             let o = Oracle { conn, shown };
             o.exec("ALTER SESSION SET TIME_ZONE = '+00:00'", "set up the session")?;
             o.exec("ALTER SESSION SET NLS_TIMESTAMP_FORMAT = 'YYYY-MM-DD HH24:MI:SS.FF6'", "set up the session")?;
@@ -278,8 +285,10 @@ mod driver {
         fn exec_if_absent(&self, sql: &str, what: &str) -> Result<()> {
             match self.conn.execute(sql, &[]) {
                 Ok(_) => Ok(()),
-                Err(e) if e.to_string().contains("ORA-00955") => Ok(()),
-                Err(e) => Err(ora_err(e, what)),
+                Err(e) => match ora_err(e, what) {
+                    e if e.db_code().is_some_and(|c| c.is_duplicate_object()) => Ok(()),
+                    e => Err(e),
+                },
             }
         }
 
@@ -486,6 +495,7 @@ mod driver {
                 into_sql: insert_sql(&into, target.columns),
                 merge_sql: (target.mode == LoadMode::Merge)
                     .then(|| merge_sql(target.table, &into, target.columns, target.key)),
+                stage: quote(&into),
                 run_id: target.run_id.to_string(),
                 open: true,
             }))
@@ -542,6 +552,8 @@ mod driver {
         table: String,
         into_sql: String,
         merge_sql: Option<String>,
+        /// The staging table, quoted (a merge's).
+        stage: String,
         run_id: String,
         open: bool,
     }
@@ -632,10 +644,17 @@ mod driver {
             Ok(())
         }
 
-        fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        fn end_input(&mut self, _label: &str) -> Result<()> {
+            // Each input is merged on its own, so a later file wins; MERGE
+            // itself refuses a key repeated within one (ORA-30926).
             if let Some(m) = &self.merge_sql {
                 self.ora.exec(m, "merge the staged rows")?;
+                self.ora.exec(&format!("DELETE FROM {}", self.stage), "empty the staging table")?;
             }
+            Ok(())
+        }
+
+        fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
             for r in records {
                 let rows = r.rows as i64;
                 self.ora

@@ -16,12 +16,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, NoTls};
 
 use super::{
-    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
-    RowSink, Warehouse, build_table_sql,
+    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming,
+    REJECTS_TABLE, RowSink, Warehouse, build_table_sql,
 };
-use crate::error::{Error, Result, RowError};
+use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
-use crate::secret::redact_url;
+use crate::secret::{redact_url, url_for_driver, url_params, without_params};
 use crate::types::{Cell, Column, ColumnType, RowBatch, Schema, Val};
 
 pub struct Postgres {
@@ -31,9 +31,6 @@ pub struct Postgres {
     schema: Option<String>,
     /// Text COPY instead of binary (for comparison in benchmarks).
     text_copy: bool,
-    /// The SQLSTATE of the last statement that failed (a build that lost a
-    /// deadlock is run again).
-    last_code: std::cell::Cell<Option<SqlState>>,
     /// Where the last failed statement's error is, when PostgreSQL says.
     last_at: std::cell::RefCell<Option<ErrorAt>>,
 }
@@ -64,7 +61,8 @@ mod oid {
 const PG_EPOCH_DAYS: i64 = 10_957;
 const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * 86_400_000_000;
 
-/// Maps a driver error to the crate's kinds, by SQLSTATE class.
+/// Maps a driver error to the crate's error, keeping the SQLSTATE as data
+/// (its class decides the kind and whether a retry may help).
 pub fn pg_err(e: tokio_postgres::Error, what: &str) -> Error {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code().to_string();
@@ -78,15 +76,7 @@ pub fn pg_err(e: tokio_postgres::Error, what: &str) -> Error {
         if let Some(w) = db.where_() {
             msg.push_str(&format!("; at {w}"));
         }
-        let class = &code[..2];
-        return match class {
-            "08" | "53" | "57" | "58" => Error::external(msg, true),
-            "40" => Error::external(msg, true),
-            "22" | "23" => Error::DataMsg(msg),
-            "28" => Error::external(msg, false),
-            "3D" | "3F" => Error::user(msg),
-            _ => Error::user(msg),
-        };
+        return Error::Db { message: msg, code: DbCode::SqlState(code) };
     }
     if e.is_closed() {
         return Error::external(format!("cannot {what}: the connection to PostgreSQL was closed"), true);
@@ -102,46 +92,45 @@ pub fn pg_err(e: tokio_postgres::Error, what: &str) -> Error {
 pub fn create_schema(rt: &Handle, client: &Client, quoted: &str) -> Result<()> {
     match rt.block_on(client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))) {
         Ok(()) => Ok(()),
-        Err(e) if e.code().is_some_and(|c| c.code() == "23505" || c.code() == "42P06") => Ok(()),
-        Err(e) => Err(pg_err(e, &format!("create schema {quoted}"))),
+        Err(e) => match pg_err(e, &format!("create schema {quoted}")) {
+            e if e.db_code().is_some_and(|c| c.is_unique_violation() || c.is_duplicate_object()) => Ok(()),
+            e => Err(e),
+        },
     }
 }
 
 impl Postgres {
     /// Connects with a `postgres://` URL. Extra parameters: `schema=NAME` (where
-    /// tables live; created if missing), `copy=text` (text COPY).
+    /// tables live; created if missing), `copy=text` (text COPY),
+    /// `connect_timeout=SECONDS` (the longest the connection and its
+    /// handshake may take, default 10).
     pub fn connect(url: &str) -> Result<Postgres> {
         let shown = redact_url(url);
-        let (base, params) = match url.split_once('?') {
-            Some((b, q)) => (b.to_string(), q.to_string()),
-            None => (url.to_string(), String::new()),
-        };
-        let mut keep = Vec::new();
         let mut schema = None;
         let mut text_copy = false;
-        for kv in params.split('&').filter(|s| !s.is_empty()) {
-            match kv.split_once('=') {
-                Some(("schema", v)) => schema = Some(v.to_string()),
-                Some(("copy", v)) => text_copy = v == "text",
-                _ => keep.push(kv),
+        for (k, v) in url_params(url) {
+            match k {
+                "schema" => schema = Some(v.to_string()),
+                "copy" => text_copy = v == "text",
+                _ => {}
             }
         }
-        let pg_url = if keep.is_empty() { base } else { format!("{base}?{}", keep.join("&")) };
+        let timeout = super::connect_timeout(url)?;
+        let pg_url = url_for_driver(&without_params(url, &["schema", "copy", super::CONNECT_TIMEOUT]));
         let mut config = tokio_postgres::Config::from_str(&pg_url)
             .map_err(|e| Error::user(format!("invalid PostgreSQL URL {shown}: {e}")))?;
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
-        }
+        config.connect_timeout(timeout);
         let rt = super::runtime();
-        let (client, conn) =
-            rt.block_on(config.connect(NoTls)).map_err(|e| pg_err(e, &format!("connect to {shown}")))?;
+        let (client, conn) = super::block_on_within(&rt, timeout, config.connect(NoTls))
+            .ok_or_else(|| super::connect_timed_out(&shown, timeout, "PostgreSQL"))?
+            .map_err(|e| pg_err(e, &format!("connect to {shown}")))?;
         rt.spawn(async move {
             let _ = conn.await;
         });
-        let mut pg = Postgres { rt, client, shown, schema, text_copy, last_code: Default::default(), last_at: Default::default() };
+        let mut pg = Postgres { rt, client, shown, schema, text_copy, last_at: Default::default() };
         let mut setup = String::from(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1;",
         );
@@ -159,13 +148,14 @@ impl Postgres {
         self.check(r, what, sql)
     }
 
-    /// Maps the driver's error for statement `sql`, remembering its SQLSTATE
-    /// and where in `sql` it is.
+    /// Maps the driver's error for statement `sql`, remembering where in
+    /// `sql` it is.
     fn check<T>(&self, r: std::result::Result<T, tokio_postgres::Error>, what: &str, sql: &str) -> Result<T> {
         r.map_err(|e| {
-            self.last_code.set(e.code().cloned());
             let at = match e.as_db_error().and_then(|d| d.position()) {
-                Some(tokio_postgres::error::ErrorPosition::Original(p)) => ErrorAt::from_char_position(sql, *p as usize),
+                Some(tokio_postgres::error::ErrorPosition::Original(p)) => {
+                    ErrorAt::from_char_position(sql, *p as usize)
+                }
                 _ => None,
             };
             self.last_at.replace(at);
@@ -723,7 +713,10 @@ impl Warehouse for Postgres {
             ),
             "create the load records table",
         )
-        .or_else(|e| if e.to_string().contains("23505") { Ok(()) } else { Err(e) })?;
+        .or_else(|e| {
+            // Two processes creating it at once: the loser's duplicate is not an error.
+            if e.db_code().is_some_and(|c| c.is_unique_violation() || c.is_duplicate_object()) { Ok(()) } else { Err(e) }
+        })?;
         }
         self.batch("BEGIN", "start a transaction")?;
         let mut tx = PgLoad {
@@ -751,6 +744,25 @@ impl Warehouse for Postgres {
         Ok(Box::new(tx))
     }
 
+    fn try_lock_loads(&mut self, table: &str) -> Result<bool> {
+        // The same key as the load transaction's own lock (advisory locks of
+        // one session nest), held by the session until it ends.
+        let key = format!("sluice:load:{}", self.naming().relation(table));
+        let rows = self
+            .rt
+            .block_on(self.client.query("SELECT pg_try_advisory_lock(hashtext($1))", &[&key]))
+            .map_err(|e| pg_err(e, &format!("take a turn to load into `{table}`")))?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    fn lock_loads(&mut self, table: &str) -> Result<()> {
+        let key = format!("sluice:load:{}", self.naming().relation(table));
+        self.rt
+            .block_on(self.client.execute("SELECT pg_advisory_lock(hashtext($1))", &[&key]))
+            .map_err(|e| pg_err(e, &format!("wait for other loads into `{table}`")))?;
+        Ok(())
+    }
+
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>> {
         if self.relkind(LOADS_TABLE)?.is_none() {
             return Ok(BTreeSet::new());
@@ -770,15 +782,9 @@ impl Warehouse for Postgres {
         // order, so this is for locks taken by others (a user's DDL).
         let mut tries = 1;
         loop {
-            self.last_code.set(None);
             self.last_at.replace(None);
             match self.materialize_once(name, body, build) {
-                Err(_)
-                    if tries < 4
-                        && self.last_code.take().is_some_and(|c| {
-                            c == SqlState::T_R_DEADLOCK_DETECTED || c == SqlState::T_R_SERIALIZATION_FAILURE
-                        }) =>
-                {
+                Err(e) if tries < 4 && e.db_code().is_some_and(|c| c.is_conflict()) => {
                     std::thread::sleep(std::time::Duration::from_millis(20 * tries));
                     tries += 1;
                 }
@@ -938,6 +944,12 @@ impl PgLoad<'_> {
             }
             self.oids.push(*oid);
         }
+        self.start_copy()
+    }
+
+    /// Starts the COPY into `into` (again after a merge applied an input).
+    fn start_copy(&mut self) -> Result<()> {
+        let n = self.pg.naming();
         let quoted: Vec<String> = self.columns.iter().map(|c| n.quote(c)).collect();
         let into = if self.into == STAGE { n.quote(STAGE) } else { n.relation(&self.into) };
         let format = if self.pg.text_copy { "" } else { " (FORMAT binary)" };
@@ -980,6 +992,9 @@ impl PgLoad<'_> {
 
 impl LoadTx for PgLoad<'_> {
     fn write(&mut self, batch: &RowBatch) -> Result<()> {
+        if self.sink.is_none() {
+            self.start_copy()?;
+        }
         let width = self.columns.len() as i16;
         for r in 0..batch.len() {
             let row = batch.row(r);
@@ -1018,10 +1033,46 @@ impl LoadTx for PgLoad<'_> {
         })
     }
 
-    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
-        self.finish_copy()?;
+    fn end_input(&mut self, label: &str) -> Result<()> {
+        if self.mode != LoadMode::Merge {
+            return Ok(());
+        }
+        if self.sink.is_some() {
+            self.finish_copy()?;
+        }
         let n = self.pg.naming();
         let t = n.relation(&self.table);
+        let keys: Vec<String> = self.key.iter().map(|k| n.quote(k)).collect();
+        let stage = n.quote(STAGE);
+        let dups = self.pg.query_strings(
+            &format!(
+                "SELECT concat_ws(', ', {k}) FROM {stage} GROUP BY {k} HAVING count(*) > 1 LIMIT 5",
+                k = keys.iter().map(|k| format!("{k}::text")).collect::<Vec<_>>().join(", ")
+            ),
+            &[],
+            "check merge keys",
+        )?;
+        if !dups.is_empty() {
+            let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
+            return Err(super::repeated_merge_keys(label, &self.key, &list));
+        }
+        let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
+        let cols: Vec<String> = self.columns.iter().map(|c| n.quote(c)).collect();
+        self.pg.batch(
+            &format!(
+                "DELETE FROM {t} t USING {stage} s WHERE {}; INSERT INTO {t} ({c}) SELECT {c} FROM {stage}; TRUNCATE {stage};",
+                cond.join(" AND "),
+                c = cols.join(", ")
+            ),
+            "merge the staged rows",
+        )
+    }
+
+    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        if self.sink.is_some() {
+            self.finish_copy()?;
+        }
+        let n = self.pg.naming();
         match self.mode {
             LoadMode::Replace => {
                 let new = format!("{}{NEW_SUFFIX}", self.table);
@@ -1035,36 +1086,7 @@ impl LoadTx for PgLoad<'_> {
                         .map_err(|e| pg_err(e, "reset load records"))?;
                 }
             }
-            LoadMode::Merge => {
-                let keys: Vec<String> = self.key.iter().map(|k| n.quote(k)).collect();
-                let stage = n.quote(STAGE);
-                let dups = self.pg.query_strings(
-                    &format!(
-                        "SELECT concat_ws(', ', {k}) FROM {stage} GROUP BY {k} HAVING count(*) > 1 LIMIT 5",
-                        k = keys.iter().map(|k| format!("{k}::text")).collect::<Vec<_>>().join(", ")
-                    ),
-                    &[],
-                    "check merge keys",
-                )?;
-                if !dups.is_empty() {
-                    let list: Vec<String> = dups.into_iter().filter_map(|r| r[0].clone()).collect();
-                    return Err(Error::DataMsg(format!(
-                        "the source has rows with the same merge key ({}) more than once: {}; nothing was loaded",
-                        self.key.join(", "),
-                        list.join("; ")
-                    )));
-                }
-                let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
-                let cols: Vec<String> = self.columns.iter().map(|c| n.quote(c)).collect();
-                self.pg.batch(
-                    &format!(
-                        "DELETE FROM {t} t USING {stage} s WHERE {}; INSERT INTO {t} ({c}) SELECT {c} FROM {stage};",
-                        cond.join(" AND "),
-                        c = cols.join(", ")
-                    ),
-                    "merge the staged rows",
-                )?;
-            }
+            LoadMode::Merge => {}
             LoadMode::Append => {}
         }
         if let Some((path, w)) = self.spool.take() {

@@ -10,16 +10,20 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode};
 
 use super::{
-    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE, RowSink,
-    Warehouse, build_table_sql, format_scaled,
+    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE,
+    RowSink, Warehouse, build_table_sql, format_scaled,
 };
-use crate::error::{Error, Result, RowError};
+use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
 use crate::types::{Cell, Column, ColumnType, RowBatch, Schema, Val};
 
 pub struct Sqlite {
     conn: Connection,
     shown: String,
+    /// The database file (none in memory).
+    path: Option<std::path::PathBuf>,
+    /// This connection's turn to load (a lock on a file beside the database).
+    load_lock: Option<std::fs::File>,
     /// Where the last failed statement's error is, when SQLite says.
     last_at: std::cell::RefCell<Option<ErrorAt>>,
 }
@@ -28,19 +32,56 @@ impl Sqlite {
     /// Opens `sqlite://PATH` (relative to `base`), `sqlite:///ABS` or `sqlite::memory:`.
     pub fn open(url: &str, base: &Path) -> Result<Sqlite> {
         let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        let mut file = None;
         let conn = if rest == ":memory:" || rest.is_empty() {
             Connection::open_in_memory().map_err(|e| sql_err(e, "open an in-memory database"))?
         } else {
             let p = Path::new(rest);
             let path = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
             crate::project::sqlite_folder(&path, base, url)?;
-            Connection::open(&path).map_err(|e| sql_err(e, &format!("open {}", path.display())))?
+            let c = Connection::open(&path).map_err(|e| sql_err(e, &format!("open {}", path.display())))?;
+            file = Some(path);
+            c
         };
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768;",
         )
         .map_err(|e| sql_err(e, &format!("set up {url}")))?;
-        Ok(Sqlite { conn, shown: url.to_string(), last_at: Default::default() })
+        Ok(Sqlite { conn, shown: url.to_string(), path: file, load_lock: None, last_at: Default::default() })
+    }
+
+    /// Takes the lock file's lock (waiting for it when `wait`); `false` when
+    /// another process holds it and `wait` is not set.
+    fn load_lock(&mut self, wait: bool) -> Result<bool> {
+        use std::os::fd::AsRawFd;
+        let Some(db) = &self.path else { return Ok(true) };
+        if self.load_lock.is_some() {
+            return Ok(true);
+        }
+        let path = db.with_file_name(format!(
+            "{}.sluice-load.lock",
+            db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+        loop {
+            // SAFETY: the descriptor is open for the duration of the call.
+            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+                self.load_lock = Some(f);
+                return Ok(true);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+                _ => return Err(Error::io("lock", &path, e)),
+            }
+        }
     }
 
     /// The connection itself, for tests and tools.
@@ -80,7 +121,9 @@ impl Sqlite {
     fn fail(&self, e: rusqlite::Error, what: &str, sql: &str) -> Error {
         // The offset is into the statement that failed: `sql` from there on.
         let at = match &e {
-            rusqlite::Error::SqlInputError { sql: rest, offset, .. } if *offset >= 0 && sql.ends_with(rest.as_str()) => {
+            rusqlite::Error::SqlInputError { sql: rest, offset, .. }
+                if *offset >= 0 && sql.ends_with(rest.as_str()) =>
+            {
                 Some(ErrorAt { statement: sql.to_string(), offset: sql.len() - rest.len() + *offset as usize })
             }
             // Without a place, the table or column it names, when it is there once.
@@ -147,28 +190,24 @@ fn create_table_sql(table: &str, schema: &Schema) -> String {
     format!("CREATE TABLE {} ({})", quote(table), cols.join(", "))
 }
 
-/// Maps a SQLite error to the crate's kinds: busy/locked is retryable, I/O is
-/// the system's, and anything about the SQL is the user's to fix.
+/// Maps a SQLite error to the crate's error, keeping SQLite's extended result
+/// code as data (it decides the kind: busy/locked may pass on a retry, I/O
+/// is the system's, constraints are the data's, the rest is about the SQL).
 pub fn sql_err(e: rusqlite::Error, what: &str) -> Error {
     match &e {
         rusqlite::Error::SqliteFailure(f, msg) => {
             let detail = msg.clone().unwrap_or_else(|| f.to_string());
-            match f.code {
+            let message = match f.code {
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                    Error::external(format!("cannot {what}: the database is busy ({detail})"), true)
+                    format!("cannot {what}: the database is busy ({detail})")
                 }
-                ErrorCode::CannotOpen
-                | ErrorCode::ReadOnly
-                | ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::PermissionDenied
-                | ErrorCode::DatabaseCorrupt
-                | ErrorCode::NotADatabase => Error::external(format!("cannot {what}: {detail}"), false),
-                ErrorCode::ConstraintViolation => Error::DataMsg(format!("cannot {what}: {detail}")),
-                _ => Error::user(format!("cannot {what}: {detail}")),
-            }
+                _ => format!("cannot {what}: {detail}"),
+            };
+            Error::Db { message, code: DbCode::Sqlite(f.extended_code) }
         }
-        rusqlite::Error::SqlInputError { msg, .. } => Error::user(format!("cannot {what}: {msg}")),
+        rusqlite::Error::SqlInputError { error, msg, .. } => {
+            Error::Db { message: format!("cannot {what}: {msg}"), code: DbCode::Sqlite(error.extended_code) }
+        }
         _ => Error::external(format!("cannot {what}: {e}"), false),
     }
 }
@@ -303,6 +342,20 @@ impl Warehouse for Sqlite {
         };
         guard.setup(target)?;
         Ok(Box::new(guard))
+    }
+
+    fn exact_decimal_digits(&self) -> Option<(u32, &'static str)> {
+        Some((15, "SQLite"))
+    }
+
+    fn try_lock_loads(&mut self, _table: &str) -> Result<bool> {
+        // SQLite has one writer at a time: loads into any table of a file
+        // take turns on one lock file beside it.
+        self.load_lock(false)
+    }
+
+    fn lock_loads(&mut self, _table: &str) -> Result<()> {
+        self.load_lock(true).map(|_| ())
     }
 
     fn loaded_objects(&mut self, table: &str) -> Result<BTreeSet<String>> {
@@ -614,7 +667,7 @@ impl LoadTx for SqliteLoad<'_> {
         Ok(())
     }
 
-    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+    fn end_input(&mut self, label: &str) -> Result<()> {
         if self.merge {
             let stage = format!("temp.{}", quote(STAGE));
             let keys: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
@@ -634,11 +687,7 @@ impl LoadTx for SqliteLoad<'_> {
                     .map_err(|e| sql_err(e, "check merge keys"))?
             };
             if !dups.is_empty() {
-                return Err(Error::DataMsg(format!(
-                    "the source has rows with the same merge key ({}) more than once: {}; nothing was loaded",
-                    self.key.join(", "),
-                    dups.join("; ")
-                )));
+                return Err(super::repeated_merge_keys(label, &self.key, &dups));
             }
             let t = quote(&self.table);
             let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = {t}.{k}")).collect();
@@ -646,12 +695,19 @@ impl LoadTx for SqliteLoad<'_> {
             exec(
                 self.conn,
                 &format!(
-                    "DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {stage} s WHERE {}); INSERT INTO {t} ({c}) SELECT {c} FROM {stage}; DROP TABLE {stage};",
+                    "DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM {stage} s WHERE {}); INSERT INTO {t} ({c}) SELECT {c} FROM {stage}; DELETE FROM {stage};",
                     cond.join(" AND "),
                     c = cols.join(", ")
                 ),
                 "merge the staged rows",
             )?;
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, records: &[LoadRecord]) -> Result<()> {
+        if self.merge {
+            exec(self.conn, &format!("DROP TABLE temp.{}", quote(STAGE)), "drop the staging table")?;
         }
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         if !records.is_empty() {

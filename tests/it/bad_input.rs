@@ -20,13 +20,15 @@ fn loaded() -> (TestProject, Vec<Vec<String>>, String) {
 /// Replaces the input, runs, and checks the load failed leaving everything as before.
 fn fails_with(csv: &[u8], expected_errors: &[&str]) -> String {
     let (p, rows, tsv) = loaded();
+    let loads = p.query("select object from _sluice_loads order by 1");
+    assert_eq!(loads.len(), 2, "the landing and its one file: {loads:?}");
     p.write_bytes("data/in.csv", csv);
     let out = p.run(&["run"]);
     out.expect_code(3);
     let errs: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("    data/")).map(|l| l.trim_start()).collect();
     assert_eq!(errs, expected_errors, "\n{}", out.stdout);
     assert_eq!(p.query("select id, name, qty, price from t order by id"), rows, "the table changed");
-    assert_eq!(p.query("select count(*) from _sluice_loads"), vec![vec!["1"]], "a failed load was recorded");
+    assert_eq!(p.query("select object from _sluice_loads order by 1"), loads, "a failed load was recorded");
     assert_eq!(p.read("out/t.tsv"), tsv, "the export changed");
     assert!(
         out.stdout.contains("export               skipped           (upstream step `load` failed)"),
@@ -178,4 +180,51 @@ fn a_model_with_a_sql_error_names_its_file_and_the_database_message() {
     // The model built before the failure is there; the failed one does not exist.
     assert_eq!(p.query("select count(*) from good"), vec![vec!["2"]]);
     assert_eq!(p.query("select count(*) from sqlite_master where name = 'bad'"), vec![vec!["0"]]);
+}
+
+/// Issue 11, item 22: headers with an empty or repeated name are reported at
+/// the header's line before anything is created, not by the database.
+#[test]
+fn header_names_must_be_present_and_unique() {
+    let p = crate::support::TestProject::new();
+    for (csv, err) in [
+        ("a,,c\n1,2,3\n", "h.csv:1: field 2 of the header has no name; every column needs one (the header is: a,,c)"),
+        ("a,b,a\n1,2,3\n", "h.csv:1: the header names column `a` twice (fields 1 and 3); column names must be unique"),
+    ] {
+        p.write("h.csv", csv);
+        let out = p.run(&["load", "h.csv", "sqlite://w.db", "--table", "h", "--create"]);
+        out.expect_code(3);
+        assert!(out.stderr.contains(err), "{}", out.stderr);
+        assert!(crate::support::query_sqlite(&p.file("w.db"), "select name from sqlite_master").is_empty());
+    }
+    // An empty table name is refused before anything else.
+    let out = p.run(&["load", "h.csv", "sqlite://w.db", "--table", "", "--create"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("the table name is empty"), "{}", out.stderr);
+}
+
+/// Issue 11, item 22: a line far longer than a record may be is reported as
+/// too long at its own line, and a file with CR-only line ends loads by line.
+#[test]
+fn overlong_lines_and_cr_only_files() {
+    let p = crate::support::TestProject::new();
+    let mut big = b"id,name\n1,a\n".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 70 << 20));
+    big.extend_from_slice(b",b\n");
+    p.write_bytes("big.csv", &big);
+    p.write("s.toml", "[columns]\nid = \"integer\"\nname = \"text\"\n");
+    let out = p.run(&["load", "big.csv", "sqlite://w.db", "--table", "t", "--schema", "s.toml", "--create"]);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains("big.csv:3: column `id`:") && out.stderr.contains("is on a line longer than 64 MiB"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("quote"), "{}", out.stderr);
+    p.write("mac.csv", "id,name\r1,a\r2,b\r");
+    p.run(&["load", "mac.csv", "sqlite://w.db", "--table", "m", "--schema", "s.toml", "--create"]).expect_code(0);
+    assert_eq!(
+        crate::support::query_sqlite(&p.file("w.db"), "select id, name from m order by id"),
+        [["1", "a"], ["2", "b"]]
+    );
 }

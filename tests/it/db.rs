@@ -2,7 +2,7 @@
 //! per test, dropped afterwards. Queried through the databases' own command-line
 //! clients, so what a test reads back does not depend on sluice's code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -228,3 +228,119 @@ quantity = \"integer\"
 unit_price = \"decimal(12,2)\"
 customer_email = \"varchar(255)\"
 ";
+
+/// A PostgreSQL server of its own, in a temporary folder, that checks
+/// passwords (`scram-sha-256` for every connection): the shared server
+/// trusts loopback, so it cannot tell a right password from a wrong one.
+/// Stopped and removed when dropped.
+pub struct PasswordPg {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+/// The superuser password of a `PasswordPg`.
+pub const PASSWORD_PG_SUPERUSER: &str = "super-pw";
+
+impl PasswordPg {
+    pub fn start() -> PasswordPg {
+        let bin = pg_bin();
+        let dir = tempfile::tempdir().unwrap();
+        // initdb and postgres refuse to run as root: run them as `postgres`.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            let out = Command::new("id").args(["-u", "postgres"]).output().expect("id runs");
+            let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("a `postgres` user exists");
+            let out = Command::new("id").args(["-g", "postgres"]).output().expect("id runs");
+            let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+            let c = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: chown(2) on a folder this test just created.
+            assert_eq!(unsafe { libc::chown(c.as_ptr(), uid, gid) }, 0, "chown the test server's folder");
+        }
+        let as_owner = |program: &str| {
+            let p = bin.join(program);
+            let mut c = if root { Command::new("runuser") } else { Command::new(&p) };
+            if root {
+                c.args(["-u", "postgres", "--"]).arg(&p);
+            }
+            c
+        };
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD_PG_SUPERUSER).unwrap();
+        if root {
+            let c = std::ffi::CString::new(pwfile.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: as above, on a file this test just wrote.
+            let _ = unsafe { libc::chmod(c.as_ptr(), 0o644) };
+        }
+        let data = dir.path().join("data");
+        run(
+            as_owner("initdb")
+                .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync", "--no-instructions"])
+                .arg(format!("--pwfile={}", pwfile.display()))
+                .arg("-D")
+                .arg(&data),
+            "initdb a password-checking PostgreSQL",
+        );
+        let port = crate::support::free_port();
+        run(
+            as_owner("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.path().join("log"))
+                .arg("-o")
+                .arg(format!(
+                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=16MB",
+                    dir.path().display()
+                ))
+                .args(["-w", "start"]),
+            "start a password-checking PostgreSQL",
+        );
+        PasswordPg { port, dir, bin }
+    }
+
+    /// Runs SQL as the superuser (with its password).
+    pub fn exec(&self, sql: &str) -> String {
+        run(
+            Command::new("psql")
+                .env("PGPASSWORD", PASSWORD_PG_SUPERUSER)
+                .env("PGCLIENTENCODING", "UTF8")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
+                .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql]),
+            sql,
+        )
+    }
+}
+
+impl Drop for PasswordPg {
+    fn drop(&mut self) {
+        let root = unsafe { libc::geteuid() } == 0;
+        let p = self.bin.join("pg_ctl");
+        let mut c = if root { Command::new("runuser") } else { Command::new(&p) };
+        if root {
+            c.args(["-u", "postgres", "--"]).arg(&p);
+        }
+        let _ = c.arg("-D").arg(self.dir.path().join("data")).args(["-m", "immediate", "-w", "stop"]).output();
+    }
+}
+
+/// The folder of PostgreSQL's server programs (initdb, pg_ctl).
+fn pg_bin() -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        if Path::new(dir).join("initdb").is_file() {
+            return PathBuf::from(dir);
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).filter(|b| b.join("initdb").is_file()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found.pop().expect("PostgreSQL's server programs (initdb, pg_ctl) are installed")
+}
+
+/// Quotes a SQL string literal (quotes doubled; for MariaDB, backslashes too).
+pub fn sql_literal(s: &str, kind: Kind) -> String {
+    let s = s.replace('\'', "''");
+    let s = if kind == Kind::Mysql { s.replace('\\', "\\\\") } else { s };
+    format!("'{s}'")
+}

@@ -213,7 +213,7 @@ fn merge_updates_and_inserts_by_key(kind: Kind) {
     let out = load(&p, &["dup.csv", &url, "--table", "t", "--mode", "merge", "--key", "id"]);
     out.expect_code(3);
     assert!(
-        out.stderr.contains("the source has rows with the same merge key (id) more than once: 1"),
+        out.stderr.contains("dup.csv has rows with the same merge key (id) more than once: 1; within one file"),
         "{}",
         out.stderr
     );
@@ -503,4 +503,53 @@ fn oracle_round_trip_against_a_live_server() {
     let out = export(&p, &url, &format!("SELECT \"id\", \"name\" FROM \"{table}\" ORDER BY \"id\""));
     assert_eq!(out, "id\tname\n1\tapple\n2\tpear\n3\tplum\n");
     run_in(p.path(), &["export", &url, "--query", &format!("DROP TABLE \"{table}\"")], &[]);
+}
+
+/// Issue 11, item 6: `infer` keeps leading zeros, signs, exponents and
+/// decimal places: such columns stay text, and a load with the inferred
+/// schema stores them as written.
+#[test]
+fn infer_keeps_values_that_would_not_print_back_the_same() {
+    let db = TestDb::new(Kind::Postgres);
+    let p = TestProject::new();
+    p.write("z.csv", "zip,phone,code,qty,price\n08123,+1,1e3,3,1.50\n00501,+44,2E5,12,20.00\n");
+    let inferred = run_in(p.path(), &["infer", "z.csv"], &[]);
+    inferred.expect_code(0);
+    assert!(inferred.stdout.contains("zip = \"text\""), "{}", inferred.stdout);
+    assert!(inferred.stdout.contains("phone = \"text\""), "{}", inferred.stdout);
+    assert!(inferred.stdout.contains("code = \"text\""), "{}", inferred.stdout);
+    assert!(inferred.stdout.contains("qty = \"integer\""), "{}", inferred.stdout);
+    assert!(inferred.stdout.contains("price = \"decimal(18,2)\""), "{}", inferred.stdout);
+    p.write("z.toml", &inferred.stdout);
+    load(&p, &["z.csv", &db.url(), "--table", "z", "--schema", "z.toml", "--create"]).expect_code(0);
+    assert_eq!(
+        db.rows("select zip, phone, code, qty, price from z order by zip"),
+        [["00501", "+44", "2E5", "12", "20.00"], ["08123", "+1", "1e3", "3", "1.50"]]
+    );
+}
+
+/// Issue 11, item 7: SQLite keeps non-integer decimals as 64-bit floats; a
+/// value it would round is a bad row at its line, and one it keeps exactly
+/// reads back as written.
+#[test]
+fn sqlite_refuses_decimals_it_would_round() {
+    let db = TestDb::new(Kind::Sqlite);
+    let p = TestProject::new();
+    p.write("s.toml", "[columns]\nid = \"integer\"\namount = \"decimal(18,2)\"\n");
+    p.write("ok.csv", "id,amount\n1,1234567890123.45\n2,-0.01\n3,1234567890123456\n");
+    load(&p, &["ok.csv", &db.url(), "--table", "m", "--schema", "s.toml", "--create"]).expect_code(0);
+    let out = run_in(p.path(), &["export", &db.url(), "--table", "m", "--format", "csv"], &[]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "id,amount\n1,1234567890123.45\n2,-0.01\n3,1234567890123456.00\n");
+    p.write("big.csv", "id,amount\n4,1.00\n5,1234567890123456.78\n");
+    let out = load(&p, &["big.csv", &db.url(), "--table", "m", "--schema", "s.toml"]);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains(
+            "big.csv:3: column `amount`: \"1234567890123456.78\" has 18 significant digits; SQLite stores decimals exactly only to 15"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(db.rows("select count(*) from m"), [["3"]]);
 }

@@ -19,13 +19,37 @@ macro_rules! per_backend {
     };
 }
 
+/// Runs each named test function against both S3 servers, as `NAME::s3s_fs`
+/// and `NAME::moto`.
+macro_rules! per_s3 {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn s3s_fs() {
+                    super::$name(super::Server::S3sFs)
+                }
+                #[test]
+                fn moto() {
+                    super::$name(super::Server::Moto)
+                }
+            }
+        )*
+    };
+}
+
 mod bad_input;
 mod check;
+mod connect;
 mod db;
 mod examples;
+mod exit_codes;
+mod landing;
 mod load;
 mod orchestrate;
 mod run;
+mod s3;
+mod secrets;
 mod state;
 mod support;
 mod transform;

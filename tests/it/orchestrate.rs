@@ -69,7 +69,7 @@ path = "output/totals.tsv"
     let mut w1 = Service::start(dir, "worker1", &["worker", "--slots", "2", "--lease", "2s", "--id", "w1"], &[]);
     let mut w2 = Service::start(dir, "worker2", &["worker", "--slots", "2", "--lease", "2s", "--id", "w2"], &[]);
     let mut api = Service::start(dir, "api", &["api", "--listen", &addr], &[]);
-    wait_for(30, "the API to answer", || std::net::TcpStream::connect(&addr).is_ok());
+    crate::support::wait_ready(&addr);
     let mut ids = Vec::new();
     for _ in 0..50 {
         let (code, body) = http("POST", &addr, "/api/pipelines/p/runs", None);
@@ -215,7 +215,7 @@ retries = 3
     );
     let addr = format!("127.0.0.1:{}", free_port());
     let mut serve = Service::start(p.path(), "serve", &["serve", "--listen", &addr, "--grace", "1s"], &[]);
-    wait_for(30, "the API", || std::net::TcpStream::connect(&addr).is_ok());
+    crate::support::wait_ready(&addr);
     assert_eq!(http("GET", &addr, "/healthz", None), (200, "ok\n".into()));
     assert_eq!(http("GET", &addr, "/readyz", None).0, 200);
     // The API's errors.

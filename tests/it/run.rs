@@ -47,16 +47,16 @@ fn a_second_run_lands_and_loads_nothing_twice() {
     p.run(&["run"]).expect_code(0);
     let out = p.run(&["run"]);
     out.expect_code(0);
-    assert!(out.stdout.contains("nothing new: 1 file already landed"), "{}", out.stdout);
+    assert!(out.stdout.contains("nothing new: the source holds the 1 file landed last"), "{}", out.stdout);
     assert!(out.stdout.contains("nothing new to load into t"), "{}", out.stdout);
     assert_eq!(p.query("select id, name from t order by id"), vec![vec!["1", "a"], vec!["2", "b"]]);
-    // One raw copy, one manifest, one load record.
+    // One raw copy, one manifest, and the load records of the landing and its file.
     let lake = p.file(".sluice/lake/raw/ingest");
-    let mut files: Vec<String> = walk(&lake);
+    let mut files: Vec<String> = crate::support::files_under(&lake);
     files.sort();
     assert_eq!(files.len(), 2, "{files:?}");
     assert!(files.iter().any(|f| f.ends_with("/in.csv")) && files.iter().any(|f| f.ends_with("/_manifest.json")));
-    assert_eq!(p.query("select count(*) from _sluice_loads"), vec![vec!["1"]]);
+    assert_eq!(p.query("select count(*) from _sluice_loads"), vec![vec!["2"]]);
     // The raw copy is byte for byte the source, and the manifest says so.
     let raw = files.iter().find(|f| f.ends_with("/in.csv")).unwrap();
     assert_eq!(std::fs::read(raw).unwrap(), b"id,name\n1,a\n2,b\n");
@@ -85,21 +85,6 @@ fn sha256_hex(b: &[u8]) -> String {
             c.wait_with_output()
         });
     String::from_utf8(out.unwrap().stdout).unwrap().split_whitespace().next().unwrap().to_string()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path().display().to_string());
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -132,7 +117,7 @@ at = "date"
     let out = p.run(&["run"]);
     out.expect_code(0);
     assert!(out.stdout.contains("landed 1 file (1 row, 19 B)"), "{}", out.stdout);
-    assert!(out.stdout.contains("; 2 already landed"), "{}", out.stdout);
+    assert!(out.stdout.contains("; 2 already stored"), "{}", out.stdout);
     assert_eq!(
         p.query("select id, at from events order by id"),
         vec![vec!["1", "2026-01-01"], vec!["2", "2026-01-02"]]

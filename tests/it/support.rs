@@ -172,6 +172,22 @@ path = "out/t.tsv"
     p
 }
 
+/// Every file under a folder, as paths.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(files_under(&e.path()));
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
 /// A free TCP port on loopback (bound and released; another process could
 /// take it in between, which is unlikely on a test machine).
 pub fn free_port() -> u16 {
@@ -222,6 +238,15 @@ pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < end, "timed out after {secs}s waiting for {what}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Waits until a sluice API at `addr` is ready (`/readyz` answers 200: it
+/// listens and its state store answers).
+#[track_caller]
+pub fn wait_ready(addr: &str) {
+    wait_for(60, &format!("the API at {addr} to be ready"), || {
+        std::net::TcpStream::connect(addr).is_ok() && http("GET", addr, "/readyz", None).0 == 200
+    });
 }
 
 /// A sluice service started by a test, killed when dropped. Its output goes

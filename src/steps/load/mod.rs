@@ -14,6 +14,7 @@
 pub mod drift;
 pub mod parse;
 
+use std::collections::BTreeSet;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub struct LoadSpec {
     /// Where `quarantine` writes rejected rows.
     pub rejects_path: Option<PathBuf>,
     pub run_id: String,
+    /// What `_sluice_loads` records when the load commits (pipeline loads:
+    /// the raw objects, and for `replace` the landing).
+    pub records: Vec<LoadRecord>,
     /// Checked between batches and before the commit.
     pub cancel: crate::steps::Cancel,
 }
@@ -66,8 +70,6 @@ pub struct Input {
     pub label: String,
     /// Its file or object name (the extension picks the format).
     pub name: String,
-    /// What `_sluice_loads` records for it.
-    pub record: Option<LoadRecord>,
     pub size: Option<u64>,
     pub open: Reopen,
 }
@@ -79,7 +81,6 @@ impl Input {
         Input {
             label: label.to_string(),
             name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            record: None,
             size: std::fs::metadata(path).ok().map(|m| m.len()),
             open: Arc::new(move || {
                 let f = std::fs::File::open(&p).map_err(|e| Error::io("open", &p, e))?;
@@ -117,8 +118,9 @@ pub struct LoadReport {
 
 /// Loads every input into the table in one transaction.
 pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &Arc<dyn Meter>) -> Result<LoadReport> {
-    let Some(first) = inputs.first() else { return Ok(LoadReport::default()) };
     let table = spec.table.as_str();
+    crate::warehouse::check_table_name(table)?;
+    let Some(first) = inputs.first() else { return Ok(LoadReport::default()) };
     let existing = wh.table_schema(table)?;
     if existing.is_none() && !spec.create {
         return Err(Error::user(format!(
@@ -162,7 +164,7 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
         changes: &plan.changes,
         run_id: &spec.run_id,
         quarantine: spec.on_error == OnError::Quarantine,
-        track_loads: inputs.iter().any(|i| i.record.is_some()),
+        track_loads: !spec.records.is_empty(),
     };
     let mut report = LoadReport {
         changes: plan.changes.clone(),
@@ -174,14 +176,11 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
         (OnError::Quarantine, Some(p)) => Some(RejectsFile::create(p)?),
         _ => None,
     };
+    let exact_decimal = wh.exact_decimal_digits();
     let mut tx = wh.begin_load(&target)?;
-    let mut records = Vec::new();
     let allow_missing = spec.schema_change != SchemaChange::Fail;
     let allow_extra = spec.schema_change != SchemaChange::Fail;
     for input in inputs {
-        if let Some(r) = &input.record {
-            records.push(r.clone());
-        }
         meter.message(&input.label);
         let (batches_tx, batches_rx) = sync_channel::<RowBatch>(3);
         let (spare_tx, spare_rx) = sync_channel::<RowBatch>(4);
@@ -196,6 +195,7 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
             allow_missing,
             key: key.clone(),
             table: table.to_string(),
+            exact_decimal,
         };
         let parser = {
             let stop = stop.clone();
@@ -267,6 +267,10 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
             }
             (None, Ok(p)) => p,
         };
+        if let Err(e) = tx.end_input(&input.label) {
+            tx.rollback()?;
+            return Err(e);
+        }
         report.read += parsed.read;
         report.bytes += parsed.bytes;
     }
@@ -294,13 +298,14 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
         tx.rollback()?;
         return Err(e);
     }
-    if let Err(e) = tx.commit(&records) {
-        // Two loads of the same objects at once: the record of what was
-        // loaded is unique, so the second commit fails and rolls back. If
-        // every object is now loaded, it was loaded exactly once: not an error.
-        if !records.is_empty()
+    if let Err(e) = tx.commit(&spec.records) {
+        // Two loads of the same objects at once (on a warehouse whose loads
+        // cannot take turns): the record of what was loaded is unique, so the
+        // second commit fails and rolls back. If every object is now loaded,
+        // it was loaded exactly once: not an error.
+        if !spec.records.is_empty()
             && let Ok(done) = wh.loaded_objects(table)
-            && records.iter().all(|r| done.contains(&r.object))
+            && spec.records.iter().all(|r| done.contains(&r.object))
         {
             return Ok(LoadReport { loaded_concurrently: true, loaded: 0, rejected: 0, ..report });
         }
@@ -460,12 +465,90 @@ pub fn summary(table: &str, r: &LoadReport, files: usize) -> String {
     s
 }
 
+/// What a pipeline load reads: the landed files not loaded yet.
+#[derive(Debug, Default)]
+struct Pending {
+    files: Vec<raw::ManifestFile>,
+    /// What `_sluice_loads` records for it (the files, and for `replace` the
+    /// landing's manifest).
+    records: Vec<LoadRecord>,
+    /// Files never loaded whose source now holds other bytes.
+    superseded: Vec<raw::ManifestFile>,
+}
+
+/// Picks what to load. `replace` makes the table the newest landing's content,
+/// whatever was loaded before (a source that went back to earlier bytes is a
+/// new landing). `append` and `merge` load every landed file not loaded yet,
+/// in landing order, once per content; a file that was never loaded and whose
+/// source has since landed other bytes is superseded: the source no longer
+/// holds it.
+fn pending(manifests: &[raw::Manifest], done: &BTreeSet<String>, mode: LoadMode, run_id: &str) -> Pending {
+    let record = |object: &str, sha256: &str, rows: u64| LoadRecord {
+        object: object.to_string(),
+        sha256: sha256.to_string(),
+        rows,
+        run_id: run_id.to_string(),
+    };
+    let mut out = Pending::default();
+    let mut seen = BTreeSet::new();
+    match mode {
+        LoadMode::Replace => {
+            let Some(newest) = manifests.last() else { return out };
+            if done.contains(&newest.key) {
+                return out;
+            }
+            let rows = newest.files.iter().map(|f| f.rows).sum();
+            out.records.push(record(&newest.key, "", rows));
+            for f in &newest.files {
+                if seen.insert(f.key.clone()) {
+                    out.records.push(record(&f.key, &f.sha256, f.rows));
+                    out.files.push(f.clone());
+                }
+            }
+        }
+        LoadMode::Append | LoadMode::Merge => {
+            let mut current: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+            for f in manifests.iter().flat_map(|m| &m.files) {
+                current.insert(&f.source, &f.sha256);
+            }
+            for f in manifests.iter().flat_map(|m| &m.files) {
+                if done.contains(&f.key) || !seen.insert(f.key.clone()) {
+                    continue;
+                }
+                if current.get(f.source.as_str()) != Some(&f.sha256.as_str()) {
+                    out.superseded.push(f.clone());
+                    continue;
+                }
+                out.records.push(record(&f.key, &f.sha256, f.rows));
+                out.files.push(f.clone());
+            }
+        }
+    }
+    out
+}
+
 pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutput> {
     let dataset = dataset_of(pl, cfg)?;
     let mut wh = ctx.warehouse(cfg.connection.as_ref().map(|c| c.v.as_str()))?;
     let schema = declared_schema(ctx, cfg)?;
-    let manifests = raw::manifests(ctx.store.as_ref(), &dataset)?;
     let table = &cfg.table.v;
+    // Loads into one table take turns, and what is pending is read only once
+    // it is this load's turn: a load that waited skips what the other loaded.
+    let waited = if wh.try_lock_loads(table)? {
+        None
+    } else {
+        let meter = ctx.meter(&format!("waiting for another load into {table}"), None);
+        meter.message(&format!("waiting for another load into {table}"));
+        let start = std::time::Instant::now();
+        wh.lock_loads(table)?;
+        Some(start.elapsed())
+    };
+    let waited_note = |s: &mut String| {
+        if let Some(w) = waited {
+            s.push_str(&format!(" (waited {:.1} s for another load into {table} to finish)", w.as_secs_f64()));
+        }
+    };
+    let manifests = raw::manifests(ctx.store.as_ref(), &dataset)?;
     if manifests.is_empty() {
         return Ok(StepOutput {
             summary: format!("nothing to load: no file has landed for dataset `{dataset}` yet"),
@@ -474,19 +557,21 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
         });
     }
     let done = wh.loaded_objects(table)?;
-    let pending: Vec<raw::ManifestFile> = match cfg.mode {
-        LoadMode::Replace => {
-            let newest = manifests.last().expect("not empty");
-            if newest.files.iter().all(|f| done.contains(&f.key)) { Vec::new() } else { newest.files.clone() }
-        }
-        LoadMode::Append | LoadMode::Merge => {
-            manifests.iter().flat_map(|m| m.files.iter()).filter(|f| !done.contains(&f.key)).cloned().collect()
+    let Pending { files: pending, records, superseded } = pending(&manifests, &done, cfg.mode, &ctx.run_id);
+    let superseded_note = |s: &mut String| {
+        if !superseded.is_empty() {
+            let names: Vec<String> = superseded.iter().map(|f| format!("{} ({})", f.source, f.key)).collect();
+            s.push_str(&format!("; not loaded, as their source has since landed other content: {}", names.join(", ")));
         }
     };
     if pending.is_empty() {
+        let mut summary = format!("nothing new to load into {table}: every landed file of `{dataset}` is loaded");
+        waited_note(&mut summary);
+        superseded_note(&mut summary);
         return Ok(StepOutput {
-            summary: format!("nothing new to load into {table}: every landed file of `{dataset}` is loaded"),
+            summary,
             rows: Some(0),
+            details: json!({ "table": table, "objects": [], "loaded": 0, "superseded": superseded }),
             ..Default::default()
         });
     }
@@ -500,12 +585,6 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             Input {
                 label: f.source.clone(),
                 name: f.name.clone(),
-                record: Some(LoadRecord {
-                    object: f.key.clone(),
-                    sha256: f.sha256.clone(),
-                    rows: f.rows,
-                    run_id: ctx.run_id.clone(),
-                }),
                 size: Some(f.bytes),
                 open: Arc::new(move || {
                     store.get(&key)?.ok_or_else(|| {
@@ -531,6 +610,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
         create: true,
         rejects_path,
         run_id: ctx.run_id.clone(),
+        records,
         cancel: ctx.cancel.clone(),
     };
     let objects: Vec<&str> = pending.iter().map(|f| f.key.as_str()).collect();
@@ -543,8 +623,11 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             details: json!({ "table": table, "objects": [], "loaded": 0, "loaded_concurrently": objects }),
         });
     }
+    let mut summary = summary(table, &report, pending.len());
+    waited_note(&mut summary);
+    superseded_note(&mut summary);
     Ok(StepOutput {
-        summary: summary(table, &report, pending.len()),
+        summary,
         rows: Some(report.loaded),
         bytes: Some(report.bytes),
         details: json!({
@@ -554,6 +637,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             "loaded": report.loaded,
             "rejected": report.rejected,
             "rejects_file": report.rejects_file.as_ref().map(|p| p.display().to_string()),
+            "superseded": superseded,
         }),
     })
 }

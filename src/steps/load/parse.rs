@@ -35,6 +35,34 @@ pub struct Job {
     /// Columns (indexes into `columns`) that may not be NULL (a merge key).
     pub key: Vec<usize>,
     pub table: String,
+    /// Significant digits the warehouse stores a decimal exactly to, and its
+    /// name (SQLite: 15); a value beyond is a bad row, never rounded.
+    pub exact_decimal: Option<(u32, &'static str)>,
+}
+
+/// Checks a parsed value against what the warehouse stores exactly.
+fn fits(v: &crate::types::Val, limit: Option<(u32, &'static str)>) -> Result<(), String> {
+    let (crate::types::Val::Dec(s), Some((max, warehouse))) = (v, limit) else { return Ok(()) };
+    let (_, int, frac) = crate::types::value::decimal_parts(s);
+    let frac = frac.trim_end_matches('0');
+    let int = int.trim_start_matches('0');
+    let digits = if frac.is_empty() {
+        // A whole number is stored as a 64-bit integer when it fits one.
+        if int.len() < 19 || s.parse::<i64>().is_ok() {
+            return Ok(());
+        }
+        int.len()
+    } else if int.is_empty() {
+        frac.trim_start_matches('0').len()
+    } else {
+        int.len() + frac.len()
+    };
+    if digits as u32 > max {
+        return Err(format!(
+            "has {digits} significant digits; {warehouse} stores decimals exactly only to {max} (values are never rounded: keep such a column as text, or load it into PostgreSQL or MariaDB)"
+        ));
+    }
+    Ok(())
 }
 
 /// Counts of one input.
@@ -188,7 +216,13 @@ fn parse_csv(job: &Job, src: Box<dyn Read + Send + '_>, st: &mut State) -> Resul
                             bad = Some((j, v, reason_for_key(col)));
                             break;
                         }
-                        Ok(val) => st.batch.push_cell(&val),
+                        Ok(val) => match fits(&val, job.exact_decimal) {
+                            Ok(()) => st.batch.push_cell(&val),
+                            Err(reason) => {
+                                bad = Some((j, v, reason));
+                                break;
+                            }
+                        },
                         Err(reason) => {
                             bad = Some((j, v, reason));
                             break;
@@ -230,6 +264,22 @@ fn header_names<'a>(label: &str, fields: impl Iterator<Item = &'a [u8]>) -> Resu
                     printable_bytes(f)
                 )));
             }
+        }
+    }
+    if let Some(i) = names.iter().position(String::is_empty) {
+        return Err(Error::DataMsg(format!(
+            "{label}:1: field {} of the header has no name; every column needs one (the header is: {})",
+            i + 1,
+            names.join(",")
+        )));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if let Some(j) = names[..i].iter().position(|m| m == n) {
+            return Err(Error::DataMsg(format!(
+                "{label}:1: the header names column `{n}` twice (fields {} and {}); column names must be unique",
+                j + 1,
+                i + 1
+            )));
         }
     }
     Ok(names)
@@ -396,7 +446,16 @@ fn parse_json(job: &Job, src: Box<dyn Read + Send + '_>, st: &mut State) -> Resu
                                 bad = Some(rec_err(Some(col.name.clone()), Some(String::new()), reason_for_key(col)));
                                 break;
                             }
-                            Ok(v) => st.batch.push_cell(&v),
+                            Ok(v) if fits(&v, job.exact_decimal).is_ok() => st.batch.push_cell(&v),
+                            Ok(v) => {
+                                let reason = fits(&v, job.exact_decimal).expect_err("checked just above");
+                                let value = match &v {
+                                    crate::types::Val::Dec(s) => Some(s.to_string()),
+                                    _ => None,
+                                };
+                                bad = Some(rec_err(Some(col.name.clone()), value, reason));
+                                break;
+                            }
                             Err((value, reason)) => {
                                 bad = Some(rec_err(Some(col.name.clone()), value, reason));
                                 break;
