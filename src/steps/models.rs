@@ -583,3 +583,40 @@ fn incremental(wh: &mut dyn Warehouse, n: &ModelNode, sql: &str, table_cols: &[C
         format!("incremental, {how}; {}", changes.join(", "))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        assert_eq!(line_col("select x\nfrom t", 0), (1, 1));
+        assert_eq!(line_col("select x\nfrom t", 7), (1, 8));
+        assert_eq!(line_col("select x\nfrom t", 14), (2, 6));
+        assert_eq!(line_col("select 'ä', x", 12), (1, 12));
+    }
+
+    #[test]
+    fn compiled_places_map_back_to_the_template_when_lines_do() {
+        let source = "-- c\n{{ config(materialized='table') }}\nselect a.id,\n  a.nope\nfrom {{ ref('t') }} a\n";
+        let sql = "-- c\n\nselect a.id,\n  a.nope\nfrom \"s\".\"t\" a\n";
+        // An unchanged line: the same place.
+        assert_eq!(source_place(source, sql, 4, 3), Some((4, Some(3))));
+        // A line a ref() changed: the same column up to the change.
+        assert_eq!(source_place(source, sql, 5, 6), Some((5, Some(6))));
+        let sql2 = "-- c\n\nselect a.id,\n  a.nope\nfrom \"t\" a where zz\n";
+        let source2 =
+            "-- c\n{{ config(materialized='table') }}\nselect a.id,\n  a.nope\nfrom {{ ref('t') }} a where zz\n";
+        // After it: where the token is in the source line.
+        assert_eq!(source_place(source2, sql2, 5, 18), Some((5, Some(29))));
+        // A token that is there twice: the line only.
+        let source4 = "select x\nfrom {{ ref('t') }} x where x\n";
+        assert_eq!(source_place(source4, "select x\nfrom \"t\" x where x\n", 2, 18), Some((2, None)));
+        // Lines a macro added: no source line for them, but the lines after
+        // an unchanged one still map.
+        let source3 = "select {{ cols() }},\n  nope\nfrom t\n";
+        let sql3 = "select a,\n  b,\n  c,\n  nope\nfrom t\n";
+        assert_eq!(source_place(source3, sql3, 2, 3), None);
+        assert_eq!(source_place(source3, sql3, 4, 3), Some((2, Some(3))));
+    }
+}

@@ -699,6 +699,23 @@ mod tests {
     }
 
     #[test]
+    fn error_places_map_into_the_sql_given() {
+        // PostgreSQL counts characters from 1.
+        let at = ErrorAt::from_char_position("CREATE VIEW \"ä\" AS\nselect nope", 27).unwrap();
+        assert_eq!(&at.statement[at.offset..], "nope");
+        // Back into the model's SQL, which the statement embeds trimmed.
+        assert_eq!(at.offset_in("\nselect nope\n;"), Some(8));
+        assert_eq!(at.offset_in("select other"), None);
+        let outside = ErrorAt { statement: "CREATE TABLE x AS\nselect 1".into(), offset: 3 };
+        assert_eq!(outside.offset_in("select 1"), None);
+        assert_eq!(name_once("select a.nope from t a", "a.nope"), Some(7));
+        assert_eq!(name_once("select NOPE from t", "nope"), Some(7));
+        assert_eq!(name_once("select x from `db`.`missing`", "db.missing"), Some(20));
+        assert_eq!(name_once("select id, id2 from t where id > 0", "id"), None);
+        assert_eq!(name_once("select id2 from t", "id"), None);
+    }
+
+    #[test]
     fn decimals_take_the_declared_scale() {
         assert_eq!(rescale("9297.8", 2), "9297.80");
         assert_eq!(rescale("4648.9000000000000000", 2), "4648.90");
