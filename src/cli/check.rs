@@ -15,17 +15,17 @@ pub fn run(a: Args) -> Result<i32> {
     let errors = project.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = project.diagnostics.len() - errors;
     for d in &project.diagnostics {
-        println!("{d}");
+        outln!("{d}");
     }
     let steps: usize = project.pipelines.iter().map(|p| p.steps.len()).sum();
     let s = |n: usize| if n == 1 { "" } else { "s" };
     if errors > 0 {
         let w = if warnings > 0 { format!(" and {warnings} warning{}", s(warnings)) } else { String::new() };
-        println!("{errors} error{}{w} in project `{}`", s(errors), project.name());
+        outln!("{errors} error{}{w} in project `{}`", s(errors), project.name());
         Ok(2)
     } else {
         let w = if warnings > 0 { format!(" ({warnings} warning{})", s(warnings)) } else { String::new() };
-        println!(
+        outln!(
             "project `{}` is valid: {} pipeline{}, {steps} step{}, {} model{}{w}",
             project.name(),
             project.pipelines.len(),

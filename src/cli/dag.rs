@@ -37,20 +37,20 @@ pub fn run(a: Args) -> Result<i32> {
         Format::Text => {
             for (n, pl) in pipelines.iter().enumerate() {
                 if n > 0 {
-                    println!();
+                    outln!();
                 }
-                print!("{}", tree(&project, &plan, pl));
+                out!("{}", tree(&project, &plan, pl));
             }
         }
         Format::Dot => {
             for pl in &pipelines {
-                print!("{}", dot(&project, &plan, pl));
+                out!("{}", dot(&project, &plan, pl));
             }
         }
         Format::Json => {
             let v: Vec<serde_json::Value> = pipelines.iter().map(|pl| to_json(&project, &plan, pl)).collect();
             let out = if a.pipeline.is_some() { v.into_iter().next().unwrap_or_default() } else { json!(v) };
-            println!("{}", serde_json::to_string_pretty(&out).expect("JSON values serialize"));
+            outln!("{}", serde_json::to_string_pretty(&out).expect("JSON values serialize"));
         }
     }
     Ok(0)

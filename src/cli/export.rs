@@ -67,13 +67,19 @@ pub fn run(a: Args) -> Result<i32> {
     match &a.output {
         Some(p) => {
             let (rows, _) = export_query(wh.as_mut(), &sql, p, &p.display().to_string(), &spec)?;
-            eprintln!("wrote {} to {}", crate::steps::count(rows, "row"), p.display());
+            errln!("wrote {} to {}", crate::steps::count(rows, "row"), p.display());
         }
         None => {
-            let stdout = std::io::stdout();
-            let mut sink = DelimitedSink::new(std::io::BufWriter::new(stdout.lock()), spec);
-            wh.query(&sql, &mut sink)?;
-            sink.into_inner().flush().map_err(|e| Error::external(format!("cannot write to stdout: {e}"), false))?;
+            let mut sink = DelimitedSink::new(std::io::BufWriter::new(super::out::Stdout), spec);
+            let res = wh.query(&sql, &mut sink).and_then(|_| {
+                sink.into_inner().flush().map_err(|e| Error::external(format!("cannot write to stdout: {e}"), false))
+            });
+            // A reader that stopped reading (`| head`) is not an error.
+            if let Err(e) = res
+                && !super::out::closed()
+            {
+                return Err(e);
+            }
         }
     }
     Ok(0)

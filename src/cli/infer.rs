@@ -24,7 +24,7 @@ pub fn run(a: Args) -> Result<i32> {
     let name = a.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (schema, n) =
         crate::formats::infer::infer(Box::new(f), &name, &a.read.options()?, a.sample).map_err(Error::DataMsg)?;
-    println!("# inferred by `sluice infer` from {} records of {}", thousands(n), a.source.display());
-    print!("{}", schema.to_toml());
+    outln!("# inferred by `sluice infer` from {} records of {}", thousands(n), a.source.display());
+    out!("{}", schema.to_toml());
     Ok(0)
 }

@@ -150,10 +150,10 @@ timezone = "UTC"
         std::fs::write(&p, text).map_err(|e| Error::io("write", &p, e))?;
     }
     let shown = dir.display();
-    println!("created project `{name}` in {shown}");
-    println!("next:");
-    println!("  sluice check -p {shown}     # validate it");
-    println!("  sluice dag -p {shown}       # see the plan");
-    println!("  sluice run -p {shown}       # run it; the report lands in {shown}/output/");
+    outln!("created project `{name}` in {shown}");
+    outln!("next:");
+    outln!("  sluice check -p {shown}     # validate it");
+    outln!("  sluice dag -p {shown}       # see the plan");
+    outln!("  sluice run -p {shown}       # run it; the report lands in {shown}/output/");
     Ok(0)
 }

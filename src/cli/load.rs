@@ -198,10 +198,11 @@ pub fn run(a: Args) -> Result<i32> {
         rejects_path,
         run_id: uuid::Uuid::now_v7().to_string(),
         records: Vec::new(),
-        cancel: crate::steps::Cancel::default(),
+        cancel: super::cancel_on_signals(),
     };
     let input = Input::file(&a.source, &label);
     let mut wh = warehouse::connect(&url, cwd)?;
+    spec.cancel.watch(wh.as_ref());
     let screen = Screen::new();
     let meter = (screen.meters())(&format!("loading {}", a.table), input.size);
     let res = load(wh.as_mut(), &spec, std::slice::from_ref(&input), &meter);
@@ -209,8 +210,8 @@ pub fn run(a: Args) -> Result<i32> {
     screen.clear();
     let report = res?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    println!("{}", summary(&a.table, &report, 1));
-    println!(
+    outln!("{}", summary(&a.table, &report, 1));
+    outln!(
         "read {}, loaded {}, rejected {} in {}: {} rows/s, {}/s ({})",
         count(report.read, "row"),
         crate::steps::thousands(report.loaded),

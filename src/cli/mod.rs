@@ -2,6 +2,8 @@
 //! arguments, prints for people, and maps errors to exit codes; the work is
 //! done by the library below it.
 
+#[macro_use]
+pub mod out;
 mod check;
 mod dag;
 mod export;
@@ -30,7 +32,7 @@ pipelines/*.toml (steps and triggers) and models/**/*.sql (SQL models with {{ re
 Start with `sluice init demo`, then `sluice run -p demo`.",
     after_help = "Exit status: 0 success, 1 a program sluice ran failed (a command step; backfill: a run), \
 2 a problem in the project, the arguments or a model's SQL, 3 bad input data, 4 a server or the system failed, \
-70 a bug in sluice."
+70 a bug in sluice, 130 stopped by Ctrl-C or SIGTERM."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -87,7 +89,12 @@ pub enum Command {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == crate::steps::command::SUPERVISE) {
+        return crate::steps::command::supervise(&args[2..]);
+    }
+    crate::steps::command::use_supervisor();
+    let cli = Cli::parse_from(args);
     let res = match cli.command {
         Command::Init(a) => init::run(a),
         Command::Check(a) => check::run(a),
@@ -108,6 +115,10 @@ pub fn main() -> i32 {
         Command::Next(a) => services::next(a),
         Command::Backfill(a) => services::backfill(a),
     };
+    if STOPPED.get().is_some_and(|c| c.reason().is_some()) {
+        errln!("stopped: cancelled by a signal");
+        return run::CANCELLED;
+    }
     match res {
         Ok(code) => code,
         Err(e) => {
@@ -121,9 +132,9 @@ pub fn main() -> i32 {
 pub fn print_error(e: &Error) {
     let text = e.chain();
     if e.kind() == Kind::Internal {
-        eprintln!("error: {text}");
+        errln!("error: {text}");
     } else {
-        eprintln!("error: {}", indent_rest(&text));
+        errln!("error: {}", indent_rest(&text));
     }
 }
 
@@ -137,4 +148,67 @@ pub fn indent_rest(s: &str) -> String {
         out.push_str(l);
     }
     out
+}
+
+/// On the first SIGTERM or SIGINT calls `first`; on a second one calls
+/// `second`, then exits at once (status 130). The handlers are in place when
+/// this returns.
+pub(crate) fn on_signals(first: impl FnOnce() + Send + 'static, second: impl FnOnce() + Send + 'static) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    let (Ok(mut term), Ok(mut int)) = ({
+        let _in = rt.enter();
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    }) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            let (mut first, mut second) = (Some(first), Some(second));
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                if let Some(f) = first.take() {
+                    f();
+                } else {
+                    if let Some(f) = second.take() {
+                        f();
+                    }
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+}
+
+/// The stop flag of a command that works in this process (see `cancel_on_signals`).
+static STOPPED: std::sync::OnceLock<crate::steps::Cancel> = std::sync::OnceLock::new();
+
+/// For a command that works in this process (`transform`, `load`, …):
+/// Ctrl-C or SIGTERM stops the returned flag, which interrupts what its
+/// watched connections run on their servers, again every second until the
+/// command returns; the command then exits 130. A second signal exits at once.
+pub(crate) fn cancel_on_signals() -> crate::steps::Cancel {
+    STOPPED
+        .get_or_init(|| {
+            let cancel = crate::steps::Cancel::default();
+            let c = cancel.clone();
+            on_signals(
+                move || {
+                    errln!("stopping (a second Ctrl-C stops at once)");
+                    c.stop(crate::steps::StopReason::Cancelled);
+                    std::thread::spawn(move || {
+                        loop {
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                            c.interrupt();
+                        }
+                    });
+                },
+                || {},
+            );
+            cancel
+        })
+        .clone()
 }

@@ -1,7 +1,6 @@
 //! The dbt-like commands: `sluice transform` (build models), `compile`,
 //! `seed`, `snapshot` and `test`, each on a selection of the project's models.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,14 +52,17 @@ pub struct TransformArgs {
 fn open(sel: &Selection) -> Result<(Project, Plan)> {
     let (project, plan) = crate::plan::open(&sel.project.project)?;
     for w in project.warnings() {
-        eprintln!("{w}");
+        errln!("{w}");
     }
     Ok((project, plan))
 }
 
+/// Connects, and has Ctrl-C stop the connection's work on the server.
 fn connect(project: &Project, name: Option<&str>) -> Result<Box<dyn Warehouse>> {
     let url = project.connection_url(name)?;
-    warehouse::connect(&url, &project.dir)
+    let wh = warehouse::connect(&url, &project.dir)?;
+    super::cancel_on_signals().watch(wh.as_ref());
+    Ok(wh)
 }
 
 /// Writes a file under the project's `target/`, whole, then renamed.
@@ -91,8 +93,7 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
     let conn = a.sel.connection.clone();
     let connect = || connect(&project, conn.as_deref());
     let on_done = |r: &ModelResult| {
-        println!("{}", line(r));
-        let _ = std::io::stdout().flush();
+        outln!("{}", line(r));
     };
     let req = BuildRequest {
         project: &project,
@@ -102,7 +103,7 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
         full_refresh: a.full_refresh,
         threads: a.threads.or(project.config.models.threads).unwrap_or(4),
         run: outside_run(&project),
-        cancel: crate::steps::Cancel::default(),
+        cancel: super::cancel_on_signals(),
         connect: &connect,
         on_done: &on_done,
     };
@@ -138,7 +139,7 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
         .expect("JSON"),
     )?;
     if results.is_empty() {
-        println!("no models selected");
+        outln!("no models selected");
         return Ok(0);
     }
     let mut summary = format!("{built} of {} models built in {}", results.len(), format_duration(took));
@@ -150,7 +151,7 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
     if failed > 0 || skipped > 0 {
         summary.push_str(&format!("; {failed} failed, {skipped} skipped"));
     }
-    println!("{summary}");
+    outln!("{summary}");
     Ok(match results.iter().find_map(|r| if let ModelState::Failed(e) = &r.state { Some(e.kind()) } else { None }) {
         Some(k) => k.exit_code(),
         None => 0,
@@ -203,7 +204,7 @@ pub fn compile(a: CompileArgs) -> Result<i32> {
         write_target(&project, &format!("compiled/{}", node.path), sql.as_bytes())?;
         n += 1;
     }
-    println!(
+    outln!(
         "compiled {} into {}",
         crate::steps::count(n, "file"),
         crate::project::show(&project.dir, Path::new("target/compiled"))
@@ -219,14 +220,14 @@ pub fn seed(a: Selection) -> Result<i32> {
     let mut code = 0;
     for r in &results {
         match &r.result {
-            Ok(rows) => println!("{:<28} ok      {}", r.name, crate::steps::count(*rows, "row")),
+            Ok(rows) => outln!("{:<28} ok      {}", r.name, crate::steps::count(*rows, "row")),
             Err(e) => {
-                println!("{:<28} FAILED\n  error: {}", r.name, super::indent_rest(&e.chain()));
+                outln!("{:<28} FAILED\n  error: {}", r.name, super::indent_rest(&e.chain()));
                 code = e.kind().exit_code();
             }
         }
     }
-    println!("{} of {} seeds loaded", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
+    outln!("{} of {} seeds loaded", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
     Ok(code)
 }
 
@@ -246,14 +247,14 @@ pub fn snapshot(a: Selection) -> Result<i32> {
     let mut code = 0;
     for r in &results {
         match &r.result {
-            Ok(what) => println!("{:<28} ok      {what}", r.name),
+            Ok(what) => outln!("{:<28} ok      {what}", r.name),
             Err(e) => {
-                println!("{:<28} FAILED\n  error: {}", r.name, super::indent_rest(&e.chain()));
+                outln!("{:<28} FAILED\n  error: {}", r.name, super::indent_rest(&e.chain()));
                 code = e.kind().exit_code();
             }
         }
     }
-    println!("{} of {} snapshots taken", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
+    outln!("{} of {} snapshots taken", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
     Ok(code)
 }
 
@@ -266,9 +267,9 @@ pub fn test(a: Selection) -> Result<i32> {
     let results = data_tests::run(&project, &plan, wh.as_mut(), cases, now, outside_run(&project))?;
     let mut rr = Vec::new();
     for r in &results {
-        println!("{}", describe(r));
+        outln!("{}", describe(r));
         for l in failing_rows(r) {
-            println!("      {l}");
+            outln!("      {l}");
         }
         let status = match &r.outcome {
             Outcome::Pass => "pass",
@@ -293,7 +294,7 @@ pub fn test(a: Selection) -> Result<i32> {
     let passed = results.iter().filter(|r| matches!(r.outcome, Outcome::Pass)).count();
     let errors = results.iter().filter(|r| r.is_error()).count();
     let warned = results.len() - passed - errors;
-    println!("tests: {passed} passed, {warned} warned, {errors} failed, in {}", format_duration(started.elapsed()));
+    outln!("tests: {passed} passed, {warned} warned, {errors} failed, in {}", format_duration(started.elapsed()));
     let sql_errors = results.iter().filter(|r| matches!(r.outcome, Outcome::Error(_))).count();
     Ok(if errors == 0 {
         0

@@ -88,14 +88,18 @@ impl Observer for Screen {
         self.clear();
         let secs = format_duration(r.duration);
         match &r.state {
-            StepState::Success(o) => println!("{:<20} ok      {secs:>7}  {}", r.name, o.summary),
+            StepState::Success(o) => outln!("{:<20} ok      {secs:>7}  {}", r.name, o.summary),
             StepState::Failed(e) => {
-                println!("{:<20} FAILED  {secs:>7}", r.name);
+                outln!("{:<20} FAILED  {secs:>7}", r.name);
                 print_step_error(e);
             }
             StepState::UpstreamFailed(dep) => {
-                println!("{:<20} skipped           (upstream step `{dep}` failed)", r.name)
+                outln!("{:<20} skipped           (upstream step `{dep}` failed)", r.name)
             }
+            StepState::Cancelled(Some(_)) => {
+                outln!("{:<20} CANCELLED {secs:>5}  (stopped: the run was cancelled)", r.name)
+            }
+            StepState::Cancelled(None) => outln!("{:<20} cancelled         (not started)", r.name),
         }
     }
 }
@@ -108,9 +112,9 @@ fn print_step_error(e: &Error) {
     };
     for (i, l) in text.lines().enumerate() {
         if i == 0 {
-            println!("  error: {l}");
+            outln!("  error: {l}");
         } else {
-            println!("    {}", l.trim_start());
+            outln!("    {}", l.trim_start());
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::orchestrate::log::log;
 use crate::orchestrate::runs::{Shared, new_run, open_state, open_state_pending, wait_for_state};
-use crate::orchestrate::schedule::{Timing, parse_time, rfc3339, show_in};
+use crate::orchestrate::schedule::{Timing, backfill_fires, parse_time, rfc3339, show_in};
 use crate::orchestrate::scheduler::{SchedulerConfig, run_scheduler};
 use crate::orchestrate::worker::{Shutdown, WorkerConfig, default_id, run_worker};
 use crate::project::TriggerKind;
@@ -51,7 +51,7 @@ pub struct WorkerArgs {
     pub slots: usize,
     /// How long a claimed task is held without a heartbeat; a task of a worker
     /// that died is retried elsewhere after this.
-    #[arg(long, default_value = "30s", value_parser = parse_dur)]
+    #[arg(long, env = "SLUICE_LEASE", default_value = "30s", value_parser = parse_dur)]
     pub lease: Duration,
     /// On SIGTERM, how long running tasks get to finish before they are handed back.
     #[arg(long, default_value = "30s", value_parser = parse_dur)]
@@ -163,30 +163,13 @@ pub struct BackfillArgs {
 
 /// Stops `shutdown` on SIGTERM or SIGINT; a second signal exits at once.
 fn on_signals(shutdown: Shutdown) {
-    std::thread::spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(_) => return,
-        };
-        rt.block_on(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-                return;
-            };
-            for n in 0.. {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                if n == 0 {
-                    log("info", "sluice", "stopping (a second signal stops at once)");
-                    shutdown.begin();
-                } else {
-                    std::process::exit(130);
-                }
-            }
-        });
-    });
+    super::on_signals(
+        move || {
+            log("info", "sluice", "stopping (a second signal stops at once)");
+            shutdown.begin();
+        },
+        || {},
+    );
 }
 
 fn open(project: &ProjectArgs, state: &StateArgs) -> Result<(Arc<Shared>, Arc<State>)> {
@@ -318,16 +301,16 @@ pub fn next(a: NextArgs) -> Result<i32> {
             match Timing::of(t, tz) {
                 Some(timing) => {
                     let timing = timing?;
-                    println!("{}: {}", pl.name.v, timing.describe());
+                    outln!("{}: {}", pl.name.v, timing.describe());
                     let mut at = from;
                     for _ in 0..a.count {
                         match timing.next_after(at) {
                             Some(n) => {
-                                println!("  {}  {}", rfc3339(n), show_in(n, timing.zone()));
+                                outln!("  {}  {}", rfc3339(n), show_in(n, timing.zone()));
                                 at = n;
                             }
                             None => {
-                                println!("  (no more fires)");
+                                outln!("  (no more fires)");
                                 break;
                             }
                         }
@@ -335,16 +318,16 @@ pub fn next(a: NextArgs) -> Result<i32> {
                 }
                 None => match &t.kind {
                     TriggerKind::OnDataset(d) => {
-                        println!("{}: when dataset `{}` is updated (by any pipeline's step)", pl.name.v, d.v)
+                        outln!("{}: when dataset `{}` is updated (by any pipeline's step)", pl.name.v, d.v)
                     }
-                    TriggerKind::OnNewObjects(o) => println!("{}: when new files appear under `{}`", pl.name.v, o.v),
+                    TriggerKind::OnNewObjects(o) => outln!("{}: when new files appear under `{}`", pl.name.v, o.v),
                     _ => {}
                 },
             }
         }
     }
     if !any {
-        println!("no triggers: pipelines run when started (sluice run, the API or the dashboard)");
+        outln!("no triggers: pipelines run when started (sluice run, the API or the dashboard)");
     }
     Ok(0)
 }
@@ -363,12 +346,11 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
     if to < from {
         return Err(Error::user(format!("--to {to} is before --from {from}")));
     }
-    let start = parse_time(&from.to_string(), tz)? - 1;
-    let end = parse_time(&(to + chrono::Days::new(1)).to_string(), tz)? - 1;
-    // The fires of the pipeline's first time-based trigger; without one, one run a day.
+    // The fires of the pipeline's first time-based trigger whose logical
+    // dates are in the range; without one, one run a day.
     let timing = pl.triggers.iter().find_map(|t| Timing::of(t, tz)).transpose()?;
     let fires: Vec<(i64, String)> = match &timing {
-        Some(t) => t.fires_between(start, end, 100_000).into_iter().map(|f| (f, t.logical_date(f, tz))).collect(),
+        Some(t) => backfill_fires(t, from, to, tz, 100_000),
         None => from
             .iter_days()
             .take_while(|d| *d <= to)
@@ -376,7 +358,7 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
             .collect::<Result<_>>()?,
     };
     if fires.is_empty() {
-        println!("no fires of `{}` between {from} and {to}", pl.name.v);
+        outln!("no fires of `{}` between {from} and {to}", pl.name.v);
         return Ok(0);
     }
     let mut ids = Vec::new();
@@ -387,7 +369,7 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
         }
     }
     let limit = pl.max_active_runs.map(|n| format!(", at most {n} at a time")).unwrap_or_default();
-    println!(
+    outln!(
         "queued {} run(s) of `{}` for {from} … {to}{limit} ({} already queued before)",
         ids.len(),
         pl.name.v,
@@ -417,7 +399,7 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
                         failed += 1;
                     }
                     let err = r.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
-                    println!("{} {:<9} run {}{err}", r.logical_date, r.status, r.id);
+                    outln!("{} {:<9} run {}{err}", r.logical_date, r.status, r.id);
                 }
             }
             shutdown.sleep(Duration::from_millis(200));
@@ -426,6 +408,6 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
         w.join().unwrap_or_else(|_| Err(Error::internal("the worker panicked")))?;
         Ok(failed)
     })?;
-    println!("backfill of `{}`: {} run(s), {failed} failed", pl.name.v, ids.len());
+    outln!("backfill of `{}`: {} run(s), {failed} failed", pl.name.v, ids.len());
     Ok(if failed == 0 { 0 } else { 1 })
 }

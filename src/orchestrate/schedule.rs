@@ -120,6 +120,41 @@ impl Timing {
     }
 }
 
+/// The fires a backfill of `from ..= to` runs: every fire whose logical
+/// date (its calendar date in the trigger's zone, see `logical_date`) is in
+/// the range, in order, at most `limit`. The range names logical dates, so
+/// it means the same whatever the project's zone: a job at 00:30 in
+/// Helsinki backfilled for 2026-11-02 ..= 2026-11-04 runs for those three
+/// dates, from a project in New York too.
+pub fn backfill_fires(
+    timing: &Timing,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    default_tz: Tz,
+    limit: usize,
+) -> Vec<(i64, String)> {
+    // Every zone is within a day of UTC: look a day further on each side.
+    let edge = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros());
+    let (Some(start), Some(end)) = (edge(from - chrono::Days::new(2)), edge(to + chrono::Days::new(2))) else {
+        return Vec::new();
+    };
+    let (first, last) = (from.to_string(), to.to_string());
+    let mut out = Vec::new();
+    let mut t = start;
+    while out.len() < limit {
+        let Some(f) = timing.next_after(t).filter(|&f| f <= end) else { break };
+        t = f;
+        let date = timing.logical_date(f, default_tz);
+        if date > last {
+            break;
+        }
+        if date >= first {
+            out.push((f, date));
+        }
+    }
+    out
+}
+
 /// What the scheduler does when it looks at a trigger at `now` and the next
 /// fire it had planned is `next`: the fires to enqueue, and the next planned
 /// fire after them.
@@ -307,6 +342,33 @@ mod tests {
         assert!(due(&t, next, at("2026-01-01T13:05:00Z"), Catchup::None).0.is_empty());
         // Nothing due yet.
         assert_eq!(due(&t, at("2026-01-01T14:00:00Z"), now, Catchup::All), (vec![], Some(at("2026-01-01T14:00:00Z"))));
+    }
+
+    /// Issue 11, item 16: a backfill's range names logical dates, which are
+    /// dates in the trigger's zone, not in the project's.
+    #[test]
+    fn a_backfill_runs_the_logical_dates_it_names_in_any_project_zone() {
+        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let dates = |t: &Timing, tz: Tz| -> Vec<String> {
+            backfill_fires(t, d("2026-11-02"), d("2026-11-04"), tz, 100).into_iter().map(|f| f.1).collect()
+        };
+        let want = ["2026-11-02", "2026-11-03", "2026-11-04"];
+        // 00:30 in Helsinki is 17:30 the day before in New York.
+        let early = cron("30 0 * * *", "Europe/Helsinki");
+        assert_eq!(dates(&early, ny), want);
+        let fires = backfill_fires(&early, d("2026-11-02"), d("2026-11-04"), ny, 100);
+        assert_eq!(rfc3339(fires[0].0), "2026-11-01T22:30:00.000Z");
+        // 23:00 in New York is the next morning in Helsinki.
+        assert_eq!(dates(&cron("0 23 * * *", "America/New_York"), "Europe/Helsinki".parse().unwrap()), want);
+        // Hourly: 24 fires a day, each on its own date in the zone (the
+        // day US clocks went back, 2026-11-01, is outside the range).
+        let hourly =
+            backfill_fires(&cron("0 * * * *", "America/New_York"), d("2026-11-02"), d("2026-11-04"), Tz::UTC, 1000);
+        assert_eq!(hourly.len(), 72);
+        // `every` fires are dated in the project's zone.
+        let every = Timing::Every { micros: 86_400_000_000, text: "1d".into() };
+        assert_eq!(dates(&every, ny), ["2026-11-02", "2026-11-03", "2026-11-04"]);
     }
 
     #[test]

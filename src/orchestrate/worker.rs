@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::log::{log, log_task};
 use super::runs::{Shared, datasets_updated};
 use crate::error::{Error, Result};
-use crate::state::{Claim, Outcome, State, persist};
+use crate::state::{Claim, Outcome, State};
 use crate::steps::{Cancel, RunCtx, StopReason};
 
 /// How a worker works.
@@ -81,6 +81,54 @@ impl Shutdown {
 /// What runs on the worker now: a claim and its stop flag.
 type Running = Arc<Mutex<HashMap<(String, String), (Claim, Cancel)>>>;
 
+/// Results of this worker waiting for the store to answer again: while
+/// there are some, its slots claim nothing new, so a result that comes back
+/// is recorded before the worker takes more work.
+type Unrecorded = Arc<std::sync::atomic::AtomicUsize>;
+
+/// Runs an operation that must not be lost (a task's result, a hand-back):
+/// while the store cannot be reached, tries again, waiting up to 5 seconds
+/// between tries, for as long as it takes, counted in `waiting` meanwhile.
+/// The store accepts a late result as long as nobody took the task
+/// meanwhile (see `State::finish`).
+fn persist<T>(who: &str, what: &str, waiting: &Unrecorded, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut delay = Duration::from_millis(100);
+    let mut tries = 0u64;
+    loop {
+        match f() {
+            Ok(v) => {
+                if tries > 0 {
+                    waiting.fetch_sub(1, Ordering::SeqCst);
+                    log("info", who, &format!("the state store answers again: did {what}"));
+                }
+                return Ok(v);
+            }
+            Err(e) if e.retryable() => {
+                if tries == 0 {
+                    waiting.fetch_add(1, Ordering::SeqCst);
+                }
+                tries += 1;
+                // Said at first, then about once a minute.
+                if tries <= 3 || tries.is_multiple_of(12) {
+                    log(
+                        "warn",
+                        who,
+                        &format!("cannot {what} ({}); trying again until the state store answers", e.chain()),
+                    );
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                if tries > 0 {
+                    waiting.fetch_sub(1, Ordering::SeqCst);
+                }
+                return Err(e.context(format!("cannot {what}")));
+            }
+        }
+    }
+}
+
 /// Runs a worker until `shutdown`; returns when every slot has stopped.
 pub fn run_worker(state: Arc<State>, project: Arc<Shared>, cfg: WorkerConfig, shutdown: Shutdown) -> Result<()> {
     state.register_worker(&cfg.id, cfg.slots as u32)?;
@@ -90,6 +138,7 @@ pub fn run_worker(state: Arc<State>, project: Arc<Shared>, cfg: WorkerConfig, sh
     let who = format!("worker {}", cfg.id);
     log("info", &who, &format!("started with {} slots on {}", cfg.slots, state.describe()));
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
+    let unrecorded: Unrecorded = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
         // Heartbeat: renew leases, pass on cancels, pick up tasks of dead workers.
@@ -129,9 +178,16 @@ pub fn run_worker(state: Arc<State>, project: Arc<Shared>, cfg: WorkerConfig, sh
         };
         let slots: Vec<_> = (0..cfg.slots)
             .map(|_| {
-                let (state, project, cfg, shutdown, running, who) =
-                    (state.clone(), project.clone(), cfg.clone(), shutdown.clone(), running.clone(), who.clone());
-                s.spawn(move || slot(&state, &project, &cfg, &shutdown, &running, &who))
+                let (state, project, cfg, shutdown, running, who, unrecorded) = (
+                    state.clone(),
+                    project.clone(),
+                    cfg.clone(),
+                    shutdown.clone(),
+                    running.clone(),
+                    who.clone(),
+                    unrecorded.clone(),
+                );
+                s.spawn(move || slot(&state, &project, &cfg, &shutdown, &running, &unrecorded, &who))
             })
             .collect();
         // Shutdown: after the grace period, ask what still runs to stop.
@@ -166,11 +222,23 @@ pub fn run_worker(state: Arc<State>, project: Arc<Shared>, cfg: WorkerConfig, sh
 }
 
 /// One slot: claim, run, record; until shutdown.
-fn slot(state: &State, project: &Shared, cfg: &WorkerConfig, shutdown: &Shutdown, running: &Running, who: &str) {
+fn slot(
+    state: &State,
+    project: &Shared,
+    cfg: &WorkerConfig,
+    shutdown: &Shutdown,
+    running: &Running,
+    unrecorded: &Unrecorded,
+    who: &str,
+) {
     while !shutdown.is_set() {
+        if unrecorded.load(Ordering::SeqCst) > 0 {
+            shutdown.sleep(Duration::from_millis(100));
+            continue;
+        }
         let seen = state.bell_count();
         match state.claim(&cfg.id, cfg.lease.as_millis() as i64) {
-            Ok(Some(c)) => run_task(state, project, cfg, running, who, c),
+            Ok(Some(c)) => run_task(state, project, cfg, running, unrecorded, who, c),
             Ok(None) => {
                 // Wake on a notification, or look again after `poll`.
                 let _ = state.wait(seen, cfg.poll);
@@ -183,7 +251,15 @@ fn slot(state: &State, project: &Shared, cfg: &WorkerConfig, shutdown: &Shutdown
     }
 }
 
-fn run_task(state: &State, project: &Shared, cfg: &WorkerConfig, running: &Running, who: &str, c: Claim) {
+fn run_task(
+    state: &State,
+    project: &Shared,
+    cfg: &WorkerConfig,
+    running: &Running,
+    unrecorded: &Unrecorded,
+    who: &str,
+    c: Claim,
+) {
     let key = (c.run_id.clone(), c.step.clone());
     let cancel = Cancel::default();
     running.lock().expect("running").insert(key.clone(), (c.clone(), cancel.clone()));
@@ -196,13 +272,17 @@ fn run_task(state: &State, project: &Shared, cfg: &WorkerConfig, running: &Runni
     // A task stopped by a shutdown goes back to the store for another worker.
     if cancel.reason() == Some(StopReason::ShuttingDown) && result.is_err() {
         log_task("warn", who, task, "handed back: the worker is shutting down");
-        if let Err(e) = persist("hand a task back", || state.hand_back(&c, "the worker shut down")) {
+        if let Err(e) = persist(who, "hand a task back", unrecorded, || state.hand_back(&c, "the worker shut down")) {
             log_task("error", who, task, &e.chain());
         }
         return;
     }
     let outcome = match result {
         Ok((summary, output, datasets)) => Outcome::Success { summary, output, datasets },
+        // Stopped because its run was cancelled: the task is cancelled, not failed.
+        Err(_) if cancel.reason() == Some(StopReason::Cancelled) => {
+            Outcome::Cancelled { why: "stopped: the run was cancelled".into() }
+        }
         // The task is the step: its name in front of the error says nothing more.
         Err(Error::Context { context, source }) if context.starts_with("step `") => Outcome::from(*source),
         Err(e) => Outcome::from(e),
@@ -212,8 +292,9 @@ fn run_task(state: &State, project: &Shared, cfg: &WorkerConfig, running: &Runni
             log_task("info", who, task, &format!("succeeded in {:.3}s: {summary}", took.as_secs_f64()))
         }
         Outcome::Failure { error, .. } => log_task("error", who, task, &format!("failed: {error}")),
+        Outcome::Cancelled { why } => log_task("warn", who, task, why),
     }
-    match persist("record a task's result", || state.finish(&c, &outcome)) {
+    match persist(who, "record a task's result", unrecorded, || state.finish(&c, &outcome)) {
         Ok(true) => {}
         Ok(false) => log_task("warn", who, task, "the lease expired before the task ended; its result was not used"),
         Err(e) => log_task("error", who, task, &e.chain()),
@@ -270,6 +351,7 @@ fn execute(project: &Shared, c: &Claim, cancel: &Cancel, cfg: &WorkerConfig) -> 
     }
     let deadline = c.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms.max(0) as u64));
     let mut stopped_at: Option<Instant> = None;
+    let mut interrupts = 0u32;
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(res) => {
@@ -292,6 +374,12 @@ fn execute(project: &Shared, c: &Claim, cancel: &Cancel, cfg: &WorkerConfig) -> 
         }
         if cancel.reason().is_some() {
             let t = *stopped_at.get_or_insert_with(Instant::now);
+            // Again every second: a query the step sent just after the first
+            // interrupt is stopped too.
+            if t.elapsed() >= Duration::from_secs(1) * (interrupts + 1) {
+                interrupts += 1;
+                cancel.interrupt();
+            }
             // A step that does not stop within the grace period is left
             // behind; its attempt ends now.
             if t.elapsed() > cfg.grace.max(Duration::from_secs(5)) {
@@ -305,6 +393,5 @@ fn execute(project: &Shared, c: &Claim, cancel: &Cancel, cfg: &WorkerConfig) -> 
 }
 
 fn timed_out(c: &Claim) -> Error {
-    let secs = c.timeout_ms.unwrap_or(0) as f64 / 1000.0;
-    Error::external(format!("timed out after {secs}s (the step's timeout)"), true)
+    crate::steps::timed_out(Duration::from_millis(c.timeout_ms.unwrap_or(0).max(0) as u64))
 }

@@ -31,9 +31,23 @@ pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// The lease a `sluice run` process holds on its run is `sluice_leases` row
+/// `run:<run id>`.
+const LOCAL_LEASE: &str = "run:";
+
 /// How often a worker that lost its worker may lose a task before the task
 /// fails (a crash is not the task's fault, so it does not use up `retries`).
 pub const MAX_LOST: i64 = 3;
+
+/// After this process could not reach the store, or the store answered it
+/// slowly, it takes nobody's tasks for this long: a worker that was cut off
+/// with it (the store was down, or the network to it) is alive and renews
+/// its leases within a second of the store coming back, before anyone
+/// decides it died.
+pub const REAP_QUIET_US: i64 = 10_000_000;
+
+/// A transaction slower than this counts as the store being unreachable.
+const SLOW_TX_US: i64 = 2_000_000;
 
 /// The state store.
 pub struct State {
@@ -42,6 +56,9 @@ pub struct State {
     ready: std::sync::OnceLock<()>,
     /// Why the store did not answer the last time it was tried.
     last_error: std::sync::Mutex<Option<String>>,
+    /// When a transaction of this process last failed to reach the store
+    /// (or was slow), in microseconds since the epoch.
+    trouble: std::sync::atomic::AtomicI64,
 }
 
 /// A pipeline as the scheduler and workers know it.
@@ -98,8 +115,19 @@ pub struct Claim {
 /// How an attempt ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Success { summary: String, output: serde_json::Value, datasets: Vec<String> },
-    Failure { error: String, retryable: bool },
+    Success {
+        summary: String,
+        output: serde_json::Value,
+        datasets: Vec<String>,
+    },
+    Failure {
+        error: String,
+        retryable: bool,
+    },
+    /// The run was cancelled while the step ran, and the step stopped.
+    Cancelled {
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -233,7 +261,12 @@ impl State {
     }
 
     fn with(db: Db) -> State {
-        State { db, ready: std::sync::OnceLock::new(), last_error: std::sync::Mutex::new(None) }
+        State {
+            db,
+            ready: std::sync::OnceLock::new(),
+            last_error: std::sync::Mutex::new(None),
+            trouble: std::sync::atomic::AtomicI64::new(0),
+        }
     }
 
     /// Reaches the store and brings its schema up to date (once); an error
@@ -250,6 +283,8 @@ impl State {
             }
             Err(e) => {
                 *self.last_error.lock().expect("last error") = Some(e.chain());
+                // A service that waited for the store reaps nothing at first.
+                self.trouble.store(now_us(), std::sync::atomic::Ordering::SeqCst);
                 Err(e)
             }
         }
@@ -263,6 +298,24 @@ impl State {
     /// Why the store did not answer the last time it was tried.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().expect("last error").clone()
+    }
+
+    /// One transaction (see `Db::tx`), noting when the store could not be
+    /// reached or answered slowly.
+    fn tx<T>(&self, f: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
+        let t0 = now_us();
+        let r = self.db.tx(f);
+        let end = now_us();
+        if end - t0 > SLOW_TX_US || matches!(&r, Err(e) if e.kind() == crate::error::Kind::External) {
+            self.trouble.store(end, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// Whether this process reached the store without trouble for the last
+    /// `REAP_QUIET_US`.
+    fn steady(&self, now: i64) -> bool {
+        now - self.trouble.load(std::sync::atomic::Ordering::SeqCst) >= REAP_QUIET_US
     }
 
     pub fn describe(&self) -> String {
@@ -281,7 +334,7 @@ impl State {
     /// Records the pipelines a project has (their definitions' hashes and limits).
     pub fn sync_pipelines(&self, defs: &[PipelineDef]) -> Result<()> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             for d in defs {
                 upsert_pipeline(t, d, now)?;
             }
@@ -293,7 +346,7 @@ impl State {
     pub fn enqueue(&self, run: &NewRun) -> Result<Option<String>> {
         let now = now_us();
         let id = uuid::Uuid::now_v7().to_string();
-        self.db.tx(|t| {
+        self.tx(|t| {
             upsert_pipeline(t, &run.pipeline, now)?;
             let n = t.exec(
                 "INSERT INTO sluice_runs (id, pipeline, status, trigger, logical_date, scheduled_for, queued_at, params, full_refresh, definition_hash) \
@@ -339,7 +392,7 @@ impl State {
     /// Claims the next ready task for `worker`, holding it for `lease_ms`.
     pub fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Claim>> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             let pg = t.is_postgres();
             let pick = format!(
                 "SELECT c.run_id, c.step FROM sluice_tasks c \
@@ -416,7 +469,7 @@ impl State {
     /// returns the tasks it runs whose run was cancelled.
     pub fn renew(&self, worker: &str, lease_ms: i64) -> Result<Vec<(String, String)>> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             t.exec(
                 "UPDATE sluice_tasks SET lease_until = $2 WHERE lease_owner = $1 AND status = 'running'",
                 &[V::from(worker), V::Int(now + lease_ms * 1000)],
@@ -439,7 +492,7 @@ impl State {
     /// but the attempt's end.
     pub fn finish(&self, c: &Claim, outcome: &Outcome) -> Result<bool> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             // The run's row is locked too: tasks of one run finishing at
             // once take turns, so exactly one of them finishes the run.
             let lock = if t.is_postgres() { "FOR UPDATE OF t, r" } else { "" };
@@ -452,7 +505,34 @@ impl State {
             )?;
             let Some(r) = rows.first() else { return Ok(false) };
             let held = r[0].text() == Some("running") && r[1].text() == Some(c.worker.as_str()) && r[2].int() == Some(c.attempt);
-            if !held {
+            // Its lease ran out while the worker could not reach the store,
+            // and nobody has taken the task since (a claim counts a new
+            // attempt): the worker is alive and its result stands.
+            let late = !held
+                && r[0].text() == Some("ready")
+                && r[2].int() == Some(c.attempt)
+                && first(&t.query(
+                    "SELECT status FROM sluice_attempts WHERE run_id = $1 AND step = $2 AND attempt = $3",
+                    &[V::from(&c.run_id), V::from(&c.step), V::Int(c.attempt)],
+                )?)
+                .and_then(V::text)
+                    == Some("lost");
+            if late {
+                t.exec(
+                    "UPDATE sluice_tasks SET status = 'running', lost = lost - 1, lease_owner = $3 WHERE run_id = $1 AND step = $2",
+                    &[V::from(&c.run_id), V::from(&c.step), V::from(&c.worker)],
+                )?;
+                log_tx(
+                    t,
+                    &c.run_id,
+                    &c.step,
+                    c.attempt,
+                    "warn",
+                    &format!("worker {} came back with the result before another worker took the task; the result is used", c.worker),
+                    now,
+                )?;
+            }
+            if !held && !late {
                 t.exec(
                     "UPDATE sluice_attempts SET status = 'abandoned', finished_at = $4, error = $5 \
                      WHERE run_id = $1 AND step = $2 AND attempt = $3 AND status = 'running'",
@@ -520,6 +600,15 @@ impl State {
                         failed_step = Some(c.step.as_str());
                     }
                 }
+                Outcome::Cancelled { why } => {
+                    t.exec(
+                        "UPDATE sluice_tasks SET status = 'cancelled', finished_at = $3, lease_owner = NULL, \
+                         lease_until = NULL, error = $4 WHERE run_id = $1 AND step = $2",
+                        &[V::from(&c.run_id), V::from(&c.step), V::Int(now), V::from(why)],
+                    )?;
+                    end_attempt(t, c, now, "cancelled", Some(why))?;
+                    log_tx(t, &c.run_id, &c.step, c.attempt, "warn", why, now)?;
+                }
             }
             advance(t, &c.run_id, &c.pipeline, failed_step, running, now)?;
             Ok(true)
@@ -530,7 +619,7 @@ impl State {
     /// takes it at once; the attempt does not count as a failure.
     pub fn hand_back(&self, c: &Claim, why: &str) -> Result<()> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             let n = t.exec(
                 "UPDATE sluice_tasks SET status = 'ready', next_try_at = $5, lease_owner = NULL, lease_until = NULL \
                  WHERE run_id = $1 AND step = $2 AND lease_owner = $3 AND attempts = $4 AND status = 'running'",
@@ -549,7 +638,11 @@ impl State {
     /// made ready for another worker, up to `MAX_LOST` times; returns how many.
     pub fn reap(&self) -> Result<usize> {
         let now = now_us();
-        self.db.tx(|t| {
+        if !self.steady(now) {
+            return Ok(0);
+        }
+        let local = self.reap_local(now)?;
+        self.tx(|t| {
             let lock = if t.is_postgres() { "FOR UPDATE SKIP LOCKED" } else { "" };
             let rows = t.query(
                 &format!(
@@ -590,7 +683,83 @@ impl State {
                     advance(t, &run_id, &pipeline, Some(&step), run_status == "running", now)?;
                 }
             }
-            Ok(rows.len())
+            Ok(rows.len() + local)
+        })
+    }
+
+    /// Runs of `sluice run` whose process stopped renewing their lease (or
+    /// that a Sluice without leases left running) end `failed`: nobody else
+    /// runs a command-line run's steps. Their running steps fail (the
+    /// attempt is `lost`), the rest are cancelled, and the pipeline's queued
+    /// runs may start.
+    fn reap_local(&self, now: i64) -> Result<usize> {
+        self.tx(|t| {
+            let mut dead: Vec<(String, String)> = t
+                .query(
+                    &format!("SELECT substr(name, 5), holder FROM sluice_leases WHERE name LIKE '{LOCAL_LEASE}%' AND lease_until < $1 LIMIT 100"),
+                    &[V::Int(now)],
+                )?
+                .iter()
+                .map(|r| (r[0].string(), r[1].string()))
+                .collect();
+            dead.extend(
+                t.query(
+                    &format!(
+                        "SELECT r.id FROM sluice_runs r WHERE r.status = 'running' AND r.trigger = 'cli' \
+                         AND NOT EXISTS (SELECT 1 FROM sluice_leases l WHERE l.name = '{LOCAL_LEASE}' || r.id) LIMIT 100"
+                    ),
+                    &[],
+                )?
+                .iter()
+                .map(|r| (r[0].string(), "an earlier sluice".to_string())),
+            );
+            let mut ended = 0;
+            for (run_id, holder) in &dead {
+                let lock = if t.is_postgres() { "FOR UPDATE" } else { "" };
+                let rows = t.query(&format!("SELECT status, pipeline FROM sluice_runs WHERE id = $1 {lock}"), &[V::from(run_id)])?;
+                t.exec("DELETE FROM sluice_leases WHERE name = $1", &[V::Text(format!("{LOCAL_LEASE}{run_id}"))])?;
+                let Some(r) = rows.first() else { continue };
+                // A run cancelled through the API after its process died:
+                // its step was stopped with it.
+                let run_running = r[0].text() == Some("running");
+                let ends = if run_running { "failed" } else { "cancelled" };
+                let pipeline = r[1].string();
+                let msg = format!(
+                    "`sluice run` ({holder}) stopped without ending its run (killed, or cut off from the state store for longer than its lease)"
+                );
+                let running = t.query(
+                    "SELECT step, attempts FROM sluice_tasks WHERE run_id = $1 AND status = 'running'",
+                    &[V::from(run_id)],
+                )?;
+                for task in &running {
+                    let (step, attempt) = (task[0].string(), task[1].int().unwrap_or(1));
+                    t.exec(
+                        "UPDATE sluice_attempts SET status = 'lost', finished_at = $4, error = $5 WHERE run_id = $1 AND step = $2 AND attempt = $3",
+                        &[V::from(run_id), V::from(&step), V::Int(attempt), V::Int(now), V::from(&msg)],
+                    )?;
+                    t.exec(
+                        "UPDATE sluice_tasks SET status = $5, lost = lost + 1, finished_at = $3, lease_owner = NULL, lease_until = NULL, \
+                         error = $4 WHERE run_id = $1 AND step = $2",
+                        &[V::from(run_id), V::from(&step), V::Int(now), V::from(&msg), V::from(ends)],
+                    )?;
+                    log_tx(t, run_id, &step, attempt, "error", &msg, now)?;
+                    ended += 1;
+                }
+                if !run_running {
+                    continue;
+                }
+                ended += 1;
+                t.exec(
+                    "UPDATE sluice_tasks SET status = 'cancelled', finished_at = $2 WHERE run_id = $1 AND status IN ('waiting', 'ready')",
+                    &[V::from(run_id), V::Int(now)],
+                )?;
+                t.exec(
+                    "UPDATE sluice_runs SET status = 'failed', finished_at = $2, error = $3 WHERE id = $1",
+                    &[V::from(run_id), V::Int(now), V::from(&msg)],
+                )?;
+                promote(t, &pipeline, now)?;
+            }
+            Ok(ended)
         })
     }
 
@@ -598,7 +767,7 @@ impl State {
     /// asked to stop. `Ok(false)` when the run had already finished.
     pub fn cancel(&self, run_id: &str) -> Result<Option<bool>> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             let lock = if t.is_postgres() { "FOR UPDATE" } else { "" };
             let rows = t.query(&format!("SELECT status, pipeline FROM sluice_runs WHERE id = $1 {lock}"), &[V::from(run_id)])?;
             let Some(r) = rows.first() else { return Ok(None) };
@@ -620,10 +789,12 @@ impl State {
     }
 
     /// Records a run that `sluice run` executes in its own process: the run
-    /// is `running` at once and its tasks are never offered to workers.
-    pub fn begin_local(&self, id: &str, run: &NewRun) -> Result<()> {
+    /// is `running` at once, its tasks are never offered to workers, and it
+    /// is held by `owner` under a lease of `lease_ms` that the process
+    /// renews (`renew_local`); a run whose lease runs out is ended by `reap`.
+    pub fn begin_local(&self, id: &str, run: &NewRun, owner: &str, lease_ms: i64) -> Result<()> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             upsert_pipeline(t, &run.pipeline, now)?;
             t.exec(
                 "INSERT INTO sluice_runs (id, pipeline, status, trigger, logical_date, queued_at, started_at, params, full_refresh, definition_hash) \
@@ -639,10 +810,14 @@ impl State {
                     V::from(&run.pipeline.hash),
                 ],
             )?;
+            t.exec(
+                "INSERT INTO sluice_leases (name, holder, lease_until) VALUES ($1, $2, $3)",
+                &[V::Text(format!("{LOCAL_LEASE}{id}")), V::from(owner), V::Int(now + lease_ms * 1000)],
+            )?;
             for (i, task) in run.tasks.iter().enumerate() {
                 t.exec(
                     "INSERT INTO sluice_tasks (run_id, step, pipeline, kind, position, deps, status, retries, retry_delay_ms, retry_on, timeout_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, 0, 'transient', NULL)",
+                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, 0, 'transient', $7)",
                     &[
                         V::from(id),
                         V::from(&task.step),
@@ -650,6 +825,7 @@ impl State {
                         V::from(&task.kind),
                         V::Int(i as i64),
                         V::Text(serde_json::to_string(&task.deps).expect("JSON")),
+                        V::from(task.timeout_ms),
                     ],
                 )?;
             }
@@ -657,29 +833,49 @@ impl State {
         })
     }
 
-    /// A step of a local run started.
-    pub fn local_started(&self, run_id: &str, step: &str) -> Result<()> {
+    /// Renews a local run's lease; returns the run's status (`cancelled`
+    /// when the API cancelled it), or `None` when the run is not held by
+    /// `owner` any more.
+    pub fn renew_local(&self, id: &str, owner: &str, lease_ms: i64) -> Result<Option<String>> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
+            let n = t.exec(
+                "UPDATE sluice_leases SET lease_until = $3 WHERE name = $1 AND holder = $2",
+                &[V::Text(format!("{LOCAL_LEASE}{id}")), V::from(owner), V::Int(now + lease_ms * 1000)],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            Ok(first(&t.query("SELECT status FROM sluice_runs WHERE id = $1", &[V::from(id)])?).map(V::string))
+        })
+    }
+
+    /// A step of a local run started.
+    pub fn local_started(&self, run_id: &str, step: &str, owner: &str) -> Result<()> {
+        let now = now_us();
+        self.tx(|t| {
             t.exec(
-                "UPDATE sluice_tasks SET status = 'running', attempts = 1, lease_owner = 'sluice run', started_at = $3 WHERE run_id = $1 AND step = $2",
-                &[V::from(run_id), V::from(step), V::Int(now)],
+                "UPDATE sluice_tasks SET status = 'running', attempts = 1, lease_owner = $3, started_at = $4 WHERE run_id = $1 AND step = $2",
+                &[V::from(run_id), V::from(step), V::from(owner), V::Int(now)],
             )?;
             t.exec(
-                "INSERT INTO sluice_attempts (run_id, step, attempt, worker, started_at, status) VALUES ($1, $2, 1, 'sluice run', $3, 'running')",
-                &[V::from(run_id), V::from(step), V::Int(now)],
+                "INSERT INTO sluice_attempts (run_id, step, attempt, worker, started_at, status) VALUES ($1, $2, 1, $3, $4, 'running')",
+                &[V::from(run_id), V::from(step), V::from(owner), V::Int(now)],
             )?;
             Ok(())
         })
     }
 
-    /// A step of a local run ended: `success`, `failed` or `upstream_failed`.
+    /// A step of a local run ended: `success`, `failed`, `upstream_failed`
+    /// or `cancelled`.
     pub fn local_finished(&self, run_id: &str, step: &str, status: &str, outcome: Option<&Outcome>) -> Result<()> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             let (summary, output, error) = match outcome {
                 Some(Outcome::Success { summary, output, .. }) => (Some(summary.clone()), Some(output.to_string()), None),
-                Some(Outcome::Failure { error, .. }) => (None, None, Some(error.clone())),
+                Some(Outcome::Failure { error, .. }) | Some(Outcome::Cancelled { why: error }) => {
+                    (None, None, Some(error.clone()))
+                }
                 None => (None, None, None),
             };
             t.exec(
@@ -711,18 +907,27 @@ impl State {
         })
     }
 
-    /// A local run ended.
-    pub fn end_local(&self, run_id: &str, ok: bool, error: Option<&str>) -> Result<()> {
+    /// A local run ended (`success`, `failed` or `cancelled`): its lease is
+    /// released, and the pipeline's queued runs may start. Its own process
+    /// knows best how it ended, so this is recorded even if the run was
+    /// ended meanwhile by another process that took it for dead.
+    pub fn end_local(&self, run_id: &str, status: &str, error: Option<&str>) -> Result<()> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
+            let lock = if t.is_postgres() { "FOR UPDATE" } else { "" };
+            let pipeline = first(&t.query(&format!("SELECT pipeline FROM sluice_runs WHERE id = $1 {lock}"), &[V::from(run_id)])?)
+                .map(V::string)
+                .unwrap_or_default();
             t.exec(
-                "UPDATE sluice_tasks SET status = 'cancelled', finished_at = $2 WHERE run_id = $1 AND status IN ('waiting', 'running')",
+                "UPDATE sluice_tasks SET status = 'cancelled', finished_at = $2, lease_owner = NULL WHERE run_id = $1 AND status IN ('waiting', 'ready', 'running')",
                 &[V::from(run_id), V::Int(now)],
             )?;
             t.exec(
                 "UPDATE sluice_runs SET status = $2, finished_at = $3, error = $4 WHERE id = $1",
-                &[V::from(run_id), V::from(if ok { "success" } else { "failed" }), V::Int(now), V::from(error)],
+                &[V::from(run_id), V::from(status), V::Int(now), V::from(error)],
             )?;
+            t.exec("DELETE FROM sluice_leases WHERE name = $1", &[V::Text(format!("{LOCAL_LEASE}{run_id}"))])?;
+            promote(t, &pipeline, now)?;
             Ok(())
         })
     }
@@ -730,13 +935,13 @@ impl State {
     /// Appends a line to a task's log.
     pub fn log(&self, run_id: &str, step: &str, attempt: i64, level: &str, message: &str) -> Result<()> {
         let now = now_us();
-        self.db.tx(|t| log_tx(t, run_id, step, attempt, level, message, now))
+        self.tx(|t| log_tx(t, run_id, step, attempt, level, message, now))
     }
 
     pub fn register_worker(&self, id: &str, slots: u32) -> Result<()> {
         let now = now_us();
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-        self.db.tx(|t| {
+        self.tx(|t| {
             t.exec(
                 "INSERT INTO sluice_workers (id, host, pid, slots, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
                 &[V::from(id), V::from(&host), V::Int(std::process::id() as i64), V::from(slots), V::Int(now)],
@@ -756,7 +961,7 @@ impl State {
     /// another holder's lease is still valid.
     pub fn try_lease(&self, name: &str, holder: &str, lease_ms: i64) -> Result<bool> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             let n = t.exec(
                 "UPDATE sluice_leases SET holder = $2, lease_until = $3 WHERE name = $1 AND (holder = $2 OR lease_until < $4)",
                 &[V::from(name), V::from(holder), V::Int(now + lease_ms * 1000), V::Int(now)],
@@ -773,7 +978,7 @@ impl State {
     }
 
     pub fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             t.exec("DELETE FROM sluice_leases WHERE name = $1 AND holder = $2", &[V::from(name), V::from(holder)])
         })?;
         Ok(())
@@ -781,7 +986,7 @@ impl State {
 
     /// A schedule's planned next fire and its event cursor.
     pub fn schedule(&self, pipeline: &str, key: &str) -> Result<Option<(Option<i64>, Option<i64>)>> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             let rows = t.query(
                 "SELECT next_fire_at, cursor FROM sluice_schedules WHERE pipeline = $1 AND trigger_key = $2",
                 &[V::from(pipeline), V::from(key)],
@@ -798,7 +1003,7 @@ impl State {
         last: Option<i64>,
         cursor: Option<i64>,
     ) -> Result<()> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             t.exec(
                 "INSERT INTO sluice_schedules (pipeline, trigger_key, next_fire_at, last_fire_at, cursor) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (pipeline, trigger_key) DO UPDATE SET next_fire_at = $3, last_fire_at = COALESCE($4, sluice_schedules.last_fire_at), cursor = $5",
@@ -810,7 +1015,7 @@ impl State {
 
     /// Dataset events after `cursor`: (id, dataset, pipeline, run).
     pub fn dataset_events(&self, after: i64, dataset: &str) -> Result<Vec<(i64, String, String)>> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             let rows = t.query(
                 "SELECT id, pipeline, run_id FROM sluice_dataset_events WHERE id > $1 AND dataset = $2 ORDER BY id LIMIT 1000",
                 &[V::Int(after), V::from(dataset)],
@@ -820,7 +1025,7 @@ impl State {
     }
 
     pub fn last_dataset_event(&self) -> Result<i64> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             Ok(first(&t.query("SELECT COALESCE(MAX(id), 0) FROM sluice_dataset_events", &[])?)
                 .and_then(V::int)
                 .unwrap_or(0))
@@ -830,7 +1035,7 @@ impl State {
     /// Of `objects`, those not seen before by this trigger; marks them seen.
     pub fn new_objects(&self, pipeline: &str, key: &str, objects: &[String]) -> Result<Vec<String>> {
         let now = now_us();
-        self.db.tx(|t| {
+        self.tx(|t| {
             let mut fresh = Vec::new();
             for o in objects {
                 let n = t.exec(
@@ -846,7 +1051,7 @@ impl State {
     }
 
     pub fn pipelines(&self) -> Result<Vec<PipelineRow>> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             let rows = t.query("SELECT name, definition_hash, max_active_runs, concurrency FROM sluice_pipelines ORDER BY name", &[])?;
             let mut out = Vec::new();
             for r in rows {
@@ -867,7 +1072,7 @@ impl State {
     }
 
     pub fn runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             let mut sql = format!("SELECT {RUN_COLS} FROM sluice_runs WHERE 1 = 1");
             let mut ps = Vec::new();
             if let Some(p) = &f.pipeline {
@@ -885,7 +1090,7 @@ impl State {
     }
 
     pub fn run(&self, id: &str) -> Result<Option<RunRow>> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             Ok(t.query(&format!("SELECT {RUN_COLS} FROM sluice_runs WHERE id = $1"), &[V::from(id)])?
                 .first()
                 .map(run_row))
@@ -893,7 +1098,7 @@ impl State {
     }
 
     pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             let rows = t.query(
                 "SELECT run_id, step, kind, status, deps, attempts, lease_owner, next_try_at, started_at, finished_at, error, summary, output \
                  FROM sluice_tasks WHERE run_id = $1 ORDER BY position",
@@ -921,7 +1126,7 @@ impl State {
     }
 
     pub fn attempts(&self, run_id: &str, step: &str) -> Result<Vec<AttemptRow>> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             let rows = t.query(
                 "SELECT attempt, worker, started_at, finished_at, status, error FROM sluice_attempts WHERE run_id = $1 AND step = $2 ORDER BY attempt",
                 &[V::from(run_id), V::from(step)],
@@ -941,7 +1146,7 @@ impl State {
     }
 
     pub fn logs(&self, run_id: &str, step: &str, after: i64) -> Result<Vec<LogRow>> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             let rows = t.query(
                 "SELECT id, attempt, at, level, message FROM sluice_task_logs WHERE run_id = $1 AND step = $2 AND id > $3 ORDER BY id LIMIT 10000",
                 &[V::from(run_id), V::from(step), V::Int(after)],
@@ -961,7 +1166,7 @@ impl State {
 
     /// Runs of `pipeline` that are queued or running.
     pub fn active_runs(&self, pipeline: &str) -> Result<i64> {
-        self.db.tx(|t| {
+        self.tx(|t| {
             Ok(first(&t.query(
                 "SELECT COUNT(*) FROM sluice_runs WHERE pipeline = $1 AND status IN ('queued', 'running')",
                 &[V::from(pipeline)],
@@ -1145,25 +1350,6 @@ pub fn run_json(r: &RunRow) -> serde_json::Value {
         "error": r.error,
         "params": r.params,
     })
-}
-
-/// Runs an operation that must not be lost (a task's result): tries again for
-/// a while when the store is unreachable.
-pub fn persist<T>(what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut delay = std::time::Duration::from_millis(100);
-    let mut tries = 0;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if e.retryable() && tries < 30 => {
-                tries += 1;
-                eprintln!("state store: cannot {what} ({}); trying again in {:?}", e.chain(), delay);
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.context(format!("cannot {what}"))),
-        }
-    }
 }
 
 impl From<Error> for Outcome {

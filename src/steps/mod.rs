@@ -24,7 +24,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::plan::Plan;
 use crate::project::{Project, StepConfig, StepKind};
 use crate::storage::Store;
-use crate::warehouse::{self, Warehouse};
+use crate::warehouse::{self, Interrupt, Warehouse};
 
 /// Progress of one long step: bytes and rows done so far.
 pub trait Meter: Send + Sync {
@@ -53,25 +53,75 @@ pub enum StopReason {
 
 /// A flag a running step checks between units of work (batches, models,
 /// a child process's polls); set by the worker on cancel, timeout or shutdown.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<std::sync::atomic::AtomicU8>);
+/// Work that waits on a server is stopped there too: each warehouse
+/// connection a step opens is watched (`watch`), and stopping interrupts
+/// what it runs on the server (PostgreSQL's cancel request, MariaDB's
+/// `KILL QUERY`, SQLite's interrupt), so a stopped step ends at once instead
+/// of after its query.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<CancelInner>);
+
+#[derive(Default)]
+struct CancelInner {
+    why: std::sync::atomic::AtomicU8,
+    /// The connections to interrupt; a connection that was dropped is gone.
+    watched: std::sync::Mutex<Vec<std::sync::Weak<dyn Interrupt>>>,
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Cancel").field(&self.reason()).finish()
+    }
+}
 
 impl Cancel {
+    /// Asks the step to stop (the first reason given is kept) and interrupts
+    /// what its connections are running.
     pub fn stop(&self, why: StopReason) {
-        let _ = self.0.compare_exchange(
-            0,
-            why as u8,
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-        );
+        let first = self
+            .0
+            .why
+            .compare_exchange(0, why as u8, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
+            .is_ok();
+        if first {
+            self.interrupt();
+        }
     }
 
     pub fn reason(&self) -> Option<StopReason> {
-        match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+        match self.0.why.load(std::sync::atomic::Ordering::SeqCst) {
             1 => Some(StopReason::Cancelled),
             2 => Some(StopReason::TimedOut),
             3 => Some(StopReason::ShuttingDown),
             _ => None,
+        }
+    }
+
+    /// Interrupts whatever each watched connection runs on its server now.
+    /// Whoever stopped a step calls this again while the step has not
+    /// returned: a query sent just after the first interrupt is stopped too.
+    pub fn interrupt(&self) {
+        let live: Vec<Arc<dyn Interrupt>> = {
+            let mut w = self.0.watched.lock().expect("cancel lock");
+            w.retain(|x| x.strong_count() > 0);
+            w.iter().filter_map(|x| x.upgrade()).collect()
+        };
+        for i in live {
+            i.interrupt();
+        }
+    }
+
+    /// Watches a connection: stopping interrupts its work on the server. A
+    /// connection opened after the stop is interrupted at once.
+    pub fn watch(&self, conn: &dyn Warehouse) {
+        let Some(i) = conn.interrupter() else { return };
+        {
+            let mut w = self.0.watched.lock().expect("cancel lock");
+            w.retain(|x| x.strong_count() > 0);
+            w.push(Arc::downgrade(&i));
+        }
+        if self.reason().is_some() {
+            i.interrupt();
         }
     }
 
@@ -85,6 +135,11 @@ impl Cancel {
             Some(StopReason::ShuttingDown) => Err(Error::external("stopped: the worker is shutting down", true)),
         }
     }
+}
+
+/// The error of a step stopped at its timeout (transient: a retry may pass).
+pub fn timed_out(after: std::time::Duration) -> Error {
+    Error::external(format!("timed out after {}s (the step's timeout)", after.as_secs_f64()), true)
 }
 
 /// Everything a step needs from the run it belongs to.
@@ -107,7 +162,9 @@ impl RunCtx<'_> {
     pub fn warehouse(&self, connection: Option<&str>) -> Result<Box<dyn Warehouse>> {
         let name = connection.map(str::to_string).unwrap_or_else(|| self.project.default_connection());
         let url = self.project.connection_url(Some(&name))?;
-        warehouse::connect(&url, &self.project.dir).with_context(|| format!("connection `{name}` ({url})"))
+        let wh = warehouse::connect(&url, &self.project.dir).with_context(|| format!("connection `{name}` ({url})"))?;
+        self.cancel.watch(wh.as_ref());
+        Ok(wh)
     }
 
     /// What templates rendered for this run see.
@@ -147,6 +204,12 @@ pub fn run_step(ctx: &RunCtx, pipeline: &str, step: &StepConfig) -> Result<StepO
         StepKind::Clean(c) => clean::run(ctx, c),
         StepKind::Command(c) => command::run(ctx, pipeline, step, c),
         StepKind::Empty => Ok(StepOutput { summary: "nothing to do".into(), ..Default::default() }),
+    };
+    // A step that was stopped fails because it was stopped, whatever its
+    // interrupted query or child process said.
+    let res = match res {
+        Err(e) if ctx.cancel.reason().is_some() => Err(ctx.cancel.check().err().unwrap_or(e)),
+        res => res,
     };
     res.map_err(|e: Error| e.context(format!("step `{}`", step.name.v)))
 }

@@ -130,6 +130,13 @@ pub trait RowSink {
     fn row(&mut self, vals: &[Val]) -> Result<()>;
 }
 
+/// Stops, from another thread, what a connection is running on its server:
+/// PostgreSQL's cancel request, MariaDB's `KILL QUERY` from a second
+/// connection, SQLite's interrupt. Harmless when the connection is idle.
+pub trait Interrupt: Send + Sync {
+    fn interrupt(&self);
+}
+
 /// A connection to a warehouse.
 pub trait Warehouse: Send {
     fn backend(&self) -> Backend;
@@ -186,6 +193,11 @@ pub trait Warehouse: Send {
     /// `text`.
     fn error_offset(&self, text: &str) -> Option<usize> {
         let _ = text;
+        None
+    }
+    /// What stops this connection's work on the server (`None`: it cannot
+    /// be stopped from outside; a stopped step then ends after its statement).
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn Interrupt>> {
         None
     }
 }

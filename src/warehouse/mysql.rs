@@ -31,8 +31,29 @@ pub struct Mysql {
     conn: Option<Conn>,
     shown: String,
     database: String,
+    /// Kills the running statement from a second connection.
+    interrupt: std::sync::Arc<dyn super::Interrupt>,
     /// Where the last failed statement's error is, when the server says.
     last_at: Option<ErrorAt>,
+}
+
+/// `KILL QUERY` for one session, sent on a connection of its own.
+struct MyInterrupt {
+    rt: Handle,
+    opts: Opts,
+    id: u32,
+}
+
+impl super::Interrupt for MyInterrupt {
+    fn interrupt(&self) {
+        let (opts, id) = (self.opts.clone(), self.id);
+        self.rt.spawn(async move {
+            if let Ok(mut c) = Conn::new(opts).await {
+                let _ = c.query_drop(format!("KILL QUERY {id}")).await;
+                let _ = c.disconnect().await;
+            }
+        });
+    }
 }
 
 /// Where in statement `sql` the server put error `e`. MySQL's protocol has no
@@ -195,10 +216,11 @@ impl Mysql {
             .ok_or_else(|| Error::user(format!("the MySQL URL {shown} names no database: add /DBNAME")))?;
         let opts = OptsBuilder::from_opts(opts).prefer_socket(false).stmt_cache_size(16);
         let rt = super::runtime();
-        let conn = super::block_on_within(&rt, timeout, Conn::new(opts))
+        let conn = super::block_on_within(&rt, timeout, Conn::new(opts.clone()))
             .ok_or_else(|| super::connect_timed_out(&shown, timeout, "MySQL or MariaDB"))?
             .map_err(|e| my_err(e, &format!("connect to {shown}")))?;
-        let mut m = Mysql { rt, conn: Some(conn), shown, database, last_at: None };
+        let interrupt = std::sync::Arc::new(MyInterrupt { rt: rt.clone(), opts: opts.into(), id: conn.id() });
+        let mut m = Mysql { rt, conn: Some(conn), shown, database, interrupt, last_at: None };
         m.run(
             "SET time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY', NAMES utf8mb4",
             "set up the session",
@@ -585,7 +607,10 @@ impl Warehouse for Mysql {
         let got =
             self.rows(&format!("SELECT GET_LOCK({lock}, 86400)"), &format!("wait for another build of {name}"))?;
         if got.first().and_then(|r| r[0].as_deref()) != Some("1") {
-            return Err(Error::external(format!("cannot build {name}: another build of it has run for a day"), true));
+            return Err(Error::external(
+                format!("cannot build {name}: it did not get its turn after another build of it"),
+                false,
+            ));
         }
         let res = self.build_table(name, &body, build);
         let _ = self.run(&format!("DO RELEASE_LOCK({lock})"), "release the build lock");
@@ -594,6 +619,10 @@ impl Warehouse for Mysql {
 
     fn dialect(&self) -> &'static dyn Dialect {
         &MysqlDialect
+    }
+
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
+        Some(self.interrupt.clone())
     }
 }
 

@@ -31,8 +31,27 @@ pub struct Postgres {
     schema: Option<String>,
     /// Text COPY instead of binary (for comparison in benchmarks).
     text_copy: bool,
+    /// Cancels the running statement (a cancel request on a new connection).
+    interrupt: std::sync::Arc<dyn super::Interrupt>,
     /// Where the last failed statement's error is, when PostgreSQL says.
     last_at: std::cell::RefCell<Option<ErrorAt>>,
+}
+
+/// PostgreSQL's cancel request for one session.
+struct PgInterrupt {
+    rt: Handle,
+    token: tokio_postgres::CancelToken,
+}
+
+impl super::Interrupt for PgInterrupt {
+    fn interrupt(&self) {
+        // Sent from the runtime: the caller may be any thread, even one
+        // that runs inside a runtime of its own.
+        let token = self.token.clone();
+        self.rt.spawn(async move {
+            let _ = token.cancel_query(NoTls).await;
+        });
+    }
 }
 
 /// A table column from the catalog: name, type OID, type modifier, not null.
@@ -130,7 +149,8 @@ impl Postgres {
         rt.spawn(async move {
             let _ = conn.await;
         });
-        let mut pg = Postgres { rt, client, shown, schema, text_copy, last_at: Default::default() };
+        let interrupt = std::sync::Arc::new(PgInterrupt { rt: rt.clone(), token: client.cancel_token() });
+        let mut pg = Postgres { rt, client, shown, schema, text_copy, interrupt, last_at: Default::default() };
         let mut setup = String::from(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1;",
         );
@@ -795,6 +815,10 @@ impl Warehouse for Postgres {
 
     fn dialect(&self) -> &'static dyn Dialect {
         &PgDialect
+    }
+
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
+        Some(self.interrupt.clone())
     }
 }
 

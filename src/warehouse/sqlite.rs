@@ -24,8 +24,20 @@ pub struct Sqlite {
     path: Option<std::path::PathBuf>,
     /// This connection's turn to load (a lock on a file beside the database).
     load_lock: Option<std::fs::File>,
+    interrupt: std::sync::Arc<LiteInterrupt>,
     /// Where the last failed statement's error is, when SQLite says.
     last_at: std::cell::RefCell<Option<ErrorAt>>,
+}
+
+/// SQLite's interrupt: the running statement fails with SQLITE_INTERRUPT,
+/// and a wait for the load lock gives up.
+struct LiteInterrupt(rusqlite::InterruptHandle, std::sync::atomic::AtomicBool);
+
+impl super::Interrupt for LiteInterrupt {
+    fn interrupt(&self) {
+        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.interrupt();
+    }
 }
 
 impl Sqlite {
@@ -47,7 +59,8 @@ impl Sqlite {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768;",
         )
         .map_err(|e| sql_err(e, &format!("set up {url}")))?;
-        Ok(Sqlite { conn, shown: url.to_string(), path: file, load_lock: None, last_at: Default::default() })
+        let interrupt = std::sync::Arc::new(LiteInterrupt(conn.get_interrupt_handle(), Default::default()));
+        Ok(Sqlite { conn, shown: url.to_string(), path: file, load_lock: None, interrupt, last_at: Default::default() })
     }
 
     /// Takes the lock file's lock (waiting for it when `wait`); `false` when
@@ -68,10 +81,10 @@ impl Sqlite {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
-        let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+        // Waiting polls, so a step asked to stop stops waiting too.
         loop {
             // SAFETY: the descriptor is open for the duration of the call.
-            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 self.load_lock = Some(f);
                 return Ok(true);
             }
@@ -79,6 +92,12 @@ impl Sqlite {
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+                Some(libc::EWOULDBLOCK) => {
+                    if self.interrupt.1.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(Error::external("stopped while waiting for another load to finish", true));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
                 _ => return Err(Error::io("lock", &path, e)),
             }
         }
@@ -415,6 +434,10 @@ impl Warehouse for Sqlite {
 
     fn dialect(&self) -> &'static dyn Dialect {
         &SqliteDialect
+    }
+
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
+        Some(self.interrupt.clone())
     }
 }
 

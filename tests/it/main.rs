@@ -47,6 +47,7 @@ mod exit_codes;
 mod landing;
 mod load;
 mod orchestrate;
+mod processes;
 mod run;
 mod s3;
 mod secrets;

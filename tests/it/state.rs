@@ -24,6 +24,8 @@ per_backend!(
     migrations_are_safe_when_processes_start_together,
     the_scheduler_fires_each_due_time_once,
     event_triggers_fire_once_per_batch_of_events,
+    a_late_result_is_used_when_nobody_took_the_task,
+    a_dead_local_run_is_ended_and_the_queued_run_starts,
 );
 
 /// A store of its own: a SQLite file, or a PostgreSQL schema.
@@ -411,4 +413,99 @@ fn event_triggers_fire_once_per_batch_of_events(kind: Kind) {
     let w = runs_of("watcher");
     assert_eq!(w.len(), 2);
     assert_eq!(w[0].params["objects"], serde_json::json!(["incoming/sub/e.csv"]));
+}
+
+/// Issue 11, item 13: a worker cut off from the store past its lease comes
+/// back with its result; nobody took the task meanwhile, so the result is
+/// used (not thrown away and the step run again).
+fn a_late_result_is_used_when_nobody_took_the_task(kind: Kind) {
+    let store = Store::new(kind);
+    let st = store.open();
+    let id = st
+        .enqueue(&run(pipeline("p", None, None), vec![task("a", &[], 0), task("b", &["a"], 0)], None))
+        .unwrap()
+        .unwrap();
+    let late = st.claim("w1", 50).unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(80));
+    assert_eq!(st.reap().unwrap(), 1, "the lease ran out");
+    assert_eq!(statuses(&st, &id), s(&[("a", "ready"), ("b", "waiting")]));
+    assert!(st.finish(&late, &ok("done late")).unwrap(), "the result is used");
+    assert_eq!(statuses(&st, &id), s(&[("a", "success"), ("b", "ready")]));
+    let attempts = st.attempts(&id, "a").unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| (a.worker.as_deref().unwrap(), a.status.as_str())).collect::<Vec<_>>(),
+        [("w1", "success")]
+    );
+    let b = st.claim("w2", 30_000).unwrap().expect("b is next");
+    assert_eq!(b.step, "b");
+    st.finish(&b, &ok("b")).unwrap();
+    assert_eq!(st.run(&id).unwrap().unwrap().status, "success");
+    let logs: Vec<String> = st.logs(&id, "a", 0).unwrap().into_iter().map(|l| l.message).collect();
+    assert!(logs.iter().any(|l| l.contains("came back with the result")), "{logs:?}");
+}
+
+/// Issue 11, item 11: a run of `sluice run` is held under a lease; when its
+/// process stops renewing it, the next process that looks ends it `failed`
+/// (its running step's attempt `lost`, the rest cancelled) and the
+/// pipeline's queued run starts. A renewed run is left alone, and a cancel
+/// through the API reaches its process through the renewal.
+fn a_dead_local_run_is_ended_and_the_queued_run_starts(kind: Kind) {
+    let store = Store::new(kind);
+    let st = store.open();
+    let one = pipeline("one", Some(1), None);
+    let mut local = run(one.clone(), vec![task("a", &[], 0), task("b", &["a"], 0)], None);
+    local.trigger = "cli".into();
+    st.begin_local("local-1", &local, "sluice run host-1", 50).unwrap();
+    st.local_started("local-1", "a", "sluice run host-1").unwrap();
+    let queued = st.enqueue(&run(one.clone(), vec![task("x", &[], 0)], None)).unwrap().unwrap();
+    assert_eq!(st.run(&queued).unwrap().unwrap().status, "queued", "max_active_runs = 1");
+    assert_eq!(st.reap().unwrap(), 0, "the lease is still valid");
+    std::thread::sleep(Duration::from_millis(80));
+    assert!(st.reap().unwrap() >= 1);
+    let dead = st.run("local-1").unwrap().unwrap();
+    assert_eq!(dead.status, "failed");
+    assert!(
+        dead.error.as_deref().unwrap().contains("`sluice run` (sluice run host-1) stopped without ending its run"),
+        "{dead:?}"
+    );
+    assert_eq!(statuses(&st, "local-1"), s(&[("a", "failed"), ("b", "cancelled")]));
+    assert_eq!(st.attempts("local-1", "a").unwrap()[0].status, "lost");
+    assert_eq!(st.run(&queued).unwrap().unwrap().status, "running", "the queued run starts");
+    let x = st.claim("w", 30_000).unwrap().expect("its task is ready");
+    st.finish(&x, &ok("x")).unwrap();
+
+    // Renewed: left alone; cancelled through the API: the renewal says so.
+    st.begin_local("local-2", &local, "sluice run host-2", 50).unwrap();
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(st.renew_local("local-2", "sluice run host-2", 50).unwrap().as_deref(), Some("running"));
+        st.reap().unwrap();
+    }
+    assert_eq!(st.run("local-2").unwrap().unwrap().status, "running");
+    st.cancel("local-2").unwrap();
+    assert_eq!(st.renew_local("local-2", "sluice run host-2", 50).unwrap().as_deref(), Some("cancelled"));
+    st.end_local("local-2", "cancelled", Some("cancelled")).unwrap();
+    assert_eq!(st.run("local-2").unwrap().unwrap().status, "cancelled");
+    assert_eq!(st.renew_local("local-2", "sluice run host-2", 50).unwrap(), None, "the lease is released");
+}
+
+/// Issue 11, item 13: after this process could not reach the store for
+/// longer than a lease, it takes nobody's task at once: the owner, cut off
+/// with it, renews first and records its result.
+#[test]
+fn no_task_is_taken_right_after_the_store_was_unreachable() {
+    let db = TestDb::new(Kind::Postgres);
+    let proxy = crate::support::Proxy::start("127.0.0.1:5432");
+    let url = format!("postgres://postgres@127.0.0.1:{}/test?schema={}", proxy.port, db.name);
+    let st = State::open(&url, std::path::Path::new("/")).unwrap();
+    let id = st.enqueue(&run(pipeline("p", None, None), vec![task("a", &[], 0)], None)).unwrap().unwrap();
+    let c = st.claim("w1", 300).unwrap().unwrap();
+    proxy.down();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(st.reap().is_err(), "the store is unreachable");
+    proxy.up();
+    assert_eq!(st.reap().unwrap(), 0, "no task is taken right after the store comes back");
+    st.renew("w1", 300).unwrap();
+    assert!(st.finish(&c, &ok("done")).unwrap());
+    assert_eq!(st.run(&id).unwrap().unwrap().status, "success");
 }

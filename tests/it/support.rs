@@ -315,11 +315,90 @@ impl Drop for Service {
 pub fn signal(pid: u32, sig: &str) {
     let sig = match sig {
         "TERM" => libc::SIGTERM,
+        "INT" => libc::SIGINT,
         "KILL" => libc::SIGKILL,
         other => panic!("no signal {other}"),
     };
     // SAFETY: kill(2) on a pid this test started (or its own child).
     unsafe {
         libc::kill(pid as i32, sig);
+    }
+}
+
+/// Whether a process is alive (a zombie, dead but not yet reaped by its
+/// parent, counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: "123 (sleep) S …".
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// Waits for a file a process writes its pid to; returns the pid.
+#[track_caller]
+pub fn pid_in(path: &Path) -> u32 {
+    let mut pid = 0;
+    wait_for(60, &format!("{} to hold a pid", path.display()), || {
+        pid = std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        pid != 0
+    });
+    pid
+}
+
+/// A TCP proxy on loopback in front of a server, that a test can take down
+/// (every connection through it is cut, and new ones are closed at once)
+/// and bring back: the server is unreachable meanwhile, as when it restarts
+/// or the network to it fails.
+pub struct Proxy {
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::net::TcpStream>::new()));
+        let (d, c, target) = (down.clone(), conns.clone(), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if d.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
+                {
+                    let mut all = c.lock().unwrap();
+                    all.push(client.try_clone().unwrap());
+                    all.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, down, conns }
+    }
+
+    /// Cuts every connection and refuses new ones until `up`.
+    pub fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
