@@ -42,6 +42,7 @@ mod bad_input;
 mod check;
 mod connect;
 mod db;
+mod docs;
 mod examples;
 mod exit_codes;
 mod landing;
