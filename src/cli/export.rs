@@ -63,7 +63,7 @@ pub fn run(a: Args) -> Result<i32> {
         }
         None => ExportFormat::Tsv,
     };
-    let spec = ExportSpec { format, header: !a.no_header, null: a.null.clone() };
+    let spec = ExportSpec { format, header: !a.no_header, null: a.null.clone(), declared: Default::default() };
     match &a.output {
         Some(p) => {
             let (rows, _) = export_query(wh.as_mut(), &sql, p, &p.display().to_string(), &spec)?;

@@ -70,7 +70,7 @@ pub enum Command {
     /// Build models (like `dbt run`): tables, views, incremental, ephemeral, in dependency order.
     Transform(models::TransformArgs),
     /// Write each selected model's rendered SQL under target/compiled/.
-    Compile(models::Selection),
+    Compile(models::CompileArgs),
     /// Load seeds/*.csv as tables.
     Seed(models::Selection),
     /// Take snapshots (slowly changing dimensions, type 2).

@@ -11,7 +11,9 @@ use crate::error::{Error, Kind, Result};
 use crate::plan::{NodeKind, Plan};
 use crate::project::Project;
 use crate::steps::data_tests::{self, Outcome};
-use crate::steps::models::{BuildRequest, ModelResult, ModelState, WarehouseResolve, build, render_node};
+use crate::steps::models::{
+    BuildRequest, ModelResult, ModelState, WarehouseResolve, build, incremental_target, outside_run, render_node,
+};
 use crate::steps::nodes::{describe, failing_rows};
 use crate::warehouse::{self, Warehouse};
 
@@ -100,10 +102,7 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
         exclude: a.sel.exclude.clone(),
         full_refresh: a.full_refresh,
         threads: a.threads.or(project.config.models.threads).unwrap_or(4),
-        run: crate::template::RunVars {
-            logical_date: crate::orchestrate::runs::today(&project),
-            run_id: String::new(),
-        },
+        run: outside_run(&project),
         cancel: super::cancel_on_signals(),
         connect: &connect,
         on_done: &on_done,
@@ -159,20 +158,49 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
     })
 }
 
-pub fn compile(a: Selection) -> Result<i32> {
-    let (project, plan) = open(&a)?;
-    let url = project.connection_url(a.connection.as_deref())?;
+#[derive(Debug, clap::Args)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    pub sel: Selection,
+    /// Render incremental models as `transform --full-refresh` would build
+    /// them (`is_incremental()` false), without asking the warehouse.
+    #[arg(long)]
+    pub full_refresh: bool,
+}
+
+/// Writes what `transform` would send for each selected model: rendered for
+/// today in the project's zone, and with `is_incremental()` true for an
+/// incremental model whose table exists (the warehouse is asked, as
+/// `transform` does; not with `--full-refresh`).
+pub fn compile(a: CompileArgs) -> Result<i32> {
+    let (project, plan) = open(&a.sel)?;
+    let url = project.connection_url(a.sel.connection.as_deref())?;
     let naming = warehouse::naming_for(&url);
     let renderer = crate::plan::renderer(&project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
-    let resolve = Arc::new(WarehouseResolve::new(&project, &plan.models, naming));
-    let chosen = crate::plan::select(&plan.models, &a.select, &a.exclude).map_err(Error::user)?;
+    let resolve = Arc::new(WarehouseResolve::new(&project, &plan.models, naming, outside_run(&project)));
+    let chosen = crate::plan::select(&plan.models, &a.sel.select, &a.sel.exclude).map_err(Error::user)?;
+    let mut wh: Option<Box<dyn Warehouse>> = None;
     let mut n = 0;
     for &i in plan.models.order.iter().filter(|i| chosen.contains(i)) {
         let node = &plan.models.nodes[i];
         if node.kind == NodeKind::Seed {
             continue;
         }
-        let sql = render_node(&project, &plan.models, &renderer, &resolve, i, false)?;
+        let incremental = if node.materialized == crate::project::Materialized::Incremental && !a.full_refresh {
+            let w = match wh.as_mut() {
+                Some(w) => w,
+                None => wh.insert(connect(&project, a.sel.connection.as_deref()).map_err(|e| {
+                    e.context(format!(
+                        "cannot tell whether incremental model `{}` adds to an existing table (use --full-refresh to compile it as a first build without connecting)",
+                        node.name
+                    ))
+                })?),
+            };
+            incremental_target(w.as_mut(), node, false)?.is_some()
+        } else {
+            false
+        };
+        let sql = render_node(&project, &plan.models, &renderer, &resolve, i, incremental)?;
         write_target(&project, &format!("compiled/{}", node.path), sql.as_bytes())?;
         n += 1;
     }
@@ -207,7 +235,15 @@ pub fn snapshot(a: Selection) -> Result<i32> {
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
     let now = chrono::Utc::now().timestamp_micros();
-    let results = crate::steps::snapshots::run_snapshots(&project, &plan, wh.as_mut(), &a.select, &a.exclude, now)?;
+    let results = crate::steps::snapshots::run_snapshots(
+        &project,
+        &plan,
+        wh.as_mut(),
+        &a.select,
+        &a.exclude,
+        now,
+        outside_run(&project),
+    )?;
     let mut code = 0;
     for r in &results {
         match &r.result {
@@ -228,7 +264,7 @@ pub fn test(a: Selection) -> Result<i32> {
     let mut wh = connect(&project, a.connection.as_deref())?;
     let cases = data_tests::collect(&project, &plan, &a.select, &a.exclude)?;
     let now = chrono::Utc::now().timestamp_micros();
-    let results = data_tests::run(&project, &plan, wh.as_mut(), cases, now)?;
+    let results = data_tests::run(&project, &plan, wh.as_mut(), cases, now, outside_run(&project))?;
     let mut rr = Vec::new();
     for r in &results {
         outln!("{}", describe(r));

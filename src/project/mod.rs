@@ -296,6 +296,29 @@ fn empty_project(file: FileId) -> ProjectConfig {
     }
 }
 
+/// The folder in a project (or the current folder) where Sluice keeps its
+/// own files: the default warehouse, state store and lake.
+pub const OWN_FOLDER: &str = ".sluice";
+
+/// Makes sure the folder of a SQLite file at `path` exists before it is
+/// opened (SQLite would create the file, but not its folder): the project's
+/// own folder (`.sluice/` under `base`) is created when missing; any other
+/// missing folder is a mistake in the URL (`sqlite://nodir/x.db`), and an
+/// error rather than a new, empty database somewhere unexpected.
+pub fn sqlite_folder(path: &Path, base: &Path, url: &str) -> Result<()> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else { return Ok(()) };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    if parent == base.join(OWN_FOLDER) {
+        return std::fs::create_dir_all(parent).map_err(|e| Error::io("create folder", parent, e));
+    }
+    Err(Error::user(format!(
+        "cannot open {url}: the folder {} does not exist; check the path (only the project's own {OWN_FOLDER} folder is created)",
+        parent.display()
+    )))
+}
+
 /// The folder as shown in messages (`.` for the current one).
 pub fn display_dir(dir: &Path) -> String {
     let s = dir.display().to_string();

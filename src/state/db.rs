@@ -186,6 +186,7 @@ impl Db {
             if connect { PgDb::open(url).map(Db::Postgres) } else { PgDb::pending(url).map(Db::Postgres) }
         } else if let Some(rest) = url.strip_prefix("sqlite://") {
             let path = if rest.starts_with('/') { std::path::PathBuf::from(rest) } else { base.join(rest) };
+            crate::project::sqlite_folder(&path, base, url)?;
             SqliteDb::open(&path).map(Db::Sqlite)
         } else {
             Err(Error::user(format!(
@@ -277,14 +278,29 @@ pub struct SqliteDb {
 
 impl SqliteDb {
     fn open(path: &std::path::Path) -> Result<SqliteDb> {
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(|e| Error::io("create the state folder", d, e))?;
-        }
         let conn = rusqlite::Connection::open(path)
             .map_err(|e| Error::external(format!("cannot open the state store {}: {e}", path.display()), false))?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(|e| sqlite_err(e, "set up the state store"))?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(|e| sqlite_err(e, "set up the state store"))?;
+        // Switching a new file to WAL takes an exclusive lock, which SQLite
+        // may refuse at once (without waiting) while other processes open
+        // the same new file: try again for a while.
+        let mut tries = 0;
+        loop {
+            match conn
+                .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if (f.code == rusqlite::ErrorCode::DatabaseBusy
+                        || f.code == rusqlite::ErrorCode::DatabaseLocked)
+                        && tries < 200 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(sqlite_err(e, "set up the state store")),
+            }
+        }
         Ok(SqliteDb { path: path.to_path_buf(), conn: Mutex::new(conn), bell: Arc::new(Bell::default()) })
     }
 

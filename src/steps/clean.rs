@@ -690,8 +690,12 @@ pub fn run(ctx: &RunCtx, cfg: &CleanStep) -> Result<StepOutput> {
     if let Some(dir) = &cfg.export {
         let folder = ctx.project.path(&dir.v);
         std::fs::create_dir_all(&folder).map_err(|e| Error::io("create the export folder", &folder, e))?;
-        let spec =
-            super::export::ExportSpec { format: crate::project::ExportFormat::Csv, header: true, null: String::new() };
+        let spec = super::export::ExportSpec {
+            format: crate::project::ExportFormat::Csv,
+            header: true,
+            null: String::new(),
+            declared: Default::default(),
+        };
         // Ordered by the first column, so the files are the same on every warehouse.
         let t = |name: &str| format!("SELECT * FROM {} ORDER BY 1", write.relation(name));
         let raw_sql = t(&cfg.table.v);

@@ -209,9 +209,10 @@ pub fn run(
     wh: &mut dyn Warehouse,
     cases: Vec<TestCase>,
     now_micros: i64,
+    run: crate::template::RunVars,
 ) -> Result<Vec<TestResult>> {
     let renderer = crate::plan::renderer(project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
-    let resolve = Arc::new(WarehouseResolve::new(project, &plan.models, wh.naming()));
+    let resolve = Arc::new(WarehouseResolve::new(project, &plan.models, wh.naming(), run));
     let mut out = Vec::new();
     for case in cases {
         let t0 = Instant::now();

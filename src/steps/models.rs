@@ -30,7 +30,9 @@ pub struct WarehouseResolve {
 }
 
 impl WarehouseResolve {
-    pub fn new(project: &Project, graph: &ModelGraph, naming: Naming) -> Self {
+    /// Names for `naming`, rendering for `run` (the run's logical date, or
+    /// today in the project's zone outside a run: `outside_run`).
+    pub fn new(project: &Project, graph: &ModelGraph, naming: Naming, run: crate::template::RunVars) -> Self {
         WarehouseResolve {
             naming,
             ephemeral: graph
@@ -40,7 +42,7 @@ impl WarehouseResolve {
                 .map(|n| n.name.clone())
                 .collect(),
             source_schema: project.meta.sources.iter().map(|s| (s.name.v.clone(), s.schema.clone())).collect(),
-            run: crate::template::RunVars::default(),
+            run,
         }
     }
 
@@ -62,6 +64,30 @@ impl Resolve for WarehouseResolve {
     fn run(&self) -> crate::template::RunVars {
         self.run.clone()
     }
+}
+
+/// What templates see outside a pipeline run (`transform`, `compile`, `test`,
+/// `snapshot` from the command line): today in the project's time zone.
+pub fn outside_run(project: &Project) -> crate::template::RunVars {
+    crate::template::RunVars {
+        logical_date: chrono::Utc::now().with_timezone(&project.timezone()).date_naive().to_string(),
+        run_id: String::new(),
+    }
+}
+
+/// The table an incremental build adds to: `Some` (its columns) when the
+/// model is incremental, its table exists and this is not a full refresh;
+/// then the model renders with `is_incremental()` true. `transform` and
+/// `compile` both decide here, so what `compile` writes is what is sent.
+pub fn incremental_target(
+    wh: &mut dyn Warehouse,
+    n: &ModelNode,
+    full_refresh: bool,
+) -> Result<Option<crate::types::Schema>> {
+    if n.kind != NodeKind::Model || n.materialized != Materialized::Incremental || full_refresh {
+        return Ok(None);
+    }
+    wh.table_schema(&n.name)
 }
 
 /// Renders a model (or snapshot) with its ephemeral dependencies inlined as CTEs.
@@ -190,9 +216,7 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
     let first = (req.connect)()?;
     let threads =
         if first.backend() == crate::warehouse::Backend::Sqlite { 1 } else { req.threads.max(1).min(todo.len()) };
-    let mut resolve = WarehouseResolve::new(req.project, g, first.naming());
-    resolve.run = req.run.clone();
-    let resolve = Arc::new(resolve);
+    let resolve = Arc::new(WarehouseResolve::new(req.project, g, first.naming(), req.run.clone()));
     let set: BTreeSet<usize> = todo.iter().copied().collect();
     // Dependencies among the models being built (others are taken as built).
     let deps: BTreeMap<usize, Vec<usize>> =
@@ -309,30 +333,31 @@ fn build_one(
 ) -> Result<String> {
     let g = &req.plan.models;
     let n = &g.nodes[i];
-    let ctx = || format!("model `{}` ({})", n.name, n.path);
+    // The SQL sent, once rendered: a failure in the database is placed in it.
+    let mut sent: Option<String> = None;
     let res = (|| -> Result<String> {
         match n.materialized {
             Materialized::View | Materialized::Table => {
-                let sql = render_node(req.project, g, renderer, resolve, i, false)?;
+                let sql: &str = sent.insert(render_node(req.project, g, renderer, resolve, i, false)?);
                 let build = Build { kind: n.materialized, contract: n.contract.as_ref(), unique_key: None };
-                timed(db, || wh.materialize(&n.name, &sql, &build))?;
+                timed(db, || wh.materialize(&n.name, sql, &build))?;
                 Ok(n.materialized.name().to_string())
             }
             Materialized::Incremental => {
-                let existing = timed(db, || wh.table_schema(&n.name))?;
+                let existing = timed(db, || incremental_target(wh, n, req.full_refresh))?;
                 match existing {
-                    Some(t) if !req.full_refresh => {
-                        let sql = render_node(req.project, g, renderer, resolve, i, true)?;
-                        timed(db, || incremental(wh, n, &sql, &t.columns))
+                    Some(t) => {
+                        let sql: &str = sent.insert(render_node(req.project, g, renderer, resolve, i, true)?);
+                        timed(db, || incremental(wh, n, sql, &t.columns))
                     }
                     _ => {
-                        let sql = render_node(req.project, g, renderer, resolve, i, false)?;
+                        let sql: &str = sent.insert(render_node(req.project, g, renderer, resolve, i, false)?);
                         let build = Build {
                             kind: Materialized::Table,
                             contract: n.contract.as_ref(),
                             unique_key: n.unique_key.as_deref(),
                         };
-                        timed(db, || wh.materialize(&n.name, &sql, &build))?;
+                        timed(db, || wh.materialize(&n.name, sql, &build))?;
                         Ok(if req.full_refresh {
                             "incremental, rebuilt (full refresh)".into()
                         } else {
@@ -344,7 +369,136 @@ fn build_one(
             Materialized::Ephemeral => Ok("ephemeral".into()),
         }
     })();
-    res.map_err(|e| e.context(ctx()))
+    res.map_err(|e| {
+        let place = match &sent {
+            Some(sql) => place_error(req.project, n, sql, wh.error_offset(sql)),
+            None => n.path.clone(),
+        };
+        e.context(format!("model `{}` ({place})", n.name))
+    })
+}
+
+/// Where a model's build failed, for its error: the model file, at the
+/// line and column when the database said where and the template's lines map
+/// straight onto the SQL sent; and the SQL sent, written to
+/// `target/compiled/<path>` (as `compile` does), at the line and column.
+fn place_error(project: &Project, n: &ModelNode, sql: &str, offset: Option<usize>) -> String {
+    let compiled = format!("target/compiled/{}", n.path);
+    let written = write_compiled(project, &compiled, sql).is_ok();
+    let Some(offset) = offset else {
+        return if written { format!("{}, compiled in {compiled}", n.path) } else { n.path.clone() };
+    };
+    let (line, col) = line_col(sql, offset);
+    let source = file_of(project, n).map(|f| &project.sources.get(f).text);
+    let mut out = match source.and_then(|s| source_place(s, sql, line, col)) {
+        Some((l, Some(c))) => format!("{}:{l}:{c}", n.path),
+        Some((l, None)) => format!("{}:{l}", n.path),
+        None => n.path.clone(),
+    };
+    if written {
+        out.push_str(&format!(", compiled in {compiled}:{line}:{col}"));
+    } else {
+        out.push_str(&format!(", at line {line}, column {col} of the SQL sent"));
+    }
+    out
+}
+
+/// Writes `sql` to `rel` under the project folder (a temporary name, then renamed).
+fn write_compiled(project: &Project, rel: &str, sql: &str) -> std::io::Result<()> {
+    let path = project.dir.join(rel);
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::now_v7().simple()));
+    std::fs::write(&tmp, sql)?;
+    std::fs::rename(&tmp, &path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// The 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
+/// The line (and column, when it maps) in a model's template `source` of
+/// line `line`, column `col` of its rendered SQL. Lines the template leaves
+/// as they are anchor the mapping (a longest common subsequence of
+/// non-blank lines); between two anchors, lines map one to one when both
+/// sides have as many (a `ref()` or a variable changed the line, not the
+/// number of lines); otherwise (a macro or a block added or removed lines,
+/// an ephemeral model was inlined above) there is no source line. The
+/// column is the same when the line is the same up to it, else where the
+/// token at the error is in the source line, when it is there once.
+fn source_place(source: &str, sql: &str, line: usize, col: usize) -> Option<(usize, Option<usize>)> {
+    let s: Vec<&str> = source.lines().collect();
+    let c: Vec<&str> = sql.lines().collect();
+    let (n, m) = (s.len(), c.len());
+    if line == 0 || line > m || n.saturating_mul(m) > 4_000_000 {
+        return None;
+    }
+    let same = |i: usize, j: usize| s[i] == c[j] && !s[i].trim().is_empty();
+    let w = m + 1;
+    let mut lcs = vec![0u32; (n + 1) * w];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i * w + j] =
+                if same(i, j) { lcs[(i + 1) * w + j + 1] + 1 } else { lcs[(i + 1) * w + j].max(lcs[i * w + j + 1]) };
+        }
+    }
+    let mut anchors = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n && j < m {
+        if same(i, j) && lcs[i * w + j] == lcs[(i + 1) * w + j + 1] + 1 {
+            anchors.push((i, j));
+            i += 1;
+            j += 1;
+        } else if lcs[(i + 1) * w + j] >= lcs[i * w + j + 1] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    let cj = line - 1;
+    if let Some(&(si, _)) = anchors.iter().find(|a| a.1 == cj) {
+        return Some((si + 1, Some(col)));
+    }
+    let (sp, cp) = anchors.iter().rev().find(|a| a.1 < cj).map_or((-1, -1), |&(a, b)| (a as isize, b as isize));
+    let (sn, cn) =
+        anchors.iter().find(|a| a.1 > cj).map_or((n as isize, m as isize), |&(a, b)| (a as isize, b as isize));
+    if sn - sp != cn - cp {
+        return None;
+    }
+    let si = (sp + (cj as isize - cp)) as usize;
+    let (src, got) = (s[si], c[cj]);
+    let prefix: String = got.chars().take(col - 1).collect();
+    if src.starts_with(&prefix) {
+        return Some((si + 1, Some(col)));
+    }
+    // The token at the error: a word, or one character.
+    let rest: String = got.chars().skip(col - 1).collect();
+    let is_word = |ch: char| ch.is_alphanumeric() || ch == '_';
+    let token: String = match rest.chars().next() {
+        Some(ch) if is_word(ch) => rest.chars().take_while(|&ch| is_word(ch)).collect(),
+        Some(ch) => ch.to_string(),
+        None => String::new(),
+    };
+    let hits: Vec<usize> = src
+        .match_indices(&token)
+        .map(|(k, _)| k)
+        .filter(|&k| {
+            !is_word(token.chars().next().unwrap_or(' '))
+                || (!src[..k].chars().next_back().is_some_and(is_word)
+                    && !src[k + token.len()..].chars().next().is_some_and(is_word))
+        })
+        .collect();
+    match hits.as_slice() {
+        [k] if !token.is_empty() => Some((si + 1, Some(src[..*k].chars().count() + 1))),
+        _ => Some((si + 1, None)),
+    }
 }
 
 /// Adds (or merges) an incremental model's new rows into its table.
@@ -428,4 +582,41 @@ fn incremental(wh: &mut dyn Warehouse, n: &ModelNode, sql: &str, table_cols: &[C
     } else {
         format!("incremental, {how}; {}", changes.join(", "))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        assert_eq!(line_col("select x\nfrom t", 0), (1, 1));
+        assert_eq!(line_col("select x\nfrom t", 7), (1, 8));
+        assert_eq!(line_col("select x\nfrom t", 14), (2, 6));
+        assert_eq!(line_col("select 'ä', x", 12), (1, 12));
+    }
+
+    #[test]
+    fn compiled_places_map_back_to_the_template_when_lines_do() {
+        let source = "-- c\n{{ config(materialized='table') }}\nselect a.id,\n  a.nope\nfrom {{ ref('t') }} a\n";
+        let sql = "-- c\n\nselect a.id,\n  a.nope\nfrom \"s\".\"t\" a\n";
+        // An unchanged line: the same place.
+        assert_eq!(source_place(source, sql, 4, 3), Some((4, Some(3))));
+        // A line a ref() changed: the same column up to the change.
+        assert_eq!(source_place(source, sql, 5, 6), Some((5, Some(6))));
+        let sql2 = "-- c\n\nselect a.id,\n  a.nope\nfrom \"t\" a where zz\n";
+        let source2 =
+            "-- c\n{{ config(materialized='table') }}\nselect a.id,\n  a.nope\nfrom {{ ref('t') }} a where zz\n";
+        // After it: where the token is in the source line.
+        assert_eq!(source_place(source2, sql2, 5, 18), Some((5, Some(29))));
+        // A token that is there twice: the line only.
+        let source4 = "select x\nfrom {{ ref('t') }} x where x\n";
+        assert_eq!(source_place(source4, "select x\nfrom \"t\" x where x\n", 2, 18), Some((2, None)));
+        // Lines a macro added: no source line for them, but the lines after
+        // an unchanged one still map.
+        let source3 = "select {{ cols() }},\n  nope\nfrom t\n";
+        let sql3 = "select a,\n  b,\n  c,\n  nope\nfrom t\n";
+        assert_eq!(source_place(source3, sql3, 2, 3), None);
+        assert_eq!(source_place(source3, sql3, 4, 3), Some((2, Some(3))));
+    }
 }

@@ -27,7 +27,15 @@ pub fn seed(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
 pub fn snapshot(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
     let mut wh = ctx.warehouse(cfg.connection.as_ref().map(|c| c.v.as_str()))?;
     let now = chrono::Utc::now().timestamp_micros();
-    let results = super::snapshots::run_snapshots(ctx.project, ctx.plan, wh.as_mut(), &cfg.select, &cfg.exclude, now)?;
+    let results = super::snapshots::run_snapshots(
+        ctx.project,
+        ctx.plan,
+        wh.as_mut(),
+        &cfg.select,
+        &cfg.exclude,
+        now,
+        ctx.run_vars(),
+    )?;
     let mut done = Vec::new();
     for r in results {
         let what = r.result?;
@@ -76,7 +84,7 @@ pub fn test(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
     let mut wh = ctx.warehouse(cfg.connection.as_ref().map(|c| c.v.as_str()))?;
     let cases = super::data_tests::collect(ctx.project, ctx.plan, &cfg.select, &cfg.exclude)?;
     let now = chrono::Utc::now().timestamp_micros();
-    let results = super::data_tests::run(ctx.project, ctx.plan, wh.as_mut(), cases, now)?;
+    let results = super::data_tests::run(ctx.project, ctx.plan, wh.as_mut(), cases, now, ctx.run_vars())?;
     let passed = results.iter().filter(|r| matches!(r.outcome, Outcome::Pass)).count();
     let warned = results.iter().filter(|r| !r.is_error() && !matches!(r.outcome, Outcome::Pass)).count();
     let failed: Vec<&TestResult> = results.iter().filter(|r| r.is_error()).collect();

@@ -34,11 +34,12 @@ pub fn run_snapshots(
     select: &[String],
     exclude: &[String],
     now: i64,
+    run: crate::template::RunVars,
 ) -> Result<Vec<SnapshotResult>> {
     let g = &plan.models;
     let chosen = crate::plan::select(g, select, exclude).map_err(Error::user)?;
     let renderer = crate::plan::renderer(project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
-    let resolve = Arc::new(WarehouseResolve::new(project, g, wh.naming()));
+    let resolve = Arc::new(WarehouseResolve::new(project, g, wh.naming(), run));
     let mut out = Vec::new();
     for &i in g.order.iter().filter(|i| chosen.contains(i)) {
         let n = &g.nodes[i];

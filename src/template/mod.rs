@@ -30,7 +30,9 @@ pub trait Resolve: Send + Sync {
 /// What templates know about the run they are rendered for.
 #[derive(Debug, Clone, Default)]
 pub struct RunVars {
-    /// `YYYY-MM-DD`; today (UTC) when rendered outside a run.
+    /// `YYYY-MM-DD`: the run's logical date, or today in the project's time
+    /// zone outside a run. Every render that makes SQL to send sets it; only
+    /// checking (which renders for the `ref()`s) leaves it empty.
     pub logical_date: String,
     /// Empty outside a run.
     pub run_id: String,
@@ -261,11 +263,9 @@ impl Renderer {
             is_incremental: call.is_incremental,
         });
         let run = call.resolve.run();
-        let logical_date =
-            if run.logical_date.is_empty() { chrono::Utc::now().date_naive().to_string() } else { run.logical_date };
         let ctx = minijinja::context! {
             this => call.this.clone(),
-            logical_date => logical_date,
+            logical_date => run.logical_date,
             run_id => run.run_id,
             __sluice => Value::from_dyn_object(session.clone())
         };

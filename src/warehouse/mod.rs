@@ -186,6 +186,15 @@ pub trait Warehouse: Send {
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()>;
     /// The SQL dialect, for what the model layer generates itself.
     fn dialect(&self) -> &'static dyn Dialect;
+    /// Where the database put the error of the last statement that failed,
+    /// as a byte offset into `text`: SQL the caller gave to `materialize`,
+    /// `execute`, `query` or `query_columns`, which the failed statement
+    /// embeds. `None` when the database did not say, or the place is not in
+    /// `text`.
+    fn error_offset(&self, text: &str) -> Option<usize> {
+        let _ = text;
+        None
+    }
     /// What stops this connection's work on the server (`None`: it cannot
     /// be stopped from outside; a stopped step then ends after its statement).
     fn interrupter(&self) -> Option<std::sync::Arc<dyn Interrupt>> {
@@ -205,6 +214,60 @@ pub trait Warehouse: Send {
 pub struct Param {
     pub text: String,
     pub ty: ColumnType,
+}
+
+/// Where the name an error is about (`missing_table`, `s.nope`) is in `sql`,
+/// for databases that name it without a place: a byte offset, when the name
+/// (or, qualified, its last part) is there once as a whole word, any case.
+pub fn name_once(sql: &str, name: &str) -> Option<usize> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    let lower = sql.to_ascii_lowercase();
+    let find = |name: &str| -> Option<usize> {
+        let name = name.to_ascii_lowercase();
+        if name.is_empty() {
+            return None;
+        }
+        let hits: Vec<usize> = lower
+            .match_indices(&name)
+            .map(|(i, _)| i)
+            .filter(|&i| {
+                (i == 0 || !word(sql.as_bytes()[i - 1])) && sql.as_bytes().get(i + name.len()).is_none_or(|&b| !word(b))
+            })
+            .collect();
+        if hits.len() == 1 { Some(hits[0]) } else { None }
+    };
+    find(name).or_else(|| find(name.rsplit('.').next()?))
+}
+
+/// Where a database put an error: the statement it was sent and a byte
+/// offset into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorAt {
+    pub statement: String,
+    pub offset: usize,
+}
+
+impl ErrorAt {
+    /// From a 1-based character position (PostgreSQL's).
+    pub fn from_char_position(statement: &str, position: usize) -> Option<ErrorAt> {
+        let offset = match statement.char_indices().nth(position.checked_sub(1)?) {
+            Some((b, _)) => b,
+            None => statement.len(),
+        };
+        Some(ErrorAt { statement: statement.to_string(), offset })
+    }
+
+    /// The byte offset in `text` (trimmed as backends trim a model's SQL,
+    /// and embedded in the statement) of the error.
+    pub fn offset_in(&self, text: &str) -> Option<usize> {
+        let start = text.len() - text.trim_start().len();
+        let body = text.trim().trim_end_matches(';').trim_end();
+        if body.is_empty() {
+            return None;
+        }
+        let at = self.statement.find(body)?;
+        (self.offset >= at && self.offset <= at + body.len()).then(|| start + self.offset - at)
+    }
 }
 
 /// How `materialize` builds a model.
@@ -556,6 +619,60 @@ pub fn format_float(f: f64) -> String {
     }
 }
 
+/// Writes a value of a column declared `decimal(p, s)` with `s` decimals,
+/// whatever the backend returned: a decimal with its own scale (PostgreSQL's
+/// unconstrained `numeric`, MariaDB's computed scales), a float (SQLite's
+/// REAL) or an integer. Decimals are rounded half away from zero, as the
+/// databases do when they store a value into such a column; other values
+/// (and other declared types) are written as `format_val` does.
+pub fn format_declared(out: &mut Vec<u8>, v: &Val, declared: Option<ColumnType>) {
+    let Some(ColumnType::Decimal(Some((_, scale)))) = declared else { return format_val(out, v) };
+    let scale = scale as usize;
+    match *v {
+        Val::Dec(s) if s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+') => {
+            out.extend_from_slice(rescale(s, scale).as_bytes())
+        }
+        Val::Float(f) if f.is_finite() => out.extend_from_slice(format_scaled(f, scale as u8).as_bytes()),
+        Val::Int(i) if scale > 0 => {
+            use std::io::Write;
+            let _ = write!(out, "{i}.{}", "0".repeat(scale));
+        }
+        _ => format_val(out, v),
+    }
+}
+
+/// A decimal literal with exactly `scale` decimals (rounded half away from zero).
+pub fn rescale(s: &str, scale: usize) -> String {
+    let (neg, int, frac) = crate::types::value::decimal_parts(s);
+    let int = if int.is_empty() { "0" } else { int };
+    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes().chain(std::iter::repeat(b'0')).take(scale)).collect();
+    if frac.as_bytes().get(scale).is_some_and(|&d| d >= b'5') {
+        // Carry the rounding up.
+        let mut k = digits.len();
+        loop {
+            if k == 0 {
+                digits.insert(0, b'1');
+                break;
+            }
+            k -= 1;
+            if digits[k] == b'9' {
+                digits[k] = b'0';
+            } else {
+                digits[k] += 1;
+                break;
+            }
+        }
+    }
+    let split = digits.len() - scale;
+    let mut int_part = String::from_utf8(digits[..split].to_vec()).expect("digits");
+    let trimmed = int_part.trim_start_matches('0');
+    int_part = if trimmed.is_empty() { "0".into() } else { trimmed.to_string() };
+    let frac_part = std::str::from_utf8(&digits[split..]).expect("digits");
+    let zero = int_part == "0" && frac_part.bytes().all(|b| b == b'0');
+    let sign = if neg && !zero { "-" } else { "" };
+    if scale == 0 { format!("{sign}{int_part}") } else { format!("{sign}{int_part}.{frac_part}") }
+}
+
 /// Formats a decimal stored as a float with the declared scale (`12.5` → `12.50`).
 pub fn format_scaled(f: f64, scale: u8) -> String {
     format!("{:.*}", scale as usize, f)
@@ -616,5 +733,45 @@ mod tests {
         assert_eq!(format_float(1.5e-7), "1.5e-07");
         assert_eq!(format_float(123456789012345.0), "123456789012345.0");
         assert_eq!(format_scaled(12.5, 2), "12.50");
+    }
+
+    #[test]
+    fn error_places_map_into_the_sql_given() {
+        // PostgreSQL counts characters from 1.
+        let at = ErrorAt::from_char_position("CREATE VIEW \"ä\" AS\nselect nope", 27).unwrap();
+        assert_eq!(&at.statement[at.offset..], "nope");
+        // Back into the model's SQL, which the statement embeds trimmed.
+        assert_eq!(at.offset_in("\nselect nope\n;"), Some(8));
+        assert_eq!(at.offset_in("select other"), None);
+        let outside = ErrorAt { statement: "CREATE TABLE x AS\nselect 1".into(), offset: 3 };
+        assert_eq!(outside.offset_in("select 1"), None);
+        assert_eq!(name_once("select a.nope from t a", "a.nope"), Some(7));
+        assert_eq!(name_once("select NOPE from t", "nope"), Some(7));
+        assert_eq!(name_once("select x from `db`.`missing`", "db.missing"), Some(20));
+        assert_eq!(name_once("select id, id2 from t where id > 0", "id"), None);
+        assert_eq!(name_once("select id2 from t", "id"), None);
+    }
+
+    #[test]
+    fn decimals_take_the_declared_scale() {
+        assert_eq!(rescale("9297.8", 2), "9297.80");
+        assert_eq!(rescale("4648.9000000000000000", 2), "4648.90");
+        assert_eq!(rescale("1.755", 2), "1.76");
+        assert_eq!(rescale("-1.755", 2), "-1.76");
+        assert_eq!(rescale("9.995", 2), "10.00");
+        assert_eq!(rescale("-0.001", 2), "0.00");
+        assert_eq!(rescale("+7", 1), "7.0");
+        assert_eq!(rescale(".5", 0), "1");
+        assert_eq!(rescale("12", 0), "12");
+        let d = Some(ColumnType::Decimal(Some((14, 2))));
+        let f = |v: Val| {
+            let mut out = Vec::new();
+            format_declared(&mut out, &v, d);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(f(Val::Float(9297.8)), "9297.80");
+        assert_eq!(f(Val::Int(4)), "4.00");
+        assert_eq!(f(Val::Dec("6.5")), "6.50");
+        assert_eq!(f(Val::Text("x")), "x");
     }
 }

@@ -18,8 +18,8 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::{
-    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
-    RowSink, Warehouse, build_table_sql,
+    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming,
+    REJECTS_TABLE, RowSink, Warehouse, build_table_sql,
 };
 use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
@@ -33,6 +33,8 @@ pub struct Mysql {
     database: String,
     /// Kills the running statement from a second connection.
     interrupt: std::sync::Arc<dyn super::Interrupt>,
+    /// Where the last failed statement's error is, when the server says.
+    last_at: Option<ErrorAt>,
 }
 
 /// `KILL QUERY` for one session, sent on a connection of its own.
@@ -51,6 +53,36 @@ impl super::Interrupt for MyInterrupt {
                 let _ = c.disconnect().await;
             }
         });
+    }
+}
+
+/// Where in statement `sql` the server put error `e`. MySQL's protocol has no
+/// position: a syntax error (1064) says `near '…' at line N`; an unknown
+/// column (1054) or table (1146) is named, and looked up when it is in the
+/// statement once.
+fn error_at(e: &mysql_async::Error, sql: &str) -> Option<ErrorAt> {
+    let mysql_async::Error::Server(s) = e else { return None };
+    let at = |offset: usize| Some(ErrorAt { statement: sql.to_string(), offset });
+    match s.code {
+        1064 => {
+            let rest = &s.message[s.message.find("near '")? + 6..];
+            let end = rest.rfind("' at line ")?;
+            let (near, line) = (&rest[..end], rest[end + 10..].trim().parse::<usize>().ok()?);
+            let line_start = if line <= 1 { 0 } else { sql.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)? };
+            if near.is_empty() {
+                return at(sql.trim_end().len());
+            }
+            at(line_start + sql[line_start..].find(near)?)
+        }
+        1054 => {
+            let rest = &s.message[s.message.find("column '")? + 8..];
+            at(super::name_once(sql, &rest[..rest.find("' in ")?])?)
+        }
+        1146 => {
+            let rest = &s.message[s.message.find("Table '")? + 7..];
+            at(super::name_once(sql, &rest[..rest.find("' doesn't exist")?])?)
+        }
+        _ => None,
     }
 }
 
@@ -188,7 +220,7 @@ impl Mysql {
             .ok_or_else(|| super::connect_timed_out(&shown, timeout, "MySQL or MariaDB"))?
             .map_err(|e| my_err(e, &format!("connect to {shown}")))?;
         let interrupt = std::sync::Arc::new(MyInterrupt { rt: rt.clone(), opts: opts.into(), id: conn.id() });
-        let mut m = Mysql { rt, conn: Some(conn), shown, database, interrupt };
+        let mut m = Mysql { rt, conn: Some(conn), shown, database, interrupt, last_at: None };
         m.run(
             "SET time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY', NAMES utf8mb4",
             "set up the session",
@@ -213,7 +245,11 @@ impl Mysql {
     fn run(&mut self, sql: &str, what: &str) -> Result<()> {
         let rt = self.rt.clone();
         let c = self.conn();
-        rt.block_on(c.query_drop(sql)).map_err(|e| my_err(e, what))
+        let r = rt.block_on(c.query_drop(sql));
+        r.map_err(|e| {
+            self.last_at = error_at(&e, sql);
+            my_err(e, what)
+        })
     }
 
     fn rows(&mut self, sql: &str, what: &str) -> Result<Vec<Vec<Option<String>>>> {
@@ -272,15 +308,25 @@ impl Warehouse for Mysql {
     }
 
     fn execute(&mut self, sql: &str) -> Result<()> {
+        self.last_at = None;
         self.run(sql, "run SQL")
+    }
+
+    fn error_offset(&self, text: &str) -> Option<usize> {
+        self.last_at.as_ref().and_then(|at| at.offset_in(text))
     }
 
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
         let rt = self.rt.clone();
         let c = self.conn.as_mut().expect("connected");
         let body = sql.trim().trim_end_matches(';').to_string();
+        let last_at = &mut self.last_at;
+        *last_at = None;
         rt.block_on(async {
-            let res = c.query_iter(body).await.map_err(|e| my_err(e, "run the query"))?;
+            let res = c.query_iter(body.as_str()).await.map_err(|e| {
+                *last_at = error_at(&e, &body);
+                my_err(e, "run the query")
+            })?;
             drain(res, sink).await
         })
     }
@@ -302,8 +348,13 @@ impl Warehouse for Mysql {
         let rt = self.rt.clone();
         let c = self.conn.as_mut().expect("connected");
         let q = format!("SELECT * FROM (\n{}\n) sluice_q LIMIT 0", sql.trim().trim_end_matches(';'));
+        let last_at = &mut self.last_at;
+        *last_at = None;
         rt.block_on(async {
-            let res = c.query_iter(q).await.map_err(|e| my_err(e, "prepare the query"))?;
+            let res = c.query_iter(q.as_str()).await.map_err(|e| {
+                *last_at = error_at(&e, &q);
+                my_err(e, "prepare the query")
+            })?;
             let cols = res.columns().map(|c| c.to_vec()).unwrap_or_default();
             res.drop_result().await.map_err(|e| my_err(e, "prepare the query"))?;
             Ok(cols
@@ -494,6 +545,7 @@ impl Warehouse for Mysql {
 
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()> {
         let body = sql.trim().trim_end_matches(';').trim_end().to_string();
+        self.last_at = None;
         let what = format!("build {name}");
         if build.kind == Materialized::View {
             if self.table_kind(name)?.as_deref() == Some("BASE TABLE") {
@@ -501,11 +553,41 @@ impl Warehouse for Mysql {
             }
             return self.run(&format!("CREATE OR REPLACE VIEW {} AS\n{body}", quote(name)), &what);
         }
+        // Two processes building the same table at once would share its new
+        // and old names: they take turns under a named lock (released when
+        // the build ends, or by the server when the connection closes).
+        let lock = format!("CONCAT('sluice:build:', MD5(CONCAT(DATABASE(), '.', {})))", Self::literal(name));
+        let got =
+            self.rows(&format!("SELECT GET_LOCK({lock}, 86400)"), &format!("wait for another build of {name}"))?;
+        if got.first().and_then(|r| r[0].as_deref()) != Some("1") {
+            return Err(Error::external(
+                format!("cannot build {name}: it did not get its turn after another build of it"),
+                false,
+            ));
+        }
+        let res = self.build_table(name, &body, build);
+        let _ = self.run(&format!("DO RELEASE_LOCK({lock})"), "release the build lock");
+        res
+    }
+
+    fn dialect(&self) -> &'static dyn Dialect {
+        &MysqlDialect
+    }
+
+    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
+        Some(self.interrupt.clone())
+    }
+}
+
+impl Mysql {
+    /// Builds a table model under a new name and swaps it in.
+    fn build_table(&mut self, name: &str, body: &str, build: &Build<'_>) -> Result<()> {
+        let what = format!("build {name}");
         // DDL commits in MySQL: build under a new name, then one atomic RENAME.
         let new = format!("{name}{NEW_SUFFIX}");
         let old = format!("{name}__sluice_old");
         self.run(&format!("DROP TABLE IF EXISTS {}, {}", quote(&new), quote(&old)), "drop a stale build")?;
-        for s in build_table_sql(&MysqlDialect, &quote(&new), &body, build.contract) {
+        for s in build_table_sql(&MysqlDialect, &quote(&new), body, build.contract) {
             if let Err(e) = self.run(&s, &what) {
                 let _ = self.run(&format!("DROP TABLE IF EXISTS {}", quote(&new)), "drop the failed build");
                 return Err(e);
@@ -540,14 +622,6 @@ impl Warehouse for Mysql {
             }
             None => self.run(&format!("RENAME TABLE {} TO {}", quote(&new), quote(name)), &format!("swap in {name}")),
         }
-    }
-
-    fn dialect(&self) -> &'static dyn Dialect {
-        &MysqlDialect
-    }
-
-    fn interrupter(&self) -> Option<std::sync::Arc<dyn super::Interrupt>> {
-        Some(self.interrupt.clone())
     }
 }
 

@@ -12,11 +12,12 @@ use std::str::FromStr;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::runtime::Handle;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, NoTls};
 
 use super::{
-    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming, REJECTS_TABLE,
-    RowSink, Warehouse, build_table_sql,
+    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming,
+    REJECTS_TABLE, RowSink, Warehouse, build_table_sql,
 };
 use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
@@ -32,6 +33,8 @@ pub struct Postgres {
     text_copy: bool,
     /// Cancels the running statement (a cancel request on a new connection).
     interrupt: std::sync::Arc<dyn super::Interrupt>,
+    /// Where the last failed statement's error is, when PostgreSQL says.
+    last_at: std::cell::RefCell<Option<ErrorAt>>,
 }
 
 /// PostgreSQL's cancel request for one session.
@@ -147,7 +150,7 @@ impl Postgres {
             let _ = conn.await;
         });
         let interrupt = std::sync::Arc::new(PgInterrupt { rt: rt.clone(), token: client.cancel_token() });
-        let mut pg = Postgres { rt, client, shown, schema, text_copy, interrupt };
+        let mut pg = Postgres { rt, client, shown, schema, text_copy, interrupt, last_at: Default::default() };
         let mut setup = String::from(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1;",
         );
@@ -161,7 +164,23 @@ impl Postgres {
     }
 
     fn batch(&mut self, sql: &str, what: &str) -> Result<()> {
-        self.rt.block_on(self.client.batch_execute(sql)).map_err(|e| pg_err(e, what))
+        let r = self.rt.block_on(self.client.batch_execute(sql));
+        self.check(r, what, sql)
+    }
+
+    /// Maps the driver's error for statement `sql`, remembering where in
+    /// `sql` it is.
+    fn check<T>(&self, r: std::result::Result<T, tokio_postgres::Error>, what: &str, sql: &str) -> Result<T> {
+        r.map_err(|e| {
+            let at = match e.as_db_error().and_then(|d| d.position()) {
+                Some(tokio_postgres::error::ErrorPosition::Original(p)) => {
+                    ErrorAt::from_char_position(sql, *p as usize)
+                }
+                _ => None,
+            };
+            self.last_at.replace(at);
+            pg_err(e, what)
+        })
     }
 
     /// The current schema (where unqualified tables are).
@@ -175,7 +194,8 @@ impl Postgres {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         what: &str,
     ) -> Result<Vec<Vec<Option<String>>>> {
-        let rows = self.rt.block_on(self.client.query(sql, params)).map_err(|e| pg_err(e, what))?;
+        let r = self.rt.block_on(self.client.query(sql, params));
+        let rows = self.check(r, what, sql)?;
         Ok(rows.iter().map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect()).collect())
     }
 
@@ -440,65 +460,164 @@ fn unescape_text(b: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The views (and materialized views) that depend on a relation, directly or
-/// not, as (kind, schema, name, definition), in the order to create them.
-/// (`refclassid` lets it use pg_depend's index: without it, a full scan.)
-const DEPENDENT_VIEWS: &str = "
+/// A relation and the views (and materialized views) that depend on it,
+/// directly or not, as (kind, schema, name, definition), the relation first,
+/// then its views in the order to create them. `$1` is the relation; a view's
+/// definition is read only when its `schema.name` is in `$2` (the relations
+/// whose locks are held: see `swap_in`), else it is NULL. (`refclassid` lets
+/// it use pg_depend's index: without it, a full scan.)
+const RELATION_AND_VIEWS: &str = "
 WITH RECURSIVE deps(oid, depth) AS (
-    SELECT DISTINCT r.ev_class, 1
-      FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
-     WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = $1::text::regclass
-       AND d.classid = 'pg_rewrite'::regclass AND r.ev_class <> $1::text::regclass
+    SELECT to_regclass($1)::oid, 0 WHERE to_regclass($1) IS NOT NULL
   UNION
     SELECT DISTINCT r.ev_class, deps.depth + 1
       FROM deps JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = deps.oid
       JOIN pg_rewrite r ON r.oid = d.objid
      WHERE d.classid = 'pg_rewrite'::regclass AND r.ev_class <> deps.oid AND deps.depth < 50
 )
-SELECT c.relkind::text, n.nspname::text, c.relname::text, pg_get_viewdef(c.oid)
+SELECT c.relkind::text, n.nspname::text, c.relname::text,
+       CASE WHEN d.depth > 0 AND n.nspname || '.' || c.relname = ANY($2::text[]) THEN pg_get_viewdef(c.oid) END
   FROM (SELECT oid, max(depth) AS depth FROM deps GROUP BY oid) d
   JOIN pg_class c ON c.oid = d.oid JOIN pg_namespace n ON n.oid = c.relnamespace
  ORDER BY d.depth, c.relname";
 
+/// The advisory-lock class (the first key) of relation names: whoever drops,
+/// recreates or replaces a relation holds the lock of its `schema.name`.
+const RELATION_LOCK: i32 = 345_550;
+
+/// Takes the locks of relation names (`schema.name`, `$1`; `$2` is
+/// `RELATION_LOCK`) in key order, until the transaction ends.
+const LOCK_RELATIONS: &str = "
+SELECT pg_advisory_xact_lock($2, k)
+  FROM (SELECT DISTINCT hashtext(x) AS k FROM unnest($1::text[]) AS x ORDER BY 1 OFFSET 0) s";
+
 impl Postgres {
+    /// Takes the relation locks of `names` (in key order), adding them to `held`.
+    fn lock_relations(&self, names: Vec<String>, held: &mut BTreeSet<String>, what: &str) -> Result<()> {
+        let r = self.rt.block_on(self.client.execute(LOCK_RELATIONS, &[&names, &RELATION_LOCK]));
+        self.check(r, what, LOCK_RELATIONS)?;
+        held.extend(names);
+        Ok(())
+    }
+
     /// Replaces relation `name` with `new` (already filled) in the running
     /// transaction: views on the old one are recreated on the new one.
+    ///
+    /// Tables built at the same time can share views (a view joining both),
+    /// which each swap drops and recreates. So a swap first takes the
+    /// relation lock of the relation and of every view on it, in one order,
+    /// then reads the views' definitions, drops, renames and recreates, and
+    /// keeps the locks until it commits: swaps that share views take turns
+    /// (only there; the builds themselves run at once), and none reads a
+    /// view another is dropping.
     fn swap_in(&mut self, name: &str, new: &str) -> Result<()> {
         let n = self.naming();
         let rel = n.relation(name);
-        let kind = self.relkind(name)?;
-        let mut recreate = Vec::new();
-        if kind.is_some() {
-            for r in self.query_strings(DEPENDENT_VIEWS, &[&rel], &format!("find the views on `{name}`"))? {
-                let (k, sch, v, def) = (
-                    r[0].clone().unwrap_or_default(),
-                    r[1].clone().unwrap_or_default(),
-                    r[2].clone().unwrap_or_default(),
-                    r[3].clone().unwrap_or_default(),
-                );
-                let what = if k == "m" { "MATERIALIZED VIEW" } else { "VIEW" };
-                recreate.push(format!(
-                    "CREATE {what} {}.{} AS {}",
-                    n.quote(&sch),
-                    n.quote(&v),
-                    def.trim_end().trim_end_matches(';')
-                ));
+        let what = format!("find the views on `{name}`");
+        let none: Vec<String> = Vec::new();
+        let mut held = BTreeSet::new();
+        let first = self.query_strings(RELATION_AND_VIEWS, &[&rel, &none], &what)?;
+        let mut names: Vec<String> = first
+            .iter()
+            .skip(1)
+            .map(|r| format!("{}.{}", r[1].as_deref().unwrap_or(""), r[2].as_deref().unwrap_or("")))
+            .collect();
+        names.push(format!("{}.{name}", self.current_schema()));
+        self.lock_relations(names, &mut held, &format!("wait for other builds that replace the views on `{name}`"))?;
+        let held_list = |h: &BTreeSet<String>| h.iter().cloned().collect::<Vec<String>>();
+        let rows = loop {
+            // Read again under the locks: what others swapped meanwhile is
+            // committed now. A view that appeared since is locked too.
+            let rows = self.query_strings(RELATION_AND_VIEWS, &[&rel, &held_list(&held)], &what)?;
+            let more: Vec<String> = rows
+                .iter()
+                .skip(1)
+                .filter(|r| r[3].is_none())
+                .map(|r| format!("{}.{}", r[1].as_deref().unwrap_or(""), r[2].as_deref().unwrap_or("")))
+                .collect();
+            if more.is_empty() {
+                break rows;
             }
-        }
-        let drop = match kind.as_deref() {
+            self.lock_relations(more, &mut held, &format!("wait for other builds that replace the views on `{name}`"))?;
+        };
+        let kind = rows.first().and_then(|r| r[0].clone());
+        let mut sql = match kind.as_deref() {
             Some("v") => format!("DROP VIEW {rel} CASCADE;"),
             Some("m") => format!("DROP MATERIALIZED VIEW {rel} CASCADE;"),
             Some(_) => format!("DROP TABLE {rel} CASCADE;"),
             None => String::new(),
         };
-        self.batch(
-            &format!("{drop} ALTER TABLE {} RENAME TO {};", n.relation(new), n.quote(name)),
-            &format!("swap in the new `{name}`"),
-        )?;
-        for sql in recreate {
-            self.batch(&sql, &format!("recreate a view on `{name}`"))?;
+        sql.push_str(&format!(" ALTER TABLE {} RENAME TO {};", n.relation(new), n.quote(name)));
+        for r in rows.iter().skip(1) {
+            let what = if r[0].as_deref() == Some("m") { "MATERIALIZED VIEW" } else { "VIEW" };
+            let def = r[3].as_deref().unwrap_or_default().trim_end().trim_end_matches(';');
+            sql.push_str(&format!(
+                "\nCREATE {what} {}.{} AS {def};",
+                n.quote(r[1].as_deref().unwrap_or_default()),
+                n.quote(r[2].as_deref().unwrap_or_default())
+            ));
         }
-        Ok(())
+        self.batch(&sql, &format!("swap in the new `{name}` and recreate the views on it"))
+    }
+
+    /// Builds a model once: a view replaced in place, or a new relation
+    /// built and swapped in, in one transaction.
+    fn materialize_once(&mut self, name: &str, body: &str, build: &Build<'_>) -> Result<()> {
+        let n = self.naming();
+        let d = &PgDialect;
+        let new = format!("{name}{NEW_SUFFIX}");
+        let what = format!("build {name}");
+        if build.kind == Materialized::View {
+            // A view whose columns stay the same (or only gain some at the
+            // end) is replaced in place, one statement under its relation
+            // lock, and the views on it stay as they are. A new view is
+            // created the same way. Otherwise it is swapped like a table.
+            let key = format!("{}.{name}", self.current_schema()).replace('\'', "''");
+            let sql = format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({RELATION_LOCK}, hashtext('{key}')); CREATE OR REPLACE VIEW {} AS\n{body}\n; COMMIT",
+                n.relation(name)
+            );
+            match self.rt.block_on(self.client.batch_execute(&sql)) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let _ = self.batch("ROLLBACK", "roll back");
+                    // Columns dropped, renamed or retyped; or not a view.
+                    if !e.code().is_some_and(|c| {
+                        *c == SqlState::INVALID_TABLE_DEFINITION
+                            || *c == SqlState::DATATYPE_MISMATCH
+                            || *c == SqlState::WRONG_OBJECT_TYPE
+                    }) {
+                        return self.check(Err(e), &what, &sql);
+                    }
+                }
+            }
+        }
+        self.batch("BEGIN", "start a transaction")?;
+        let res = (|| {
+            // DDL is transactional here, so a build that was cut off left
+            // nothing behind; the new relation's name is free.
+            match build.kind {
+                Materialized::View => self.batch(&format!("CREATE VIEW {} AS\n{body}", n.relation(&new)), &what)?,
+                _ => {
+                    for s in build_table_sql(d, &n.relation(&new), body, build.contract) {
+                        self.batch(&s, &what)?;
+                    }
+                }
+            }
+            self.swap_in(name, &new)?;
+            if let Some(key) = build.unique_key {
+                let idx = d.unique_index(&format!("{name}__sluice_key"), &n.relation(name), key);
+                self.batch(&idx, &format!("index {name} on its unique key"))?;
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => self.batch("COMMIT", "commit"),
+            Err(e) => {
+                let _ = self.batch("ROLLBACK", "roll back");
+                Err(e)
+            }
+        }
     }
 }
 
@@ -516,17 +635,25 @@ impl Warehouse for Postgres {
     }
 
     fn execute(&mut self, sql: &str) -> Result<()> {
+        self.last_at.replace(None);
         self.batch(sql, "run SQL")
+    }
+
+    fn error_offset(&self, text: &str) -> Option<usize> {
+        self.last_at.borrow().as_ref().and_then(|at| at.offset_in(text))
     }
 
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
         let body = sql.trim().trim_end_matches(';');
-        let stmt = self.rt.block_on(self.client.prepare(body)).map_err(|e| pg_err(e, "prepare the query"))?;
+        self.last_at.replace(None);
+        let r = self.rt.block_on(self.client.prepare(body));
+        let stmt = self.check(r, "prepare the query", body)?;
         let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
         let oids: Vec<u32> = stmt.columns().iter().map(|c| c.type_().oid()).collect();
         sink.columns(&names)?;
         let copy = format!("COPY ({body}) TO STDOUT");
-        let stream = self.rt.block_on(self.client.copy_out(copy.as_str())).map_err(|e| pg_err(e, "run the query"))?;
+        let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
+        let stream = self.check(r, "run the query", &copy)?;
         let mut stream = Box::pin(stream);
         let mut pending: Vec<u8> = Vec::new();
         let mut fields: Vec<Vec<u8>> = vec![Vec::new(); names.len()];
@@ -535,7 +662,7 @@ impl Warehouse for Postgres {
         loop {
             let chunk = self.rt.block_on(stream.next());
             let Some(chunk) = chunk else { break };
-            let chunk = chunk.map_err(|e| pg_err(e, "read query results"))?;
+            let chunk = self.check(chunk, "read query results", &copy)?;
             pending.extend_from_slice(&chunk);
             let mut start = 0;
             while let Some(k) = memchr::memchr(b'\n', &pending[start..]) {
@@ -602,10 +729,10 @@ impl Warehouse for Postgres {
     }
 
     fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>> {
-        let stmt = self
-            .rt
-            .block_on(self.client.prepare(sql.trim().trim_end_matches(';')))
-            .map_err(|e| pg_err(e, "prepare the query"))?;
+        let body = sql.trim().trim_end_matches(';');
+        self.last_at.replace(None);
+        let r = self.rt.block_on(self.client.prepare(body));
+        let stmt = self.check(r, "prepare the query", body)?;
         Ok(stmt.columns().iter().map(|c| Column::new(c.name(), column_type_of(c.type_().oid(), -1))).collect())
     }
 
@@ -698,46 +825,19 @@ impl Warehouse for Postgres {
     }
 
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()> {
-        let n = self.naming();
-        let d = &PgDialect;
         let body = sql.trim().trim_end_matches(';').trim_end();
-        let new = format!("{name}{NEW_SUFFIX}");
-        let what = format!("build {name}");
-        if build.kind == Materialized::View && self.relkind(name)?.as_deref() == Some("v") {
-            // A view whose columns stay the same (or only gain some at the
-            // end) is replaced in place, one statement, and the views on it
-            // stay as they are. Otherwise it is swapped like a table.
-            let sql = format!("CREATE OR REPLACE VIEW {} AS\n{body}", n.relation(name));
-            match self.rt.block_on(self.client.batch_execute(&sql)) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.code().is_some_and(|c| c.code() == "42P16" || c.code() == "42804") => {}
-                Err(e) => return Err(pg_err(e, &what)),
-            }
-        }
-        self.batch("BEGIN", "start a transaction")?;
-        let res = (|| {
-            // DDL is transactional here, so a build that was cut off left
-            // nothing behind; the new relation's name is free.
-            match build.kind {
-                Materialized::View => self.batch(&format!("CREATE VIEW {} AS\n{body}", n.relation(&new)), &what)?,
-                _ => {
-                    for s in build_table_sql(d, &n.relation(&new), body, build.contract) {
-                        self.batch(&s, &what)?;
-                    }
+        // The database rolls back a deadlock's victim (or a transaction it
+        // cannot serialize) whole: building again is safe. Swaps lock in one
+        // order, so this is for locks taken by others (a user's DDL).
+        let mut tries = 1;
+        loop {
+            self.last_at.replace(None);
+            match self.materialize_once(name, body, build) {
+                Err(e) if tries < 4 && e.db_code().is_some_and(|c| c.is_conflict()) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20 * tries));
+                    tries += 1;
                 }
-            }
-            self.swap_in(name, &new)?;
-            if let Some(key) = build.unique_key {
-                let idx = d.unique_index(&format!("{name}__sluice_key"), &n.relation(name), key);
-                self.batch(&idx, &format!("index {name} on its unique key"))?;
-            }
-            Ok(())
-        })();
-        match res {
-            Ok(()) => self.batch("COMMIT", "commit"),
-            Err(e) => {
-                let _ = self.batch("ROLLBACK", "roll back");
-                Err(e)
+                r => return r,
             }
         }
     }

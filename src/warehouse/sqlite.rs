@@ -10,8 +10,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode};
 
 use super::{
-    Backend, Build, Change, Dialect, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE, RowSink,
-    Warehouse, build_table_sql, format_scaled,
+    Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, Naming, REJECTS_TABLE,
+    RowSink, Warehouse, build_table_sql, format_scaled,
 };
 use crate::error::{DbCode, Error, Result, RowError};
 use crate::project::{LoadMode, Materialized};
@@ -25,6 +25,8 @@ pub struct Sqlite {
     /// This connection's turn to load (a lock on a file beside the database).
     load_lock: Option<std::fs::File>,
     interrupt: std::sync::Arc<LiteInterrupt>,
+    /// Where the last failed statement's error is, when SQLite says.
+    last_at: std::cell::RefCell<Option<ErrorAt>>,
 }
 
 /// SQLite's interrupt: the running statement fails with SQLITE_INTERRUPT,
@@ -48,11 +50,7 @@ impl Sqlite {
         } else {
             let p = Path::new(rest);
             let path = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-            if let Some(parent) = path.parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io("create folder", parent, e))?;
-            }
+            crate::project::sqlite_folder(&path, base, url)?;
             let c = Connection::open(&path).map_err(|e| sql_err(e, &format!("open {}", path.display())))?;
             file = Some(path);
             c
@@ -62,7 +60,7 @@ impl Sqlite {
         )
         .map_err(|e| sql_err(e, &format!("set up {url}")))?;
         let interrupt = std::sync::Arc::new(LiteInterrupt(conn.get_interrupt_handle(), Default::default()));
-        Ok(Sqlite { conn, shown: url.to_string(), path: file, load_lock: None, interrupt })
+        Ok(Sqlite { conn, shown: url.to_string(), path: file, load_lock: None, interrupt, last_at: Default::default() })
     }
 
     /// Takes the lock file's lock (waiting for it when `wait`); `false` when
@@ -131,11 +129,32 @@ impl Sqlite {
     }
 
     fn exec(&self, sql: &str) -> Result<()> {
-        self.conn.execute_batch(sql).map_err(|e| sql_err(e, "run SQL"))
+        self.exec_as(sql, "run SQL")
     }
 
     fn exec_as(&self, sql: &str, what: &str) -> Result<()> {
-        self.conn.execute_batch(sql).map_err(|e| sql_err(e, what))
+        self.conn.execute_batch(sql).map_err(|e| self.fail(e, what, sql))
+    }
+
+    /// Maps an error of statement(s) `sql`, remembering where in `sql` it is.
+    fn fail(&self, e: rusqlite::Error, what: &str, sql: &str) -> Error {
+        // The offset is into the statement that failed: `sql` from there on.
+        let at = match &e {
+            rusqlite::Error::SqlInputError { sql: rest, offset, .. }
+                if *offset >= 0 && sql.ends_with(rest.as_str()) =>
+            {
+                Some(ErrorAt { statement: sql.to_string(), offset: sql.len() - rest.len() + *offset as usize })
+            }
+            // Without a place, the table or column it names, when it is there once.
+            rusqlite::Error::SqliteFailure(_, Some(msg)) => ["no such table: ", "no such column: "]
+                .iter()
+                .find_map(|p| msg.strip_prefix(p))
+                .and_then(|name| super::name_once(sql, name.strip_prefix("main.").unwrap_or(name)))
+                .map(|offset| ErrorAt { statement: sql.to_string(), offset }),
+            _ => None,
+        };
+        self.last_at.replace(at);
+        sql_err(e, what)
     }
 }
 
@@ -226,7 +245,12 @@ impl Warehouse for Sqlite {
     }
 
     fn execute(&mut self, sql: &str) -> Result<()> {
-        self.conn.execute_batch(sql).map_err(|e| sql_err(e, "run SQL"))
+        self.last_at.replace(None);
+        self.exec(sql)
+    }
+
+    fn error_offset(&self, text: &str) -> Option<usize> {
+        self.last_at.borrow().as_ref().and_then(|at| at.offset_in(text))
     }
 
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
@@ -252,7 +276,8 @@ impl Warehouse for Sqlite {
                 _ => SV::Text(p.text.clone()),
             })
             .collect();
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| sql_err(e, "prepare the query"))?;
+        self.last_at.replace(None);
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.fail(e, "prepare the query", sql))?;
         let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
         let kinds: Vec<Option<ColumnType>> = stmt.columns().map(|c| c.decl_type().map(column_type_of)).collect();
         sink.columns(&names)?;
@@ -313,7 +338,9 @@ impl Warehouse for Sqlite {
     }
 
     fn query_columns(&mut self, sql: &str) -> Result<Vec<Column>> {
-        let stmt = self.conn.prepare(sql.trim().trim_end_matches(';')).map_err(|e| sql_err(e, "prepare the query"))?;
+        self.last_at.replace(None);
+        let body = sql.trim().trim_end_matches(';');
+        let stmt = self.conn.prepare(body).map_err(|e| self.fail(e, "prepare the query", body))?;
         Ok(stmt
             .columns()
             .map(|c| Column::new(c.name(), c.decl_type().map(column_type_of).unwrap_or(ColumnType::Text)))
@@ -391,12 +418,19 @@ impl Warehouse for Sqlite {
     fn materialize(&mut self, name: &str, sql: &str, build: &Build<'_>) -> Result<()> {
         let body = sql.trim().trim_end_matches(';').trim_end();
         let d = &SqliteDialect;
+        self.last_at.replace(None);
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| sql_err(e, "start a transaction"))?;
         let res = (|| {
             self.drop_relation(name)?;
             let what = format!("build {name}");
             match build.kind {
-                Materialized::View => self.exec_as(&format!("CREATE VIEW {} AS\n{body}", quote(name)), &what)?,
+                Materialized::View => {
+                    // SQLite creates a view over a table or column that does
+                    // not exist, and fails only when it is read: compile its
+                    // query first, so the build fails instead, at the place.
+                    self.conn.prepare(body).map_err(|e| self.fail(e, &what, body))?;
+                    self.exec_as(&format!("CREATE VIEW {} AS\n{body}", quote(name)), &what)?
+                }
                 _ => {
                     for s in build_table_sql(d, &quote(name), body, build.contract) {
                         self.exec_as(&s, &what)?;

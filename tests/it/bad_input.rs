@@ -173,7 +173,7 @@ fn a_model_with_a_sql_error_names_its_file_and_the_database_message() {
     out.expect_code(2);
     assert!(out.stdout.contains("models               FAILED"), "{}", out.stdout);
     assert!(
-        out.stdout.contains("  error: 1 of 2 models failed (1 built): model `bad` (models/bad.sql): cannot build bad: no such column: nope\n"),
+        out.stdout.contains("  error: 1 of 2 models failed (1 built): model `bad` (models/bad.sql:1:8, compiled in target/compiled/models/bad.sql:1:8): cannot build bad: no such column: nope\n"),
         "{}",
         out.stdout
     );

@@ -30,7 +30,7 @@ fn run(cmd: &mut Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run the client: {e}"));
     assert!(
         out.status.success(),
-        "{what} failed (is the server up? .ci/run starts it):\n{}",
+        "{what} failed (is the server up? scripts/test.sh starts it):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -28,7 +28,11 @@ pub struct S3 {
 
 fn tool(rel: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    assert!(p.exists(), "{} is missing: run .ci/tools.sh (it installs the test tools)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run .ci/tools.sh or scripts/test.sh (they install the test tools)",
+        p.display()
+    );
     p
 }
 
