@@ -40,9 +40,11 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import moto, schemathesis' 2>/dev/null; then
+# Installed again whenever .ci/requirements.txt changes.
+if ! cmp -s .ci/requirements.txt .venv/requirements.installed; then
   log "installing Python test tools into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check -r .ci/requirements.txt
+  cp .ci/requirements.txt .venv/requirements.installed
 fi
 
 if [ ! -d tests/e2e/node_modules/playwright-core ]; then
