@@ -262,3 +262,24 @@ fn any_value_may_come_from_the_environment() {
     out.expect_code(2);
     assert!(out.stdout.starts_with("sluice.toml:3:12: unknown time zone \"Mars/Olympus\""), "{}", out.stdout);
 }
+
+/// A quarantining load records its first rejected rows in the run, for the
+/// dashboard's run page: file, line, column, value and reason.
+#[test]
+fn a_loads_first_rejected_rows_are_kept_with_the_run() {
+    let p = simple_project("id = \"integer\"\nname = \"text\"", b"id,name\n1,a\nx,b\n3,c\n");
+    let pl = p.read("pipelines/p.toml").replace("mode = \"replace\"", "mode = \"replace\"\non_error = \"quarantine\"");
+    p.write("pipelines/p.toml", &pl);
+    p.run(&["run"]).expect_code(0);
+    let out = crate::support::query_sqlite(
+        &p.file(".sluice/state.db"),
+        "select output from sluice_tasks where step = 'load'",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out[0][0]).unwrap();
+    let first = &v["details"]["first_rejects"];
+    assert_eq!(first.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(first[0]["file"], "data/in.csv");
+    assert_eq!(first[0]["line"], 3);
+    assert_eq!(first[0]["column"], "id");
+    assert_eq!(first[0]["value"], "x");
+}

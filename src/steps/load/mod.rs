@@ -637,6 +637,9 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             "loaded": report.loaded,
             "rejected": report.rejected,
             "rejects_file": report.rejects_file.as_ref().map(|p| p.display().to_string()),
+            "first_rejects": report.first_errors.iter().map(|e| json!({
+                "file": e.file, "line": e.line, "column": e.column, "value": e.value, "reason": e.reason,
+            })).collect::<Vec<_>>(),
             "superseded": superseded,
         }),
     })
