@@ -57,4 +57,5 @@ mod secrets;
 mod serve;
 mod state;
 mod support;
+mod tls;
 mod transform;
