@@ -3,9 +3,10 @@
 //! certificates from a CA the test makes with `openssl` (the server's names
 //! `localhost` only, so connecting by 127.0.0.1 is a wrong host name). Each
 //! `sslmode` against them, a wrong CA, a wrong host name, `require` against a
-//! server without TLS and `prefer` falling back, a real load through TLS into
-//! each, and the state store over TLS. Each server starts once per test
-//! binary and is stopped by its PID when the binary exits.
+//! server without TLS (one more of each, TLS off) and `prefer` falling back,
+//! a real load through TLS into each, and the state store over TLS. Each
+//! server starts once per test binary and is stopped by its PID when the
+//! binary exits.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -204,55 +205,71 @@ struct TlsMy {
 /// database `test`).
 fn my() -> &'static TlsMy {
     static MY: OnceLock<TlsMy> = OnceLock::new();
-    MY.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let certs = make_certs(&dir.join("certs"));
-        let data = dir.join("data");
-        let user: &[&str] = if is_root() { &["--user=root"] } else { &[] };
-        let out = Command::new("mariadb-install-db")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .args(user)
+    MY.get_or_init(|| start_mariadb(true))
+}
+
+/// A MariaDB server without TLS, started once (the shared one may have TLS
+/// on, as MariaDB 11.4 does by default).
+fn my_plain() -> &'static TlsMy {
+    static MY: OnceLock<TlsMy> = OnceLock::new();
+    MY.get_or_init(|| start_mariadb(false))
+}
+
+fn start_mariadb(tls: bool) -> TlsMy {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let certs = make_certs(&dir.join("certs"));
+    let data = dir.join("data");
+    let user: &[&str] = if is_root() { &["--user=root"] } else { &[] };
+    let out = Command::new("mariadb-install-db")
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .args(user)
+        .output()
+        .expect("mariadb-install-db runs");
+    assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
+    let port = free_port();
+    let c = &certs.dir;
+    let ssl = if tls {
+        vec![
+            format!("--ssl-ca={}", c.join("ca.pem").display()),
+            format!("--ssl-cert={}", c.join("server.pem").display()),
+            format!("--ssl-key={}", c.join("server.key").display()),
+        ]
+    } else {
+        vec!["--skip-ssl".to_string()]
+    };
+    let log = std::fs::File::create(dir.join("log")).unwrap();
+    // Killed and reaped by PID in the exit handler.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new("mariadbd")
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--socket={}", dir.join("sock").display()))
+        .arg(format!("--pid-file={}", dir.join("pid").display()))
+        .args(&ssl)
+        .args(["--skip-log-bin", "--innodb-buffer-pool-size=16M", "--local-infile=1"])
+        .args(user)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("mariadbd starts");
+    stop_at_exit(child.id() as i32, libc::SIGKILL, dir.clone());
+    let ready = (0..600).any(|_| {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string(), "-u", "root"])
+            .args(["-e", "CREATE DATABASE IF NOT EXISTS test"])
             .output()
-            .expect("mariadb-install-db runs");
-        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let c = &certs.dir;
-        let log = std::fs::File::create(dir.join("log")).unwrap();
-        // Killed and reaped by PID in the exit handler.
-        #[allow(clippy::zombie_processes)]
-        let child = Command::new("mariadbd")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--port={port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--socket={}", dir.join("sock").display()))
-            .arg(format!("--pid-file={}", dir.join("pid").display()))
-            .arg(format!("--ssl-ca={}", c.join("ca.pem").display()))
-            .arg(format!("--ssl-cert={}", c.join("server.pem").display()))
-            .arg(format!("--ssl-key={}", c.join("server.key").display()))
-            .args(["--skip-log-bin", "--innodb-buffer-pool-size=16M", "--local-infile=1"])
-            .args(user)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("mariadbd starts");
-        stop_at_exit(child.id() as i32, libc::SIGKILL, dir.clone());
-        let ready = (0..600).any(|_| {
-            let out = Command::new("mariadb")
-                .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string(), "-u", "root"])
-                .args(["-e", "CREATE DATABASE IF NOT EXISTS test"])
-                .output()
-                .unwrap();
-            out.status.success() || {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                false
-            }
-        });
-        assert!(ready, "the TLS MariaDB answers: {}", std::fs::read_to_string(dir.join("log")).unwrap_or_default());
-        TlsMy { port, certs }
-    })
+            .unwrap();
+        out.status.success() || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            false
+        }
+    });
+    assert!(ready, "the test MariaDB answers: {}", std::fs::read_to_string(dir.join("log")).unwrap_or_default());
+    TlsMy { port, certs }
 }
 
 fn pg_url(host: &str, port: u16, params: &str) -> String {
@@ -362,6 +379,16 @@ fn postgres_require_fails_without_tls_and_prefer_falls_back() {
         let url = format!("postgres://postgres:{pw}@127.0.0.1:{}/postgres?{params}", plain.port);
         assert_eq!(value(&export(&url, PG_SSL)), "false", "{params}");
     }
+    let ca = pg().certs.ca().display().to_string();
+    let url =
+        format!("postgres://postgres:{pw}@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={ca}", plain.port);
+    let out = export(&url, PG_SSL);
+    out.expect_code(4);
+    assert!(
+        out.stderr.contains(": the server does not accept TLS connections (sslmode=verify-full);"),
+        "{}",
+        out.stderr
+    );
     // An unknown mode is the user's to fix, with the choices.
     let out = export(&format!("postgres://postgres:{pw}@127.0.0.1:{}/postgres?sslmode=on", plain.port), PG_SSL);
     out.expect_code(2);
@@ -481,9 +508,9 @@ fn mysql_a_wrong_ca_and_a_wrong_host_name() {
 
 #[test]
 fn mysql_require_fails_without_tls_and_prefer_falls_back() {
-    // The shared MariaDB on 3306 has no TLS.
-    let url = "mysql://root@127.0.0.1:3306/test?sslmode=require";
-    let out = export(url, MY_SSL);
+    let plain = my_plain();
+    let url = my_url("127.0.0.1", plain.port, "sslmode=require");
+    let out = export(&url, MY_SSL);
     out.expect_code(4);
     assert_eq!(
         out.stderr,
@@ -491,10 +518,16 @@ fn mysql_require_fails_without_tls_and_prefer_falls_back() {
             "error: cannot connect to {url}: the server does not accept TLS connections (sslmode=require); enable TLS on the server, or connect with sslmode=prefer or sslmode=disable\n"
         )
     );
-    for params in ["?sslmode=prefer", ""] {
-        let out = export(&format!("mysql://root@127.0.0.1:3306/test{params}"), MY_SSL);
+    for params in ["sslmode=prefer", ""] {
+        let out = export(&my_url("127.0.0.1", plain.port, params), MY_SSL);
         assert_eq!(value(&out), "none", "{params}");
     }
+    // The verifying modes fail the same way (mysql_async is not reached).
+    let ca = plain.certs.ca().display().to_string();
+    let url = my_url("127.0.0.1", plain.port, &format!("sslmode=verify-ca&sslrootcert={ca}"));
+    let out = export(&url, MY_SSL);
+    out.expect_code(4);
+    assert!(out.stderr.contains(": the server does not accept TLS connections (sslmode=verify-ca);"), "{}", out.stderr);
 }
 
 #[test]
