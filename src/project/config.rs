@@ -324,11 +324,39 @@ pub struct NodeStep {
 
 #[derive(Debug, Clone)]
 pub struct IngestStep {
-    /// A file or glob, relative to the project folder.
-    pub source: Spanned<String>,
+    pub source: SourceSpec,
     /// The name under `raw/` (default: the step's name).
     pub dataset: Option<Spanned<String>>,
+    /// Land everything the source holds each run, or only what is new.
+    pub take: Take,
 }
+
+/// Where an ingest step reads (one variant per module of `sources`).
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    /// A file or glob, relative to the project folder.
+    Files(Spanned<String>),
+}
+
+impl SourceSpec {
+    /// The source as written in the project (for `dag`, messages).
+    pub fn shown(&self) -> String {
+        match self {
+            SourceSpec::Files(p) => p.v.clone(),
+        }
+    }
+}
+
+/// What an ingest step lands each run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Everything the source holds: each landing lists the whole source.
+    All,
+    /// Only objects not taken before: each landing lists what is new.
+    New,
+}
+
+pub const TAKES: &[(&str, Take)] = &[("all", Take::All), ("new", Take::New)];
 
 #[derive(Debug, Clone)]
 pub struct LoadStep {
@@ -526,7 +554,7 @@ pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries",
 
 /// The step kinds and their own keys; the single registry of step kinds.
 pub const STEP_KINDS: &[(&str, &[&str])] = &[
-    ("ingest", &["source", "dataset"]),
+    ("ingest", &["source", "dataset", "take"]),
     (
         "load",
         &[
@@ -997,7 +1025,8 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
     {
         cx.error(span(&d.loc), format!("invalid dataset name \"{}\"", d.v)).help = Some(NAME_RULE.into());
     }
-    Some(IngestStep { source: source?, dataset })
+    let take = t.node("take").and_then(|n| one_of(n, cx, "take", TAKES)).unwrap_or(Take::All);
+    Some(IngestStep { source: SourceSpec::Files(source?), dataset, take })
 }
 
 fn decode_load(t: &mut Fields, cx: &mut Cx) -> Option<LoadStep> {

@@ -507,15 +507,17 @@ fn pending(manifests: &[raw::Manifest], done: &BTreeSet<String>, mode: LoadMode,
             }
         }
         LoadMode::Append | LoadMode::Merge => {
+            // Only a landing that lists the whole source says what it holds
+            // now; a landing of new objects adds to what came before.
             let mut current: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-            for f in manifests.iter().flat_map(|m| &m.files) {
+            for f in manifests.iter().filter(|m| m.complete).flat_map(|m| &m.files) {
                 current.insert(&f.source, &f.sha256);
             }
-            for f in manifests.iter().flat_map(|m| &m.files) {
+            for (m, f) in manifests.iter().flat_map(|m| m.files.iter().map(move |f| (m, f))) {
                 if done.contains(&f.key) || !seen.insert(f.key.clone()) {
                     continue;
                 }
-                if current.get(f.source.as_str()) != Some(&f.sha256.as_str()) {
+                if m.complete && current.get(f.source.as_str()) != Some(&f.sha256.as_str()) {
                     out.superseded.push(f.clone());
                     continue;
                 }
