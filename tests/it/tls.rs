@@ -134,6 +134,8 @@ fn give_to_postgres(path: &Path) {
 struct TlsPg {
     port: u16,
     certs: Certs,
+    /// Where its Unix socket is.
+    dir: PathBuf,
 }
 
 /// The PostgreSQL cluster with `ssl = on`, started once.
@@ -192,7 +194,8 @@ fn pg() -> &'static TlsPg {
         let pid: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
         // SIGQUIT: PostgreSQL's immediate shutdown.
         stop_at_exit(pid, libc::SIGQUIT, dir.clone());
-        TlsPg { port, certs }
+        give_to_postgres(&dir);
+        TlsPg { port, certs, dir }
     })
 }
 
@@ -310,10 +313,17 @@ fn postgres_each_sslmode_against_a_tls_server() {
         ("sslmode=require".into(), "true"),
         (format!("sslmode=verify-ca&sslrootcert={ca}"), "true"),
         (format!("sslmode=verify-full&sslrootcert={ca}"), "true"),
+        // SCRAM bound to the TLS session (tls-server-end-point).
+        ("sslmode=require&channel_binding=require".into(), "true"),
+        (format!("sslmode=verify-full&sslrootcert={ca}&channel_binding=require"), "true"),
     ] {
         let out = export(&pg_url("localhost", pg.port, &params), PG_SSL);
         assert_eq!(value(&out), encrypted, "{params}");
     }
+    // A Unix socket is not encrypted, whatever the mode (as libpq).
+    let url =
+        format!("postgres://postgres:{PG_PW}@/postgres?host={}&port={}&sslmode=verify-full", pg.dir.display(), pg.port);
+    assert_eq!(value(&export(&url, PG_SSL)), "false");
 }
 
 #[test]
