@@ -394,10 +394,15 @@ fn refused_before(host: &str, port: u16) -> bool {
     REFUSED.lock().expect("refused servers").iter().any(|(h, p)| h == host && *p == port)
 }
 
-/// The crypto provider (aws-lc-rs, which object_store's reqwest already
-/// builds). It is also installed as the process default, so code that asks
-/// rustls for the default (mysql_async) finds it even when another provider
-/// is compiled in too.
+/// Installs the crypto provider (aws-lc-rs, which object_store's reqwest
+/// already builds) as the process default, so code that asks rustls for the
+/// default (mysql_async, oracledb) finds it even when another provider is
+/// compiled in too. Connections here call it themselves; the binary calls it
+/// first thing.
+pub fn install_provider() {
+    provider();
+}
+
 fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| {
