@@ -347,10 +347,32 @@ fn postgres_a_wrong_ca_fails_the_verifying_modes() {
         );
         assert!(!out.stderr.contains(PG_PW));
     }
-    // A root certificate file that is not there is named.
+    // Without sslrootcert the system's store is trusted, which does not
+    // hold the test's CA.
+    let out = export(&pg_url("localhost", pg.port, "sslmode=verify-full"), PG_SSL);
+    out.expect_code(4);
+    assert!(
+        out.stderr.ends_with(
+            ": the server's certificate is not signed by a CA in the system's trust store (sslmode=verify-full)\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    // A root certificate file that is not there, or holds no certificate,
+    // is named.
     let out = export(&pg_url("localhost", pg.port, "sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem"), PG_SSL);
     out.expect_code(2);
     assert!(out.stderr.contains("/nonexistent/ca.pem"), "{}", out.stderr);
+    let key = pg.certs.dir.join("server.ext").display().to_string();
+    let out = export(&pg_url("localhost", pg.port, &format!("sslmode=verify-ca&sslrootcert={key}")), PG_SSL);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "the sslrootcert file {key} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)"
+        )),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
