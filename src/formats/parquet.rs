@@ -335,6 +335,7 @@ impl Builder {
             }
             Builder::Bool(b) => match v {
                 Val::Bool(x) => b.append_value(*x),
+                Val::Int(i @ (0 | 1)) => b.append_value(*i == 1),
                 _ => return Err(mismatch()),
             },
             Builder::Date(b) => match v {
