@@ -336,6 +336,20 @@ pub struct IngestStep {
 pub enum SourceSpec {
     /// A file or glob, relative to the project folder.
     Files(Spanned<String>),
+    /// A table or a query of a named connection (`sources::database`).
+    Database(DatabaseSource),
+}
+
+/// An ingest step's database source: `connection` with `table` or `query`,
+/// and optionally a `cursor` column that makes it incremental.
+#[derive(Debug, Clone)]
+pub struct DatabaseSource {
+    pub connection: Spanned<String>,
+    /// What is read: a table (`schema.name` allowed) or a SELECT.
+    pub what: ExportWhat,
+    /// The column whose high-water mark is kept between runs: each run lands
+    /// only rows whose value is above the last landed maximum.
+    pub cursor: Option<Spanned<String>>,
 }
 
 impl SourceSpec {
@@ -343,6 +357,10 @@ impl SourceSpec {
     pub fn shown(&self) -> String {
         match self {
             SourceSpec::Files(p) => p.v.clone(),
+            SourceSpec::Database(d) => match &d.what {
+                ExportWhat::Table(t) => format!("{}.{}", d.connection.v, t.v),
+                ExportWhat::Query(_) => format!("a query of {}", d.connection.v),
+            },
         }
     }
 }
@@ -649,7 +667,7 @@ pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries",
 
 /// The step kinds and their own keys; the single registry of step kinds.
 pub const STEP_KINDS: &[(&str, &[&str])] = &[
-    ("ingest", &["source", "dataset", "take"]),
+    ("ingest", &["source", "dataset", "take", "connection", "table", "query", "cursor"]),
     (
         "load",
         &[
@@ -1127,7 +1145,6 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
 }
 
 fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
-    let source = t.req(cx, "source");
     let dataset: Option<Spanned<String>> = t.opt(cx, "dataset");
     if let Some(d) = &dataset
         && !valid_name(d)
@@ -1135,7 +1152,42 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
         cx.error(span(&d.loc), format!("invalid dataset name \"{}\"", d.v)).help = Some(NAME_RULE.into());
     }
     let take = t.node("take").and_then(|n| one_of(n, cx, "take", TAKES)).unwrap_or(Take::All);
-    Some(IngestStep { source: SourceSpec::Files(source?), dataset, take })
+    let connection: Option<Spanned<String>> = t.opt(cx, "connection");
+    let table: Option<Spanned<String>> = t.opt(cx, "table");
+    let query: Option<Spanned<String>> = t.opt(cx, "query");
+    let cursor: Option<Spanned<String>> = t.opt(cx, "cursor");
+    let Some(connection) = connection else {
+        for (k, v) in [("table", &table), ("query", &query), ("cursor", &cursor)] {
+            if let Some(v) = v {
+                cx.error(span(&v.loc), format!("`{k}` needs `connection`: it names what a database source reads"))
+                    .help = Some("add `connection = \"NAME\"` (a [connections.NAME] of sluice.toml)".into());
+            }
+        }
+        let source: Option<Spanned<String>> = t.req(cx, "source");
+        return Some(IngestStep { source: SourceSpec::Files(source?), dataset, take });
+    };
+    t.allow(&["source"]);
+    if let Some(s) = t.key_span("source") {
+        cx.error(s, "an ingest step reads `source` (files) or `connection` (a database), not both");
+    }
+    if let Some(s) = t.key_span("take") {
+        cx.error(s, "`take` is for file sources").help =
+            Some("a database source lands only new rows when it has a `cursor` column, else the whole result".into());
+    }
+    let what = match (table, query) {
+        (Some(tb), None) => ExportWhat::Table(tb),
+        (None, Some(q)) => ExportWhat::Query(q),
+        (Some(tb), Some(_)) => {
+            cx.error(span(&tb.loc), "a database source reads `table` or `query`, not both");
+            return None;
+        }
+        (None, None) => {
+            cx.error(span(&connection.loc), format!("{} needs `table` or `query` with `connection`", t.what)).help =
+                Some("add `table = \"name\"` or `query = \"select …\"`".into());
+            return None;
+        }
+    };
+    Some(IngestStep { source: SourceSpec::Database(DatabaseSource { connection, what, cursor }), dataset, take })
 }
 
 fn decode_load(t: &mut Fields, cx: &mut Cx) -> Option<LoadStep> {
@@ -1671,7 +1723,7 @@ cron = "61 * * * *"
 name = "a"
 kind = "ingest"
 source = "x.csv"
-table = "t"
+mode = "t"
 
 [[steps]]
 name = "b"
@@ -1688,7 +1740,7 @@ tabel = "x"
             msgs,
             vec![
                 "pipelines/p.toml:3:8: invalid cron expression \"61 * * * *\": minute 61 is out of range (0-59) [five fields: minute hour day-of-month month day-of-week, e.g. \"0 0 * * *\" for every night at 00:00]",
-                "pipelines/p.toml:9:1: unknown key `table` in step `a` [`table` is a key of load, export and clean steps, not of ingest steps]",
+                "pipelines/p.toml:9:1: unknown key `mode` in step `a` [`mode` is a key of load steps, not of ingest steps]",
                 "pipelines/p.toml:13:8: invalid value \"lod\" for `kind` [did you mean `load`? (valid choices: ingest, load, sql, export, seed, snapshot, test, clean, command, empty)]",
                 "pipelines/p.toml:18:8: wrong type for `path`: expected a string, found an integer",
                 "pipelines/p.toml:15:1: step `c` needs `table` or `query` [add `table = \"name\"` or `query = \"select …\"`]",

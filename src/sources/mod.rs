@@ -11,6 +11,7 @@
 //! of `project::SourceSpec` (its keys and decoder), one arm in [`open`], a
 //! section in docs/configuration.md and a test in tests/it.
 
+pub mod database;
 pub mod files;
 
 use std::io::Read;
@@ -66,6 +67,7 @@ pub trait Source: Send {
 pub fn open(ctx: &RunCtx, spec: &SourceSpec, take: Take, previous: Option<&Manifest>) -> Result<Box<dyn Source>> {
     match spec {
         SourceSpec::Files(pattern) => Ok(Box::new(files::FileSource::open(ctx, &pattern.v, take, previous)?)),
+        SourceSpec::Database(db) => Ok(Box::new(database::DbSource::open(ctx, db, previous)?)),
     }
 }
 

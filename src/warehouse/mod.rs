@@ -235,6 +235,15 @@ pub trait Warehouse: Send {
     fn query_bound(&mut self, _sql: &str, _params: &[Param], _sink: &mut dyn RowSink) -> Result<u64> {
         Err(Error::user(format!("the {} warehouse cannot run queries with bound values yet", self.backend().name())))
     }
+    /// Streams a query's rows to `out` as CSV with a header, written by the
+    /// database itself (PostgreSQL's `COPY (…) TO STDOUT (FORMAT csv,
+    /// HEADER)`: RFC 4180 quoting, NULL an empty unquoted field, an empty
+    /// text `""`, values in the database's own text forms). `false` (with
+    /// nothing written) when the database has no such path; the caller then
+    /// formats the rows of [`Warehouse::query`].
+    fn copy_csv_out(&mut self, _sql: &str, _out: &mut dyn std::io::Write) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A value bound to a query: its text (already checked against its type)

@@ -789,6 +789,20 @@ impl Warehouse for Postgres {
         Ok(n)
     }
 
+    fn copy_csv_out(&mut self, sql: &str, out: &mut dyn std::io::Write) -> Result<bool> {
+        let body = sql.trim().trim_end_matches(';');
+        self.last_at.replace(None);
+        let copy = format!("COPY ({body}) TO STDOUT (FORMAT csv, HEADER)");
+        let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
+        let stream = self.check(r, "run the query", &copy)?;
+        let mut stream = Box::pin(stream);
+        while let Some(chunk) = self.rt.block_on(stream.next()) {
+            let chunk = self.check(chunk, "read query results", &copy)?;
+            out.write_all(&chunk).map_err(|e| Error::external(format!("cannot pass on query results: {e}"), false))?;
+        }
+        Ok(true)
+    }
+
     fn query_bound(&mut self, sql: &str, params: &[super::Param], sink: &mut dyn RowSink) -> Result<u64> {
         let stmt = self.rt.block_on(self.client.prepare(sql)).map_err(|e| pg_err(e, "prepare the query"))?;
         let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
