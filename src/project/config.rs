@@ -135,6 +135,8 @@ pub struct Trigger {
     pub loc: Loc,
     pub kind: TriggerKind,
     pub catchup: Option<Catchup>,
+    /// How often an `on_new_objects` trigger on an `s3://` prefix lists it.
+    pub poll: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Clone)]
@@ -336,6 +338,8 @@ pub struct IngestStep {
 pub enum SourceSpec {
     /// A file or glob, relative to the project folder.
     Files(Spanned<String>),
+    /// Objects of an S3 bucket: `s3://bucket/folder/GLOB?endpoint=…` (`sources::s3`).
+    S3(Spanned<String>),
 }
 
 impl SourceSpec {
@@ -343,6 +347,7 @@ impl SourceSpec {
     pub fn shown(&self) -> String {
         match self {
             SourceSpec::Files(p) => p.v.clone(),
+            SourceSpec::S3(u) => crate::secret::redact_url(&u.v),
         }
     }
 }
@@ -604,7 +609,7 @@ pub const PROJECT_KEYS: &[&str] = &[
     "charts",
 ];
 pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "concurrency", "steps"];
-pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup"];
+pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup", "poll"];
 
 /// Decodes `sluice.toml`.
 pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
@@ -867,6 +872,7 @@ fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
     let every: Option<Spanned<Dur>> = t.opt(cx, "every");
     let on_dataset: Option<Spanned<String>> = t.opt(cx, "on_dataset");
     let on_new: Option<Spanned<String>> = t.opt(cx, "on_new_objects");
+    let poll: Option<Spanned<Dur>> = t.opt(cx, "poll");
     let catchup = t.node("catchup").and_then(|n| {
         one_of(n, cx, "catchup", &[("none", Catchup::None), ("latest", Catchup::Latest), ("all", Catchup::All)])
     });
@@ -914,9 +920,22 @@ fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
     } else if let Some(d) = on_dataset {
         TriggerKind::OnDataset(d)
     } else {
-        TriggerKind::OnNewObjects(on_new.expect("one trigger key is present"))
+        let on_new = on_new.expect("one trigger key is present");
+        if on_new.v.starts_with("s3://")
+            && let Err(e) = crate::sources::s3::parse(&on_new.v)
+        {
+            cx.error(span(&on_new.loc), e.to_string());
+        }
+        TriggerKind::OnNewObjects(on_new)
     };
-    Some(Trigger { loc: cx.loc(&tspan), kind, catchup })
+    if let Some(p) = &poll {
+        if !matches!(&kind, TriggerKind::OnNewObjects(o) if o.v.starts_with("s3://")) {
+            cx.error(span(&p.loc), "`poll` applies only to `on_new_objects` triggers on an s3:// prefix");
+        } else if p.v.0.is_zero() {
+            cx.error(span(&p.loc), "`poll` must be longer than zero");
+        }
+    }
+    Some(Trigger { loc: cx.loc(&tspan), kind, catchup, poll })
 }
 
 /// Says which field of a cron expression is wrong, where croner's message does not.
@@ -1026,7 +1045,16 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
         cx.error(span(&d.loc), format!("invalid dataset name \"{}\"", d.v)).help = Some(NAME_RULE.into());
     }
     let take = t.node("take").and_then(|n| one_of(n, cx, "take", TAKES)).unwrap_or(Take::All);
-    Some(IngestStep { source: SourceSpec::Files(source?), dataset, take })
+    let source: Spanned<String> = source?;
+    let source = if source.v.starts_with("s3://") {
+        if let Err(e) = crate::sources::s3::parse(&source.v) {
+            cx.error(span(&source.loc), e.to_string());
+        }
+        SourceSpec::S3(source)
+    } else {
+        SourceSpec::Files(source)
+    };
+    Some(IngestStep { source, dataset, take })
 }
 
 fn decode_load(t: &mut Fields, cx: &mut Cx) -> Option<LoadStep> {
