@@ -64,6 +64,7 @@ pub fn parse(url: &str) -> Result<S3Pattern> {
         Some(q) => format!("s3://{folder}?{q}"),
         None => format!("s3://{folder}"),
     };
+    crate::storage::s3::check_url(&store_url)?;
     Ok(S3Pattern { store_url, glob, shown })
 }
 

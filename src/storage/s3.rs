@@ -105,6 +105,12 @@ fn parse_url(url: &str) -> Result<S3Url> {
     Ok(u)
 }
 
+/// Checks an `s3://` URL's form (bucket, credentials, options) without
+/// reaching the server.
+pub fn check_url(url: &str) -> Result<()> {
+    parse_url(url).map(|_| ())
+}
+
 /// Decodes `%XX` escapes (credentials hold any character).
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
