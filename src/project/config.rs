@@ -135,6 +135,8 @@ pub struct Trigger {
     pub loc: Loc,
     pub kind: TriggerKind,
     pub catchup: Option<Catchup>,
+    /// How often an `on_new_objects` trigger on an `s3://` prefix lists it.
+    pub poll: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Clone)]
@@ -338,6 +340,8 @@ pub enum SourceSpec {
     Files(Spanned<String>),
     /// A table or a query of a named connection (`sources::database`).
     Database(DatabaseSource),
+    /// Objects of an S3 bucket: `s3://bucket/folder/GLOB?endpoint=…` (`sources::s3`).
+    S3(Spanned<String>),
 }
 
 /// An ingest step's database source: `connection` with `table` or `query`,
@@ -361,6 +365,7 @@ impl SourceSpec {
                 ExportWhat::Table(t) => format!("{}.{}", d.connection.v, t.v),
                 ExportWhat::Query(_) => format!("a query of {}", d.connection.v),
             },
+            SourceSpec::S3(u) => crate::secret::redact_url(&u.v),
         }
     }
 }
@@ -731,7 +736,7 @@ pub const PROJECT_KEYS: &[&str] = &[
     "charts",
 ];
 pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "concurrency", "steps"];
-pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup"];
+pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup", "poll"];
 
 /// Decodes `sluice.toml`.
 pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
@@ -994,6 +999,7 @@ fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
     let every: Option<Spanned<Dur>> = t.opt(cx, "every");
     let on_dataset: Option<Spanned<String>> = t.opt(cx, "on_dataset");
     let on_new: Option<Spanned<String>> = t.opt(cx, "on_new_objects");
+    let poll: Option<Spanned<Dur>> = t.opt(cx, "poll");
     let catchup = t.node("catchup").and_then(|n| {
         one_of(n, cx, "catchup", &[("none", Catchup::None), ("latest", Catchup::Latest), ("all", Catchup::All)])
     });
@@ -1041,9 +1047,22 @@ fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
     } else if let Some(d) = on_dataset {
         TriggerKind::OnDataset(d)
     } else {
-        TriggerKind::OnNewObjects(on_new.expect("one trigger key is present"))
+        let on_new = on_new.expect("one trigger key is present");
+        if on_new.v.starts_with("s3://")
+            && let Err(e) = crate::sources::s3::parse(&on_new.v)
+        {
+            cx.error(span(&on_new.loc), e.to_string());
+        }
+        TriggerKind::OnNewObjects(on_new)
     };
-    Some(Trigger { loc: cx.loc(&tspan), kind, catchup })
+    if let Some(p) = &poll {
+        if !matches!(&kind, TriggerKind::OnNewObjects(o) if o.v.starts_with("s3://")) {
+            cx.error(span(&p.loc), "`poll` applies only to `on_new_objects` triggers on an s3:// prefix");
+        } else if p.v.0.is_zero() {
+            cx.error(span(&p.loc), "`poll` must be longer than zero");
+        }
+    }
+    Some(Trigger { loc: cx.loc(&tspan), kind, catchup, poll })
 }
 
 /// Says which field of a cron expression is wrong, where croner's message does not.
@@ -1163,8 +1182,16 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
                     .help = Some("add `connection = \"NAME\"` (a [connections.NAME] of sluice.toml)".into());
             }
         }
-        let source: Option<Spanned<String>> = t.req(cx, "source");
-        return Some(IngestStep { source: SourceSpec::Files(source?), dataset, take });
+        let source: Spanned<String> = t.req(cx, "source")?;
+        let source = if source.v.starts_with("s3://") {
+            if let Err(e) = crate::sources::s3::parse(&source.v) {
+                cx.error(span(&source.loc), e.to_string());
+            }
+            SourceSpec::S3(source)
+        } else {
+            SourceSpec::Files(source)
+        };
+        return Some(IngestStep { source, dataset, take });
     };
     t.allow(&["source"]);
     if let Some(s) = t.key_span("source") {

@@ -55,6 +55,7 @@ mod orchestrate;
 mod processes;
 mod run;
 mod s3;
+mod s3_source;
 mod secrets;
 mod serve;
 mod state;
