@@ -8,6 +8,7 @@ pub mod mysql;
 pub mod oracle;
 pub mod postgres;
 pub mod sqlite;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::path::Path;

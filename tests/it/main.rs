@@ -60,4 +60,5 @@ mod secrets;
 mod serve;
 mod state;
 mod support;
+mod tls;
 mod transform;
