@@ -691,6 +691,95 @@ impl Warehouse for Postgres {
         self.last_at.borrow().as_ref().and_then(|at| at.offset_in(text))
     }
 
+    fn copy_text(
+        &mut self,
+        sql: &str,
+        o: &super::TextCopy,
+        header: &mut super::HeaderFn,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>> {
+        let body = sql.trim().trim_end_matches(';');
+        self.last_at.replace(None);
+        // What COPY cannot write exactly as the row-by-row path does.
+        if o.null.contains(['\r', '\n']) || o.delimiter > 0x7f || o.delimiter == b'\\' {
+            return Ok(None);
+        }
+        let csv_null_ok = o.null.is_empty();
+        if o.csv_quoting && !csv_null_ok {
+            // COPY's CSV quotes a value equal to the NULL marker but not an
+            // empty string; Sluice quotes both.
+            return Ok(None);
+        }
+        let r = self.rt.block_on(self.client.prepare(body));
+        let stmt = self.check(r, "prepare the query", body)?;
+        let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
+        if o.csv_quoting && names.len() == 1 {
+            // COPY's CSV quotes a lone `\.` in a one-column result.
+            return Ok(None);
+        }
+        let q = |n: &str| format!("_sluice_q.\"{}\"", n.replace('"', "\"\""));
+        let mut exprs = Vec::with_capacity(names.len());
+        let mut wrap = false;
+        for (c, name) in stmt.columns().iter().zip(&names) {
+            let declared = o.declared.get(name).copied();
+            let oid = c.type_().oid();
+            let e = match (oid, declared) {
+                // Sluice writes floats with 15 significant digits; COPY differently.
+                (oid::FLOAT4 | oid::FLOAT8, _) => return Ok(None),
+                (oid::BOOL, _) => {
+                    format!("CASE WHEN {0} THEN 'true' WHEN NOT {0} THEN 'false' END", q(name))
+                }
+                (oid::NUMERIC | oid::INT2 | oid::INT4 | oid::INT8, Some(ColumnType::Decimal(Some((_, scale)))))
+                    if scale > 0 || oid == oid::NUMERIC =>
+                {
+                    format!("round({}::numeric, {scale})", q(name))
+                }
+                _ => {
+                    exprs.push(q(name));
+                    continue;
+                }
+            };
+            wrap = true;
+            exprs.push(e);
+        }
+        if wrap && names.iter().collect::<BTreeSet<_>>().len() != names.len() {
+            return Ok(None);
+        }
+        let select =
+            if wrap { format!("SELECT {} FROM ({body}) AS _sluice_q", exprs.join(", ")) } else { body.to_string() };
+        let lit = |s: &str| format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+        let delim = lit(&(o.delimiter as char).to_string());
+        let copy = if o.csv_quoting {
+            format!("COPY ({select}) TO STDOUT (FORMAT csv, DELIMITER {delim}, NULL '')")
+        } else {
+            format!("COPY ({select}) TO STDOUT (FORMAT text, DELIMITER {delim}, NULL {})", lit(o.null))
+        };
+        let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
+        let stream = self.check(r, "run the query", &copy)?;
+        header(&names, out)?;
+        let mut stream = Box::pin(stream);
+        let mut rows = 0u64;
+        let mut in_quotes = false;
+        loop {
+            let chunk = self.rt.block_on(stream.next());
+            let Some(chunk) = chunk else { break };
+            let chunk = self.check(chunk, "read query results", &copy)?;
+            if o.csv_quoting {
+                for i in memchr::memchr2_iter(b'"', b'\n', &chunk) {
+                    if chunk[i] == b'"' {
+                        in_quotes = !in_quotes;
+                    } else if !in_quotes {
+                        rows += 1;
+                    }
+                }
+            } else {
+                rows += memchr::memchr_iter(b'\n', &chunk).count() as u64;
+            }
+            out.write_all(&chunk).map_err(|e| Error::external(format!("cannot write the export: {e}"), false))?;
+        }
+        Ok(Some(rows))
+    }
+
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
         let body = sql.trim().trim_end_matches(';');
         self.last_at.replace(None);
@@ -699,6 +788,7 @@ impl Warehouse for Postgres {
         let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
         let oids: Vec<u32> = stmt.columns().iter().map(|c| c.type_().oid()).collect();
         sink.columns(&names)?;
+        sink.types(&oids.iter().map(|o| Some(column_type_of(*o, -1))).collect::<Vec<_>>());
         let copy = format!("COPY ({body}) TO STDOUT");
         let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
         let stream = self.check(r, "run the query", &copy)?;
@@ -745,6 +835,20 @@ impl Warehouse for Postgres {
             pending.drain(..start);
         }
         Ok(n)
+    }
+
+    fn copy_csv_out(&mut self, sql: &str, out: &mut dyn std::io::Write) -> Result<bool> {
+        let body = sql.trim().trim_end_matches(';');
+        self.last_at.replace(None);
+        let copy = format!("COPY ({body}) TO STDOUT (FORMAT csv, HEADER)");
+        let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
+        let stream = self.check(r, "run the query", &copy)?;
+        let mut stream = Box::pin(stream);
+        while let Some(chunk) = self.rt.block_on(stream.next()) {
+            let chunk = self.check(chunk, "read query results", &copy)?;
+            out.write_all(&chunk).map_err(|e| Error::external(format!("cannot pass on query results: {e}"), false))?;
+        }
+        Ok(true)
     }
 
     fn query_bound(&mut self, sql: &str, params: &[super::Param], sink: &mut dyn RowSink) -> Result<u64> {
