@@ -66,34 +66,38 @@ table = "sales"
 mode = "append"
 TOML
 
-# time_it LABEL RESET_CMD -- CMD...: median wall seconds of RUNS runs.
-declare -A wall
-time_it() {
-  local label=$1 reset=$2; shift 3
-  local ws=()
-  for _ in $(seq 1 "$runs"); do
-    eval "$reset"
-    /usr/bin/time -o "$work/time" -f "%e %M" "$@" >"$work/stdout" 2>"$work/stderr" || { echo "$label failed:" >&2; cat "$work/stdout" "$work/stderr" >&2; exit 1; }
-    local out; out=$(tail -n1 "$work/time")
-    ws+=("${out% *}")
-    printf '  %-16s %6ss  peak %6s KiB\n' "$label" "${out% *}" "${out#* }" >&2
-  done
-  wall[$label]=$(printf '%s\n' "${ws[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+# once LABEL RESET_CMD CMD...: one timed run, its wall seconds added to LABEL's list.
+declare -A times
+once() {
+  local label=$1 reset=$2; shift 2
+  eval "$reset"
+  /usr/bin/time -o "$work/time" -f "%e %M" "$@" >"$work/stdout" 2>"$work/stderr" || { echo "$label failed:" >&2; cat "$work/stdout" "$work/stderr" >&2; exit 1; }
+  local out; out=$(tail -n1 "$work/time")
+  times[$label]+="${out% *} "
+  printf '  %-16s %6ss  peak %6s KiB\n' "$label" "${out% *}" "${out#* }" >&2
 }
+median() { printf '%s\n' ${times[$1]} | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 copy_file="$work/copy_out.csv"
-my_reset="maria $ns -e 'TRUNCATE sales'"
-sl_reset="maria $ns -e 'TRUNCATE sales; DROP TABLE IF EXISTS _sluice_loads'; rm -rf '$proj/.sluice'"
+truncate_target="maria $ns -e 'TRUNCATE sales; DROP TABLE IF EXISTS _sluice_loads'"
+fresh_lake="$truncate_target; rm -rf '$proj/.sluice'"
 
-echo "PostgreSQL → MariaDB, $rows rows, $runs runs each" >&2
-for _ in 1; do
-  time_it psql_copy_to "rm -f '$copy_file'" -- psql -h 127.0.0.1 -U postgres -d test -qc "\\copy (SELECT * FROM $ns.sales) TO '$copy_file' CSV HEADER"
-  time_it load_data_local "$my_reset" -- mariadb --local-infile=1 -h 127.0.0.1 -u root "$ns" -e "LOAD DATA LOCAL INFILE '$copy_file' INTO TABLE sales CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n' IGNORE 1 LINES"
-  time_it sluice_run "$sl_reset" -- env -C "$proj" SLUICE_NO_PROGRESS=1 "$sluice" run
-  # Only the ingest step (PostgreSQL → raw CSV in the lake), for the breakdown.
-  time_it sluice_ingest "$sl_reset" -- env -C "$proj" SLUICE_NO_PROGRESS=1 "$sluice" run --step ingest
+# The runs are interleaved (one of each per round), so a noisy neighbour on a
+# shared machine slows both sides alike.
+echo "PostgreSQL → MariaDB, $rows rows, $runs rounds" >&2
+for r in $(seq 1 "$runs"); do
+  echo " round $r" >&2
+  once psql_copy_to "rm -f '$copy_file'" psql -h 127.0.0.1 -U postgres -d test -qc "\\copy (SELECT * FROM $ns.sales) TO '$copy_file' CSV HEADER"
+  once load_data_local "$truncate_target" mariadb --local-infile=1 -h 127.0.0.1 -u root "$ns" -e "LOAD DATA LOCAL INFILE '$copy_file' INTO TABLE sales CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n' IGNORE 1 LINES"
+  once sluice_run "$fresh_lake" env -C "$proj" SLUICE_NO_PROGRESS=1 "$sluice" run
+  rows_loaded=$(maria -N "$ns" -e 'SELECT COUNT(*), COUNT(DISTINCT sale_id) FROM sales' | tr '\t' ' ')
+  # The two steps alone, for the breakdown: the load of the landing just made,
+  # then the ingest into a fresh lake.
+  once sluice_load "$truncate_target" env -C "$proj" SLUICE_NO_PROGRESS=1 "$sluice" run --step load
+  once sluice_ingest "$fresh_lake" env -C "$proj" SLUICE_NO_PROGRESS=1 "$sluice" run --step ingest
 done
-loaded=$(maria -N "$ns" -e 'SELECT COUNT(*), COUNT(DISTINCT sale_id) FROM sales')
+declare -A wall
+for l in psql_copy_to load_data_local sluice_run sluice_load sluice_ingest; do wall[$l]=$(median $l); done
 
 ref=$(awk -v a="${wall[psql_copy_to]}" -v b="${wall[load_data_local]}" 'BEGIN { printf "%.2f", a + b }')
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
@@ -102,8 +106,8 @@ cat <<MD
 | path | native tools | Sluice | speed-up |
 |---|---|---|---|
 | PostgreSQL → file | \`psql \\copy (SELECT …) TO\` ${wall[psql_copy_to]} s | ingest (table → raw CSV landing) ${wall[sluice_ingest]} s | $(ratio "${wall[sluice_ingest]}" "${wall[psql_copy_to]}")× |
-| file → MariaDB | \`LOAD DATA LOCAL INFILE\` ${wall[load_data_local]} s | | |
+| file → MariaDB | \`LOAD DATA LOCAL INFILE\` ${wall[load_data_local]} s | load (raw CSV landing → table) ${wall[sluice_load]} s | $(ratio "${wall[sluice_load]}" "${wall[load_data_local]}")× |
 | end to end | sum ${ref} s | \`sluice run\` (ingest + load) ${wall[sluice_run]} s | **$(ratio "${wall[sluice_run]}" "$ref")×** |
 
-Rows in the target after the last run (count, distinct sale_id): $loaded
+Rows in the target after the last \`sluice run\` (count, distinct sale_id): $rows_loaded
 MD
