@@ -135,6 +135,8 @@ pub struct Trigger {
     pub loc: Loc,
     pub kind: TriggerKind,
     pub catchup: Option<Catchup>,
+    /// How often an `on_new_objects` trigger on an `s3://` prefix lists it.
+    pub poll: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Clone)]
@@ -338,6 +340,8 @@ pub enum SourceSpec {
     Files(Spanned<String>),
     /// A table or a query of a named connection (`sources::database`).
     Database(DatabaseSource),
+    /// Objects of an S3 bucket: `s3://bucket/folder/GLOB?endpoint=…` (`sources::s3`).
+    S3(Spanned<String>),
 }
 
 /// An ingest step's database source: `connection` with `table` or `query`,
@@ -361,6 +365,7 @@ impl SourceSpec {
                 ExportWhat::Table(t) => format!("{}.{}", d.connection.v, t.v),
                 ExportWhat::Query(_) => format!("a query of {}", d.connection.v),
             },
+            SourceSpec::S3(u) => crate::secret::redact_url(&u.v),
         }
     }
 }
@@ -466,10 +471,17 @@ pub enum FileFormat {
     Csv,
     /// NDJSON or one JSON array of objects.
     Json,
+    /// An Apache Parquet file.
+    Parquet,
 }
 
-pub const FILE_FORMATS: &[(&str, FileFormat)] =
-    &[("csv", FileFormat::Csv), ("tsv", FileFormat::Csv), ("json", FileFormat::Json), ("ndjson", FileFormat::Json)];
+pub const FILE_FORMATS: &[(&str, FileFormat)] = &[
+    ("csv", FileFormat::Csv),
+    ("tsv", FileFormat::Csv),
+    ("json", FileFormat::Json),
+    ("ndjson", FileFormat::Json),
+    ("parquet", FileFormat::Parquet),
+];
 
 /// A text encoding of input files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -490,7 +502,8 @@ pub const ENCODINGS: &[(&str, Encoding)] = &[
 /// How an input file is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadOptions {
-    /// `None`: from the file name (`.json`, `.ndjson`, `.jsonl` are JSON; the rest CSV).
+    /// `None`: from the file name (`.json`, `.ndjson`, `.jsonl` are JSON,
+    /// `.parquet`/`.parq` Parquet; the rest CSV).
     pub format: Option<FileFormat>,
     /// `None`: tab for `.tsv`/`.tab` files, comma otherwise.
     pub delimiter: Option<u8>,
@@ -514,6 +527,8 @@ impl ReadOptions {
             let l = name.to_ascii_lowercase();
             if l.ends_with(".json") || l.ends_with(".ndjson") || l.ends_with(".jsonl") {
                 FileFormat::Json
+            } else if l.ends_with(".parquet") || l.ends_with(".parq") {
+                FileFormat::Parquet
             } else {
                 FileFormat::Csv
             }
@@ -544,12 +559,20 @@ pub struct SqlStep {
 #[derive(Debug, Clone)]
 pub struct ExportStep {
     pub what: ExportWhat,
-    /// The output file, relative to the project folder.
+    /// The output: a file relative to the project folder, `file:///abs/path`
+    /// or `s3://bucket/key`.
     pub path: Spanned<String>,
     pub format: ExportFormat,
+    /// Delimited formats: a header row.
     pub header: bool,
-    /// How NULL is written.
-    pub null: String,
+    /// Delimited formats: how NULL is written (`None`: the quoting's default).
+    pub null: Option<String>,
+    /// TSV: how special characters are written.
+    pub quoting: Quoting,
+    /// Parquet: page compression.
+    pub compression: ParquetCompression,
+    /// Parquet: rows per row group.
+    pub row_group_size: usize,
     pub connection: Option<Spanned<String>>,
 }
 
@@ -563,9 +586,86 @@ pub enum ExportWhat {
 pub enum ExportFormat {
     Tsv,
     Csv,
+    /// One JSON object a line.
+    Ndjson,
+    /// One JSON array of objects.
+    Json,
+    Parquet,
 }
 
-pub const EXPORT_FORMATS: &[(&str, ExportFormat)] = &[("tsv", ExportFormat::Tsv), ("csv", ExportFormat::Csv)];
+pub const EXPORT_FORMATS: &[(&str, ExportFormat)] = &[
+    ("tsv", ExportFormat::Tsv),
+    ("csv", ExportFormat::Csv),
+    ("ndjson", ExportFormat::Ndjson),
+    ("jsonl", ExportFormat::Ndjson),
+    ("json", ExportFormat::Json),
+    ("parquet", ExportFormat::Parquet),
+];
+
+impl ExportFormat {
+    /// The format a file name implies: `.csv`, `.ndjson`/`.jsonl`, `.json`,
+    /// `.parquet`; TSV otherwise.
+    pub fn from_path(path: &str) -> ExportFormat {
+        let l = path.split('?').next().unwrap_or(path).to_ascii_lowercase();
+        if l.ends_with(".csv") {
+            ExportFormat::Csv
+        } else if l.ends_with(".ndjson") || l.ends_with(".jsonl") {
+            ExportFormat::Ndjson
+        } else if l.ends_with(".json") {
+            ExportFormat::Json
+        } else if l.ends_with(".parquet") || l.ends_with(".parq") {
+            ExportFormat::Parquet
+        } else {
+            ExportFormat::Tsv
+        }
+    }
+
+    /// TSV or CSV (a header, a NULL marker, quoting).
+    pub fn is_delimited(self) -> bool {
+        matches!(self, ExportFormat::Tsv | ExportFormat::Csv)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Tsv => "tsv",
+            ExportFormat::Csv => "csv",
+            ExportFormat::Ndjson => "ndjson",
+            ExportFormat::Json => "json",
+            ExportFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// How a delimited export writes a field holding the delimiter, a quote or
+/// a line break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quoting {
+    /// RFC 4180: such a field goes between double quotes, `"` doubled; NULL
+    /// is empty by default and an empty string is `""`. The default.
+    #[default]
+    Csv,
+    /// PostgreSQL's text format (TSV only): no quotes; backslash, tab, line
+    /// breaks are escaped as `\\`, `\t`, `\n`, `\r`; NULL is `\N` by default.
+    /// What `COPY … FROM`, MySQL's `LOAD DATA` and `cut` read as is.
+    Backslash,
+}
+
+pub const QUOTINGS: &[(&str, Quoting)] = &[("csv", Quoting::Csv), ("backslash", Quoting::Backslash)];
+
+/// Compression of a Parquet file's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParquetCompression {
+    None,
+    Snappy,
+    #[default]
+    Zstd,
+}
+
+pub const PARQUET_COMPRESSIONS: &[(&str, ParquetCompression)] =
+    &[("zstd", ParquetCompression::Zstd), ("snappy", ParquetCompression::Snappy), ("none", ParquetCompression::None)];
+
+/// Rows per Parquet row group unless told otherwise.
+pub const DEFAULT_ROW_GROUP_SIZE: usize = 100_000;
 
 /// The keys every step has, whatever its kind.
 pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries", "retry_delay", "retry_on", "timeout"];
@@ -596,7 +696,21 @@ pub const STEP_KINDS: &[(&str, &[&str])] = &[
         ],
     ),
     ("sql", &["models", "select", "exclude", "connection", "threads"]),
-    ("export", &["table", "query", "path", "format", "header", "null", "connection"]),
+    (
+        "export",
+        &[
+            "table",
+            "query",
+            "path",
+            "format",
+            "header",
+            "null",
+            "quoting",
+            "compression",
+            "row_group_size",
+            "connection",
+        ],
+    ),
     ("seed", &["select", "exclude", "connection"]),
     ("snapshot", &["select", "exclude", "connection"]),
     ("test", &["select", "exclude", "connection"]),
@@ -622,7 +736,7 @@ pub const PROJECT_KEYS: &[&str] = &[
     "charts",
 ];
 pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "concurrency", "steps"];
-pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup"];
+pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup", "poll"];
 
 /// Decodes `sluice.toml`.
 pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
@@ -885,6 +999,7 @@ fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
     let every: Option<Spanned<Dur>> = t.opt(cx, "every");
     let on_dataset: Option<Spanned<String>> = t.opt(cx, "on_dataset");
     let on_new: Option<Spanned<String>> = t.opt(cx, "on_new_objects");
+    let poll: Option<Spanned<Dur>> = t.opt(cx, "poll");
     let catchup = t.node("catchup").and_then(|n| {
         one_of(n, cx, "catchup", &[("none", Catchup::None), ("latest", Catchup::Latest), ("all", Catchup::All)])
     });
@@ -932,9 +1047,22 @@ fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
     } else if let Some(d) = on_dataset {
         TriggerKind::OnDataset(d)
     } else {
-        TriggerKind::OnNewObjects(on_new.expect("one trigger key is present"))
+        let on_new = on_new.expect("one trigger key is present");
+        if on_new.v.starts_with("s3://")
+            && let Err(e) = crate::sources::s3::parse(&on_new.v)
+        {
+            cx.error(span(&on_new.loc), e.to_string());
+        }
+        TriggerKind::OnNewObjects(on_new)
     };
-    Some(Trigger { loc: cx.loc(&tspan), kind, catchup })
+    if let Some(p) = &poll {
+        if !matches!(&kind, TriggerKind::OnNewObjects(o) if o.v.starts_with("s3://")) {
+            cx.error(span(&p.loc), "`poll` applies only to `on_new_objects` triggers on an s3:// prefix");
+        } else if p.v.0.is_zero() {
+            cx.error(span(&p.loc), "`poll` must be longer than zero");
+        }
+    }
+    Some(Trigger { loc: cx.loc(&tspan), kind, catchup, poll })
 }
 
 /// Says which field of a cron expression is wrong, where croner's message does not.
@@ -1054,8 +1182,16 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
                     .help = Some("add `connection = \"NAME\"` (a [connections.NAME] of sluice.toml)".into());
             }
         }
-        let source: Option<Spanned<String>> = t.req(cx, "source");
-        return Some(IngestStep { source: SourceSpec::Files(source?), dataset, take });
+        let source: Spanned<String> = t.req(cx, "source")?;
+        let source = if source.v.starts_with("s3://") {
+            if let Err(e) = crate::sources::s3::parse(&source.v) {
+                cx.error(span(&source.loc), e.to_string());
+            }
+            SourceSpec::S3(source)
+        } else {
+            SourceSpec::Files(source)
+        };
+        return Some(IngestStep { source, dataset, take });
     };
     t.allow(&["source"]);
     if let Some(s) = t.key_span("source") {
@@ -1464,12 +1600,36 @@ fn decode_export(t: &mut Fields, cx: &mut Cx) -> Option<ExportStep> {
     let path: Option<Spanned<String>> = t.req(cx, "path");
     let format = match t.node("format") {
         Some(n) => one_of(n, cx, "format", EXPORT_FORMATS),
-        None => path
-            .as_ref()
-            .map(|p| if p.v.to_ascii_lowercase().ends_with(".csv") { ExportFormat::Csv } else { ExportFormat::Tsv }),
+        None => path.as_ref().map(|p| ExportFormat::from_path(&p.v)),
     };
+    // Options that belong to another format are mistakes, not no-ops.
+    let fmt = format.unwrap_or(ExportFormat::Tsv);
+    let only_for = |cx: &mut Cx, t: &Fields, key: &str, ok: bool, formats: &str| {
+        if !ok && let Some(sp) = t.key_span(key) {
+            cx.error(sp, format!("`{key}` applies only to {formats} exports, not {}", fmt.name())).help =
+                Some(format!("remove `{key}`, or set `format` to {formats}"));
+        }
+    };
+    only_for(cx, t, "header", fmt.is_delimited(), "tsv and csv");
+    only_for(cx, t, "null", fmt.is_delimited(), "tsv and csv");
+    only_for(cx, t, "quoting", fmt == ExportFormat::Tsv, "tsv");
+    only_for(cx, t, "compression", fmt == ExportFormat::Parquet, "parquet");
+    only_for(cx, t, "row_group_size", fmt == ExportFormat::Parquet, "parquet");
     let header = t.opt(cx, "header").unwrap_or(true);
-    let null = t.opt(cx, "null").unwrap_or_default();
+    let null = t.opt(cx, "null");
+    let quoting = t.node("quoting").and_then(|n| one_of(n, cx, "quoting", QUOTINGS)).unwrap_or_default();
+    let compression =
+        t.node("compression").and_then(|n| one_of(n, cx, "compression", PARQUET_COMPRESSIONS)).unwrap_or_default();
+    let row_group_size = match t.node("row_group_size") {
+        Some(n) => match &n.v {
+            V::Int(i) if *i >= 1 && *i <= 100_000_000 => *i as usize,
+            _ => {
+                cx.error(n.span.clone(), "`row_group_size` is a number of rows from 1 to 100000000".to_string());
+                DEFAULT_ROW_GROUP_SIZE
+            }
+        },
+        None => DEFAULT_ROW_GROUP_SIZE,
+    };
     let connection = t.opt(cx, "connection");
     let what = match (table, query) {
         (Some(t), None) => ExportWhat::Table(t),
@@ -1486,7 +1646,17 @@ fn decode_export(t: &mut Fields, cx: &mut Cx) -> Option<ExportStep> {
             return None;
         }
     };
-    Some(ExportStep { what, path: path?, format: format?, header, null, connection })
+    Some(ExportStep {
+        what,
+        path: path?,
+        format: format?,
+        header,
+        null,
+        quoting,
+        compression,
+        row_group_size,
+        connection,
+    })
 }
 
 /// Decodes a schema file (`[columns]`).

@@ -13,6 +13,7 @@
 
 pub mod database;
 pub mod files;
+pub mod s3;
 
 use std::io::Read;
 
@@ -68,6 +69,7 @@ pub fn open(ctx: &RunCtx, spec: &SourceSpec, take: Take, previous: Option<&Manif
     match spec {
         SourceSpec::Files(pattern) => Ok(Box::new(files::FileSource::open(ctx, &pattern.v, take, previous)?)),
         SourceSpec::Database(db) => Ok(Box::new(database::DbSource::open(ctx, db, previous)?)),
+        SourceSpec::S3(url) => Ok(Box::new(s3::S3Source::open(&url.v, take, previous)?)),
     }
 }
 
