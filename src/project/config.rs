@@ -1740,6 +1740,65 @@ path = "out/sales.csv"
     }
 
     #[test]
+    fn a_database_source_is_decoded() {
+        let (p, msgs) = pipeline(
+            r#"
+[[steps]]
+name = "pull"
+kind = "ingest"
+connection = "shop"
+table = "orders"
+cursor = "id"
+"#,
+        );
+        assert_eq!(msgs, Vec::<String>::new());
+        let p = p.unwrap();
+        let StepKind::Ingest(i) = &p.steps[0].kind else { panic!() };
+        let SourceSpec::Database(d) = &i.source else { panic!() };
+        assert_eq!(d.connection.v, "shop");
+        assert!(matches!(&d.what, ExportWhat::Table(t) if t.v == "orders"));
+        assert_eq!(d.cursor.as_ref().unwrap().v, "id");
+        assert_eq!(i.source.shown(), "shop.orders");
+    }
+
+    #[test]
+    fn a_database_source_reports_misplaced_keys() {
+        let (_, msgs) = pipeline(
+            r#"
+[[steps]]
+name = "a"
+kind = "ingest"
+source = "x.csv"
+cursor = "id"
+
+[[steps]]
+name = "b"
+kind = "ingest"
+connection = "shop"
+table = "t"
+query = "select 1"
+
+[[steps]]
+name = "c"
+kind = "ingest"
+connection = "shop"
+take = "new"
+source = "x.csv"
+"#,
+        );
+        assert_eq!(
+            msgs,
+            vec![
+                "pipelines/p.toml:6:10: `cursor` needs `connection`: it names what a database source reads [add `connection = \"NAME\"` (a [connections.NAME] of sluice.toml)]",
+                "pipelines/p.toml:12:9: a database source reads `table` or `query`, not both",
+                "pipelines/p.toml:20:1: an ingest step reads `source` (files) or `connection` (a database), not both",
+                "pipelines/p.toml:19:1: `take` is for file sources [a database source lands only new rows when it has a `cursor` column, else the whole result]",
+                "pipelines/p.toml:18:14: step `c` needs `table` or `query` with `connection` [add `table = \"name\"` or `query = \"select …\"`]",
+            ]
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_place() {
         let (_, msgs) = pipeline(
             r#"
