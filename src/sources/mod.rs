@@ -11,6 +11,7 @@
 //! of `project::SourceSpec` (its keys and decoder), one arm in [`open`], a
 //! section in docs/configuration.md and a test in tests/it.
 
+pub mod database;
 pub mod files;
 pub mod s3;
 
@@ -67,6 +68,7 @@ pub trait Source: Send {
 pub fn open(ctx: &RunCtx, spec: &SourceSpec, take: Take, previous: Option<&Manifest>) -> Result<Box<dyn Source>> {
     match spec {
         SourceSpec::Files(pattern) => Ok(Box::new(files::FileSource::open(ctx, &pattern.v, take, previous)?)),
+        SourceSpec::Database(db) => Ok(Box::new(database::DbSource::open(ctx, db, previous)?)),
         SourceSpec::S3(url) => Ok(Box::new(s3::S3Source::open(&url.v, take, previous)?)),
     }
 }
