@@ -102,6 +102,7 @@ impl ReadArgs {
             header: !self.no_header,
             null: self.null.clone(),
             encoding: if encoding == Encoding::Utf8 { Encoding::Utf8 } else { encoding },
+            pages: None,
         })
     }
 }

@@ -116,6 +116,7 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                             check_source(p, &mut d, path)
                         }
                     }
+                    SourceSpec::Http(_) => {}
                 },
                 StepKind::Load(l) => {
                     check_conn(&mut d, &l.connection);

@@ -336,6 +336,8 @@ pub struct IngestStep {
 pub enum SourceSpec {
     /// A file or glob, relative to the project folder.
     Files(Spanned<String>),
+    /// An HTTP API (`source = "https://…"`, options in `http`).
+    Http(Box<super::http::HttpSource>),
 }
 
 impl SourceSpec {
@@ -343,6 +345,7 @@ impl SourceSpec {
     pub fn shown(&self) -> String {
         match self {
             SourceSpec::Files(p) => p.v.clone(),
+            SourceSpec::Http(h) => h.shown(),
         }
     }
 }
@@ -481,17 +484,31 @@ pub struct ReadOptions {
     /// A marker that means NULL, besides the empty unquoted field.
     pub null: Option<String>,
     pub encoding: Encoding,
+    /// Each input is a JSON document (an API page) whose records are read at
+    /// a JSON path and flattened; set by loads from an HTTP source.
+    pub pages: Option<crate::formats::pages::JsonPages>,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions { format: None, delimiter: None, quote: b'"', header: true, null: None, encoding: Encoding::Utf8 }
+        ReadOptions {
+            format: None,
+            delimiter: None,
+            quote: b'"',
+            header: true,
+            null: None,
+            encoding: Encoding::Utf8,
+            pages: None,
+        }
     }
 }
 
 impl ReadOptions {
     /// The format of a file with this name.
     pub fn format_of(&self, name: &str) -> FileFormat {
+        if self.pages.is_some() {
+            return FileFormat::Json;
+        }
         self.format.unwrap_or_else(|| {
             let l = name.to_ascii_lowercase();
             if l.ends_with(".json") || l.ends_with(".ndjson") || l.ends_with(".jsonl") {
@@ -554,7 +571,7 @@ pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries",
 
 /// The step kinds and their own keys; the single registry of step kinds.
 pub const STEP_KINDS: &[(&str, &[&str])] = &[
-    ("ingest", &["source", "dataset", "take"]),
+    ("ingest", &["source", "dataset", "take", "http"]),
     (
         "load",
         &[
@@ -1025,8 +1042,23 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
     {
         cx.error(span(&d.loc), format!("invalid dataset name \"{}\"", d.v)).help = Some(NAME_RULE.into());
     }
-    let take = t.node("take").and_then(|n| one_of(n, cx, "take", TAKES)).unwrap_or(Take::All);
-    Some(IngestStep { source: SourceSpec::Files(source?), dataset, take })
+    let take_node = t.node("take");
+    let take = take_node.and_then(|n| one_of(n, cx, "take", TAKES)).unwrap_or(Take::All);
+    let http = t.node("http");
+    let source: Spanned<String> = source?;
+    let source = if super::http::is_http(&source.v) {
+        if let (Some(n), Take::New) = (take_node, take) {
+            cx.error(n.span.clone(), "`take` does not apply to an HTTP source").help =
+                Some("to take only new records, use `http.incremental` (a cursor parameter kept between runs)".into());
+        }
+        SourceSpec::Http(Box::new(super::http::decode_http(source, http, cx)?))
+    } else {
+        if let Some(h) = http {
+            cx.error(h.span.clone(), "`http` applies only to a source that is an http:// or https:// URL");
+        }
+        SourceSpec::Files(source)
+    };
+    Some(IngestStep { source, dataset, take })
 }
 
 fn decode_load(t: &mut Fields, cx: &mut Cx) -> Option<LoadStep> {

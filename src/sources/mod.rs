@@ -12,6 +12,7 @@
 //! section in docs/configuration.md and a test in tests/it.
 
 pub mod files;
+pub mod http;
 
 use std::io::Read;
 
@@ -66,6 +67,7 @@ pub trait Source: Send {
 pub fn open(ctx: &RunCtx, spec: &SourceSpec, take: Take, previous: Option<&Manifest>) -> Result<Box<dyn Source>> {
     match spec {
         SourceSpec::Files(pattern) => Ok(Box::new(files::FileSource::open(ctx, &pattern.v, take, previous)?)),
+        SourceSpec::Http(cfg) => Ok(Box::new(http::HttpSource::open(ctx, cfg, previous)?)),
     }
 }
 

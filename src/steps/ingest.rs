@@ -49,6 +49,7 @@ pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutp
         return Ok(StepOutput {
             summary: match &cfg.source {
                 SourceSpec::Files(p) => format!("no file matches {}; nothing landed", p.v),
+                SourceSpec::Http(h) => format!("{} returned no records; nothing landed", h.shown()),
             },
             rows: Some(0),
             bytes: Some(0),

@@ -131,7 +131,12 @@ fn reason_for_key(col: &Column) -> String {
 /// Parses one input. Runs on its own thread.
 pub fn run(mut job: Job, sink: Sink<'_>) -> Result<Parsed> {
     let open = std::mem::replace(&mut job.open, Box::new(|| Err(Error::internal("an input was opened twice"))));
-    let src = open()?;
+    let mut src = open()?;
+    if let Some(pages) = &job.read.pages {
+        // An API page: its records, flattened, as NDJSON.
+        let nd = crate::formats::pages::to_ndjson(src, &job.label, pages).map_err(Error::DataMsg)?;
+        src = Box::new(std::io::Cursor::new(nd));
+    }
     let src = crate::formats::encoding::decode(job.read.encoding, src);
     let width = job.columns.len();
     let mut st = State { sink, batch: RowBatch::new(width), width, read: 0, rejected: 0, sending: true };
