@@ -142,7 +142,13 @@ fn kind_of(v: &RawValue) -> &'static str {
     }
 }
 
-fn flatten_into(out: &mut Vec<u8>, names: &mut Vec<String>, prefix: &str, obj: &RawValue, sep: &str) -> Result<(), String> {
+fn flatten_into(
+    out: &mut Vec<u8>,
+    names: &mut Vec<String>,
+    prefix: &str,
+    obj: &RawValue,
+    sep: &str,
+) -> Result<(), String> {
     for (k, v) in members(obj.get().as_bytes())? {
         let name = if prefix.is_empty() { k.into_owned() } else { format!("{prefix}{sep}{k}") };
         if first(v) == b'{' && v.get().trim_start_matches('{').trim_start().as_bytes().first() != Some(&b'}') {

@@ -1051,7 +1051,7 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
             cx.error(n.span.clone(), "`take` does not apply to an HTTP source").help =
                 Some("to take only new records, use `http.incremental` (a cursor parameter kept between runs)".into());
         }
-        SourceSpec::Http(Box::new(super::http::decode_http(source, http, cx)?))
+        SourceSpec::Http(Box::new(super::http::decode_http(source, http, cx)))
     } else {
         if let Some(h) = http {
             cx.error(h.span.clone(), "`http` applies only to a source that is an http:// or https:// URL");

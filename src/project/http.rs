@@ -137,7 +137,9 @@ fn refs_ok(cx: &mut Cx, node: &Node, w: &Written) {
 }
 
 /// Decodes an HTTP source: its URL (`source`) and the step's `http` table.
-pub fn decode_http(url: Spanned<String>, node: Option<&Node>, cx: &mut Cx) -> Option<HttpSource> {
+/// Problems are reported into `cx`; the source is returned all the same (with
+/// defaults where a value was wrong), so the step stays known to the rest.
+pub fn decode_http(url: Spanned<String>, node: Option<&Node>, cx: &mut Cx) -> HttpSource {
     if let Err(e) = check_refs(&url.v) {
         cx.error(url.loc.start as usize..url.loc.end as usize, e);
     }
@@ -157,37 +159,31 @@ pub fn decode_http(url: Spanned<String>, node: Option<&Node>, cx: &mut Cx) -> Op
         connect_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(60),
     };
-    let Some(node) = node else { return Some(out) };
-    let mut t = Fields::new(node, cx, "the `http` table")?;
-    let mut ok = true;
+    let Some(node) = node else { return out };
+    let Some(mut t) = Fields::new(node, cx, "the `http` table") else { return out };
     if let Some(h) = t.node("headers") {
         match &h.v {
             V::Table(entries) => {
                 for (k, v) in entries {
-                    match Written::decode_in(v, cx, &k.name) {
-                        Some(w) => {
-                            refs_ok(cx, v, &w);
-                            out.headers.push((k.name.clone(), w));
-                        }
-                        None => ok = false,
+                    if let Some(w) = Written::decode_in(v, cx, &k.name) {
+                        refs_ok(cx, v, &w);
+                        out.headers.push((k.name.clone(), w));
                     }
                 }
             }
             _ => {
-                cx.error(h.span.clone(), format!("wrong type for `headers`: expected a table, found {}", h.type_name()));
-                ok = false;
+                cx.error(
+                    h.span.clone(),
+                    format!("wrong type for `headers`: expected a table, found {}", h.type_name()),
+                );
             }
         }
     }
     if let Some(a) = t.node("auth") {
         out.auth = decode_auth(a, cx);
-        ok &= out.auth.is_some();
     }
-    if let Some(p) = t.node("paging") {
-        match decode_paging(p, cx) {
-            Some(p) => out.paging = p,
-            None => ok = false,
-        }
+    if let Some(p) = t.node("paging").and_then(|p| decode_paging(p, cx)) {
+        out.paging = p;
     }
     out.records = t.opt(cx, "records");
     if let Some(f) = t.opt::<String>(cx, "flatten") {
@@ -195,7 +191,6 @@ pub fn decode_http(url: Spanned<String>, node: Option<&Node>, cx: &mut Cx) -> Op
     }
     if let Some(i) = t.node("incremental") {
         out.incremental = decode_incremental(i, cx);
-        ok &= out.incremental.is_some();
     }
     if let Some(n) = t.opt::<u64>(cx, "max_pages") {
         if n == 0 {
@@ -222,11 +217,11 @@ pub fn decode_http(url: Spanned<String>, node: Option<&Node>, cx: &mut Cx) -> Op
             Some(_) => {
                 cx.error(n.span.clone(), "`rate_limit` must be a positive number of requests per second");
             }
-            None => ok = false,
+            None => {}
         }
     }
     t.finish(cx, |_| None);
-    ok.then_some(out)
+    out
 }
 
 /// `Decode` under a key name, for values read outside `Fields`.
@@ -332,7 +327,12 @@ fn decode_paging(node: &Node, cx: &mut Cx) -> Option<Paging> {
                 cx.error(span.clone(), "`size_param` needs `size`: the page size to ask for");
                 return None;
             }
-            Some(Paging::Page { param: param.unwrap_or_else(|| "page".into()), start: start.unwrap_or(1), size_param, size })
+            Some(Paging::Page {
+                param: param.unwrap_or_else(|| "page".into()),
+                start: start.unwrap_or(1),
+                size_param,
+                size,
+            })
         }
         "offset" => {
             let Some(limit) = limit else {
@@ -352,8 +352,8 @@ fn decode_paging(node: &Node, cx: &mut Cx) -> Option<Paging> {
         }
         _ => {
             let Some(next) = next else {
-                cx.error(span, "cursor paging needs `next`: the JSON path of the next page's cursor in a page")
-                    .help = Some("e.g. `next = \"meta.next_cursor\"`".into());
+                cx.error(span, "cursor paging needs `next`: the JSON path of the next page's cursor in a page").help =
+                    Some("e.g. `next = \"meta.next_cursor\"`".into());
                 return None;
             };
             Some(Paging::Cursor { param: param.unwrap_or_else(|| "cursor".into()), next })
@@ -381,7 +381,8 @@ mod tests {
         let mut cx = Cx::new(FileId(0), &f);
         let url = Spanned { v: "https://api.example/v1/orders".to_string(), loc: cx.loc(&(0..0)) };
         let got = decode_http(url, root.get("http"), &mut cx);
-        (got, cx.diags.iter().map(|d| d.headline()).collect())
+        let errs: Vec<String> = cx.diags.iter().map(|d| d.headline()).collect();
+        (errs.is_empty().then_some(got), errs)
     }
 
     #[test]

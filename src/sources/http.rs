@@ -273,11 +273,14 @@ impl HttpSource {
                     if attempt >= self.cfg.max_retries {
                         let tries = if attempt == 0 { String::new() } else { format!(" (after {attempt} retries)") };
                         return Err(Error::external(
-                            self.scrub(format!("GET {shown} (page {page}) failed{tries}: {why}; nothing was published")),
+                            self.scrub(format!(
+                                "GET {shown} (page {page}) failed{tries}: {why}; nothing was published"
+                            )),
                             true,
                         ));
                     }
-                    let wait = wait.unwrap_or_else(|| backoff(self.cfg.retry_delay, attempt)).min(self.cfg.max_retry_wait);
+                    let wait =
+                        wait.unwrap_or_else(|| backoff(self.cfg.retry_delay, attempt)).min(self.cfg.max_retry_wait);
                     attempt += 1;
                     let why = self.scrub(why);
                     warn!(url = %shown, page, attempt, wait_ms = wait.as_millis() as u64, reason = %why, "retrying an HTTP request");
@@ -343,20 +346,28 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     base.mul_f64(2f64.powi(attempt.min(20) as i32) * jitter)
 }
 
-/// Sets (or with `None` removes) one query parameter, keeping the others.
+/// Sets (or with `None` removes) one query parameter, in its place, keeping the others.
 fn set_param(url: &mut Url, name: &str, value: Option<&str>) {
-    let kept: Vec<(String, String)> =
-        url.query_pairs().filter(|(k, _)| k != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut placed = false;
+    for (k, v) in url.query_pairs() {
+        if k != name {
+            pairs.push((k.into_owned(), v.into_owned()));
+        } else if let (Some(new), false) = (value, placed) {
+            pairs.push((k.into_owned(), new.to_string()));
+            placed = true;
+        }
+    }
+    if let (Some(v), false) = (value, placed) {
+        pairs.push((name.to_string(), v.to_string()));
+    }
     url.set_query(None);
-    if kept.is_empty() && value.is_none() {
+    if pairs.is_empty() {
         return;
     }
     let mut q = url.query_pairs_mut();
-    for (k, v) in &kept {
+    for (k, v) in &pairs {
         q.append_pair(k, v);
-    }
-    if let Some(v) = value {
-        q.append_pair(name, v);
     }
 }
 
@@ -547,7 +558,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             reqwest::header::LINK,
-            HeaderValue::from_static(r#"<https://api.example/v1/items?page=1>; rel="prev", </v1/items?page=3>; rel="next""#),
+            HeaderValue::from_static(
+                r#"<https://api.example/v1/items?page=1>; rel="prev", </v1/items?page=3>; rel="next""#,
+            ),
         );
         assert_eq!(link_next(&h, &base).unwrap().as_str(), "https://api.example/v1/items?page=3");
         h.insert(reqwest::header::LINK, HeaderValue::from_static(r#"<x>; rel="last""#));
@@ -556,6 +569,8 @@ mod tests {
         set_param(&mut u, "api_key", None);
         set_param(&mut u, "page", Some("2"));
         assert_eq!(u.as_str(), "http://h/p?a=1&b=two+words&page=2");
+        set_param(&mut u, "a", Some("3"));
+        assert_eq!(u.as_str(), "http://h/p?a=3&b=two+words&page=2");
         assert!(above(&json!(10), &json!(9)) && !above(&json!("2024-01-01"), &json!("2024-02-01")));
     }
 }

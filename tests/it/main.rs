@@ -47,6 +47,7 @@ mod db;
 mod docs;
 mod examples;
 mod exit_codes;
+mod http_source;
 mod landing;
 mod load;
 mod orchestrate;

@@ -439,10 +439,9 @@ pub fn pages_of(pl: &PipelineConfig, cfg: &LoadStep) -> Option<crate::formats::p
     let from = pl.steps.iter().find(|s| s.name.v == cfg.from.v)?;
     match &from.kind {
         StepKind::Ingest(i) => match &i.source {
-            crate::project::SourceSpec::Http(h) => Some(crate::formats::pages::JsonPages {
-                records: h.records.clone(),
-                separator: h.flatten.clone(),
-            }),
+            crate::project::SourceSpec::Http(h) => {
+                Some(crate::formats::pages::JsonPages { records: h.records.clone(), separator: h.flatten.clone() })
+            }
             _ => None,
         },
         _ => None,
@@ -605,7 +604,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             Input {
                 // A page is named by its object (its URL is in the manifest).
                 label: if read.pages.is_some() { f.key.clone() } else { f.source.clone() },
-                name: f.name.clone(),
+                name: if read.pages.is_some() { f.key.clone() } else { f.name.clone() },
                 size: Some(f.bytes),
                 open: Arc::new(move || {
                     store.get(&key)?.ok_or_else(|| {
