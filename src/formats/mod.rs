@@ -6,3 +6,4 @@ pub mod encoding;
 pub mod infer;
 pub mod json;
 pub mod pages;
+pub mod parquet;

@@ -117,6 +117,9 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                         }
                     }
                     SourceSpec::Http(_) => {}
+                    SourceSpec::Database(db) => check_conn(&mut d, &Some(db.connection.clone())),
+                    // Checked when decoded; the bucket is reached at run time.
+                    SourceSpec::S3(_) => {}
                 },
                 StepKind::Load(l) => {
                     check_conn(&mut d, &l.connection);

@@ -11,8 +11,10 @@
 //! of `project::SourceSpec` (its keys and decoder), one arm in [`open`], a
 //! section in docs/configuration.md and a test in tests/it.
 
+pub mod database;
 pub mod files;
 pub mod http;
+pub mod s3;
 
 use std::io::Read;
 
@@ -68,6 +70,8 @@ pub fn open(ctx: &RunCtx, spec: &SourceSpec, take: Take, previous: Option<&Manif
     match spec {
         SourceSpec::Files(pattern) => Ok(Box::new(files::FileSource::open(ctx, &pattern.v, take, previous)?)),
         SourceSpec::Http(cfg) => Ok(Box::new(http::HttpSource::open(ctx, cfg, previous)?)),
+        SourceSpec::Database(db) => Ok(Box::new(database::DbSource::open(ctx, db, previous)?)),
+        SourceSpec::S3(url) => Ok(Box::new(s3::S3Source::open(&url.v, take, previous)?)),
     }
 }
 
