@@ -181,6 +181,15 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 StepKind::Command(_) | StepKind::Empty => {}
                 StepKind::Export(e) => {
                     check_conn(&mut d, &e.connection);
+                    let dest = e.path.v.as_str();
+                    if dest.contains("://") && !dest.starts_with("file://") && !dest.starts_with("s3://") {
+                        let mut x = p.sources.diag(
+                            &e.path.loc,
+                            format!("unsupported export destination \"{}\"", crate::secret::redact_url(dest)),
+                        );
+                        x.help = Some("write a path, file:///abs/path or s3://bucket/key".into());
+                        d.push(x);
+                    }
                     if let ExportWhat::Query(q) = &e.what
                         && q.v.trim().is_empty()
                     {

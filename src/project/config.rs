@@ -1873,6 +1873,56 @@ tabel = "x"
     }
 
     #[test]
+    fn export_options_belong_to_their_format() {
+        let (p, msgs) = pipeline(
+            r#"
+[[steps]]
+name = "a"
+kind = "export"
+table = "t"
+path = "out/t.parquet"
+compression = "snappy"
+row_group_size = 5000
+
+[[steps]]
+name = "b"
+kind = "export"
+table = "t"
+path = "out/t.csv"
+quoting = "backslash"
+compression = "zstd"
+
+[[steps]]
+name = "c"
+kind = "export"
+table = "t"
+path = "out/t.tsv"
+quoting = "backslash"
+row_group_size = 0
+"#,
+        );
+        assert_eq!(
+            msgs,
+            vec![
+                "pipelines/p.toml:15:1: `quoting` applies only to tsv exports, not csv [remove `quoting`, or set `format` to tsv]",
+                "pipelines/p.toml:16:1: `compression` applies only to parquet exports, not csv [remove `compression`, or set `format` to parquet]",
+                "pipelines/p.toml:24:1: `row_group_size` applies only to parquet exports, not tsv [remove `row_group_size`, or set `format` to parquet]",
+                "pipelines/p.toml:24:18: `row_group_size` is a number of rows from 1 to 100000000",
+            ]
+        );
+        let _ = p;
+        let (p, msgs) = pipeline(
+            "[[steps]]\nname = \"a\"\nkind = \"export\"\ntable = \"t\"\npath = \"s3://b/x.parquet\"\ncompression = \"snappy\"\nrow_group_size = 5000\n",
+        );
+        assert_eq!(msgs, Vec::<String>::new());
+        let StepKind::Export(e) = &p.unwrap().steps[0].kind else { panic!() };
+        assert_eq!(
+            (e.format, e.compression, e.row_group_size, e.quoting),
+            (ExportFormat::Parquet, ParquetCompression::Snappy, 5000, Quoting::Csv)
+        );
+    }
+
+    #[test]
     fn step_kind_key_lists_match_the_decoders() {
         // The registry's key lists drive help texts and docs; they must be the
         // keys the decoders actually read.
