@@ -9,6 +9,9 @@ use std::str::FromStr;
 use super::tree::{Cx, Decode, Dur, Fields, FileId, Loc, Node, Spanned, V, Written, one_of};
 use crate::types::{Column, ColumnType, Schema};
 
+mod kinds;
+pub use kinds::{KINDS, StepKindDef, step_kind, step_kind_names};
+
 /// The file name of a project's main configuration.
 pub const PROJECT_FILE: &str = "sluice.toml";
 
@@ -670,55 +673,6 @@ pub const DEFAULT_ROW_GROUP_SIZE: usize = 100_000;
 /// The keys every step has, whatever its kind.
 pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries", "retry_delay", "retry_on", "timeout"];
 
-/// The step kinds and their own keys; the single registry of step kinds.
-pub const STEP_KINDS: &[(&str, &[&str])] = &[
-    ("ingest", &["source", "dataset", "take", "connection", "table", "query", "cursor"]),
-    (
-        "load",
-        &[
-            "from",
-            "table",
-            "connection",
-            "columns",
-            "schema",
-            "mode",
-            "key",
-            "format",
-            "delimiter",
-            "quote",
-            "header",
-            "null",
-            "encoding",
-            "on_error",
-            "max_errors",
-            "rejects",
-            "schema_change",
-        ],
-    ),
-    ("sql", &["models", "select", "exclude", "connection", "threads"]),
-    (
-        "export",
-        &[
-            "table",
-            "query",
-            "path",
-            "format",
-            "header",
-            "null",
-            "quoting",
-            "compression",
-            "row_group_size",
-            "connection",
-        ],
-    ),
-    ("seed", &["select", "exclude", "connection"]),
-    ("snapshot", &["select", "exclude", "connection"]),
-    ("test", &["select", "exclude", "connection"]),
-    ("clean", &["table", "output", "connection", "null_markers", "trim", "dedup", "columns", "export"]),
-    ("command", &["command", "env"]),
-    ("empty", &[]),
-];
-
 pub const PROJECT_KEYS: &[&str] = &[
     "name",
     "description",
@@ -1107,15 +1061,13 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
             cx.error(span(&n.loc), format!("invalid step name \"{}\"", n.v)).help = Some(NAME_RULE.into());
         }
     }
-    let kinds: Vec<(&'static str, &'static str)> = STEP_KINDS.iter().map(|(k, _)| (*k, *k)).collect();
+    let kinds: Vec<(&'static str, &'static str)> = KINDS.iter().map(|k| (k.name, k.name)).collect();
     let kind = match t.node("kind") {
         Some(n) => one_of(n, cx, "kind", &kinds),
         None => {
             let what = t.what.clone();
-            cx.error(t.span().start..t.span().start, format!("missing key `kind` in {what}")).help = Some(
-                "add `kind = \"…\"`: one of ingest, load, sql, export, seed, snapshot, test, clean, command, empty"
-                    .into(),
-            );
+            cx.error(t.span().start..t.span().start, format!("missing key `kind` in {what}")).help =
+                Some(format!("add `kind = \"…\"`: one of {}", step_kind_names()));
             None
         }
     };
@@ -1126,28 +1078,19 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         .node("retry_on")
         .and_then(|n| one_of(n, cx, "retry_on", &[("transient", RetryOn::Transient), ("any", RetryOn::Any)]));
     let timeout = t.opt(cx, "timeout");
-    let step_kind = match kind {
-        Some("ingest") => decode_ingest(&mut t, cx).map(StepKind::Ingest),
-        Some("load") => decode_load(&mut t, cx).map(StepKind::Load),
-        Some("sql") => decode_sql(&mut t, cx).map(StepKind::Sql),
-        Some("seed") => Some(StepKind::Seed(decode_node_step(&mut t, cx))),
-        Some("snapshot") => Some(StepKind::Snapshot(decode_node_step(&mut t, cx))),
-        Some("test") => Some(StepKind::Test(decode_node_step(&mut t, cx))),
-        Some("clean") => decode_clean(&mut t, cx).map(StepKind::Clean),
-        Some("export") => decode_export(&mut t, cx).map(StepKind::Export),
-        Some("command") => decode_command(&mut t, cx).map(StepKind::Command),
-        Some("empty") => Some(StepKind::Empty),
-        _ => {
+    let step_kind = match kind.and_then(step_kind) {
+        Some(k) => (k.decode)(&mut t, cx),
+        None => {
             // Without a kind, every kind's keys are accepted so only the kind is reported.
-            for (_, keys) in STEP_KINDS {
-                t.allow(keys);
+            for k in KINDS {
+                t.allow(k.keys);
             }
             None
         }
     };
     let this_kind = kind.unwrap_or("");
     t.finish(cx, |k| {
-        let owners: Vec<&str> = STEP_KINDS.iter().filter(|(_, keys)| keys.contains(&k)).map(|(n, _)| *n).collect();
+        let owners: Vec<&str> = KINDS.iter().filter(|d| d.keys.contains(&k)).map(|d| d.name).collect();
         if owners.is_empty() {
             None
         } else {
@@ -1776,31 +1719,52 @@ tabel = "x"
         );
     }
 
+    /// Each registered step kind conforms: its keys are documented, are the
+    /// keys its decoder reads, an empty table decodes without panicking, and
+    /// its example decodes cleanly into that kind. (`sluice dag` drawing each
+    /// example is `run::every_step_kind_describes_itself`.)
     #[test]
-    fn step_kind_key_lists_match_the_decoders() {
-        // The registry's key lists drive help texts and docs; they must be the
-        // keys the decoders actually read.
-        for (kind, keys) in STEP_KINDS {
+    fn every_step_kind_conforms() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+        let mut names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len(), "a step kind is registered twice");
+        for kind in KINDS {
+            assert!(!kind.about.is_empty(), "step kind {} has no description", kind.name);
+            assert!(
+                doc.contains(&format!("`{}`", kind.name)),
+                "docs/configuration.md does not name kind `{}`",
+                kind.name
+            );
+            for k in kind.keys {
+                assert!(
+                    doc.contains(&format!("| `{k}` |")),
+                    "docs/configuration.md does not describe `{k}` ({})",
+                    kind.name
+                );
+            }
+            // An empty table: problems reported, no panic; the keys read are the declared ones.
             let f = SourceFile::new("x".into(), "x".into(), String::new());
             let root = parse(&f).unwrap();
             let mut cx = Cx::new(FileId(0), &f);
             let mut t = Fields::new(&root, &mut cx, "step").unwrap();
-            match *kind {
-                "ingest" => drop(decode_ingest(&mut t, &mut cx)),
-                "load" => drop(decode_load(&mut t, &mut cx)),
-                "sql" => drop(decode_sql(&mut t, &mut cx)),
-                "export" => drop(decode_export(&mut t, &mut cx)),
-                "seed" | "snapshot" | "test" => drop(decode_node_step(&mut t, &mut cx)),
-                "clean" => drop(decode_clean(&mut t, &mut cx)),
-                "command" => drop(decode_command(&mut t, &mut cx)),
-                "empty" => {}
-                other => panic!("step kind {other} has no decoder in this test"),
-            }
+            let _ = (kind.decode)(&mut t, &mut cx);
             let mut read: Vec<&str> = t.known().to_vec();
-            let mut listed: Vec<&str> = keys.to_vec();
+            let mut listed: Vec<&str> = kind.keys.to_vec();
             read.sort();
             listed.sort();
-            assert_eq!(read, listed, "keys of {kind} steps");
+            assert_eq!(read, listed, "keys of {} steps", kind.name);
+            // The minimal example: decodes into this kind, with no problem.
+            let f = SourceFile::new("x".into(), "x".into(), kind.example.to_string());
+            let root = parse(&f).unwrap();
+            let mut cx = Cx::new(FileId(0), &f);
+            let mut t = Fields::new(&root, &mut cx, "step").unwrap();
+            let decoded = (kind.decode)(&mut t, &mut cx);
+            t.finish(&mut cx, |_| None);
+            let msgs: Vec<String> = cx.diags.iter().map(|d| d.message.clone()).collect();
+            assert!(msgs.is_empty(), "example of {} steps: {msgs:?}", kind.name);
+            assert_eq!(decoded.map(|k| k.name()), Some(kind.name), "example of {} steps", kind.name);
         }
     }
 
@@ -1812,8 +1776,8 @@ tabel = "x"
         keys.extend(PIPELINE_KEYS);
         keys.extend(TRIGGER_KEYS);
         keys.extend(STEP_COMMON_KEYS);
-        for (_, k) in STEP_KINDS {
-            keys.extend(k.iter());
+        for k in KINDS {
+            keys.extend(k.keys.iter());
         }
         keys.extend(["url", "connection", "timezone", "retries", "retry_delay", "paths", "materialized"]);
         use super::super::serve::{AUTH_KEYS, CACHE_KEYS, CHART_KEYS, CORS_KEYS, LIMITS_KEYS, ROUTE_KEYS};
