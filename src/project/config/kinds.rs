@@ -31,7 +31,7 @@ pub const KINDS: &[StepKindDef] = &[
     StepKindDef {
         name: "ingest",
         about: "lands files, objects or database rows byte for byte in the object store",
-        keys: &["source", "dataset", "take", "connection", "table", "query", "cursor"],
+        keys: &["source", "dataset", "take", "http", "connection", "table", "query", "cursor"],
         example: "source = \"data/*.csv\"",
         decode: |t, cx| decode_ingest(t, cx).map(StepKind::Ingest),
     },
