@@ -1,4 +1,4 @@
-//! The `ingest` step's config: its source (files, S3, a database) and what to take.
+//! The `ingest` step's config: its source (files, S3, an HTTP API, a database) and what to take.
 
 use super::*;
 
