@@ -683,6 +683,38 @@ mod tests {
         assert_eq!(Tls { mode: Mode::Prefer, roots: Some(Roots::System) }.check(), Check::Nothing);
     }
 
+    /// A certificate's outline: tbsCertificate, signatureAlgorithm (`oid`),
+    /// signature.
+    fn cert_with(oid: &[u8]) -> Vec<u8> {
+        let mut alg = vec![0x06, oid.len() as u8];
+        alg.extend_from_slice(oid);
+        let mut body = vec![0x30, 0x00, 0x30, alg.len() as u8];
+        body.extend_from_slice(&alg);
+        body.extend_from_slice(&[0x03, 0x01, 0x00]);
+        let mut cert = vec![0x30, body.len() as u8];
+        cert.extend_from_slice(&body);
+        cert
+    }
+
+    #[test]
+    fn channel_binding_hashes_by_the_signature_algorithm() {
+        use sha2::Digest;
+        let ecdsa_sha384 = cert_with(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]);
+        assert_eq!(server_end_point(&ecdsa_sha384), Some(sha2::Sha384::digest(&ecdsa_sha384).to_vec()));
+        // SHA-1 becomes SHA-256 (RFC 5929).
+        let rsa_sha1 = cert_with(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05]);
+        assert_eq!(server_end_point(&rsa_sha1), Some(sha2::Sha256::digest(&rsa_sha1).to_vec()));
+        // Ed25519 has no hash of its own: no binding.
+        assert_eq!(server_end_point(&cert_with(&[0x2b, 0x65, 0x70])), None);
+        assert_eq!(server_end_point(b"\x30\x05garbage"), None);
+    }
+
+    #[test]
+    fn names_are_shown_as_written() {
+        assert_eq!(presented_name("DnsName(\"db.example.com\")"), "db.example.com");
+        assert_eq!(presented_name("localhost"), "localhost");
+    }
+
     #[test]
     fn a_missing_root_file_is_named() {
         let t = Tls { mode: Mode::VerifyCa, roots: Some(Roots::File("/nonexistent/ca.pem".into())) };

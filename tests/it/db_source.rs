@@ -216,6 +216,7 @@ fn killed_mid_landing(kind: Kind) {
     assert_eq!(loaded(), (ROWS, ROWS));
     let kills = 5u32;
     let mut hit = 0;
+    let mut last = None;
     for k in 0..kills {
         let p = fresh();
         let mut run = Service::start(p.path(), "killed", &["run"], &[]);
@@ -231,8 +232,16 @@ fn killed_mid_landing(kind: Kind) {
         again.expect_code(0);
         assert!(again.stdout.contains("no new rows"), "{}", again.stdout);
         assert_eq!(loaded(), (ROWS, ROWS));
+        last = Some(p);
     }
     assert!(hit >= kills / 2, "only {hit} of {kills} kills hit a running run");
+    // Rows added after that are landed and loaded once, next to the others.
+    let p = last.expect("a project");
+    fill(ROWS + 1, ROWS + 1000);
+    let out = p.run(&["run"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("landed 1 file (1,000 rows"), "{}", out.stdout);
+    assert_eq!(loaded(), (ROWS + 1000, ROWS + 1000));
 }
 
 per_backend!([postgres => Postgres, mysql => Mysql] killed_mid_landing);
