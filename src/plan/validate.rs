@@ -57,7 +57,15 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 StepKind::Ingest(i) => {
                     datasets.insert(i.dataset.as_ref().map(|d| d.v.clone()).unwrap_or_else(|| s.name.v.clone()));
                 }
-                _ => {}
+                // These name no table or dataset the project's other files refer to.
+                StepKind::Sql(_)
+                | StepKind::Export(_)
+                | StepKind::Seed(_)
+                | StepKind::Snapshot(_)
+                | StepKind::Test(_)
+                | StepKind::Clean(_)
+                | StepKind::Command(_)
+                | StepKind::Empty => {}
             }
         }
     }
@@ -244,7 +252,13 @@ pub(super) fn validate(p: &mut Project) -> Plan {
             let (select, exclude) = match &s.kind {
                 StepKind::Sql(q) => (&q.select, &q.exclude),
                 StepKind::Seed(n) | StepKind::Snapshot(n) | StepKind::Test(n) => (&n.select, &n.exclude),
-                _ => continue,
+                // No model selectors.
+                StepKind::Ingest(_)
+                | StepKind::Load(_)
+                | StepKind::Export(_)
+                | StepKind::Clean(_)
+                | StepKind::Command(_)
+                | StepKind::Empty => continue,
             };
             if let Err(e) = super::select(&models, select, exclude) {
                 d.push(p.sources.diag(&s.name.loc, format!("step `{}`: {e}", s.name.v)));

@@ -29,7 +29,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{RunCtx, StepOutput, count};
+use super::{DatasetKind, DatasetUpdate, RunCtx, StepOutput, count};
 use crate::error::{Error, Result, RowError};
 use crate::project::{Case, CleanColumn, CleanStep, Keep, LoadMode, Materialized, OutlierRule};
 use crate::types::{Column, ColumnType, NullRule, RowBatch, Schema, Val, parse_value};
@@ -745,5 +745,7 @@ pub fn run(ctx: &RunCtx, cfg: &CleanStep) -> Result<StepOutput> {
         rows: Some(report.rows_out),
         bytes: None,
         details: json!({ "report": summary_json(&report), "quality": report.quality }),
+        datasets: vec![DatasetUpdate::new(cfg.output.v.clone(), DatasetKind::Table)],
+        objects: None,
     })
 }
