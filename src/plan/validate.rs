@@ -116,6 +116,7 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                             check_source(p, &mut d, path)
                         }
                     }
+                    SourceSpec::Http(_) => {}
                     SourceSpec::Database(db) => check_conn(&mut d, &Some(db.connection.clone())),
                     // Checked when decoded; the bucket is reached at run time.
                     SourceSpec::S3(_) => {}

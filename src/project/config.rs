@@ -338,6 +338,8 @@ pub struct IngestStep {
 pub enum SourceSpec {
     /// A file or glob, relative to the project folder.
     Files(Spanned<String>),
+    /// An HTTP API (`source = "https://…"`, options in `http`).
+    Http(Box<super::http::HttpSource>),
     /// A table or a query of a named connection (`sources::database`).
     Database(DatabaseSource),
     /// Objects of an S3 bucket: `s3://bucket/folder/GLOB?endpoint=…` (`sources::s3`).
@@ -361,6 +363,7 @@ impl SourceSpec {
     pub fn shown(&self) -> String {
         match self {
             SourceSpec::Files(p) => p.v.clone(),
+            SourceSpec::Http(h) => h.shown(),
             SourceSpec::Database(d) => match &d.what {
                 ExportWhat::Table(t) => format!("{}.{}", d.connection.v, t.v),
                 ExportWhat::Query(_) => format!("a query of {}", d.connection.v),
@@ -512,17 +515,31 @@ pub struct ReadOptions {
     /// A marker that means NULL, besides the empty unquoted field.
     pub null: Option<String>,
     pub encoding: Encoding,
+    /// Each input is a JSON document (an API page) whose records are read at
+    /// a JSON path and flattened; set by loads from an HTTP source.
+    pub pages: Option<crate::formats::pages::JsonPages>,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions { format: None, delimiter: None, quote: b'"', header: true, null: None, encoding: Encoding::Utf8 }
+        ReadOptions {
+            format: None,
+            delimiter: None,
+            quote: b'"',
+            header: true,
+            null: None,
+            encoding: Encoding::Utf8,
+            pages: None,
+        }
     }
 }
 
 impl ReadOptions {
     /// The format of a file with this name.
     pub fn format_of(&self, name: &str) -> FileFormat {
+        if self.pages.is_some() {
+            return FileFormat::Json;
+        }
         self.format.unwrap_or_else(|| {
             let l = name.to_ascii_lowercase();
             if l.ends_with(".json") || l.ends_with(".ndjson") || l.ends_with(".jsonl") {
@@ -672,7 +689,7 @@ pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries",
 
 /// The step kinds and their own keys; the single registry of step kinds.
 pub const STEP_KINDS: &[(&str, &[&str])] = &[
-    ("ingest", &["source", "dataset", "take", "connection", "table", "query", "cursor"]),
+    ("ingest", &["source", "dataset", "take", "http", "connection", "table", "query", "cursor"]),
     (
         "load",
         &[
@@ -1170,7 +1187,9 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
     {
         cx.error(span(&d.loc), format!("invalid dataset name \"{}\"", d.v)).help = Some(NAME_RULE.into());
     }
-    let take = t.node("take").and_then(|n| one_of(n, cx, "take", TAKES)).unwrap_or(Take::All);
+    let take_node = t.node("take");
+    let take = take_node.and_then(|n| one_of(n, cx, "take", TAKES)).unwrap_or(Take::All);
+    let http = t.node("http");
     let connection: Option<Spanned<String>> = t.opt(cx, "connection");
     let table: Option<Spanned<String>> = t.opt(cx, "table");
     let query: Option<Spanned<String>> = t.opt(cx, "query");
@@ -1183,7 +1202,22 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
             }
         }
         let source: Spanned<String> = t.req(cx, "source")?;
-        let source = if source.v.starts_with("s3://") {
+        if let Some(h) = http.filter(|_| !super::http::is_http(&source.v)) {
+            cx.error(h.span.clone(), "`http` applies only to a source that is an http:// or https:// URL");
+        }
+        let source = if super::http::is_http(&source.v) {
+            if let (Some(n), Take::New) = (take_node, take) {
+                cx.error(n.span.clone(), "`take` does not apply to an HTTP source").help = Some(
+                    "to take only new records, use `http.incremental` (a cursor parameter kept between runs)".into(),
+                );
+            }
+            // Kept as written: references (a key in the URL) are resolved when used.
+            let written = match t.node("source").map(|n| &n.v) {
+                Some(V::Str(w)) => Spanned { v: w.clone(), loc: source.loc.clone() },
+                _ => source,
+            };
+            SourceSpec::Http(Box::new(super::http::decode_http(written, http, cx)))
+        } else if source.v.starts_with("s3://") {
             if let Err(e) = crate::sources::s3::parse(&source.v) {
                 cx.error(span(&source.loc), e.to_string());
             }
@@ -1194,6 +1228,9 @@ fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
         return Some(IngestStep { source, dataset, take });
     };
     t.allow(&["source"]);
+    if let Some(s) = t.key_span("http") {
+        cx.error(s, "`http` is for HTTP API sources, not database ones");
+    }
     if let Some(s) = t.key_span("source") {
         cx.error(s, "an ingest step reads `source` (files) or `connection` (a database), not both");
     }
@@ -1737,6 +1774,65 @@ path = "out/sales.csv"
         assert!(!s.v.columns[0].nullable);
         let StepKind::Export(e) = &p.steps[2].kind else { panic!() };
         assert_eq!(e.format, ExportFormat::Csv);
+    }
+
+    #[test]
+    fn a_database_source_is_decoded() {
+        let (p, msgs) = pipeline(
+            r#"
+[[steps]]
+name = "pull"
+kind = "ingest"
+connection = "shop"
+table = "orders"
+cursor = "id"
+"#,
+        );
+        assert_eq!(msgs, Vec::<String>::new());
+        let p = p.unwrap();
+        let StepKind::Ingest(i) = &p.steps[0].kind else { panic!() };
+        let SourceSpec::Database(d) = &i.source else { panic!() };
+        assert_eq!(d.connection.v, "shop");
+        assert!(matches!(&d.what, ExportWhat::Table(t) if t.v == "orders"));
+        assert_eq!(d.cursor.as_ref().unwrap().v, "id");
+        assert_eq!(i.source.shown(), "shop.orders");
+    }
+
+    #[test]
+    fn a_database_source_reports_misplaced_keys() {
+        let (_, msgs) = pipeline(
+            r#"
+[[steps]]
+name = "a"
+kind = "ingest"
+source = "x.csv"
+cursor = "id"
+
+[[steps]]
+name = "b"
+kind = "ingest"
+connection = "shop"
+table = "t"
+query = "select 1"
+
+[[steps]]
+name = "c"
+kind = "ingest"
+connection = "shop"
+take = "new"
+source = "x.csv"
+"#,
+        );
+        assert_eq!(
+            msgs,
+            vec![
+                "pipelines/p.toml:6:10: `cursor` needs `connection`: it names what a database source reads [add `connection = \"NAME\"` (a [connections.NAME] of sluice.toml)]",
+                "pipelines/p.toml:12:9: a database source reads `table` or `query`, not both",
+                "pipelines/p.toml:20:1: an ingest step reads `source` (files) or `connection` (a database), not both",
+                "pipelines/p.toml:19:1: `take` is for file sources [a database source lands only new rows when it has a `cursor` column, else the whole result]",
+                "pipelines/p.toml:18:14: step `c` needs `table` or `query` with `connection` [add `table = \"name\"` or `query = \"select …\"`]",
+            ]
+        );
     }
 
     #[test]

@@ -118,7 +118,11 @@ pub fn pg_config(url: &str, shown: &str, drop: &[&str]) -> Result<(tokio_postgre
     let pg_url = url_for_driver(&without_params(url, &ours));
     let mut config = tokio_postgres::Config::from_str(&pg_url)
         .map_err(|e| Error::user(format!("invalid PostgreSQL URL {shown}: {e}")))?;
-    config.ssl_mode(tls.pg_mode());
+    // As libpq: a Unix socket is not encrypted, whatever the mode (the
+    // server would refuse TLS there).
+    let hosts = config.get_hosts();
+    let unix_only = !hosts.is_empty() && hosts.iter().all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+    config.ssl_mode(if unix_only { tokio_postgres::config::SslMode::Disable } else { tls.pg_mode() });
     Ok((config, tls))
 }
 

@@ -300,3 +300,27 @@ fn an_unknown_connection_is_found_by_check() {
     let e = format!("{}{}", out.stdout, out.stderr);
     assert!(e.contains("unknown connection `shpo`") && e.contains("shop"), "{e}");
 }
+
+/// Each landing of an incremental source holds only its new rows: one whose
+/// load failed is loaded by a later run, next to the later landings, never
+/// skipped as superseded by them.
+#[test]
+fn a_landing_whose_load_failed_is_loaded_by_a_later_run() {
+    let db = TestDb::new(Kind::Postgres);
+    create_orders(&db);
+    insert_orders(&db, 1..=5);
+    let p = project(&db, "table = \"orders\"\ncursor = \"id\"");
+    let good = p.read("pipelines/p.toml");
+    // A column too narrow for the notes: the load fails, the landing stays.
+    p.write("pipelines/p.toml", &good.replace("note = \"text\"", "note = \"varchar(3)\""));
+    let out = p.run(&["run"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("landed 1 file (5 rows"), "{}", out.stdout);
+    // More rows arrive; the pipeline is fixed; both landings are loaded.
+    insert_orders(&db, 6..=9);
+    p.write("pipelines/p.toml", &good);
+    let out = p.run(&["run"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("landed 1 file (4 rows"), "{}", out.stdout);
+    assert_eq!(dump(&db, "orders_copy"), dump(&db, "orders"));
+}
