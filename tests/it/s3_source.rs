@@ -122,6 +122,14 @@ fn check_accepts_s3_sources_and_rejects_bad_urls() {
     out.expect_code(2);
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(all.contains("unknown parameter `regoin`"), "{all}");
+    // `poll` belongs to on_new_objects triggers on S3 prefixes.
+    let p = project("drops/*.csv", "new");
+    let steps = p.read("pipelines/p.toml");
+    p.write("pipelines/p.toml", &format!("[[triggers]]\non_new_objects = \"drops/\"\npoll = \"5s\"\n\n{steps}"));
+    let out = p.run(&["check"]);
+    out.expect_code(2);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("`poll` applies only to `on_new_objects` triggers on an s3:// prefix"), "{all}");
 }
 
 /// Refused credentials and a missing bucket fail the ingest step, named,
