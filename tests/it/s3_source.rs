@@ -122,6 +122,14 @@ fn check_accepts_s3_sources_and_rejects_bad_urls() {
     out.expect_code(2);
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(all.contains("unknown parameter `regoin`"), "{all}");
+    // `poll` belongs to on_new_objects triggers on S3 prefixes.
+    let p = project("drops/*.csv", "new");
+    let steps = p.read("pipelines/p.toml");
+    p.write("pipelines/p.toml", &format!("[[triggers]]\non_new_objects = \"drops/\"\npoll = \"5s\"\n\n{steps}"));
+    let out = p.run(&["check"]);
+    out.expect_code(2);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("`poll` applies only to `on_new_objects` triggers on an s3:// prefix"), "{all}");
 }
 
 /// Refused credentials and a missing bucket fail the ingest step, named,
@@ -208,11 +216,11 @@ fn s3_source_server_killed_mid_download_lands_nothing_and_rerun_lands_once() {
 }
 
 /// `sluice serve` with an `on_new_objects` trigger on an S3 prefix: objects
-/// there at start fire one run, a new object fires another, and each
-/// object's rows are loaded once.
+/// there at start fire one run, a new object fires another, an outage of the
+/// server is logged and outlived, and each object's rows are loaded once.
 #[test]
 fn s3_on_new_objects_fires_runs_from_serve() {
-    let s3 = S3::start(Server::S3sFs);
+    let mut s3 = S3::start(Server::S3sFs);
     s3.bucket("drops");
     s3.put("drops", "in/a.csv", b"id,name\n1,a\n");
     let url = s3.url("drops", "in/*.csv");
@@ -231,11 +239,20 @@ fn s3_on_new_objects_fires_runs_from_serve() {
     wait_for(120, "the first run to load a.csv", || table(&p) == [row("1", "a")]);
     s3.put("drops", "in/b.csv", b"id,name\n2,b\n");
     wait_for(120, "a run for the new object", || table(&p) == [row("1", "a"), row("2", "b")]);
+    // The server goes away: the scheduler says so and keeps polling; back,
+    // its new objects fire a run.
+    s3.kill();
+    wait_for(120, "a failed listing to be logged", || svc.output().contains("cannot list"));
+    s3.restart();
+    s3.put("drops", "in/c.csv", b"id,name\n3,c\n");
+    wait_for(120, "a run for the object put after the outage", || {
+        table(&p) == [row("1", "a"), row("2", "b"), row("3", "c")]
+    });
     let runs = crate::support::query_sqlite(
         &p.file(".sluice/state.db"),
         "select trigger, status, params from sluice_runs where pipeline = 'p' order by queued_at",
     );
-    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs.len(), 3, "{runs:?}");
     assert!(runs.iter().all(|r| r[0] == "objects" && r[1] == "success"), "{runs:?}");
     assert!(runs[1][2].contains("s3://drops/in/b.csv"), "the run's params list the new object: {runs:?}");
     let log = svc.output();
