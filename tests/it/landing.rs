@@ -230,6 +230,7 @@ fn concurrent_loads_of_overlapping_files_take_turns(kind: Kind) {
     let p = drops_project("append", Some(&url), "");
     p.write("drops/a.csv", &csv(1, BIG));
     p.write("drops/b.csv", &csv(1 + BIG, 10));
+    p.write("drops/c.csv", &csv(1 + BIG + 10, 5));
     p.run(&["run", "--step", "ingest"]).expect_code(0);
     // The first load takes a while (a big file) ...
     let mut first = Service::start(p.path(), "first", &["run", "--step", "load"], &[]);
@@ -237,9 +238,10 @@ fn concurrent_loads_of_overlapping_files_take_turns(kind: Kind) {
         assert!(first.child.try_wait().unwrap().is_none(), "the first load ended early\n{}", first.output());
         load_turn_taken(&db, "events")
     });
-    // ... while a second run lands one more file and loads everything pending.
-    p.write("drops/c.csv", &csv(1 + BIG + 10, 5));
-    let second = p.run(&["run"]);
+    // ... while a second load of the same files starts: it waits for its
+    // turn, then finds every file loaded. (Only the load step, so it reaches
+    // the table's turn long before the first load can finish.)
+    let second = p.run(&["run", "--step", "load"]);
     let code = loop {
         if let Some(s) = first.child.try_wait().unwrap() {
             break s.code();
@@ -256,7 +258,14 @@ fn concurrent_loads_of_overlapping_files_take_turns(kind: Kind) {
         sec.contains("waited") && sec.contains("for another load into events"),
         "the second load did not say it waited\n{sec}"
     );
-    assert!(sec.contains("loaded 5 rows into events from 1 file"), "{sec}");
+    assert!(sec.contains("nothing new to load into events"), "{sec}");
+    // A file landed afterwards is loaded by the next run, once.
+    p.write("drops/d.csv", &csv(1 + BIG + 15, 3));
+    let third = p.run(&["run"]);
+    third.expect_code(0);
+    assert!(third.stdout.contains("loaded 3 rows into events from 1 file"), "{}", third.stdout);
+    let r = db.rows("select count(*), count(distinct id) from events");
+    assert_eq!(r, [[(total + 3).to_string(), (total + 3).to_string()]]);
 }
 
 per_backend!([sqlite => Sqlite, postgres => Postgres, mariadb => Mysql] concurrent_loads_of_overlapping_files_take_turns);
