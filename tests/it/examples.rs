@@ -239,12 +239,14 @@ fn cents(report: &str) -> String {
 /// then) → raw JSON pages in the object store → the embedded warehouse →
 /// models → the end reports, which match an independent computation. A
 /// second run, once the API has more orders, asks only for what is new.
-#[test]
-fn api_ingest_lands_loads_models_and_reports_from_the_demo_api() {
+/// On the embedded default, and on PostgreSQL by setting the warehouse URL.
+fn api_ingest_lands_loads_models_and_reports_from_the_demo_api(kind: crate::db::Kind) {
     let p = TestProject::copy_of("examples/api-ingest");
+    let db = (kind != crate::db::Kind::Sqlite).then(|| crate::db::TestDb::new(kind));
+    let warehouse = db.as_ref().map(|d| d.url()).unwrap_or_else(|| "sqlite://.sluice/warehouse.db".into());
     let key = "Zq-demo-3f9a-Zq";
     let api = DemoApi::start(p.path(), key, 40);
-    let env = [("DEMO_API_KEY", key), ("DEMO_API_URL", api.url.as_str())];
+    let env = [("DEMO_API_KEY", key), ("DEMO_API_URL", api.url.as_str()), ("SLUICE_API_WAREHOUSE", &warehouse)];
     let first = p.run_env(&["run"], &env);
     first.expect_code(0);
     assert!(first.stdout.contains("landed 4 files (40 rows"), "{}", first.stdout);
@@ -261,11 +263,15 @@ fn api_ingest_lands_loads_models_and_reports_from_the_demo_api() {
 
     // Later the API holds 5 more orders: only they are asked for and landed.
     let api = DemoApi::start(p.path(), key, 45);
-    let env = [("DEMO_API_KEY", key), ("DEMO_API_URL", api.url.as_str())];
+    let env = [("DEMO_API_KEY", key), ("DEMO_API_URL", api.url.as_str()), ("SLUICE_API_WAREHOUSE", &warehouse)];
     let second = p.run_env(&["run"], &env);
     second.expect_code(0);
     assert!(second.stdout.contains("landed 1 file (5 rows"), "{}", second.stdout);
-    assert_eq!(p.query("select count(*), count(distinct order_id) from orders"), vec![vec!["45", "45"]]);
+    let counts = match &db {
+        Some(db) => db.rows("select count(*), count(distinct order_id) from orders"),
+        None => p.query("select count(*), count(distinct order_id) from orders"),
+    };
+    assert_eq!(counts, vec![vec!["45", "45"]]);
     let (countries, customers) = api_ingest_expected(p.path(), 45);
     assert_eq!(cents(&p.read("output/revenue_by_country.csv")), countries);
     assert_eq!(cents(&p.read("output/customer_summary.csv")), customers);
@@ -278,3 +284,5 @@ fn api_ingest_lands_loads_models_and_reports_from_the_demo_api() {
         assert!(!text.contains("Zq"), "{f} holds the key");
     }
 }
+
+per_backend!([sqlite => Sqlite, postgres => Postgres] api_ingest_lands_loads_models_and_reports_from_the_demo_api);
