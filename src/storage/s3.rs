@@ -431,7 +431,10 @@ impl S3Store {
     /// Every object under a prefix of the store's prefix (recursively), with
     /// its listing metadata, sorted by key.
     pub fn list_listed(&self, prefix: &str) -> Result<Vec<Listed>> {
-        let full = format!("{}{prefix}", self.prefix);
+        // object_store lists by path segments: list the deepest folder the
+        // prefix names, then keep the keys that start with it.
+        let (dir, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let full = format!("{}{dir}", self.prefix);
         let list_path = ObjPath::from(full.trim_end_matches('/'));
         let store = self.store.clone();
         let metas = self.rt.block_on(async move { store.list(Some(&list_path)).collect::<Vec<_>>().await });
@@ -532,25 +535,7 @@ impl ObjectStore for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        // object_store lists by path segments: list the deepest folder the
-        // prefix names, then keep the keys that start with it.
-        let (dir, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let full = format!("{}{dir}", self.prefix);
-        let list_path = ObjPath::from(full.trim_end_matches('/'));
-        let store = self.store.clone();
-        let metas = self.rt.block_on(async move { store.list(Some(&list_path)).collect::<Vec<_>>().await });
-        let mut out = Vec::new();
-        for m in metas {
-            let m = m.map_err(|e| self.err(e, "list", prefix))?;
-            let full = m.location.to_string();
-            if let Some(key) = full.strip_prefix(&self.prefix)
-                && key.starts_with(prefix)
-            {
-                out.push(key.to_string());
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self.list_listed(prefix)?.into_iter().map(|l| l.key).collect())
     }
 
     fn delete(&self, key: &str) -> Result<()> {

@@ -23,7 +23,7 @@ use std::sync::mpsc::sync_channel;
 
 use serde_json::json;
 
-use super::{Meter, RunCtx, StepOutput, count, human_bytes};
+use super::{DatasetKind, DatasetUpdate, Meter, RunCtx, StepOutput, count, human_bytes};
 use crate::error::{BadRows, Error, Result, RowError};
 use crate::formats::csv::CsvWriter;
 use crate::project::{LoadMode, LoadStep, OnError, PipelineConfig, ReadOptions, SchemaChange, SchemaSource, StepKind};
@@ -648,6 +648,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             rows: Some(0),
             bytes: None,
             details: json!({ "table": table, "objects": [], "loaded": 0, "loaded_concurrently": objects }),
+            ..Default::default()
         });
     }
     let mut summary = summary(table, &report, pending.len());
@@ -669,5 +670,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             })).collect::<Vec<_>>(),
             "superseded": superseded,
         }),
+        datasets: vec![DatasetUpdate::new(table.clone(), DatasetKind::Table)],
+        objects: Some(objects.len() as u64),
     })
 }
