@@ -163,10 +163,33 @@ fn flatten_into(
         }
         serde_json::to_writer(&mut *out, &name).map_err(|e| e.to_string())?;
         out.push(b':');
-        out.extend_from_slice(v.get().as_bytes());
+        minify(v.get().as_bytes(), out);
         names.push(name);
     }
     Ok(())
+}
+
+/// Copies JSON text without the whitespace between its tokens (a nested
+/// value of a pretty-printed page spans lines; a record must fit on one).
+fn minify(text: &[u8], out: &mut Vec<u8>) {
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !b.is_ascii_whitespace() {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+        }
+    }
 }
 
 /// Reads one page and writes its records, flattened, as NDJSON (one line per
@@ -224,7 +247,7 @@ mod tests {
         flatten(r, "_", &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"id":7,"customer_name":"Ann","customer_address_city":"Oulu","customer_tags":["a", "b"],"meta":{},"n":null,"amount":12345678901234567890.10}"#
+            r#"{"id":7,"customer_name":"Ann","customer_address_city":"Oulu","customer_tags":["a","b"],"meta":{},"n":null,"amount":12345678901234567890.10}"#
         );
         let mut out = Vec::new();
         flatten(r, ".", &mut out).unwrap();
@@ -232,6 +255,14 @@ mod tests {
         let e = flatten(raw(r#"{"a_b": 1, "a": {"b": 2}}"#), "_", &mut Vec::new()).unwrap_err();
         assert_eq!(e, "two keys flatten to the same column `a_b`; choose another `flatten` separator");
         assert_eq!(flatten(raw("3"), "_", &mut Vec::new()).unwrap_err(), "a record is a number, not a JSON object");
+    }
+
+    #[test]
+    fn pretty_printed_nested_values_fit_on_one_line() {
+        let page = b"{\"data\": [\n {\n  \"id\": 1,\n  \"items\": [\n   {\"sku\": \"a b\", \"q\": \"x \\\" y\"}\n  ],\n  \"e\": { }\n }\n]}";
+        let opts = JsonPages { records: Some("data".into()), separator: "_".into() };
+        let nd = String::from_utf8(to_ndjson(&page[..], "p", &opts).unwrap()).unwrap();
+        assert_eq!(nd, "{\"id\":1,\"items\":[{\"sku\":\"a b\",\"q\":\"x \\\" y\"}],\"e\":{}}\n");
     }
 
     #[test]

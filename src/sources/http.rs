@@ -271,7 +271,11 @@ impl HttpSource {
                 }
                 Outcome::Retry(why, wait) => {
                     if attempt >= self.cfg.max_retries {
-                        let tries = if attempt == 0 { String::new() } else { format!(" (after {attempt} retries)") };
+                        let tries = match attempt {
+                            0 => String::new(),
+                            1 => " (after 1 retry)".to_string(),
+                            n => format!(" (after {n} retries)"),
+                        };
                         return Err(Error::external(
                             self.scrub(format!(
                                 "GET {shown} (page {page}) failed{tries}: {why}; nothing was published"

@@ -49,7 +49,7 @@ pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutp
         return Ok(StepOutput {
             summary: match &cfg.source {
                 SourceSpec::Files(p) => format!("no file matches {}; nothing landed", p.v),
-                SourceSpec::Http(h) => format!("{} returned no records; nothing landed", h.shown()),
+                SourceSpec::Http(h) => format!("no new records from {}; nothing landed", h.shown()),
                 SourceSpec::Database(_) => format!("no new rows in {}; nothing landed", cfg.source.shown()),
                 SourceSpec::S3(_) if cfg.take == crate::project::Take::New => {
                     format!("nothing new under {}: every object was taken before", cfg.source.shown())

@@ -244,3 +244,139 @@ fn retail_mysql_from_postgres_to_a_mysql_warehouse_incrementally() {
     assert!(out.stdout.contains("no new rows in shop.online_sales"), "{}", out.stdout);
     assert_eq!(wh.count("sales"), 1025);
 }
+
+/// The demo API of examples/api-ingest, started on a free port; stopped
+/// (by its own PID) when dropped.
+struct DemoApi {
+    child: std::process::Child,
+    url: String,
+}
+
+impl DemoApi {
+    fn start(dir: &std::path::Path, key: &str, orders: u32) -> DemoApi {
+        let port = crate::support::free_port();
+        let child = std::process::Command::new("python3")
+            .arg(dir.join("demo_api.py"))
+            .args(["--port", &port.to_string(), "--orders", &orders.to_string()])
+            .env("DEMO_API_KEY", key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("demo_api.{orders}.log"))).unwrap())
+            .spawn()
+            .expect("python3 runs");
+        let addr = format!("127.0.0.1:{port}");
+        crate::support::wait_for(30, "the demo API", || {
+            std::net::TcpStream::connect(&addr).is_ok() && crate::support::http("GET", &addr, "/healthz", None).0 == 200
+        });
+        DemoApi { child, url: format!("http://{addr}") }
+    }
+}
+
+impl Drop for DemoApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The end reports of examples/api-ingest computed from the demo API's own
+/// data, in Python with exact decimals.
+fn api_ingest_expected(dir: &std::path::Path, orders: u32) -> (String, String) {
+    let script = r#"
+import sys
+from decimal import Decimal
+sys.path.insert(0, sys.argv[1])
+import demo_api
+orders, customers = demo_api.make_data(int(sys.argv[2]))
+live = [o for o in orders if o['status'] != 'cancelled']
+by_country = {}
+for o in live:
+    n, r = by_country.get(o['customer']['address']['country'], (0, Decimal(0)))
+    by_country[o['customer']['address']['country']] = (n + 1, r + Decimal(o['amount']))
+print('country,orders,revenue')
+for c, (n, r) in sorted(by_country.items(), key=lambda kv: (-kv[1][1], kv[0])):
+    print('%s,%d,%.2f' % (c, n, r))
+print('--')
+print('customer_id,name,country,orders,revenue')
+rows = []
+for c in customers:
+    mine = [o for o in live if o['customer']['id'] == c['id']]
+    rows.append((c['id'], c['name'], c['address']['country'], len(mine), sum((Decimal(o['amount']) for o in mine), Decimal(0))))
+for r in sorted(rows, key=lambda r: (-r[4], r[0])):
+    print('%d,%s,%s,%d,%.2f' % r)
+"#;
+    let py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .arg(orders.to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let out = String::from_utf8(py.stdout).unwrap();
+    let (a, b) = out.split_once("--\n").unwrap();
+    (a.to_string(), b.to_string())
+}
+
+/// Money printed by the warehouse (`880.0`, `1588.2`) as cents (`880.00`).
+fn cents(report: &str) -> String {
+    let mut out = String::new();
+    for (i, l) in report.lines().enumerate() {
+        match l.rsplit_once(',').map(|(head, last)| (head, last.parse::<f64>())) {
+            Some((head, Ok(v))) if i > 0 => out.push_str(&format!("{head},{v:.2}\n")),
+            _ => out.push_str(&format!("{l}\n")),
+        }
+    }
+    out
+}
+
+/// Scenario S5: the demo API (with its API key, paging, and a 429 now and
+/// then) → raw JSON pages in the object store → the embedded warehouse →
+/// models → the end reports, which match an independent computation. A
+/// second run, once the API has more orders, asks only for what is new.
+/// On the embedded default, and on PostgreSQL by setting the warehouse URL.
+fn api_ingest_lands_loads_models_and_reports_from_the_demo_api(kind: crate::db::Kind) {
+    let p = TestProject::copy_of("examples/api-ingest");
+    let db = (kind != crate::db::Kind::Sqlite).then(|| crate::db::TestDb::new(kind));
+    let warehouse = db.as_ref().map(|d| d.url()).unwrap_or_else(|| "sqlite://.sluice/warehouse.db".into());
+    let key = "Zq-demo-3f9a-Zq";
+    let api = DemoApi::start(p.path(), key, 40);
+    let env = [("DEMO_API_KEY", key), ("DEMO_API_URL", api.url.as_str()), ("SLUICE_API_WAREHOUSE", &warehouse)];
+    let first = p.run_env(&["run"], &env);
+    first.expect_code(0);
+    assert!(first.stdout.contains("landed 4 files (40 rows"), "{}", first.stdout);
+    let (countries, customers) = api_ingest_expected(p.path(), 40);
+    assert_eq!(cents(&p.read("output/revenue_by_country.csv")), countries);
+    assert_eq!(cents(&p.read("output/customer_summary.csv")), customers);
+    // The raw responses are in the lake as they came.
+    let pages: Vec<String> = crate::support::files_under(&p.file(".sluice/lake/raw/orders"))
+        .into_iter()
+        .filter(|f| f.ends_with(".json") && !f.ends_with("_manifest.json"))
+        .collect();
+    assert_eq!(pages.len(), 4);
+    drop(api);
+
+    // Later the API holds 5 more orders: only they are asked for and landed.
+    let api = DemoApi::start(p.path(), key, 45);
+    let env = [("DEMO_API_KEY", key), ("DEMO_API_URL", api.url.as_str()), ("SLUICE_API_WAREHOUSE", &warehouse)];
+    let second = p.run_env(&["run"], &env);
+    second.expect_code(0);
+    assert!(second.stdout.contains("landed 1 file (5 rows"), "{}", second.stdout);
+    let counts = match &db {
+        Some(db) => db.rows("select count(*), count(distinct order_id) from orders"),
+        None => p.query("select count(*), count(distinct order_id) from orders"),
+    };
+    assert_eq!(counts, vec![vec!["45", "45"]]);
+    let (countries, customers) = api_ingest_expected(p.path(), 45);
+    assert_eq!(cents(&p.read("output/revenue_by_country.csv")), countries);
+    assert_eq!(cents(&p.read("output/customer_summary.csv")), customers);
+    // The key is in no output and no file sluice wrote.
+    for o in [&first, &second] {
+        assert!(!o.stdout.contains("Zq") && !o.stderr.contains("Zq"), "{o:?}");
+    }
+    for f in crate::support::files_under(&p.file(".sluice")) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(!text.contains("Zq"), "{f} holds the key");
+    }
+}
+
+per_backend!([sqlite => Sqlite, postgres => Postgres] api_ingest_lands_loads_models_and_reports_from_the_demo_api);

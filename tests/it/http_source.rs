@@ -568,3 +568,35 @@ fn http_options_are_checked_with_positions() {
     }
     assert!(!all.contains("unknown step"), "{all}");
 }
+
+#[test]
+fn requests_keep_to_the_rate_limit() {
+    let api = FakeApi::start(10, None);
+    let p = project(&api.url("/page"), r#"records = "data", paging = { kind = "page" }, rate_limit = 5"#);
+    run(&p).expect_code(0);
+    let log = api.log();
+    assert_eq!(log.len(), 5, "four pages and an empty one");
+    for w in log.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(gap >= Duration::from_millis(190), "two requests {gap:?} apart at 5 per second");
+    }
+    assert_eq!(ids(&p), range(1, 10));
+}
+
+#[test]
+fn a_server_that_stops_answering_times_out_and_is_retried() {
+    let api = FakeApi::start(8, None);
+    api.hold_from(Some(2));
+    let p = project(
+        &api.url("/page"),
+        r#"records = "data", paging = { kind = "page" }, read_timeout = "300ms", max_retries = 1, retry_delay = "10ms""#,
+    );
+    let out = run(&p);
+    api.hold_from(None);
+    assert_ne!(out.code, 0);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    let want = format!("GET {}?page=2 (page 2) failed (after 1 retry): timed out", api.url("/page"));
+    assert!(all.contains(&want), "{all}");
+    assert_eq!(api.state.lock().unwrap().arrived.iter().filter(|&&p| p == 2).count(), 2);
+    assert!(manifests(&p).is_empty());
+}
