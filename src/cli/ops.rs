@@ -307,16 +307,25 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     let s = state(&a.project, &a.state)?;
     let counts = s.counts()?;
     let workers = s.workers()?;
+    let unserved = s.unserved_pools()?;
     let now = now_us();
     let mut out = Out::new();
     let _: std::result::Result<(), Closed> = (|| {
         out.line(&format!("state store   {}", s.describe()))?;
-        let live: Vec<_> = workers.iter().filter(|w| w.4.is_none() && now - w.3 < 60_000_000).collect();
+        let live: Vec<_> =
+            workers.iter().filter(|w| w.4.is_none() && now - w.3 < crate::state::LIVE_WORKER_US).collect();
         out.line(&format!("workers       {} alive ({} known)", live.len(), workers.len()))?;
         for w in &live {
-            out.line(&format!("  {:<40} {} slots, heartbeat {}", w.0, w.2, ago(w.3)))?;
+            let pools = if w.5 == "*" { "every pool".to_string() } else { format!("pool {}", w.5) };
+            out.line(&format!("  {:<40} {pools}, {} slots, heartbeat {}", w.0, w.2, ago(w.3)))?;
         }
         out.line(&format!("queue         {} task(s) ready, waiting for a worker", counts.queue_depth))?;
+        for u in &unserved {
+            out.line(&format!(
+                "  {} ready task(s) in pool `{}`: no live worker serves it (start one: sluice worker --pool {})",
+                u.ready, u.pool, u.pool
+            ))?;
+        }
         if counts.scheduler_lag > 5.0 {
             out.line(&format!(
                 "scheduler     a schedule is {:.0}s overdue: is a scheduler running (`sluice scheduler` or `sluice serve`)?",

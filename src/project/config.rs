@@ -127,6 +127,8 @@ pub struct PipelineConfig {
     pub max_active_runs: Option<u32>,
     /// How many of the pipeline's tasks may run at once, over all workers.
     pub concurrency: Option<u32>,
+    /// The worker pool of its steps that name none (`default` otherwise).
+    pub pool: Option<Spanned<String>>,
     pub steps: Vec<StepConfig>,
 }
 
@@ -162,6 +164,9 @@ pub struct StepConfig {
     pub retry_delay: Option<Dur>,
     pub retry_on: Option<RetryOn>,
     pub timeout: Option<Dur>,
+    /// The worker pool that runs it: only `sluice worker --pool NAME` claims
+    /// it (the pipeline's `pool`, else `default`).
+    pub pool: Option<Spanned<String>>,
     pub kind: StepKind,
 }
 
@@ -522,7 +527,8 @@ pub enum ExportFormat {
 pub const EXPORT_FORMATS: &[(&str, ExportFormat)] = &[("tsv", ExportFormat::Tsv), ("csv", ExportFormat::Csv)];
 
 /// The keys every step has, whatever its kind.
-pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries", "retry_delay", "retry_on", "timeout"];
+pub const STEP_COMMON_KEYS: &[&str] =
+    &["name", "kind", "depends_on", "retries", "retry_delay", "retry_on", "timeout", "pool"];
 
 /// The step kinds and their own keys; the single registry of step kinds.
 pub const STEP_KINDS: &[(&str, &[&str])] = &[
@@ -575,7 +581,8 @@ pub const PROJECT_KEYS: &[&str] = &[
     "routes",
     "charts",
 ];
-pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "concurrency", "steps"];
+pub const PIPELINE_KEYS: &[&str] =
+    &["name", "description", "triggers", "max_active_runs", "concurrency", "pool", "steps"];
 pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup"];
 
 /// Decodes `sluice.toml`.
@@ -774,6 +781,7 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
     {
         cx.error(n.span.clone(), "`concurrency` must be at least 1");
     }
+    let pool = decode_pool(&mut t, cx);
     let mut triggers = Vec::new();
     if let Some(node) = t.node("triggers") {
         match &node.v {
@@ -829,7 +837,18 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
         }
         _ => None,
     });
-    Some(PipelineConfig { file: cx.file, name, description, triggers, max_active_runs, concurrency, steps })
+    Some(PipelineConfig { file: cx.file, name, description, triggers, max_active_runs, concurrency, pool, steps })
+}
+
+/// A `pool` key: a name as steps and pipelines have.
+fn decode_pool(t: &mut Fields, cx: &mut Cx) -> Option<Spanned<String>> {
+    let pool: Option<Spanned<String>> = t.opt(cx, "pool");
+    if let Some(p) = &pool
+        && !valid_name(p)
+    {
+        cx.error(span(&p.loc), format!("invalid pool name \"{}\"", p.v)).help = Some(NAME_RULE.into());
+    }
+    pool
 }
 
 fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
@@ -952,6 +971,7 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         .node("retry_on")
         .and_then(|n| one_of(n, cx, "retry_on", &[("transient", RetryOn::Transient), ("any", RetryOn::Any)]));
     let timeout = t.opt(cx, "timeout");
+    let pool = decode_pool(&mut t, cx);
     let step_kind = match kind {
         Some("ingest") => decode_ingest(&mut t, cx).map(StepKind::Ingest),
         Some("load") => decode_load(&mut t, cx).map(StepKind::Load),
@@ -986,7 +1006,7 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
         }
     });
     let loc = cx.loc(&node.span);
-    Some(StepConfig { loc, name: name?, depends_on, retries, retry_delay, retry_on, timeout, kind: step_kind? })
+    Some(StepConfig { loc, name: name?, depends_on, retries, retry_delay, retry_on, timeout, pool, kind: step_kind? })
 }
 
 fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {

@@ -50,6 +50,7 @@ mod exit_codes;
 mod landing;
 mod load;
 mod orchestrate;
+mod pools;
 mod processes;
 mod run;
 mod s3;
