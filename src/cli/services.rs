@@ -37,6 +37,25 @@ fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
     if s.trim() == "0" { Ok(Duration::ZERO) } else { parse_dur(s) }
 }
 
+/// The health listener of the scheduler and worker roles.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// Answer GET /healthz (alive) and /readyz (the state store answers) on
+    /// this address, for container health checks and Kubernetes probes
+    /// (off when not given; the API role has both on --listen).
+    #[arg(long = "health-addr", env = "SLUICE_HEALTH_ADDR", value_name = "HOST:PORT")]
+    pub health_addr: Option<String>,
+}
+
+impl HealthArgs {
+    fn start(&self, state: &Arc<State>, shutdown: &Shutdown, who: &str) -> Result<()> {
+        match &self.health_addr {
+            Some(addr) => crate::orchestrate::health::listen(addr, state.clone(), shutdown.clone(), who),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListenArgs {
     /// The address the API listens on.
@@ -122,6 +141,8 @@ pub struct SchedulerArgs {
     /// The longest the scheduler sleeps between looks at the triggers.
     #[arg(long, default_value = "1s", value_parser = parse_dur)]
     pub tick: Duration,
+    #[command(flatten)]
+    pub health: HealthArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +155,8 @@ pub struct WorkerCmdArgs {
     pub wait: StateWaitArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub health: HealthArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -269,6 +292,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<i32> {
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
     let cfg = SchedulerConfig { tick: a.tick, ..SchedulerConfig::default() };
+    a.health.start(&state, &shutdown, "scheduler")?;
     let st = state.clone();
     when_ready(&st, &a.wait, "scheduler", &shutdown.clone(), move || run_scheduler(state, project, cfg, shutdown))
 }
@@ -279,6 +303,7 @@ pub fn worker(a: WorkerCmdArgs) -> Result<i32> {
     on_signals(shutdown.clone());
     let st = state.clone();
     let cfg = a.worker.config(false)?;
+    a.health.start(&state, &shutdown, "worker")?;
     when_ready(&st, &a.wait, "worker", &shutdown.clone(), move || run_worker(state, project, cfg, shutdown))
 }
 
