@@ -253,7 +253,7 @@ pub fn datasets_updated(step: &StepConfig, out: &StepOutput) -> Vec<String> {
 /// else `.sluice/state.db` in the project.
 fn state_url(project: &Project, url: Option<&str>) -> Result<String> {
     Ok(match url {
-        Some(u) => u.to_string(),
+        Some(u) => project.state_url_given(u)?.expose().to_string(),
         None => project.state_url()?.expose().to_string(),
     })
 }
