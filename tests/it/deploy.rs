@@ -51,3 +51,86 @@ fn scheduler_and_worker_answer_health_checks_before_and_after_their_store() {
     out.expect_code(1);
     assert!(out.stderr.contains("only http:// URLs"), "{}", out.stderr);
 }
+
+/// Runs scripts/deploy-check.sh on `root`; exit code and output.
+fn deploy_check(root: &std::path::Path) -> (i32, String) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .arg(repo.join("scripts/deploy-check.sh"))
+        .arg(root)
+        .output()
+        .expect("bash runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Copies a folder tree.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Replaces `from` (which must be there) by `to` in a file.
+fn edit(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// The deployment files pass the offline checks: Compose's own `config
+/// --quiet` on both Compose files (every profile), every Kustomize overlay
+/// rendered and validated strictly against Kubernetes 1.37, hadolint.
+#[test]
+fn deploy_files_pass_the_offline_checks() {
+    let (code, out) = deploy_check(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "ok    compose compose.yaml",
+        "ok    compose compose.full.yaml",
+        "ok    k8s base (",
+        "ok    k8s prod (",
+        "ok    k8s openshift (",
+        "ok    k8s embedded (",
+        "ok    hadolint Dockerfile",
+    ] {
+        assert!(out.contains(line), "no `{line}` in:\n{out}");
+    }
+}
+
+/// The checks can fail: a copy of the files with an unknown Compose key, a
+/// replica count that is not a number in an overlay, a Route with a bad TLS
+/// termination and an unpinned apt-get in the Dockerfile fails, naming each.
+#[test]
+fn broken_deploy_files_fail_the_offline_checks() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    copy_tree(&repo.join("deploy"), &root.join("deploy"));
+    std::fs::copy(repo.join("Dockerfile"), root.join("Dockerfile")).unwrap();
+    assert_eq!(deploy_check(root).0, 0, "the copy passes before it is broken");
+
+    edit(&root.join("deploy/compose/compose.full.yaml"), "    depends_on:\n", "    dependz_on:\n");
+    edit(&root.join("deploy/k8s/overlays/prod/kustomization.yaml"), "        value: 3\n", "        value: three\n");
+    edit(&root.join("deploy/k8s/overlays/openshift/route.yaml"), "termination: edge", "termination: sideways");
+    edit(&root.join("Dockerfile"), "WORKDIR /src\n", "WORKDIR /src\nRUN apt-get update && apt-get install -y curl\n");
+    let (code, out) = deploy_check(root);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ok    compose compose.yaml"), "{out}");
+    assert!(out.contains("FAIL  compose compose.full.yaml") && out.contains("dependz_on"), "{out}");
+    assert!(out.contains("ok    k8s base ("), "{out}");
+    assert!(out.contains("FAIL  k8s prod") && out.contains("minReplicas"), "{out}");
+    assert!(
+        out.contains("FAIL  k8s openshift")
+            && out.contains("spec.tls.termination must be edge, passthrough or reencrypt"),
+        "{out}"
+    );
+    assert!(out.contains("FAIL  hadolint Dockerfile") && out.contains("DL3008"), "{out}");
+}
