@@ -134,3 +134,218 @@ fn broken_deploy_files_fail_the_offline_checks() {
     );
     assert!(out.contains("FAIL  hadolint Dockerfile") && out.contains("DL3008"), "{out}");
 }
+
+/// nginx's config for the topology test: the Compose template
+/// (deploy/nginx/sluice.conf.template) rendered as the nginx image renders
+/// it (only `${UPPER_CASE}` names are replaced), inside a main config that
+/// keeps every file under `dir`.
+fn nginx_conf(dir: &std::path::Path, listen: &str, apis: &[&str]) -> std::path::PathBuf {
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/sluice.conf.template"),
+    )
+    .unwrap();
+    let servers: Vec<String> = apis.iter().map(|a| format!("server {a} max_fails=1 fail_timeout=5s;")).collect();
+    let rendered =
+        template.replace("${NGINX_LISTEN}", listen).replace("${NGINX_UPSTREAM_SERVERS}", &servers.join("\n    "));
+    assert!(!rendered.contains("${"), "a variable of the template is not rendered:\n{rendered}");
+    std::fs::write(dir.join("sluice.conf"), rendered).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let d = dir.display();
+    let main = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  log_format up '$request $status $upstream_addr $upstream_status';\n  access_log {d}/access.log up;\n\
+         client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n\
+         uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  include {d}/sluice.conf;\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, main).unwrap();
+    path
+}
+
+/// A process that is not sluice (nginx), stopped by its PID.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+const SLOW: &str = r#"pool = "ingest"
+
+[[steps]]
+name = "slow"
+kind = "command"
+command = "if mkdir slow.claimed 2>/dev/null; then echo $$ > slow.pid; exec sleep 120; fi"
+"#;
+
+/// The scaled topology as real processes on loopback (issue 14): a fresh
+/// PostgreSQL database as the state store (its password through
+/// `${env:PG_PASSWORD}` and PG_PASSWORD_FILE, as in Compose), 1 scheduler, 3
+/// workers (two for the ingest pool, one for fetch), 2 APIs and the Debian
+/// nginx in front with the Compose template's config. Through nginx, with a
+/// token: runs are triggered and read; a worker holding a task and an API
+/// are killed with -9; every request through nginx still succeeds, every
+/// run completes, each task succeeds once and the warehouse holds each row
+/// once. Everything is stopped by PID.
+#[test]
+fn scaled_topology_survives_a_killed_worker_and_api_behind_nginx() {
+    use crate::support::{pid_in, request, wait_ready};
+    let nginx_bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .expect("nginx is installed (.ci/tools.sh)");
+    let (state, wh) = (FreshPgDb::new(), FreshPgDb::new());
+    state.create();
+    wh.create();
+    let p = TestProject::copy_of("deploy/project");
+    p.write("pipelines/slow.toml", SLOW);
+    p.write("pg_password", "not-needed-with-trust-auth\n");
+    let exports = p.file("exports");
+    let pw_file = p.file("pg_password").display().to_string();
+    let state_url = format!("postgres://postgres:${{env:PG_PASSWORD}}@127.0.0.1:5432/{}", state.name);
+    let env_owned = [
+        ("SLUICE_STATE_URL", state_url.as_str()),
+        ("PG_PASSWORD_FILE", pw_file.as_str()),
+        ("PG_USER", "postgres"),
+        ("PG_HOST", "127.0.0.1"),
+        ("WAREHOUSE_DB", wh.name.as_str()),
+        ("SLUICE_EXPORT_DIR", exports.to_str().unwrap()),
+        ("SLUICE_LEASE", "2s"),
+    ];
+    let env: &[(&str, &str)] = &env_owned;
+    let token = {
+        let out = p.run_env(&["token", "create", "--scope", "trigger", "--name", "topology"], env);
+        out.expect_code(0);
+        out.stdout.trim().to_string()
+    };
+    let dir = p.path();
+    let port = || format!("127.0.0.1:{}", free_port());
+    let (lb, api_a, api_b, health) = (port(), port(), port(), port());
+    let mut sched = Service::start(dir, "scheduler", &["scheduler", "--health-addr", &health], env);
+    let mut workers: Vec<Service> = [("w1", "default,ingest"), ("w2", "default,ingest"), ("w3", "fetch")]
+        .iter()
+        .map(|(id, pool)| Service::start(dir, id, &["worker", "--id", id, "--pool", pool, "--slots", "2"], env))
+        .collect();
+    let mut apis: Vec<Service> = [("api-a", &api_a), ("api-b", &api_b)]
+        .iter()
+        .map(|(n, a)| Service::start(dir, n, &["api", "--listen", a], env))
+        .collect();
+    let nginx_dir = p.file("nginx");
+    std::fs::create_dir_all(&nginx_dir).unwrap();
+    let conf = nginx_conf(&nginx_dir, &lb, &[&api_a, &api_b]);
+    let mut nginx = Proc(
+        std::process::Command::new(&nginx_bin)
+            .arg("-p")
+            .arg(&nginx_dir)
+            .arg("-e")
+            .arg(nginx_dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx starts"),
+    );
+    wait_ready(&api_a);
+    wait_ready(&api_b);
+    wait_for(30, "the scheduler to be ready", || http("GET", &health, "/readyz", None).0 == 200);
+    wait_for(30, "nginx", || std::net::TcpStream::connect(&lb).is_ok());
+    assert_eq!(http("GET", &lb, "/nginx-health", None).0, 200);
+
+    // Every request through nginx must succeed; counts them.
+    let mut sent = 0;
+    let mut call = |head: &str| -> serde_json::Value {
+        sent += 1;
+        let a = request(&lb, &format!("{head}\nAuthorization: Bearer {token}"), b"");
+        assert!((200..300).contains(&a.code), "{head} through nginx: {a:?}");
+        serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{head}: not JSON ({e}): {a:?}"))
+    };
+    // Without the token, nginx passes on the API's 401.
+    assert_eq!(request(&lb, "GET /api/runs", b"").code, 401);
+
+    // A worker of the ingest pool is killed holding a task: the other one
+    // takes it once the lease runs out.
+    let slow = call("POST /api/pipelines/slow/runs")["id"].as_str().unwrap().to_string();
+    let sleeper = pid_in(&p.file("slow.pid"));
+    let mut owner = String::new();
+    wait_for(30, "the slow task's owner", || {
+        owner = state
+            .rows("SELECT lease_owner FROM sluice_tasks WHERE step = 'slow' AND status = 'running'")
+            .first()
+            .map(|r| r[0].clone())
+            .unwrap_or_default();
+        !owner.is_empty()
+    });
+    let idx = ["w1", "w2"].iter().position(|w| *w == owner).expect("an ingest worker runs it");
+    workers[idx].kill9();
+    wait_for(30, "the killed worker's command to end", || !crate::support::alive(sleeper));
+
+    // Runs of the nightly pipeline, triggered and read through nginx; an
+    // API is killed after the third.
+    let mut ids = vec![slow.clone()];
+    for i in 0..10 {
+        if i == 3 {
+            apis[0].kill9();
+        }
+        let run = call("POST /api/pipelines/nightly/runs");
+        ids.push(run["id"].as_str().unwrap().to_string());
+        call(&format!("GET /api/runs/{}", ids.last().unwrap()));
+        call("GET /api/runs?pipeline=nightly&limit=5");
+    }
+    wait_for(120, "every run to end", || {
+        let v = call("GET /api/runs?limit=100");
+        let runs = v["runs"].as_array().unwrap();
+        runs.len() == ids.len() && runs.iter().all(|r| r["status"] != "running" && r["status"] != "queued")
+    });
+    let v = call("GET /api/runs?status=success&limit=100");
+    assert_eq!(v["runs"].as_array().unwrap().len(), ids.len(), "every run succeeds: {v}");
+    for id in &ids {
+        let tasks = call(&format!("GET /api/runs/{id}/tasks"));
+        for t in tasks["tasks"].as_array().unwrap() {
+            assert_eq!(t["status"], "success", "{t}");
+            let pool = if t["step"] == "export_tsv" { "fetch" } else { "ingest" };
+            assert_eq!(t["pool"], pool, "{t}");
+        }
+    }
+    assert!(sent > 30, "{sent} requests");
+
+    // Nothing duplicated: each task succeeded once, the batch's rows were
+    // loaded once, the export holds them once.
+    assert_eq!(
+        state.rows("SELECT COUNT(*), COUNT(DISTINCT (run_id, step)) FROM sluice_attempts WHERE status = 'success'"),
+        vec![vec!["31", "31"]]
+    );
+    assert_eq!(
+        state.rows("SELECT attempt, worker, status FROM sluice_attempts WHERE step = 'slow' ORDER BY attempt"),
+        vec![
+            vec!["1".to_string(), owner.clone(), "lost".into()],
+            vec!["2".into(), if owner == "w1" { "w2" } else { "w1" }.into(), "success".into()]
+        ]
+    );
+    assert_eq!(state.rows("SELECT DISTINCT worker FROM sluice_attempts WHERE step = 'export_tsv'"), vec![vec!["w3"]]);
+    assert_eq!(wh.rows("SELECT COUNT(*), COUNT(DISTINCT record_id) FROM records"), vec![vec!["6", "6"]]);
+    let tsv = std::fs::read_to_string(exports.join("output.tsv")).unwrap();
+    assert_eq!(tsv.lines().count(), 7, "{tsv}");
+    // nginx spread the requests over both APIs, and after the kill sent
+    // them all to the live one.
+    let log = std::fs::read_to_string(nginx_dir.join("access.log")).unwrap();
+    assert!(log.contains(&api_a) && log.contains(&api_b), "{log}");
+
+    // Stop everything by PID: SIGTERM, clean exits.
+    for (i, w) in workers.iter_mut().enumerate() {
+        if i != idx {
+            assert_eq!(w.stop(40), Some(0), "{}", w.output());
+        }
+    }
+    assert_eq!(apis[1].stop(20), Some(0), "{}", apis[1].output());
+    assert_eq!(sched.stop(20), Some(0), "{}", sched.output());
+    crate::support::signal(nginx.0.id(), "TERM");
+    let st = nginx.0.wait().unwrap();
+    assert!(st.success(), "nginx: {st:?}");
+}
