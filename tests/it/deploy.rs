@@ -349,3 +349,50 @@ fn scaled_topology_survives_a_killed_worker_and_api_behind_nginx() {
     let st = nginx.0.wait().unwrap();
     assert!(st.success(), "nginx: {st:?}");
 }
+
+/// `make start` runs the embedded default in the background (a PID file, a
+/// log file, the URL printed, ready when it returns); `make status` says so;
+/// `make stop` stops it with SIGTERM and removes the PID file.
+#[test]
+fn make_start_status_and_stop_the_embedded_default() {
+    let p = TestProject::copy_of("examples/nightly-tsv");
+    let run_dir = p.file("run");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let make = |target: &str| {
+        let out = std::process::Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .arg(target)
+            .arg(format!("SLUICE={}", env!("CARGO_BIN_EXE_sluice")))
+            .arg(format!("PROJECT={}", p.path().display()))
+            .arg(format!("LISTEN={listen}"))
+            .arg(format!("RUN_DIR={}", run_dir.display()))
+            .output()
+            .expect("make runs");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = make("start");
+    assert_eq!(code, 0, "{out}");
+    let pid: u32 = std::fs::read_to_string(run_dir.join("sluice.pid")).unwrap().trim().parse().unwrap();
+    assert_eq!(
+        out.trim(),
+        format!("sluice is running (pid {pid}, log {}/sluice.log): http://{listen}/ui", run_dir.display())
+    );
+    assert_eq!(http("GET", &listen, "/readyz", None).0, 200);
+    let (code, out) = make("start");
+    assert_eq!(
+        (code, out.trim().to_string()),
+        (0, format!("sluice is already running (pid {pid}): http://{listen}/ui"))
+    );
+    let (code, out) = make("status");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("sluice is running (pid {pid}, ready)")), "{out}");
+    let (code, out) = make("stop");
+    assert_eq!((code, out.trim().to_string()), (0, format!("sluice stopped (pid {pid})")));
+    assert!(!crate::support::alive(pid));
+    assert!(!run_dir.join("sluice.pid").exists());
+    assert!(std::fs::read_to_string(run_dir.join("sluice.log")).unwrap().contains("stopping"));
+    let (code, out) = make("status");
+    assert_eq!((code, out.trim()), (2, "sluice is not running"), "make exits 2 when the recipe fails");
+}
