@@ -66,7 +66,7 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
     match &step.kind {
         StepKind::Ingest(i) => {
             let ds = crate::steps::ingest::dataset_of(step, i);
-            format!("ingest: {} → raw/{ds}/", i.source.v)
+            format!("ingest: {} → raw/{ds}/", i.source.shown())
         }
         StepKind::Load(l) => {
             let mode = l.mode.name();

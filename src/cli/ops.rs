@@ -375,11 +375,11 @@ pub fn healthcheck(a: HealthcheckArgs) -> Result<i32> {
     match probe(&a.url, a.timeout) {
         Ok((code, _)) if (200..300).contains(&code) => Ok(0),
         Ok((code, body)) => {
-            eprintln!("{}: HTTP {code}: {}", a.url, body.trim());
+            errln!("{}: HTTP {code}: {}", a.url, body.trim());
             Ok(1)
         }
         Err(e) => {
-            eprintln!("{}: {e}", a.url);
+            errln!("{}: {e}", a.url);
             Ok(1)
         }
     }

@@ -374,7 +374,11 @@ pub fn next(a: NextArgs) -> Result<i32> {
                         outln!("{}: when dataset `{}` is updated (by any pipeline's step){pools}", pl.name.v, d.v)
                     }
                     TriggerKind::OnNewObjects(o) => {
-                        outln!("{}: when new files appear under `{}`{pools}", pl.name.v, o.v)
+                        outln!(
+                            "{}: when new files appear under `{}`{pools}",
+                            pl.name.v,
+                            crate::secret::redact_url(&o.v)
+                        )
                     }
                     _ => {}
                 },

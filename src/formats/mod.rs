@@ -5,3 +5,4 @@ pub mod csv;
 pub mod encoding;
 pub mod infer;
 pub mod json;
+pub mod parquet;

@@ -9,7 +9,7 @@ use super::{Dag, ModelGraph, ModelNode, NodeKind, Plan, SnapshotConfig, StepGrap
 use crate::error::{Diagnostic, Error, Result, Severity, suggest};
 use crate::project::tree::{self, Cx, Loc, SourceFile};
 use crate::project::{
-    ExportWhat, Materialized, OnSchemaChange, PROJECT_FILE, Project, SchemaSource, StepKind, TriggerKind,
+    ExportWhat, Materialized, OnSchemaChange, PROJECT_FILE, Project, SchemaSource, SourceSpec, StepKind, TriggerKind,
     decode_schema_file,
 };
 use crate::template::{self, quote_ident};
@@ -105,16 +105,21 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 }
             }
             match &s.kind {
-                StepKind::Ingest(ing) => {
-                    // A file an export step of the pipeline writes exists once that step ran.
-                    let written = pl
-                        .steps
-                        .iter()
-                        .any(|o| matches!(&o.kind, StepKind::Export(e) if p.path(&e.path.v) == p.path(&ing.source.v)));
-                    if !written {
-                        check_source(p, &mut d, &ing.source)
+                StepKind::Ingest(ing) => match &ing.source {
+                    SourceSpec::Files(path) => {
+                        // A file an export step of the pipeline writes exists once that step ran.
+                        let written = pl
+                            .steps
+                            .iter()
+                            .any(|o| matches!(&o.kind, StepKind::Export(e) if p.path(&e.path.v) == p.path(&path.v)));
+                        if !written {
+                            check_source(p, &mut d, path)
+                        }
                     }
-                }
+                    SourceSpec::Database(db) => check_conn(&mut d, &Some(db.connection.clone())),
+                    // Checked when decoded; the bucket is reached at run time.
+                    SourceSpec::S3(_) => {}
+                },
                 StepKind::Load(l) => {
                     check_conn(&mut d, &l.connection);
                     match pl.steps.iter().position(|x| x.name.v == l.from.v) {

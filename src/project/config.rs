@@ -137,6 +137,8 @@ pub struct Trigger {
     pub loc: Loc,
     pub kind: TriggerKind,
     pub catchup: Option<Catchup>,
+    /// How often an `on_new_objects` trigger on an `s3://` prefix lists it.
+    pub poll: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Clone)]
@@ -329,11 +331,60 @@ pub struct NodeStep {
 
 #[derive(Debug, Clone)]
 pub struct IngestStep {
-    /// A file or glob, relative to the project folder.
-    pub source: Spanned<String>,
+    pub source: SourceSpec,
     /// The name under `raw/` (default: the step's name).
     pub dataset: Option<Spanned<String>>,
+    /// Land everything the source holds each run, or only what is new.
+    pub take: Take,
 }
+
+/// Where an ingest step reads (one variant per module of `sources`).
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    /// A file or glob, relative to the project folder.
+    Files(Spanned<String>),
+    /// A table or a query of a named connection (`sources::database`).
+    Database(DatabaseSource),
+    /// Objects of an S3 bucket: `s3://bucket/folder/GLOB?endpoint=…` (`sources::s3`).
+    S3(Spanned<String>),
+}
+
+/// An ingest step's database source: `connection` with `table` or `query`,
+/// and optionally a `cursor` column that makes it incremental.
+#[derive(Debug, Clone)]
+pub struct DatabaseSource {
+    pub connection: Spanned<String>,
+    /// What is read: a table (`schema.name` allowed) or a SELECT.
+    pub what: ExportWhat,
+    /// The column whose high-water mark is kept between runs: each run lands
+    /// only rows whose value is above the last landed maximum.
+    pub cursor: Option<Spanned<String>>,
+}
+
+impl SourceSpec {
+    /// The source as written in the project (for `dag`, messages).
+    pub fn shown(&self) -> String {
+        match self {
+            SourceSpec::Files(p) => p.v.clone(),
+            SourceSpec::Database(d) => match &d.what {
+                ExportWhat::Table(t) => format!("{}.{}", d.connection.v, t.v),
+                ExportWhat::Query(_) => format!("a query of {}", d.connection.v),
+            },
+            SourceSpec::S3(u) => crate::secret::redact_url(&u.v),
+        }
+    }
+}
+
+/// What an ingest step lands each run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Everything the source holds: each landing lists the whole source.
+    All,
+    /// Only objects not taken before: each landing lists what is new.
+    New,
+}
+
+pub const TAKES: &[(&str, Take)] = &[("all", Take::All), ("new", Take::New)];
 
 #[derive(Debug, Clone)]
 pub struct LoadStep {
@@ -425,10 +476,17 @@ pub enum FileFormat {
     Csv,
     /// NDJSON or one JSON array of objects.
     Json,
+    /// An Apache Parquet file.
+    Parquet,
 }
 
-pub const FILE_FORMATS: &[(&str, FileFormat)] =
-    &[("csv", FileFormat::Csv), ("tsv", FileFormat::Csv), ("json", FileFormat::Json), ("ndjson", FileFormat::Json)];
+pub const FILE_FORMATS: &[(&str, FileFormat)] = &[
+    ("csv", FileFormat::Csv),
+    ("tsv", FileFormat::Csv),
+    ("json", FileFormat::Json),
+    ("ndjson", FileFormat::Json),
+    ("parquet", FileFormat::Parquet),
+];
 
 /// A text encoding of input files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,7 +507,8 @@ pub const ENCODINGS: &[(&str, Encoding)] = &[
 /// How an input file is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadOptions {
-    /// `None`: from the file name (`.json`, `.ndjson`, `.jsonl` are JSON; the rest CSV).
+    /// `None`: from the file name (`.json`, `.ndjson`, `.jsonl` are JSON,
+    /// `.parquet`/`.parq` Parquet; the rest CSV).
     pub format: Option<FileFormat>,
     /// `None`: tab for `.tsv`/`.tab` files, comma otherwise.
     pub delimiter: Option<u8>,
@@ -473,6 +532,8 @@ impl ReadOptions {
             let l = name.to_ascii_lowercase();
             if l.ends_with(".json") || l.ends_with(".ndjson") || l.ends_with(".jsonl") {
                 FileFormat::Json
+            } else if l.ends_with(".parquet") || l.ends_with(".parq") {
+                FileFormat::Parquet
             } else {
                 FileFormat::Csv
             }
@@ -503,12 +564,20 @@ pub struct SqlStep {
 #[derive(Debug, Clone)]
 pub struct ExportStep {
     pub what: ExportWhat,
-    /// The output file, relative to the project folder.
+    /// The output: a file relative to the project folder, `file:///abs/path`
+    /// or `s3://bucket/key`.
     pub path: Spanned<String>,
     pub format: ExportFormat,
+    /// Delimited formats: a header row.
     pub header: bool,
-    /// How NULL is written.
-    pub null: String,
+    /// Delimited formats: how NULL is written (`None`: the quoting's default).
+    pub null: Option<String>,
+    /// TSV: how special characters are written.
+    pub quoting: Quoting,
+    /// Parquet: page compression.
+    pub compression: ParquetCompression,
+    /// Parquet: rows per row group.
+    pub row_group_size: usize,
     pub connection: Option<Spanned<String>>,
 }
 
@@ -522,9 +591,86 @@ pub enum ExportWhat {
 pub enum ExportFormat {
     Tsv,
     Csv,
+    /// One JSON object a line.
+    Ndjson,
+    /// One JSON array of objects.
+    Json,
+    Parquet,
 }
 
-pub const EXPORT_FORMATS: &[(&str, ExportFormat)] = &[("tsv", ExportFormat::Tsv), ("csv", ExportFormat::Csv)];
+pub const EXPORT_FORMATS: &[(&str, ExportFormat)] = &[
+    ("tsv", ExportFormat::Tsv),
+    ("csv", ExportFormat::Csv),
+    ("ndjson", ExportFormat::Ndjson),
+    ("jsonl", ExportFormat::Ndjson),
+    ("json", ExportFormat::Json),
+    ("parquet", ExportFormat::Parquet),
+];
+
+impl ExportFormat {
+    /// The format a file name implies: `.csv`, `.ndjson`/`.jsonl`, `.json`,
+    /// `.parquet`; TSV otherwise.
+    pub fn from_path(path: &str) -> ExportFormat {
+        let l = path.split('?').next().unwrap_or(path).to_ascii_lowercase();
+        if l.ends_with(".csv") {
+            ExportFormat::Csv
+        } else if l.ends_with(".ndjson") || l.ends_with(".jsonl") {
+            ExportFormat::Ndjson
+        } else if l.ends_with(".json") {
+            ExportFormat::Json
+        } else if l.ends_with(".parquet") || l.ends_with(".parq") {
+            ExportFormat::Parquet
+        } else {
+            ExportFormat::Tsv
+        }
+    }
+
+    /// TSV or CSV (a header, a NULL marker, quoting).
+    pub fn is_delimited(self) -> bool {
+        matches!(self, ExportFormat::Tsv | ExportFormat::Csv)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Tsv => "tsv",
+            ExportFormat::Csv => "csv",
+            ExportFormat::Ndjson => "ndjson",
+            ExportFormat::Json => "json",
+            ExportFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// How a delimited export writes a field holding the delimiter, a quote or
+/// a line break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quoting {
+    /// RFC 4180: such a field goes between double quotes, `"` doubled; NULL
+    /// is empty by default and an empty string is `""`. The default.
+    #[default]
+    Csv,
+    /// PostgreSQL's text format (TSV only): no quotes; backslash, tab, line
+    /// breaks are escaped as `\\`, `\t`, `\n`, `\r`; NULL is `\N` by default.
+    /// What `COPY … FROM`, MySQL's `LOAD DATA` and `cut` read as is.
+    Backslash,
+}
+
+pub const QUOTINGS: &[(&str, Quoting)] = &[("csv", Quoting::Csv), ("backslash", Quoting::Backslash)];
+
+/// Compression of a Parquet file's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParquetCompression {
+    None,
+    Snappy,
+    #[default]
+    Zstd,
+}
+
+pub const PARQUET_COMPRESSIONS: &[(&str, ParquetCompression)] =
+    &[("zstd", ParquetCompression::Zstd), ("snappy", ParquetCompression::Snappy), ("none", ParquetCompression::None)];
+
+/// Rows per Parquet row group unless told otherwise.
+pub const DEFAULT_ROW_GROUP_SIZE: usize = 100_000;
 
 /// The keys every step has, whatever its kind.
 pub const STEP_COMMON_KEYS: &[&str] =
@@ -532,7 +678,7 @@ pub const STEP_COMMON_KEYS: &[&str] =
 
 /// The step kinds and their own keys; the single registry of step kinds.
 pub const STEP_KINDS: &[(&str, &[&str])] = &[
-    ("ingest", &["source", "dataset"]),
+    ("ingest", &["source", "dataset", "take", "connection", "table", "query", "cursor"]),
     (
         "load",
         &[
@@ -556,7 +702,21 @@ pub const STEP_KINDS: &[(&str, &[&str])] = &[
         ],
     ),
     ("sql", &["models", "select", "exclude", "connection", "threads"]),
-    ("export", &["table", "query", "path", "format", "header", "null", "connection"]),
+    (
+        "export",
+        &[
+            "table",
+            "query",
+            "path",
+            "format",
+            "header",
+            "null",
+            "quoting",
+            "compression",
+            "row_group_size",
+            "connection",
+        ],
+    ),
     ("seed", &["select", "exclude", "connection"]),
     ("snapshot", &["select", "exclude", "connection"]),
     ("test", &["select", "exclude", "connection"]),
@@ -583,7 +743,7 @@ pub const PROJECT_KEYS: &[&str] = &[
 ];
 pub const PIPELINE_KEYS: &[&str] =
     &["name", "description", "triggers", "max_active_runs", "concurrency", "pool", "steps"];
-pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup"];
+pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup", "poll"];
 
 /// Decodes `sluice.toml`.
 pub fn decode_project(root: &Node, cx: &mut Cx) -> ProjectConfig {
@@ -858,6 +1018,7 @@ fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
     let every: Option<Spanned<Dur>> = t.opt(cx, "every");
     let on_dataset: Option<Spanned<String>> = t.opt(cx, "on_dataset");
     let on_new: Option<Spanned<String>> = t.opt(cx, "on_new_objects");
+    let poll: Option<Spanned<Dur>> = t.opt(cx, "poll");
     let catchup = t.node("catchup").and_then(|n| {
         one_of(n, cx, "catchup", &[("none", Catchup::None), ("latest", Catchup::Latest), ("all", Catchup::All)])
     });
@@ -905,9 +1066,22 @@ fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {
     } else if let Some(d) = on_dataset {
         TriggerKind::OnDataset(d)
     } else {
-        TriggerKind::OnNewObjects(on_new.expect("one trigger key is present"))
+        let on_new = on_new.expect("one trigger key is present");
+        if on_new.v.starts_with("s3://")
+            && let Err(e) = crate::sources::s3::parse(&on_new.v)
+        {
+            cx.error(span(&on_new.loc), e.to_string());
+        }
+        TriggerKind::OnNewObjects(on_new)
     };
-    Some(Trigger { loc: cx.loc(&tspan), kind, catchup })
+    if let Some(p) = &poll {
+        if !matches!(&kind, TriggerKind::OnNewObjects(o) if o.v.starts_with("s3://")) {
+            cx.error(span(&p.loc), "`poll` applies only to `on_new_objects` triggers on an s3:// prefix");
+        } else if p.v.0.is_zero() {
+            cx.error(span(&p.loc), "`poll` must be longer than zero");
+        }
+    }
+    Some(Trigger { loc: cx.loc(&tspan), kind, catchup, poll })
 }
 
 /// Says which field of a cron expression is wrong, where croner's message does not.
@@ -1010,14 +1184,57 @@ fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
 }
 
 fn decode_ingest(t: &mut Fields, cx: &mut Cx) -> Option<IngestStep> {
-    let source = t.req(cx, "source");
     let dataset: Option<Spanned<String>> = t.opt(cx, "dataset");
     if let Some(d) = &dataset
         && !valid_name(d)
     {
         cx.error(span(&d.loc), format!("invalid dataset name \"{}\"", d.v)).help = Some(NAME_RULE.into());
     }
-    Some(IngestStep { source: source?, dataset })
+    let take = t.node("take").and_then(|n| one_of(n, cx, "take", TAKES)).unwrap_or(Take::All);
+    let connection: Option<Spanned<String>> = t.opt(cx, "connection");
+    let table: Option<Spanned<String>> = t.opt(cx, "table");
+    let query: Option<Spanned<String>> = t.opt(cx, "query");
+    let cursor: Option<Spanned<String>> = t.opt(cx, "cursor");
+    let Some(connection) = connection else {
+        for (k, v) in [("table", &table), ("query", &query), ("cursor", &cursor)] {
+            if let Some(v) = v {
+                cx.error(span(&v.loc), format!("`{k}` needs `connection`: it names what a database source reads"))
+                    .help = Some("add `connection = \"NAME\"` (a [connections.NAME] of sluice.toml)".into());
+            }
+        }
+        let source: Spanned<String> = t.req(cx, "source")?;
+        let source = if source.v.starts_with("s3://") {
+            if let Err(e) = crate::sources::s3::parse(&source.v) {
+                cx.error(span(&source.loc), e.to_string());
+            }
+            SourceSpec::S3(source)
+        } else {
+            SourceSpec::Files(source)
+        };
+        return Some(IngestStep { source, dataset, take });
+    };
+    t.allow(&["source"]);
+    if let Some(s) = t.key_span("source") {
+        cx.error(s, "an ingest step reads `source` (files) or `connection` (a database), not both");
+    }
+    if let Some(s) = t.key_span("take") {
+        cx.error(s, "`take` is for file sources").help =
+            Some("a database source lands only new rows when it has a `cursor` column, else the whole result".into());
+    }
+    let what = match (table, query) {
+        (Some(tb), None) => ExportWhat::Table(tb),
+        (None, Some(q)) => ExportWhat::Query(q),
+        (Some(tb), Some(_)) => {
+            cx.error(span(&tb.loc), "a database source reads `table` or `query`, not both");
+            return None;
+        }
+        (None, None) => {
+            cx.error(span(&connection.loc), format!("{} needs `table` or `query` with `connection`", t.what)).help =
+                Some("add `table = \"name\"` or `query = \"select …\"`".into());
+            return None;
+        }
+    };
+    Some(IngestStep { source: SourceSpec::Database(DatabaseSource { connection, what, cursor }), dataset, take })
 }
 
 fn decode_load(t: &mut Fields, cx: &mut Cx) -> Option<LoadStep> {
@@ -1403,12 +1620,36 @@ fn decode_export(t: &mut Fields, cx: &mut Cx) -> Option<ExportStep> {
     let path: Option<Spanned<String>> = t.req(cx, "path");
     let format = match t.node("format") {
         Some(n) => one_of(n, cx, "format", EXPORT_FORMATS),
-        None => path
-            .as_ref()
-            .map(|p| if p.v.to_ascii_lowercase().ends_with(".csv") { ExportFormat::Csv } else { ExportFormat::Tsv }),
+        None => path.as_ref().map(|p| ExportFormat::from_path(&p.v)),
     };
+    // Options that belong to another format are mistakes, not no-ops.
+    let fmt = format.unwrap_or(ExportFormat::Tsv);
+    let only_for = |cx: &mut Cx, t: &Fields, key: &str, ok: bool, formats: &str| {
+        if !ok && let Some(sp) = t.key_span(key) {
+            cx.error(sp, format!("`{key}` applies only to {formats} exports, not {}", fmt.name())).help =
+                Some(format!("remove `{key}`, or set `format` to {formats}"));
+        }
+    };
+    only_for(cx, t, "header", fmt.is_delimited(), "tsv and csv");
+    only_for(cx, t, "null", fmt.is_delimited(), "tsv and csv");
+    only_for(cx, t, "quoting", fmt == ExportFormat::Tsv, "tsv");
+    only_for(cx, t, "compression", fmt == ExportFormat::Parquet, "parquet");
+    only_for(cx, t, "row_group_size", fmt == ExportFormat::Parquet, "parquet");
     let header = t.opt(cx, "header").unwrap_or(true);
-    let null = t.opt(cx, "null").unwrap_or_default();
+    let null = t.opt(cx, "null");
+    let quoting = t.node("quoting").and_then(|n| one_of(n, cx, "quoting", QUOTINGS)).unwrap_or_default();
+    let compression =
+        t.node("compression").and_then(|n| one_of(n, cx, "compression", PARQUET_COMPRESSIONS)).unwrap_or_default();
+    let row_group_size = match t.node("row_group_size") {
+        Some(n) => match &n.v {
+            V::Int(i) if *i >= 1 && *i <= 100_000_000 => *i as usize,
+            _ => {
+                cx.error(n.span.clone(), "`row_group_size` is a number of rows from 1 to 100000000".to_string());
+                DEFAULT_ROW_GROUP_SIZE
+            }
+        },
+        None => DEFAULT_ROW_GROUP_SIZE,
+    };
     let connection = t.opt(cx, "connection");
     let what = match (table, query) {
         (Some(t), None) => ExportWhat::Table(t),
@@ -1425,7 +1666,17 @@ fn decode_export(t: &mut Fields, cx: &mut Cx) -> Option<ExportStep> {
             return None;
         }
     };
-    Some(ExportStep { what, path: path?, format: format?, header, null, connection })
+    Some(ExportStep {
+        what,
+        path: path?,
+        format: format?,
+        header,
+        null,
+        quoting,
+        compression,
+        row_group_size,
+        connection,
+    })
 }
 
 /// Decodes a schema file (`[columns]`).
@@ -1519,7 +1770,7 @@ cron = "61 * * * *"
 name = "a"
 kind = "ingest"
 source = "x.csv"
-table = "t"
+mode = "t"
 
 [[steps]]
 name = "b"
@@ -1536,7 +1787,7 @@ tabel = "x"
             msgs,
             vec![
                 "pipelines/p.toml:3:8: invalid cron expression \"61 * * * *\": minute 61 is out of range (0-59) [five fields: minute hour day-of-month month day-of-week, e.g. \"0 0 * * *\" for every night at 00:00]",
-                "pipelines/p.toml:9:1: unknown key `table` in step `a` [`table` is a key of load, export and clean steps, not of ingest steps]",
+                "pipelines/p.toml:9:1: unknown key `mode` in step `a` [`mode` is a key of load steps, not of ingest steps]",
                 "pipelines/p.toml:13:8: invalid value \"lod\" for `kind` [did you mean `load`? (valid choices: ingest, load, sql, export, seed, snapshot, test, clean, command, empty)]",
                 "pipelines/p.toml:18:8: wrong type for `path`: expected a string, found an integer",
                 "pipelines/p.toml:15:1: step `c` needs `table` or `query` [add `table = \"name\"` or `query = \"select …\"`]",

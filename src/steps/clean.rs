@@ -690,24 +690,13 @@ pub fn run(ctx: &RunCtx, cfg: &CleanStep) -> Result<StepOutput> {
     if let Some(dir) = &cfg.export {
         let folder = ctx.project.path(&dir.v);
         std::fs::create_dir_all(&folder).map_err(|e| Error::io("create the export folder", &folder, e))?;
-        let spec = super::export::ExportSpec {
-            format: crate::project::ExportFormat::Csv,
-            header: true,
-            null: String::new(),
-            declared: Default::default(),
-        };
+        let spec = super::export::ExportSpec::new(crate::project::ExportFormat::Csv);
         // Ordered by the first column, so the files are the same on every warehouse.
         let t = |name: &str| format!("SELECT * FROM {} ORDER BY 1", write.relation(name));
         let raw_sql = t(&cfg.table.v);
         let out_sql = t(&cfg.output.v);
-        super::export::export_query(write.as_mut(), &raw_sql, &folder.join("raw_data.csv"), "raw_data.csv", &spec)?;
-        super::export::export_query(
-            write.as_mut(),
-            &out_sql,
-            &folder.join("cleaned_data.csv"),
-            "cleaned_data.csv",
-            &spec,
-        )?;
+        super::export::export_query(write.as_mut(), &raw_sql, "raw_data.csv", &folder, "raw_data.csv", &spec)?;
+        super::export::export_query(write.as_mut(), &out_sql, "cleaned_data.csv", &folder, "cleaned_data.csv", &spec)?;
         write_json(&folder.join("summary_report.json"), &summary_json(&report))?;
         write_json(&folder.join("quality_metrics.json"), &serde_json::to_value(&report.quality).expect("JSON"))?;
     }

@@ -74,3 +74,79 @@ for (pid, name, cat), (o, u, rev) in rows:
     assert_eq!(g, e);
     assert_eq!(g.len(), 458, "a header and one line per product sold");
 }
+
+/// Scenario S2 on real servers: a PostgreSQL table of online sales → raw CSV
+/// landings → a MariaDB warehouse → SQL models → TSV, incremental on sale_id.
+/// The report is checked against the same aggregate computed by PostgreSQL
+/// itself over the source table.
+#[test]
+fn retail_mysql_from_postgres_to_a_mysql_warehouse_incrementally() {
+    use crate::db::{Kind, TestDb};
+    let p = TestProject::copy_of("examples/retail-mysql");
+    let shop = TestDb::new(Kind::Postgres);
+    let wh = TestDb::new(Kind::Mysql);
+    let setup = std::process::Command::new("psql")
+        .current_dir(p.path())
+        .env("PGOPTIONS", format!("-c search_path={}", shop.name))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-f",
+            "setup/shop.sql",
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let env = [("RETAIL_SHOP_URL", shop.url()), ("RETAIL_WAREHOUSE_URL", wh.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The report as PostgreSQL computes it from the source table.
+    let expected = || {
+        let mut rows = vec![vec![
+            "product_id".to_string(),
+            "product_name".into(),
+            "category".into(),
+            "orders".into(),
+            "units".into(),
+            "revenue".into(),
+        ]];
+        rows.extend(shop.rows(
+            "SELECT product_id, product_name, category, count(*), sum(quantity), round(sum(quantity * unit_price), 2) AS revenue
+               FROM online_sales GROUP BY 1, 2, 3 ORDER BY revenue DESC, product_id",
+        ));
+        rows
+    };
+    let report = |p: &TestProject| -> Vec<Vec<String>> {
+        p.read("output/sales_by_product.tsv")
+            .lines()
+            .map(|l| l.split('\t').map(|x| x.trim_matches('"').replace("\"\"", "\"")).collect())
+            .collect()
+    };
+    let out = p.run_env(&["run"], &env);
+    out.expect_code(0);
+    assert!(out.stdout.contains("landed 1 file (1,000 rows"), "{}", out.stdout);
+    assert_eq!(wh.count("sales"), 1000);
+    assert_eq!(report(&p), expected());
+
+    // New sales in the shop: only they are landed and appended.
+    shop.exec(
+        "INSERT INTO online_sales SELECT sale_id + 1000, sale_ts + interval '1 day', store_id, channel, product_id, product_name, category, quantity + 1, unit_price, customer_email FROM online_sales WHERE sale_id <= 25",
+    );
+    let out = p.run_env(&["run"], &env);
+    out.expect_code(0);
+    assert!(out.stdout.contains("landed 1 file (25 rows"), "{}", out.stdout);
+    assert_eq!(wh.rows("SELECT COUNT(*), COUNT(DISTINCT sale_id) FROM sales")[0], vec!["1025", "1025"]);
+    assert_eq!(report(&p), expected());
+
+    // Nothing new: nothing landed or loaded.
+    let out = p.run_env(&["run"], &env);
+    out.expect_code(0);
+    assert!(out.stdout.contains("no new rows in shop.online_sales"), "{}", out.stdout);
+    assert_eq!(wh.count("sales"), 1025);
+}

@@ -72,6 +72,9 @@ pub struct Input {
     pub name: String,
     pub size: Option<u64>,
     pub open: Reopen,
+    /// The input's local file, when it is one (Parquet reads it in place
+    /// instead of copying the stream to a temporary file).
+    pub path: Option<PathBuf>,
 }
 
 impl Input {
@@ -82,6 +85,7 @@ impl Input {
             label: label.to_string(),
             name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             size: std::fs::metadata(path).ok().map(|m| m.len()),
+            path: Some(path.to_path_buf()),
             open: Arc::new(move || {
                 let f = std::fs::File::open(&p).map_err(|e| Error::io("open", &p, e))?;
                 Ok(Box::new(f) as Box<dyn Read + Send>)
@@ -89,7 +93,7 @@ impl Input {
         }
     }
 
-    fn opener(&self) -> Opener {
+    pub fn opener(&self) -> Opener {
         let o = self.open.clone();
         Box::new(move || o())
     }
@@ -128,17 +132,18 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
             wh.describe()
         )));
     }
-    let header = parse::peek_header(&first.label, &first.name, first.opener(), &spec.read)?;
+    let header = parse::peek_header(first, &spec.read)?;
     let needs_inference = (spec.schema.is_none() && (existing.is_none() || spec.mode == LoadMode::Replace))
         || spec.schema_change == SchemaChange::AddColumns;
     let inferred = if needs_inference {
-        let (s, _) = crate::formats::infer::infer(
-            (first.open)()?,
-            &first.name,
-            &spec.read,
-            crate::formats::infer::DEFAULT_SAMPLE,
-        )
-        .map_err(Error::DataMsg)?;
+        let src = match (&first.path, spec.read.format_of(&first.name)) {
+            (Some(p), crate::project::FileFormat::Parquet) => {
+                Box::new(std::fs::File::open(p).map_err(|e| Error::io("open", p, e))?) as Box<dyn Read + Send>
+            }
+            _ => (first.open)()?,
+        };
+        let (s, _) = crate::formats::infer::infer(src, &first.name, &spec.read, crate::formats::infer::DEFAULT_SAMPLE)
+            .map_err(Error::DataMsg)?;
         Some(s)
     } else {
         None
@@ -189,6 +194,7 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
             label: input.label.clone(),
             name: input.name.clone(),
             open: input.opener(),
+            path: input.path.clone(),
             columns: plan.write.clone(),
             read: spec.read.clone(),
             allow_extra,
@@ -507,15 +513,17 @@ fn pending(manifests: &[raw::Manifest], done: &BTreeSet<String>, mode: LoadMode,
             }
         }
         LoadMode::Append | LoadMode::Merge => {
+            // Only a landing that lists the whole source says what it holds
+            // now; a landing of new objects adds to what came before.
             let mut current: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-            for f in manifests.iter().flat_map(|m| &m.files) {
+            for f in manifests.iter().filter(|m| m.complete).flat_map(|m| &m.files) {
                 current.insert(&f.source, &f.sha256);
             }
-            for f in manifests.iter().flat_map(|m| &m.files) {
+            for (m, f) in manifests.iter().flat_map(|m| m.files.iter().map(move |f| (m, f))) {
                 if done.contains(&f.key) || !seen.insert(f.key.clone()) {
                     continue;
                 }
-                if current.get(f.source.as_str()) != Some(&f.sha256.as_str()) {
+                if m.complete && current.get(f.source.as_str()) != Some(&f.sha256.as_str()) {
                     out.superseded.push(f.clone());
                     continue;
                 }
@@ -586,6 +594,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
                 label: f.source.clone(),
                 name: f.name.clone(),
                 size: Some(f.bytes),
+                path: ctx.store.local_path(&f.key),
                 open: Arc::new(move || {
                     store.get(&key)?.ok_or_else(|| {
                         Error::external(format!("raw object {key} is missing from {}", store.describe()), false)
