@@ -90,7 +90,7 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
                 ExportWhat::Table(t) => t.v.clone(),
                 ExportWhat::Query(_) => "query".into(),
             };
-            format!("export: {what} → {}", e.path.v)
+            format!("export: {what} → {}", crate::secret::redact_url(&e.path.v))
         }
     }
 }

@@ -104,6 +104,7 @@ impl ReadArgs {
             header: !self.no_header,
             null: self.null.clone(),
             encoding: if encoding == Encoding::Utf8 { Encoding::Utf8 } else { encoding },
+            pages: None,
         })
     }
 }

@@ -170,6 +170,10 @@ pub fn infer(
         let n = rows.rows;
         return Ok((rows.schema().map_err(|e| format!("{name}: {e}"))?, n));
     }
+    let src: Box<dyn Read + Send + '_> = match &opts.pages {
+        Some(p) => Box::new(std::io::Cursor::new(super::pages::to_ndjson(src, name, p)?)),
+        None => src,
+    };
     let src = super::encoding::decode(opts.encoding, src);
     let mut cands: Vec<Candidate> = Vec::new();
     let mut n = 0u64;

@@ -57,7 +57,15 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 StepKind::Ingest(i) => {
                     datasets.insert(i.dataset.as_ref().map(|d| d.v.clone()).unwrap_or_else(|| s.name.v.clone()));
                 }
-                _ => {}
+                // These name no table or dataset the project's other files refer to.
+                StepKind::Sql(_)
+                | StepKind::Export(_)
+                | StepKind::Seed(_)
+                | StepKind::Snapshot(_)
+                | StepKind::Test(_)
+                | StepKind::Clean(_)
+                | StepKind::Command(_)
+                | StepKind::Empty => {}
             }
         }
     }
@@ -116,6 +124,7 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                             check_source(p, &mut d, path)
                         }
                     }
+                    SourceSpec::Http(_) => {}
                     SourceSpec::Database(db) => check_conn(&mut d, &Some(db.connection.clone())),
                     // Checked when decoded; the bucket is reached at run time.
                     SourceSpec::S3(_) => {}
@@ -180,6 +189,15 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 StepKind::Command(_) | StepKind::Empty => {}
                 StepKind::Export(e) => {
                     check_conn(&mut d, &e.connection);
+                    let dest = e.path.v.as_str();
+                    if dest.contains("://") && !dest.starts_with("file://") && !dest.starts_with("s3://") {
+                        let mut x = p.sources.diag(
+                            &e.path.loc,
+                            format!("unsupported export destination \"{}\"", crate::secret::redact_url(dest)),
+                        );
+                        x.help = Some("write a path, file:///abs/path or s3://bucket/key".into());
+                        d.push(x);
+                    }
                     if let ExportWhat::Query(q) = &e.what
                         && q.v.trim().is_empty()
                     {
@@ -234,7 +252,13 @@ pub(super) fn validate(p: &mut Project) -> Plan {
             let (select, exclude) = match &s.kind {
                 StepKind::Sql(q) => (&q.select, &q.exclude),
                 StepKind::Seed(n) | StepKind::Snapshot(n) | StepKind::Test(n) => (&n.select, &n.exclude),
-                _ => continue,
+                // No model selectors.
+                StepKind::Ingest(_)
+                | StepKind::Load(_)
+                | StepKind::Export(_)
+                | StepKind::Clean(_)
+                | StepKind::Command(_)
+                | StepKind::Empty => continue,
             };
             if let Err(e) = super::select(&models, select, exclude) {
                 d.push(p.sources.diag(&s.name.loc, format!("step `{}`: {e}", s.name.v)));

@@ -13,6 +13,7 @@
 
 pub mod database;
 pub mod files;
+pub mod http;
 pub mod s3;
 
 use std::io::Read;
@@ -68,6 +69,7 @@ pub trait Source: Send {
 pub fn open(ctx: &RunCtx, spec: &SourceSpec, take: Take, previous: Option<&Manifest>) -> Result<Box<dyn Source>> {
     match spec {
         SourceSpec::Files(pattern) => Ok(Box::new(files::FileSource::open(ctx, &pattern.v, take, previous)?)),
+        SourceSpec::Http(cfg) => Ok(Box::new(http::HttpSource::open(ctx, cfg, previous)?)),
         SourceSpec::Database(db) => Ok(Box::new(database::DbSource::open(ctx, db, previous)?)),
         SourceSpec::S3(url) => Ok(Box::new(s3::S3Source::open(&url.v, take, previous)?)),
     }

@@ -580,5 +580,7 @@ pub fn run(ctx: &RunCtx, cfg: &ExportStep) -> Result<StepOutput> {
         rows: Some(rows),
         bytes: Some(bytes),
         details: json!({ "path": shown, "rows": rows, "bytes": bytes, "format": cfg.format.name() }),
+        datasets: Vec::new(),
+        objects: Some(1),
     })
 }

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use super::{RunCtx, StepOutput, count, human_bytes};
+use super::{DatasetKind, DatasetUpdate, RunCtx, StepOutput, count, human_bytes};
 use crate::error::Result;
 use crate::project::{IngestStep, SourceSpec, StepConfig};
 use crate::sources;
@@ -49,6 +49,7 @@ pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutp
         return Ok(StepOutput {
             summary: match &cfg.source {
                 SourceSpec::Files(p) => format!("no file matches {}; nothing landed", p.v),
+                SourceSpec::Http(h) => format!("{} returned no records; nothing landed", h.shown()),
                 SourceSpec::Database(_) => format!("no new rows in {}; nothing landed", cfg.source.shown()),
                 SourceSpec::S3(_) if cfg.take == crate::project::Take::New => {
                     format!("nothing new under {}: every object was taken before", cfg.source.shown())
@@ -58,6 +59,8 @@ pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutp
             rows: Some(0),
             bytes: Some(0),
             details: json!({ "dataset": dataset, "manifest": null, "landed": [], "skipped": [] }),
+            datasets: Vec::new(),
+            objects: Some(0),
         });
     }
     let manifest = Manifest {
@@ -107,5 +110,8 @@ pub fn run(ctx: &RunCtx, step: &StepConfig, cfg: &IngestStep) -> Result<StepOutp
             "landed": landed,
             "skipped": skipped,
         }),
+        // A landing that was published (even of bytes stored before) updates the dataset.
+        datasets: if published { vec![DatasetUpdate::new(dataset.clone(), DatasetKind::Raw)] } else { Vec::new() },
+        objects: Some(landed.len() as u64),
     })
 }

@@ -77,6 +77,9 @@ mod oid {
     pub const JSONB: u32 = 3802;
 }
 
+/// Bytes of COPY output handed over at once by `copy_text`.
+const COPY_BLOCK: usize = 1 << 20;
+
 /// Microseconds and days between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_DAYS: i64 = 10_957;
 const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * 86_400_000_000;
@@ -118,7 +121,11 @@ pub fn pg_config(url: &str, shown: &str, drop: &[&str]) -> Result<(tokio_postgre
     let pg_url = url_for_driver(&without_params(url, &ours));
     let mut config = tokio_postgres::Config::from_str(&pg_url)
         .map_err(|e| Error::user(format!("invalid PostgreSQL URL {shown}: {e}")))?;
-    config.ssl_mode(tls.pg_mode());
+    // As libpq: a Unix socket is not encrypted, whatever the mode (the
+    // server would refuse TLS there).
+    let hosts = config.get_hosts();
+    let unix_only = !hosts.is_empty() && hosts.iter().all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+    config.ssl_mode(if unix_only { tokio_postgres::config::SslMode::Disable } else { tls.pg_mode() });
     Ok((config, tls))
 }
 
@@ -725,6 +732,13 @@ impl Warehouse for Postgres {
                 (oid::BOOL, _) => {
                     format!("CASE WHEN {0} THEN 'true' WHEN NOT {0} THEN 'false' END", q(name))
                 }
+                // A numeric column of that very scale already prints so.
+                (oid::NUMERIC, Some(ColumnType::Decimal(Some((_, scale)))))
+                    if c.type_modifier() >= 4 && ((c.type_modifier() - 4) & 0xffff) as u8 == scale =>
+                {
+                    exprs.push(q(name));
+                    continue;
+                }
                 (oid::NUMERIC | oid::INT2 | oid::INT4 | oid::INT8, Some(ColumnType::Decimal(Some((_, scale)))))
                     if scale > 0 || oid == oid::NUMERIC =>
                 {
@@ -753,25 +767,51 @@ impl Warehouse for Postgres {
         let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
         let stream = self.check(r, "run the query", &copy)?;
         header(&names, out)?;
-        let mut stream = Box::pin(stream);
+        // PostgreSQL sends a message a row. A task on the runtime gathers
+        // them into 1 MiB blocks (the connection and it take turns on one
+        // worker), and this thread counts and writes whole blocks: one
+        // hand-over per MiB, not one per row, and reading overlaps writing.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, tokio_postgres::Error>>(4);
+        self.rt.spawn(async move {
+            let mut stream = Box::pin(stream);
+            let mut buf = BytesMut::with_capacity(COPY_BLOCK + (64 << 10));
+            loop {
+                match stream.next().await {
+                    Some(Ok(c)) => {
+                        buf.extend_from_slice(&c);
+                        if buf.len() >= COPY_BLOCK && tx.send(Ok(buf.split().freeze())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    None => {
+                        if !buf.is_empty() {
+                            let _ = tx.send(Ok(buf.freeze())).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        });
         let mut rows = 0u64;
         let mut in_quotes = false;
-        loop {
-            let chunk = self.rt.block_on(stream.next());
-            let Some(chunk) = chunk else { break };
-            let chunk = self.check(chunk, "read query results", &copy)?;
+        while let Some(block) = rx.blocking_recv() {
+            let block = self.check(block, "read query results", &copy)?;
             if o.csv_quoting {
-                for i in memchr::memchr2_iter(b'"', b'\n', &chunk) {
-                    if chunk[i] == b'"' {
+                for i in memchr::memchr2_iter(b'"', b'\n', &block) {
+                    if block[i] == b'"' {
                         in_quotes = !in_quotes;
                     } else if !in_quotes {
                         rows += 1;
                     }
                 }
             } else {
-                rows += memchr::memchr_iter(b'\n', &chunk).count() as u64;
+                rows += memchr::memchr_iter(b'\n', &block).count() as u64;
             }
-            out.write_all(&chunk).map_err(|e| Error::external(format!("cannot write the export: {e}"), false))?;
+            out.write_all(&block).map_err(|e| Error::external(format!("cannot write the export: {e}"), false))?;
         }
         Ok(Some(rows))
     }
@@ -784,7 +824,13 @@ impl Warehouse for Postgres {
         let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
         let oids: Vec<u32> = stmt.columns().iter().map(|c| c.type_().oid()).collect();
         sink.columns(&names)?;
-        sink.types(&oids.iter().map(|o| Some(column_type_of(*o, -1))).collect::<Vec<_>>());
+        sink.types(
+            &stmt
+                .columns()
+                .iter()
+                .map(|c| Some(column_type_of(c.type_().oid(), c.type_modifier())))
+                .collect::<Vec<_>>(),
+        );
         let copy = format!("COPY ({body}) TO STDOUT");
         let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
         let stream = self.check(r, "run the query", &copy)?;

@@ -394,10 +394,15 @@ fn refused_before(host: &str, port: u16) -> bool {
     REFUSED.lock().expect("refused servers").iter().any(|(h, p)| h == host && *p == port)
 }
 
-/// The crypto provider (aws-lc-rs, which object_store's reqwest already
-/// builds). It is also installed as the process default, so code that asks
-/// rustls for the default (mysql_async) finds it even when another provider
-/// is compiled in too.
+/// Installs the crypto provider (aws-lc-rs, which object_store's reqwest
+/// already builds) as the process default, so code that asks rustls for the
+/// default (mysql_async, oracledb) finds it even when another provider is
+/// compiled in too. Connections here call it themselves; the binary calls it
+/// first thing.
+pub fn install_provider() {
+    provider();
+}
+
 fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| {
@@ -589,10 +594,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for PgTlsStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for PgTlsStream<S> {
+    /// `tls-server-end-point` (RFC 5929), so SCRAM authenticates over
+    /// `SCRAM-SHA-256-PLUS`: a man in the middle cannot relay the login
+    /// even when the certificate is not verified (`prefer`, `require`).
     fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
-        // SCRAM without channel binding (the server accepts it).
-        tokio_postgres::tls::ChannelBinding::none()
+        let leaf = self.0.get_ref().1.peer_certificates().and_then(|c| c.first());
+        match leaf.and_then(|c| server_end_point(c.as_ref())) {
+            Some(hash) => tokio_postgres::tls::ChannelBinding::tls_server_end_point(hash),
+            None => tokio_postgres::tls::ChannelBinding::none(),
+        }
     }
+}
+
+/// One DER element: its tag, its content and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |a, &b| (a << 8) | b as usize), &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The hash of a certificate for `tls-server-end-point`: by the hash of its
+/// signature algorithm, SHA-256 for MD5 and SHA-1; `None` for algorithms
+/// without one hash (Ed25519, RSA-PSS), which leaves SCRAM unbound.
+fn server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, body, _) = der(cert)? else { return None };
+    let (SEQUENCE, _, rest) = der(body)? else { return None };
+    let (SEQUENCE, algorithm, _) = der(rest)? else { return None };
+    let (0x06, oid, _) = der(algorithm)? else { return None };
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    let bits = match oid {
+        [r @ .., 0x04 | 0x05 | 0x0b] if r == RSA => 256,
+        [r @ .., 0x0c] if r == RSA => 384,
+        [r @ .., 0x0d] if r == RSA => 512,
+        [e @ .., 0x01] if e == ECDSA => 256,
+        [e @ .., 0x03, 0x02] if e == ECDSA => 256,
+        [e @ .., 0x03, 0x03] if e == ECDSA => 384,
+        [e @ .., 0x03, 0x04] if e == ECDSA => 512,
+        _ => return None,
+    };
+    Some(match bits {
+        256 => sha2::Sha256::digest(cert).to_vec(),
+        384 => sha2::Sha384::digest(cert).to_vec(),
+        _ => sha2::Sha512::digest(cert).to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -625,6 +681,38 @@ mod tests {
         assert_eq!(t.check(), Check::Chain);
         assert_eq!(Tls { mode: Mode::Require, roots: None }.check(), Check::Nothing);
         assert_eq!(Tls { mode: Mode::Prefer, roots: Some(Roots::System) }.check(), Check::Nothing);
+    }
+
+    /// A certificate's outline: tbsCertificate, signatureAlgorithm (`oid`),
+    /// signature.
+    fn cert_with(oid: &[u8]) -> Vec<u8> {
+        let mut alg = vec![0x06, oid.len() as u8];
+        alg.extend_from_slice(oid);
+        let mut body = vec![0x30, 0x00, 0x30, alg.len() as u8];
+        body.extend_from_slice(&alg);
+        body.extend_from_slice(&[0x03, 0x01, 0x00]);
+        let mut cert = vec![0x30, body.len() as u8];
+        cert.extend_from_slice(&body);
+        cert
+    }
+
+    #[test]
+    fn channel_binding_hashes_by_the_signature_algorithm() {
+        use sha2::Digest;
+        let ecdsa_sha384 = cert_with(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]);
+        assert_eq!(server_end_point(&ecdsa_sha384), Some(sha2::Sha384::digest(&ecdsa_sha384).to_vec()));
+        // SHA-1 becomes SHA-256 (RFC 5929).
+        let rsa_sha1 = cert_with(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05]);
+        assert_eq!(server_end_point(&rsa_sha1), Some(sha2::Sha256::digest(&rsa_sha1).to_vec()));
+        // Ed25519 has no hash of its own: no binding.
+        assert_eq!(server_end_point(&cert_with(&[0x2b, 0x65, 0x70])), None);
+        assert_eq!(server_end_point(b"\x30\x05garbage"), None);
+    }
+
+    #[test]
+    fn names_are_shown_as_written() {
+        assert_eq!(presented_name("DnsName(\"db.example.com\")"), "db.example.com");
+        assert_eq!(presented_name("localhost"), "localhost");
     }
 
     #[test]

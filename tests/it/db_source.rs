@@ -216,6 +216,7 @@ fn killed_mid_landing(kind: Kind) {
     assert_eq!(loaded(), (ROWS, ROWS));
     let kills = 5u32;
     let mut hit = 0;
+    let mut last = None;
     for k in 0..kills {
         let p = fresh();
         let mut run = Service::start(p.path(), "killed", &["run"], &[]);
@@ -231,8 +232,16 @@ fn killed_mid_landing(kind: Kind) {
         again.expect_code(0);
         assert!(again.stdout.contains("no new rows"), "{}", again.stdout);
         assert_eq!(loaded(), (ROWS, ROWS));
+        last = Some(p);
     }
     assert!(hit >= kills / 2, "only {hit} of {kills} kills hit a running run");
+    // Rows added after that are landed and loaded once, next to the others.
+    let p = last.expect("a project");
+    fill(ROWS + 1, ROWS + 1000);
+    let out = p.run(&["run"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("landed 1 file (1,000 rows"), "{}", out.stdout);
+    assert_eq!(loaded(), (ROWS + 1000, ROWS + 1000));
 }
 
 per_backend!([postgres => Postgres, mysql => Mysql] killed_mid_landing);
@@ -299,4 +308,28 @@ fn an_unknown_connection_is_found_by_check() {
     assert_ne!(out.code, 0);
     let e = format!("{}{}", out.stdout, out.stderr);
     assert!(e.contains("unknown connection `shpo`") && e.contains("shop"), "{e}");
+}
+
+/// Each landing of an incremental source holds only its new rows: one whose
+/// load failed is loaded by a later run, next to the later landings, never
+/// skipped as superseded by them.
+#[test]
+fn a_landing_whose_load_failed_is_loaded_by_a_later_run() {
+    let db = TestDb::new(Kind::Postgres);
+    create_orders(&db);
+    insert_orders(&db, 1..=5);
+    let p = project(&db, "table = \"orders\"\ncursor = \"id\"");
+    let good = p.read("pipelines/p.toml");
+    // A column too narrow for the notes: the load fails, the landing stays.
+    p.write("pipelines/p.toml", &good.replace("note = \"text\"", "note = \"varchar(3)\""));
+    let out = p.run(&["run"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("landed 1 file (5 rows"), "{}", out.stdout);
+    // More rows arrive; the pipeline is fixed; both landings are loaded.
+    insert_orders(&db, 6..=9);
+    p.write("pipelines/p.toml", &good);
+    let out = p.run(&["run"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("landed 1 file (4 rows"), "{}", out.stdout);
+    assert_eq!(dump(&db, "orders_copy"), dump(&db, "orders"));
 }

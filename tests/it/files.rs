@@ -283,6 +283,47 @@ fn an_export_to_s3_is_published_whole(server: Server) {
     p.write_bytes("back.parquet", &parquet);
     let got = py(p.path(), "import pyarrow.parquet as pq\nprint(pq.read_table('back.parquet').num_rows)\n");
     assert_eq!(got, "4\n");
+    // A pipeline's export step writes to s3:// the same way.
+    let p2 = TestProject::new();
+    p2.write("sluice.toml", "name = \"s3export\"\n");
+    p2.write("drops/e.csv", "id,name\n1,a\n2,b\n");
+    p2.write(
+        "pipelines/p.toml",
+        &format!(
+            r#"[[steps]]
+name = "ingest"
+kind = "ingest"
+source = "drops/*.csv"
+dataset = "events"
+
+[[steps]]
+name = "load"
+kind = "load"
+from = "ingest"
+table = "events"
+[steps.columns]
+id = "bigint not null"
+name = "text"
+
+[[steps]]
+name = "out"
+kind = "export"
+depends_on = ["load"]
+query = "select * from events order by id"
+path = "s3://exports/pipeline/events.ndjson?endpoint={}"
+"#,
+            s3.endpoint()
+        ),
+    );
+    let out = run_in(p2.path(), &["run"], &env);
+    out.expect_code(0);
+    py(
+        p2.path(),
+        &format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='{key}', aws_secret_access_key='{secret}', region_name='us-east-1')\nb = s3.get_object(Bucket='exports', Key='pipeline/events.ndjson')['Body'].read()\nassert b == b'{{\"id\":1,\"name\":\"a\"}}\\n{{\"id\":2,\"name\":\"b\"}}\\n', b\n",
+            s3.endpoint()
+        ),
+    );
     // A destination that names no object is a user error.
     let dest = format!("s3://exports?endpoint={}", s3.endpoint());
     let out = run_in(p.path(), &["export", &url, "--table", "t", "-o", &dest], &env);

@@ -50,6 +50,7 @@ mod docs;
 mod examples;
 mod exit_codes;
 mod files;
+mod http_source;
 mod landing;
 mod load;
 mod orchestrate;

@@ -152,6 +152,20 @@ fn s3_source_errors_name_the_step() {
     assert!(all.contains("bucket `no-such-bucket` does not exist"), "{all}");
 }
 
+/// A missing bucket fails the step before anything is landed, on both servers.
+fn s3_source_missing_bucket_fails_the_step(kind: Server) {
+    let s3 = S3::start(kind);
+    s3.bucket("drops");
+    let p = project(&s3.url("no-such-bucket", "in/*.csv"), "all");
+    let out = run(&p, &s3, &["run"]);
+    out.expect_code(2);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("fetch") && all.contains("bucket `no-such-bucket` does not exist"), "{all}");
+    assert!(files_under(&p.file(".sluice/lake")).iter().all(|f| !f.contains("/raw/")), "nothing landed");
+}
+
+per_s3!(s3_source_missing_bucket_fails_the_step);
+
 /// The server dies while an object is being downloaded: the run fails with a
 /// clear error and publishes nothing; with the server back, the next run
 /// lands and loads every row once.

@@ -134,6 +134,8 @@ fn give_to_postgres(path: &Path) {
 struct TlsPg {
     port: u16,
     certs: Certs,
+    /// Where its Unix socket is.
+    dir: PathBuf,
 }
 
 /// The PostgreSQL cluster with `ssl = on`, started once.
@@ -192,7 +194,8 @@ fn pg() -> &'static TlsPg {
         let pid: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
         // SIGQUIT: PostgreSQL's immediate shutdown.
         stop_at_exit(pid, libc::SIGQUIT, dir.clone());
-        TlsPg { port, certs }
+        give_to_postgres(&dir);
+        TlsPg { port, certs, dir }
     })
 }
 
@@ -310,10 +313,17 @@ fn postgres_each_sslmode_against_a_tls_server() {
         ("sslmode=require".into(), "true"),
         (format!("sslmode=verify-ca&sslrootcert={ca}"), "true"),
         (format!("sslmode=verify-full&sslrootcert={ca}"), "true"),
+        // SCRAM bound to the TLS session (tls-server-end-point).
+        ("sslmode=require&channel_binding=require".into(), "true"),
+        (format!("sslmode=verify-full&sslrootcert={ca}&channel_binding=require"), "true"),
     ] {
         let out = export(&pg_url("localhost", pg.port, &params), PG_SSL);
         assert_eq!(value(&out), encrypted, "{params}");
     }
+    // A Unix socket is not encrypted, whatever the mode (as libpq).
+    let url =
+        format!("postgres://postgres:{PG_PW}@/postgres?host={}&port={}&sslmode=verify-full", pg.dir.display(), pg.port);
+    assert_eq!(value(&export(&url, PG_SSL)), "false");
 }
 
 #[test]
@@ -337,10 +347,32 @@ fn postgres_a_wrong_ca_fails_the_verifying_modes() {
         );
         assert!(!out.stderr.contains(PG_PW));
     }
-    // A root certificate file that is not there is named.
+    // Without sslrootcert the system's store is trusted, which does not
+    // hold the test's CA.
+    let out = export(&pg_url("localhost", pg.port, "sslmode=verify-full"), PG_SSL);
+    out.expect_code(4);
+    assert!(
+        out.stderr.ends_with(
+            ": the server's certificate is not signed by a CA in the system's trust store (sslmode=verify-full)\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    // A root certificate file that is not there, or holds no certificate,
+    // is named.
     let out = export(&pg_url("localhost", pg.port, "sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem"), PG_SSL);
     out.expect_code(2);
     assert!(out.stderr.contains("/nonexistent/ca.pem"), "{}", out.stderr);
+    let key = pg.certs.dir.join("server.ext").display().to_string();
+    let out = export(&pg_url("localhost", pg.port, &format!("sslmode=verify-ca&sslrootcert={key}")), PG_SSL);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "the sslrootcert file {key} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)"
+        )),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

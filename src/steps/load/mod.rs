@@ -23,7 +23,7 @@ use std::sync::mpsc::sync_channel;
 
 use serde_json::json;
 
-use super::{Meter, RunCtx, StepOutput, count, human_bytes};
+use super::{DatasetKind, DatasetUpdate, Meter, RunCtx, StepOutput, count, human_bytes};
 use crate::error::{BadRows, Error, Result, RowError};
 use crate::formats::csv::CsvWriter;
 use crate::project::{LoadMode, LoadStep, OnError, PipelineConfig, ReadOptions, SchemaChange, SchemaSource, StepKind};
@@ -439,6 +439,21 @@ pub fn dataset_of(pl: &PipelineConfig, cfg: &LoadStep) -> Result<String> {
     }
 }
 
+/// How a load reads what its `from` step landed: the pages of an HTTP
+/// source are JSON documents whose records sit at the source's `records` path.
+pub fn pages_of(pl: &PipelineConfig, cfg: &LoadStep) -> Option<crate::formats::pages::JsonPages> {
+    let from = pl.steps.iter().find(|s| s.name.v == cfg.from.v)?;
+    match &from.kind {
+        StepKind::Ingest(i) => match &i.source {
+            crate::project::SourceSpec::Http(h) => {
+                Some(crate::formats::pages::JsonPages { records: h.records.clone(), separator: h.flatten.clone() })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The declared schema of a load step (`None`: the table's own).
 pub fn declared_schema(ctx: &RunCtx, cfg: &LoadStep) -> Result<Option<Schema>> {
     match &cfg.schema {
@@ -537,6 +552,8 @@ fn pending(manifests: &[raw::Manifest], done: &BTreeSet<String>, mode: LoadMode,
 
 pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutput> {
     let dataset = dataset_of(pl, cfg)?;
+    let mut read = cfg.read.clone();
+    read.pages = pages_of(pl, cfg);
     let mut wh = ctx.warehouse(cfg.connection.as_ref().map(|c| c.v.as_str()))?;
     let schema = declared_schema(ctx, cfg)?;
     let table = &cfg.table.v;
@@ -591,8 +608,9 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             let store = ctx.store.clone();
             let key = f.key.clone();
             Input {
-                label: f.source.clone(),
-                name: f.name.clone(),
+                // A page is named by its object (its URL is in the manifest).
+                label: if read.pages.is_some() { f.key.clone() } else { f.source.clone() },
+                name: if read.pages.is_some() { f.key.clone() } else { f.name.clone() },
                 size: Some(f.bytes),
                 path: ctx.store.local_path(&f.key),
                 open: Arc::new(move || {
@@ -612,7 +630,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
         schema,
         mode: cfg.mode,
         key: cfg.key.clone(),
-        read: cfg.read.clone(),
+        read,
         on_error: cfg.on_error,
         max_errors: cfg.max_errors,
         schema_change: cfg.schema_change,
@@ -630,6 +648,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             rows: Some(0),
             bytes: None,
             details: json!({ "table": table, "objects": [], "loaded": 0, "loaded_concurrently": objects }),
+            ..Default::default()
         });
     }
     let mut summary = summary(table, &report, pending.len());
@@ -651,5 +670,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             })).collect::<Vec<_>>(),
             "superseded": superseded,
         }),
+        datasets: vec![DatasetUpdate::new(table.clone(), DatasetKind::Table)],
+        objects: Some(objects.len() as u64),
     })
 }

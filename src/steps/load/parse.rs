@@ -140,7 +140,12 @@ pub fn run(mut job: Job, sink: Sink<'_>) -> Result<Parsed> {
         let bytes = parse_parquet(&job, file, &mut st)?;
         return Ok(Parsed { read: st.read, rejected: st.rejected, bytes });
     }
-    let src = open()?;
+    let mut src = open()?;
+    if let Some(pages) = &job.read.pages {
+        // An API page: its records, flattened, as NDJSON.
+        let nd = crate::formats::pages::to_ndjson(src, &job.label, pages).map_err(Error::DataMsg)?;
+        src = Box::new(std::io::Cursor::new(nd));
+    }
     let src = crate::formats::encoding::decode(job.read.encoding, src);
     let bytes = match job.read.format_of(&job.name) {
         FileFormat::Csv => parse_csv(&job, src, &mut st)?,
