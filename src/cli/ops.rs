@@ -3,7 +3,7 @@
 //! [TASK]` (with `--follow`), `sluice status`, and `sluice openapi`. They
 //! read the state store directly, like the API does.
 
-use std::io::Write;
+use std::io::Write as _;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -307,16 +307,25 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     let s = state(&a.project, &a.state)?;
     let counts = s.counts()?;
     let workers = s.workers()?;
+    let unserved = s.unserved_pools()?;
     let now = now_us();
     let mut out = Out::new();
     let _: std::result::Result<(), Closed> = (|| {
         out.line(&format!("state store   {}", s.describe()))?;
-        let live: Vec<_> = workers.iter().filter(|w| w.4.is_none() && now - w.3 < 60_000_000).collect();
+        let live: Vec<_> =
+            workers.iter().filter(|w| w.4.is_none() && now - w.3 < crate::state::LIVE_WORKER_US).collect();
         out.line(&format!("workers       {} alive ({} known)", live.len(), workers.len()))?;
         for w in &live {
-            out.line(&format!("  {:<40} {} slots, heartbeat {}", w.0, w.2, ago(w.3)))?;
+            let pools = if w.5 == "*" { "every pool".to_string() } else { format!("pool {}", w.5) };
+            out.line(&format!("  {:<40} {pools}, {} slots, heartbeat {}", w.0, w.2, ago(w.3)))?;
         }
         out.line(&format!("queue         {} task(s) ready, waiting for a worker", counts.queue_depth))?;
+        for u in &unserved {
+            out.line(&format!(
+                "  {} ready task(s) in pool `{}`: no live worker serves it (start one: sluice worker --pool {})",
+                u.ready, u.pool, u.pool
+            ))?;
+        }
         if counts.scheduler_lag > 5.0 {
             out.line(&format!(
                 "scheduler     a schedule is {:.0}s overdue: is a scheduler running (`sluice scheduler` or `sluice serve`)?",
@@ -347,4 +356,84 @@ pub fn openapi() -> Result<i32> {
     let mut out = Out::new();
     let _ = out.line(&crate::serve::openapi_json());
     Ok(0)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// The URL to check (http:// only; a loopback address in a container).
+    #[arg(env = "SLUICE_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8080/healthz", value_name = "URL")]
+    pub url: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "5s", value_parser = |s: &str| crate::project::tree::parse_duration(s))]
+    pub timeout: Duration,
+}
+
+/// GET `url`; exit 0 on a 2xx answer, 1 on any other answer or none (the
+/// reason on stderr). Plain HTTP/1.1 over a socket: a distroless image has
+/// no curl or wget, and the check must cost next to nothing.
+pub fn healthcheck(a: HealthcheckArgs) -> Result<i32> {
+    match probe(&a.url, a.timeout) {
+        Ok((code, _)) if (200..300).contains(&code) => Ok(0),
+        Ok((code, body)) => {
+            errln!("{}: HTTP {code}: {}", a.url, body.trim());
+            Ok(1)
+        }
+        Err(e) => {
+            errln!("{}: {e}", a.url);
+            Ok(1)
+        }
+    }
+}
+
+/// The status code and body of `GET url`.
+fn probe(url: &str, timeout: Duration) -> std::result::Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs can be checked")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let with_port =
+        if authority.rsplit(':').next().is_some_and(|p| p.parse::<u16>().is_ok()) && !authority.ends_with(']') {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .collect();
+    let addr = addrs.first().ok_or_else(|| format!("{authority} has no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(addr, timeout).map_err(|e| format!("cannot connect: {e}"))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: sluice-healthcheck\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Enough for a status line and a short reason; stop at 64 KiB.
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.len() > 65_536 {
+                    break;
+                }
+            }
+            Err(e) if out.is_empty() => return Err(format!("no answer: {e}")),
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| "not an HTTP answer".to_string())?;
+    Ok((code, body.chars().take(300).collect()))
 }

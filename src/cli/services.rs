@@ -11,7 +11,7 @@ use crate::orchestrate::schedule::{Timing, backfill_fires, parse_time, rfc3339, 
 use crate::orchestrate::scheduler::{SchedulerConfig, run_scheduler};
 use crate::orchestrate::worker::{Shutdown, WorkerConfig, default_id, run_worker};
 use crate::project::TriggerKind;
-use crate::state::{RunFilter, State};
+use crate::state::{DEFAULT_POOL, Pools, RunFilter, State};
 
 use super::ProjectArgs;
 
@@ -37,6 +37,25 @@ fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
     if s.trim() == "0" { Ok(Duration::ZERO) } else { parse_dur(s) }
 }
 
+/// The health listener of the scheduler and worker roles.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// Answer GET /healthz (alive) and /readyz (the state store answers) on
+    /// this address, for container health checks and Kubernetes probes
+    /// (off when not given; the API role has both on --listen).
+    #[arg(long = "health-addr", env = "SLUICE_HEALTH_ADDR", value_name = "HOST:PORT")]
+    pub health_addr: Option<String>,
+}
+
+impl HealthArgs {
+    fn start(&self, state: &Arc<State>, shutdown: &Shutdown, who: &str) -> Result<()> {
+        match &self.health_addr {
+            Some(addr) => crate::orchestrate::health::listen(addr, state.clone(), shutdown.clone(), who),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListenArgs {
     /// The address the API listens on.
@@ -59,14 +78,37 @@ pub struct WorkerArgs {
     /// This worker's id (default: host, process id and a random suffix).
     #[arg(long, env = "SLUICE_WORKER_ID")]
     pub id: Option<String>,
+    /// The worker pool(s) whose tasks it claims (a step's or pipeline's
+    /// `pool`); repeat or separate with commas. `sluice worker` claims the
+    /// `default` pool when left out, `sluice serve` every pool.
+    #[arg(long = "pool", env = "SLUICE_WORKER_POOL", value_delimiter = ',', value_name = "NAME")]
+    pub pools: Vec<String>,
 }
 
 impl WorkerArgs {
-    fn config(&self) -> WorkerConfig {
+    /// The worker's settings; `all` when no `--pool` is given claims every
+    /// pool (the all-in-one `serve`), else the `default` pool.
+    fn config(&self, all: bool) -> Result<WorkerConfig> {
         let mut c = WorkerConfig::new(self.id.clone().unwrap_or_else(default_id), self.slots);
         c.lease = self.lease;
         c.grace = self.grace;
-        c
+        let pools: Vec<String> = self.pools.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+        for p in &pools {
+            if !crate::project::valid_name(p) {
+                return Err(Error::user(format!(
+                    "invalid pool name \"{p}\" for --pool: {}",
+                    crate::project::NAME_RULE
+                )));
+            }
+        }
+        c.pools = if !pools.is_empty() {
+            Pools::Only(pools)
+        } else if all {
+            Pools::All
+        } else {
+            Pools::Only(vec![DEFAULT_POOL.to_string()])
+        };
+        Ok(c)
     }
 }
 
@@ -99,6 +141,8 @@ pub struct SchedulerArgs {
     /// The longest the scheduler sleeps between looks at the triggers.
     #[arg(long, default_value = "1s", value_parser = parse_dur)]
     pub tick: Duration,
+    #[command(flatten)]
+    pub health: HealthArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +155,8 @@ pub struct WorkerCmdArgs {
     pub wait: StateWaitArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub health: HealthArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -189,7 +235,7 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
     let (project, state) = open_service(&a.project, &a.state)?;
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
-    let wcfg = a.worker.config();
+    let wcfg = a.worker.config(true)?;
     let res = std::thread::scope(|s| {
         // The API answers at once (/healthz, and /readyz 503 until the state
         // store does); the scheduler and the worker start once it answers.
@@ -246,6 +292,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<i32> {
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
     let cfg = SchedulerConfig { tick: a.tick, ..SchedulerConfig::default() };
+    a.health.start(&state, &shutdown, "scheduler")?;
     let st = state.clone();
     when_ready(&st, &a.wait, "scheduler", &shutdown.clone(), move || run_scheduler(state, project, cfg, shutdown))
 }
@@ -255,7 +302,8 @@ pub fn worker(a: WorkerCmdArgs) -> Result<i32> {
     let shutdown = Shutdown::default();
     on_signals(shutdown.clone());
     let st = state.clone();
-    let cfg = a.worker.config();
+    let cfg = a.worker.config(false)?;
+    a.health.start(&state, &shutdown, "worker")?;
     when_ready(&st, &a.wait, "worker", &shutdown.clone(), move || run_worker(state, project, cfg, shutdown))
 }
 
@@ -296,12 +344,17 @@ pub fn next(a: NextArgs) -> Result<i32> {
     };
     let mut any = false;
     for pl in pipelines {
+        // Where its runs' steps go, when that is not only the default pool.
+        let mut pools: Vec<&str> = pl.steps.iter().map(|s| crate::orchestrate::runs::pool_of(pl, s)).collect();
+        pools.sort();
+        pools.dedup();
+        let pools = if pools == [DEFAULT_POOL] { String::new() } else { format!(" [pools: {}]", pools.join(", ")) };
         for t in &pl.triggers {
             any = true;
             match Timing::of(t, tz) {
                 Some(timing) => {
                     let timing = timing?;
-                    outln!("{}: {}", pl.name.v, timing.describe());
+                    outln!("{}: {}{pools}", pl.name.v, timing.describe());
                     let mut at = from;
                     for _ in 0..a.count {
                         match timing.next_after(at) {
@@ -318,10 +371,14 @@ pub fn next(a: NextArgs) -> Result<i32> {
                 }
                 None => match &t.kind {
                     TriggerKind::OnDataset(d) => {
-                        outln!("{}: when dataset `{}` is updated (by any pipeline's step)", pl.name.v, d.v)
+                        outln!("{}: when dataset `{}` is updated (by any pipeline's step){pools}", pl.name.v, d.v)
                     }
                     TriggerKind::OnNewObjects(o) => {
-                        outln!("{}: when new files appear under `{}`", pl.name.v, crate::secret::redact_url(&o.v))
+                        outln!(
+                            "{}: when new files appear under `{}`{pools}",
+                            pl.name.v,
+                            crate::secret::redact_url(&o.v)
+                        )
                     }
                     _ => {}
                 },
@@ -384,6 +441,7 @@ pub fn backfill(a: BackfillArgs) -> Result<i32> {
     on_signals(shutdown.clone());
     let mut cfg = WorkerConfig::new(default_id(), a.slots);
     cfg.poll = Duration::from_millis(200);
+    cfg.pools = Pools::All;
     let failed = std::thread::scope(|s| -> Result<usize> {
         let w = {
             let (state, project, shutdown) = (state.clone(), project.clone(), shutdown.clone());

@@ -132,8 +132,14 @@ pub fn tasks_of(project: &Project, pl: &PipelineConfig) -> Vec<NewTask> {
                 .unwrap_or(DEFAULT_RETRY_DELAY_MS),
             retry_on: s.retry_on.unwrap_or(RetryOn::Transient),
             timeout_ms: s.timeout.as_ref().map(|t| t.0.as_millis() as i64),
+            pool: pool_of(pl, s).to_string(),
         })
         .collect()
+}
+
+/// The worker pool a step runs in: its own `pool`, its pipeline's, else `default`.
+pub fn pool_of<'a>(pl: &'a PipelineConfig, s: &'a StepConfig) -> &'a str {
+    s.pool.as_ref().or(pl.pool.as_ref()).map(|p| p.v.as_str()).unwrap_or(crate::state::DEFAULT_POOL)
 }
 
 /// A step's dependencies: `depends_on`, and a load's ingest step.
@@ -213,7 +219,7 @@ pub fn datasets_updated(out: &StepOutput) -> Vec<String> {
 /// else `.sluice/state.db` in the project.
 fn state_url(project: &Project, url: Option<&str>) -> Result<String> {
     Ok(match url {
-        Some(u) => u.to_string(),
+        Some(u) => project.state_url_given(u)?.expose().to_string(),
         None => project.state_url()?.expose().to_string(),
     })
 }

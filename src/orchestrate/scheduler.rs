@@ -54,6 +54,7 @@ pub fn run_scheduler(state: Arc<State>, project: Arc<Shared>, cfg: SchedulerConf
     log("info", &who, &format!("started on {}", state.describe()));
     let mut leader = Leader::None;
     let lease_ms = (cfg.tick.as_millis() as i64 * 10).max(5_000);
+    let mut unserved = UnservedPools::default();
     while !shutdown.is_set() {
         // Leadership.
         let was = !matches!(leader, Leader::None);
@@ -101,6 +102,7 @@ pub fn run_scheduler(state: Arc<State>, project: Arc<Shared>, cfg: SchedulerConf
             if let Err(e) = state.reap() {
                 log("warn", &who, &format!("cannot look for lost tasks: {}", e.chain()));
             }
+            unserved.look(&state, &who);
         }
         shutdown.sleep(wait.max(Duration::from_millis(5)));
     }
@@ -109,6 +111,42 @@ pub fn run_scheduler(state: Arc<State>, project: Arc<Shared>, cfg: SchedulerConf
     }
     log("info", &who, "stopped");
     Ok(())
+}
+
+/// Warns, in the scheduler's log, of pools whose ready tasks no live worker
+/// serves: every 5 seconds it looks, and a pool found unserved at two looks
+/// in a row is reported once (again after it has been served).
+#[derive(Default)]
+struct UnservedPools {
+    last: Option<std::time::Instant>,
+    seen: std::collections::BTreeSet<String>,
+    warned: std::collections::BTreeSet<String>,
+}
+
+impl UnservedPools {
+    fn look(&mut self, state: &State, who: &str) {
+        if self.last.is_some_and(|l| l.elapsed() < Duration::from_secs(5)) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        let Ok(now) = state.unserved_pools() else { return };
+        let names: std::collections::BTreeSet<String> = now.iter().map(|u| u.pool.clone()).collect();
+        for u in &now {
+            if self.seen.contains(&u.pool) && !self.warned.contains(&u.pool) {
+                log(
+                    "warn",
+                    who,
+                    &format!(
+                        "{} ready task(s) in pool `{}` wait: no live worker serves it (start one: sluice worker --pool {})",
+                        u.ready, u.pool, u.pool
+                    ),
+                );
+                self.warned.insert(u.pool.clone());
+            }
+        }
+        self.warned.retain(|p| names.contains(p));
+        self.seen = names;
+    }
 }
 
 /// One look at every trigger at time `now`; returns the earliest next fire.

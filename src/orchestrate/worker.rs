@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::log::{log, log_task};
 use super::runs::{Shared, datasets_updated};
 use crate::error::{Error, Result};
-use crate::state::{Claim, Outcome, State};
+use crate::state::{Claim, DEFAULT_POOL, Outcome, Pools, State};
 use crate::steps::{Cancel, RunCtx, StopReason};
 
 /// How a worker works.
@@ -33,6 +33,8 @@ pub struct WorkerConfig {
     /// The longest an idle slot waits before looking for work again (a
     /// notification usually wakes it sooner).
     pub poll: Duration,
+    /// The pools whose tasks it claims.
+    pub pools: Pools,
 }
 
 impl WorkerConfig {
@@ -43,6 +45,7 @@ impl WorkerConfig {
             lease: Duration::from_secs(30),
             grace: Duration::from_secs(30),
             poll: Duration::from_secs(2),
+            pools: Pools::Only(vec![DEFAULT_POOL.to_string()]),
         }
     }
 }
@@ -131,7 +134,7 @@ fn persist<T>(who: &str, what: &str, waiting: &Unrecorded, mut f: impl FnMut() -
 
 /// Runs a worker until `shutdown`; returns when every slot has stopped.
 pub fn run_worker(state: Arc<State>, project: Arc<Shared>, cfg: WorkerConfig, shutdown: Shutdown) -> Result<()> {
-    state.register_worker(&cfg.id, cfg.slots as u32)?;
+    state.register_worker(&cfg.id, cfg.slots as u32, &cfg.pools)?;
     if let crate::state::db::Db::Postgres(pg) = &state.db {
         pg.listen(state.db.bell().clone())?;
     }
@@ -237,7 +240,7 @@ fn slot(
             continue;
         }
         let seen = state.bell_count();
-        match state.claim(&cfg.id, cfg.lease.as_millis() as i64) {
+        match state.claim(&cfg.id, &cfg.pools, cfg.lease.as_millis() as i64) {
             Ok(Some(c)) => run_task(state, project, cfg, running, unrecorded, who, c),
             Ok(None) => {
                 // Wake on a notification, or look again after `poll`.

@@ -268,12 +268,24 @@ impl Project {
     /// `.sluice/state.db` in the project folder.
     pub fn state_url(&self) -> Result<Secret> {
         if let Some(u) = self.env.var("SLUICE_STATE_URL").filter(|u| !u.is_empty()) {
-            return Ok(Secret::plain(&u));
+            return self.state_url_given(&u);
         }
         match &self.config.state.url {
             None => Ok(Secret::plain(DEFAULT_STATE_URL)),
             Some(u) => Secret::new(&u.v, &self.env)
                 .map_err(|e| Error::user(format!("[state] url ({}): {e}", self.sources.position(&u.loc)))),
+        }
+    }
+
+    /// A state store URL given outside sluice.toml (`--state`,
+    /// `SLUICE_STATE_URL`): its `${env:…}` references are resolved as in
+    /// sluice.toml, so a deployment can keep the password in a secret file
+    /// (`postgres://app:${env:PG_PASSWORD}@db/x` with `PG_PASSWORD_FILE`).
+    pub fn state_url_given(&self, url: &str) -> Result<Secret> {
+        if crate::secret::has_refs(url) {
+            Secret::new(url, &self.env).map_err(|e| Error::user(format!("the state store URL: {e}")))
+        } else {
+            Ok(Secret::plain(url))
         }
     }
 

@@ -131,6 +131,10 @@ pub struct TaskOut {
     pub depends_on: Vec<String>,
     pub attempts: Vec<AttemptOut>,
     pub worker: Option<String>,
+    /// The worker pool that runs it (a step's or pipeline's `pool`; `default`).
+    pub pool: String,
+    /// Why a ready task is not running, e.g. no live worker serves its pool.
+    pub note: Option<String>,
     pub next_try_at: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -382,6 +386,8 @@ pub fn task_list(app: &App, id: &str) -> crate::error::Result<Option<Vec<TaskOut
             status: t.status,
             depends_on: t.deps,
             worker: t.worker,
+            pool: t.pool,
+            note: t.note,
             next_try_at: t_(t.next_try_at),
             started_at: t_(t.started_at),
             finished_at: t_(t.finished_at),

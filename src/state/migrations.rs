@@ -149,6 +149,15 @@ CREATE TABLE sluice_sessions (
 );
 ",
     ),
+    (
+        3,
+        "worker pools: a task's pool, the pools a worker claims from",
+        "
+ALTER TABLE sluice_tasks ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE sluice_workers ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX sluice_tasks_pool ON sluice_tasks (pool, status)
+",
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -82,6 +82,58 @@ pub struct NewTask {
     pub retry_delay_ms: i64,
     pub retry_on: RetryOn,
     pub timeout_ms: Option<i64>,
+    /// The worker pool that runs it (`default` unless the step or its
+    /// pipeline names one).
+    pub pool: String,
+}
+
+/// The pool of steps that name none.
+pub const DEFAULT_POOL: &str = "default";
+
+/// A worker whose heartbeat is older than this is not counted as live.
+pub const LIVE_WORKER_US: i64 = 15_000_000;
+
+/// Which pools a worker claims tasks from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pools {
+    /// Every pool: `sluice serve` and `sluice backfill`, which run
+    /// everything in one process.
+    All,
+    /// Only these (`sluice worker --pool NAME`, `default` otherwise).
+    Only(Vec<String>),
+}
+
+impl Pools {
+    /// How the worker's pools are recorded in `sluice_workers.pool`: `*`
+    /// for every pool, else the names joined by commas.
+    pub fn stored(&self) -> String {
+        match self {
+            Pools::All => "*".into(),
+            Pools::Only(p) => p.join(","),
+        }
+    }
+    pub fn serves(&self, pool: &str) -> bool {
+        match self {
+            Pools::All => true,
+            Pools::Only(p) => p.iter().any(|x| x == pool),
+        }
+    }
+    /// The reverse of `stored`.
+    pub fn parse_stored(s: &str) -> Pools {
+        if s == "*" { Pools::All } else { Pools::Only(s.split(',').map(str::to_string).collect()) }
+    }
+}
+
+/// Ready tasks of a pool that no live worker serves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unserved {
+    pub pool: String,
+    pub ready: i64,
+}
+
+/// What a ready task whose pool has no live worker says.
+pub fn no_worker_note(pool: &str) -> String {
+    format!("waiting: no live worker serves pool `{pool}` (start one: sluice worker --pool {pool})")
 }
 
 /// A run to enqueue.
@@ -162,6 +214,10 @@ pub struct TaskRow {
     pub error: Option<String>,
     pub summary: Option<String>,
     pub output: serde_json::Value,
+    /// The worker pool that runs the task.
+    pub pool: String,
+    /// Why a ready task is not running: no live worker serves its pool.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -382,8 +438,8 @@ impl State {
             }
             for (i, task) in run.tasks.iter().enumerate() {
                 t.exec(
-                    "INSERT INTO sluice_tasks (run_id, step, pipeline, kind, position, deps, status, retries, retry_delay_ms, retry_on, timeout_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting', $7, $8, $9, $10)",
+                    "INSERT INTO sluice_tasks (run_id, step, pipeline, kind, position, deps, status, retries, retry_delay_ms, retry_on, timeout_ms, pool) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting', $7, $8, $9, $10, $11)",
                     &[
                         V::from(&id),
                         V::from(&task.step),
@@ -395,6 +451,7 @@ impl State {
                         V::Int(task.retry_delay_ms),
                         V::from(task.retry_on.name()),
                         V::from(task.timeout_ms),
+                        V::from(&task.pool),
                     ],
                 )?;
             }
@@ -404,20 +461,31 @@ impl State {
     }
 
     /// Claims the next ready task for `worker`, holding it for `lease_ms`.
-    pub fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Claim>> {
+    pub fn claim(&self, worker: &str, pools: &Pools, lease_ms: i64) -> Result<Option<Claim>> {
         let now = now_us();
         self.tx(|t| {
             let pg = t.is_postgres();
+            // The pool filter's parameter comes after the others: $4 in
+            // PostgreSQL's one statement, $2 in SQLite's pick.
+            let pool_filter = match pools {
+                Pools::All => String::new(),
+                Pools::Only(_) => {
+                    format!("AND (',' || ${} || ',') LIKE ('%,' || c.pool || ',%') ", if pg { 4 } else { 2 })
+                }
+            };
             let pick = format!(
                 "SELECT c.run_id, c.step FROM sluice_tasks c \
-                 WHERE c.status = 'ready' AND c.next_try_at <= $1 \
+                 WHERE c.status = 'ready' AND c.next_try_at <= $1 {pool_filter}\
                    AND NOT EXISTS (SELECT 1 FROM sluice_pipelines p WHERE p.name = c.pipeline AND p.concurrency IS NOT NULL \
                        AND p.concurrency <= (SELECT COUNT(*) FROM sluice_tasks r WHERE r.pipeline = c.pipeline AND r.status = 'running')) \
                  ORDER BY c.next_try_at, c.run_id, c.position LIMIT 1 {}",
                 if pg { "FOR UPDATE OF c SKIP LOCKED" } else { "" }
             );
             let set = "SET status = 'running', attempts = attempts + 1, lease_owner = $2, lease_until = $3, started_at = $1";
-            let params = [V::Int(now), V::from(worker), V::Int(now + lease_ms * 1000)];
+            let mut params = vec![V::Int(now), V::from(worker), V::Int(now + lease_ms * 1000)];
+            if let Pools::Only(_) = pools {
+                params.push(V::Text(pools.stored()));
+            }
             // One statement on PostgreSQL: pick (skipping rows other workers
             // hold), take, and read what the worker needs.
             let r = if pg {
@@ -449,7 +517,11 @@ impl State {
                 }
                 r
             } else {
-                let picked = t.query(&pick, &[V::Int(now)])?;
+                let mut pick_params = vec![V::Int(now)];
+                if let Pools::Only(_) = pools {
+                    pick_params.push(V::Text(pools.stored()));
+                }
+                let picked = t.query(&pick, &pick_params)?;
                 let Some(p) = picked.first() else { return Ok(None) };
                 t.exec(&format!("UPDATE sluice_tasks {set} WHERE run_id = $4 AND step = $5"), &[params[0].clone(), params[1].clone(), params[2].clone(), p[0].clone(), p[1].clone()])?;
                 let rows = t.query(
@@ -830,8 +902,8 @@ impl State {
             )?;
             for (i, task) in run.tasks.iter().enumerate() {
                 t.exec(
-                    "INSERT INTO sluice_tasks (run_id, step, pipeline, kind, position, deps, status, retries, retry_delay_ms, retry_on, timeout_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, 0, 'transient', $7)",
+                    "INSERT INTO sluice_tasks (run_id, step, pipeline, kind, position, deps, status, retries, retry_delay_ms, retry_on, timeout_ms, pool) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, 0, 'transient', $7, $8)",
                     &[
                         V::from(id),
                         V::from(&task.step),
@@ -840,6 +912,7 @@ impl State {
                         V::Int(i as i64),
                         V::Text(serde_json::to_string(&task.deps).expect("JSON")),
                         V::from(task.timeout_ms),
+                        V::from(&task.pool),
                     ],
                 )?;
             }
@@ -952,16 +1025,49 @@ impl State {
         self.tx(|t| log_tx(t, run_id, step, attempt, level, message, now))
     }
 
-    pub fn register_worker(&self, id: &str, slots: u32) -> Result<()> {
+    pub fn register_worker(&self, id: &str, slots: u32, pools: &Pools) -> Result<()> {
         let now = now_us();
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         self.tx(|t| {
             t.exec(
-                "INSERT INTO sluice_workers (id, host, pid, slots, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
-                &[V::from(id), V::from(&host), V::Int(std::process::id() as i64), V::from(slots), V::Int(now)],
+                "INSERT INTO sluice_workers (id, host, pid, slots, started_at, heartbeat_at, pool) VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                &[
+                    V::from(id),
+                    V::from(&host),
+                    V::Int(std::process::id() as i64),
+                    V::from(slots),
+                    V::Int(now),
+                    V::Text(pools.stored()),
+                ],
             )
         })?;
         Ok(())
+    }
+
+    /// The pools of the live workers (a heartbeat within `LIVE_WORKER_US`).
+    fn live_pools(t: &mut dyn Tx, now: i64) -> Result<Vec<Pools>> {
+        let rows = t.query(
+            "SELECT DISTINCT pool FROM sluice_workers WHERE stopped_at IS NULL AND heartbeat_at > $1",
+            &[V::Int(now - LIVE_WORKER_US)],
+        )?;
+        Ok(rows.iter().map(|r| Pools::parse_stored(&r[0].string())).collect())
+    }
+
+    /// The pools that have ready tasks and no live worker to run them.
+    pub fn unserved_pools(&self) -> Result<Vec<Unserved>> {
+        let now = now_us();
+        self.tx(|t| {
+            let live = Self::live_pools(t, now)?;
+            let rows = t.query(
+                "SELECT pool, COUNT(*) FROM sluice_tasks WHERE status = 'ready' GROUP BY pool ORDER BY pool",
+                &[],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| Unserved { pool: r[0].string(), ready: r[1].int().unwrap_or(0) })
+                .filter(|u| !live.iter().any(|p| p.serves(&u.pool)))
+                .collect())
+        })
     }
 
     pub fn worker_stopped(&self, id: &str) -> Result<()> {
@@ -1114,13 +1220,21 @@ impl State {
     pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>> {
         self.tx(|t| {
             let rows = t.query(
-                "SELECT run_id, step, kind, status, deps, attempts, lease_owner, next_try_at, started_at, finished_at, error, summary, output \
+                "SELECT run_id, step, kind, status, deps, attempts, lease_owner, next_try_at, started_at, finished_at, error, summary, output, pool \
                  FROM sluice_tasks WHERE run_id = $1 ORDER BY position",
                 &[V::from(run_id)],
             )?;
+            let live = if rows.iter().any(|r| r[3].text() == Some("ready")) {
+                Self::live_pools(t, now_us())?
+            } else {
+                Vec::new()
+            };
             Ok(rows
                 .iter()
                 .map(|r| TaskRow {
+                    pool: r[13].string(),
+                    note: (r[3].text() == Some("ready") && !live.iter().any(|p| p.serves(&r[13].string())))
+                        .then(|| no_worker_note(&r[13].string())),
                     run_id: r[0].string(),
                     step: r[1].string(),
                     kind: r[2].string(),

@@ -157,14 +157,25 @@ impl State {
     }
 
     /// The number of workers alive and tasks by status, for `sluice status`.
-    pub fn workers(&self) -> Result<Vec<(String, Option<String>, i64, i64, Option<i64>)>> {
+    /// Each: id, host, slots, heartbeat, stopped, pools (`*` for every pool).
+    #[allow(clippy::type_complexity)]
+    pub fn workers(&self) -> Result<Vec<(String, Option<String>, i64, i64, Option<i64>, String)>> {
         self.db.tx(|t| {
             Ok(t.query(
-                "SELECT id, host, slots, heartbeat_at, stopped_at FROM sluice_workers ORDER BY heartbeat_at DESC LIMIT 100",
+                "SELECT id, host, slots, heartbeat_at, stopped_at, pool FROM sluice_workers ORDER BY heartbeat_at DESC LIMIT 100",
                 &[],
             )?
             .iter()
-            .map(|r| (r[0].string(), r[1].text().map(str::to_string), r[2].int().unwrap_or(0), r[3].int().unwrap_or(0), r[4].int()))
+            .map(|r| {
+                (
+                    r[0].string(),
+                    r[1].text().map(str::to_string),
+                    r[2].int().unwrap_or(0),
+                    r[3].int().unwrap_or(0),
+                    r[4].int(),
+                    r[5].string(),
+                )
+            })
             .collect())
         })
     }

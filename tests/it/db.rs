@@ -344,3 +344,77 @@ pub fn sql_literal(s: &str, kind: Kind) -> String {
     let s = if kind == Kind::Mysql { s.replace('\\', "\\\\") } else { s };
     format!("'{s}'")
 }
+
+/// A whole PostgreSQL database of its own (not a schema of `test`), for a
+/// deployment's state store; dropped (its connections ended) afterwards.
+/// `new` only names it: `create` makes it, so a test can start services
+/// before their database exists.
+pub struct FreshPgDb {
+    pub name: String,
+}
+
+fn psql_admin(sql: &str) -> String {
+    run(
+        Command::new("psql").args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAt",
+            "-c",
+            sql,
+        ]),
+        sql,
+    )
+}
+
+impl FreshPgDb {
+    pub fn new() -> FreshPgDb {
+        FreshPgDb { name: unique("itdb") }
+    }
+
+    pub fn create(&self) -> &Self {
+        psql_admin(&format!("CREATE DATABASE {}", self.name));
+        self
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    /// Runs SQL in the database through psql.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let out = run(
+            Command::new("psql").args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                &self.name,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAt",
+                "-F",
+                "\t",
+                "-c",
+                sql,
+            ]),
+            sql,
+        );
+        out.lines().map(|l| l.split('\t').map(str::to_string).collect()).collect()
+    }
+}
+
+impl Drop for FreshPgDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qAt", "-c"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .output();
+    }
+}

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use sluice::project::RetryOn;
-use sluice::state::{Claim, NewRun, NewTask, Outcome, PipelineDef, RunFilter, State};
+use sluice::state::{Claim, NewRun, NewTask, Outcome, PipelineDef, Pools, RunFilter, State};
 
 use crate::db::{Kind, TestDb};
 use crate::support::TestProject;
@@ -63,6 +63,7 @@ fn task(step: &str, deps: &[&str], retries: u32) -> NewTask {
         retry_delay_ms: 20,
         retry_on: RetryOn::Transient,
         timeout_ms: None,
+        pool: "default".into(),
     }
 }
 
@@ -90,7 +91,7 @@ fn fail(msg: &str, retryable: bool) -> Outcome {
 fn claim_within(st: &State, worker: &str, within: Duration) -> Option<Claim> {
     let end = std::time::Instant::now() + within;
     loop {
-        if let Some(c) = st.claim(worker, 30_000).unwrap() {
+        if let Some(c) = st.claim(worker, &Pools::All, 30_000).unwrap() {
             return Some(c);
         }
         if std::time::Instant::now() > end {
@@ -121,18 +122,18 @@ fn tasks_follow_the_dag_and_the_run_succeeds_once(kind: Kind) {
         .unwrap()
         .unwrap();
     assert_eq!(st.run(&id).unwrap().unwrap().status, "running");
-    let a = st.claim("w1", 30_000).unwrap().expect("a is ready");
+    let a = st.claim("w1", &Pools::All, 30_000).unwrap().expect("a is ready");
     assert_eq!((a.step.as_str(), a.attempt), ("a", 1));
-    assert!(st.claim("w2", 30_000).unwrap().is_none(), "b and c wait for a");
+    assert!(st.claim("w2", &Pools::All, 30_000).unwrap().is_none(), "b and c wait for a");
     assert!(st.finish(&a, &ok("did a")).unwrap());
-    let b = st.claim("w1", 30_000).unwrap().unwrap();
-    let c = st.claim("w2", 30_000).unwrap().unwrap();
+    let b = st.claim("w1", &Pools::All, 30_000).unwrap().unwrap();
+    let c = st.claim("w2", &Pools::All, 30_000).unwrap().unwrap();
     assert_eq!([b.step.as_str(), c.step.as_str()], ["b", "c"]);
-    assert!(st.claim("w3", 30_000).unwrap().is_none(), "d waits for b and c");
+    assert!(st.claim("w3", &Pools::All, 30_000).unwrap().is_none(), "d waits for b and c");
     st.finish(&b, &ok("did b")).unwrap();
-    assert!(st.claim("w3", 30_000).unwrap().is_none(), "d still waits for c");
+    assert!(st.claim("w3", &Pools::All, 30_000).unwrap().is_none(), "d still waits for c");
     st.finish(&c, &ok("did c")).unwrap();
-    let d = st.claim("w3", 30_000).unwrap().unwrap();
+    let d = st.claim("w3", &Pools::All, 30_000).unwrap().unwrap();
     assert_eq!(st.run(&id).unwrap().unwrap().status, "running");
     st.finish(&d, &ok("did d")).unwrap();
     let r = st.run(&id).unwrap().unwrap();
@@ -167,7 +168,7 @@ fn failures_retry_with_backoff_then_fail_what_depends_on_them(kind: Kind) {
             assert_eq!(t.status, "ready");
             let wait = t.next_try_at.unwrap() - sluice::state::now_us();
             waits.push(wait);
-            assert!(st.claim("w", 30_000).unwrap().is_none(), "not before its backoff");
+            assert!(st.claim("w", &Pools::All, 30_000).unwrap().is_none(), "not before its backoff");
         }
     }
     // Exponential with jitter: the first retry waits 10–20 ms, the second 20–40 ms.
@@ -191,8 +192,8 @@ fn errors_that_are_not_transient_are_not_retried(kind: Kind) {
     let mut any = task("b", &[], 1);
     any.retry_on = RetryOn::Any;
     let id = st.enqueue(&run(pipeline("p", None, None), vec![task("a", &[], 3), any], None)).unwrap().unwrap();
-    let a = st.claim("w", 30_000).unwrap().unwrap();
-    let b = st.claim("w", 30_000).unwrap().unwrap();
+    let a = st.claim("w", &Pools::All, 30_000).unwrap().unwrap();
+    let b = st.claim("w", &Pools::All, 30_000).unwrap().unwrap();
     st.finish(&a, &fail("syntax error at or near \"selec\"", false)).unwrap();
     st.finish(&b, &fail("bad rows", false)).unwrap();
     let tasks = st.tasks(&id).unwrap();
@@ -209,11 +210,11 @@ fn a_lost_lease_hands_the_task_to_another_worker(kind: Kind) {
     let st = store.open();
     let id = st.enqueue(&run(pipeline("p", None, None), vec![task("a", &[], 0)], None)).unwrap().unwrap();
     // w1 claims with a short lease and then goes silent (killed).
-    let lost = st.claim("w1", 50).unwrap().unwrap();
+    let lost = st.claim("w1", &Pools::All, 50).unwrap().unwrap();
     assert_eq!(st.reap().unwrap(), 0, "the lease is still valid");
     std::thread::sleep(Duration::from_millis(80));
     assert_eq!(st.reap().unwrap(), 1);
-    let c = st.claim("w2", 30_000).unwrap().expect("another worker takes it");
+    let c = st.claim("w2", &Pools::All, 30_000).unwrap().expect("another worker takes it");
     assert_eq!((c.attempt, c.worker.as_str()), (2, "w2"));
     // The first worker's late result is not used.
     assert!(!st.finish(&lost, &ok("late")).unwrap());
@@ -226,7 +227,7 @@ fn a_lost_lease_hands_the_task_to_another_worker(kind: Kind) {
     );
     // Renewal keeps a lease alive.
     let id2 = st.enqueue(&run(pipeline("p", None, None), vec![task("a", &[], 0)], None)).unwrap().unwrap();
-    let c = st.claim("w3", 50).unwrap().unwrap();
+    let c = st.claim("w3", &Pools::All, 50).unwrap().unwrap();
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(30));
         st.renew("w3", 50).unwrap();
@@ -244,21 +245,21 @@ fn max_active_runs_and_concurrency_hold(kind: Kind) {
     let r2 = st.enqueue(&run(one.clone(), vec![task("a", &[], 0)], None)).unwrap().unwrap();
     assert_eq!(st.run(&r1).unwrap().unwrap().status, "running");
     assert_eq!(st.run(&r2).unwrap().unwrap().status, "queued");
-    let c = st.claim("w", 30_000).unwrap().unwrap();
+    let c = st.claim("w", &Pools::All, 30_000).unwrap().unwrap();
     assert_eq!(c.run_id, r1);
-    assert!(st.claim("w", 30_000).unwrap().is_none(), "the second run waits");
+    assert!(st.claim("w", &Pools::All, 30_000).unwrap().is_none(), "the second run waits");
     st.finish(&c, &ok("done")).unwrap();
     assert_eq!(st.run(&r2).unwrap().unwrap().status, "running");
-    let c = st.claim("w", 30_000).unwrap().unwrap();
+    let c = st.claim("w", &Pools::All, 30_000).unwrap().unwrap();
     assert_eq!(c.run_id, r2);
     st.finish(&c, &ok("done")).unwrap();
     // concurrency = 1: independent tasks of the pipeline run one at a time.
     let lim = pipeline("lim", None, Some(1));
     let r3 = st.enqueue(&run(lim, vec![task("a", &[], 0), task("b", &[], 0)], None)).unwrap().unwrap();
-    let a = st.claim("w1", 30_000).unwrap().unwrap();
-    assert!(st.claim("w2", 30_000).unwrap().is_none(), "the pipeline's one slot is taken");
+    let a = st.claim("w1", &Pools::All, 30_000).unwrap().unwrap();
+    assert!(st.claim("w2", &Pools::All, 30_000).unwrap().is_none(), "the pipeline's one slot is taken");
     st.finish(&a, &ok("done")).unwrap();
-    let b = st.claim("w2", 30_000).unwrap().unwrap();
+    let b = st.claim("w2", &Pools::All, 30_000).unwrap().unwrap();
     st.finish(&b, &ok("done")).unwrap();
     assert_eq!(st.run(&r3).unwrap().unwrap().status, "success");
 }
@@ -275,8 +276,8 @@ fn a_fire_has_one_run_and_cancel_stops_the_rest(kind: Kind) {
         .enqueue(&run(pipeline("p", None, None), vec![task("x", &[], 0), task("y", &["x"], 0)], None))
         .unwrap()
         .unwrap();
-    let c = st.claim("w", 30_000).unwrap().unwrap();
-    let x = if c.run_id == id { c } else { st.claim("w", 30_000).unwrap().unwrap() };
+    let c = st.claim("w", &Pools::All, 30_000).unwrap().unwrap();
+    let x = if c.run_id == id { c } else { st.claim("w", &Pools::All, 30_000).unwrap().unwrap() };
     assert_eq!(st.cancel(&id).unwrap(), Some(true));
     assert_eq!(st.run(&id).unwrap().unwrap().status, "cancelled");
     // The worker hears of it at its next heartbeat.
@@ -387,7 +388,7 @@ fn event_triggers_fire_once_per_batch_of_events(kind: Kind) {
         )
         .unwrap();
         st.enqueue(&run).unwrap();
-        let c = st.claim("w", 30_000).unwrap().unwrap();
+        let c = st.claim("w", &Pools::All, 30_000).unwrap().unwrap();
         st.finish(&c, &ok("landed")).unwrap();
     }
     tick();
@@ -425,7 +426,7 @@ fn a_late_result_is_used_when_nobody_took_the_task(kind: Kind) {
         .enqueue(&run(pipeline("p", None, None), vec![task("a", &[], 0), task("b", &["a"], 0)], None))
         .unwrap()
         .unwrap();
-    let late = st.claim("w1", 50).unwrap().unwrap();
+    let late = st.claim("w1", &Pools::All, 50).unwrap().unwrap();
     std::thread::sleep(Duration::from_millis(80));
     assert_eq!(st.reap().unwrap(), 1, "the lease ran out");
     assert_eq!(statuses(&st, &id), s(&[("a", "ready"), ("b", "waiting")]));
@@ -436,7 +437,7 @@ fn a_late_result_is_used_when_nobody_took_the_task(kind: Kind) {
         attempts.iter().map(|a| (a.worker.as_deref().unwrap(), a.status.as_str())).collect::<Vec<_>>(),
         [("w1", "success")]
     );
-    let b = st.claim("w2", 30_000).unwrap().expect("b is next");
+    let b = st.claim("w2", &Pools::All, 30_000).unwrap().expect("b is next");
     assert_eq!(b.step, "b");
     st.finish(&b, &ok("b")).unwrap();
     assert_eq!(st.run(&id).unwrap().unwrap().status, "success");
@@ -471,7 +472,7 @@ fn a_dead_local_run_is_ended_and_the_queued_run_starts(kind: Kind) {
     assert_eq!(statuses(&st, "local-1"), s(&[("a", "failed"), ("b", "cancelled")]));
     assert_eq!(st.attempts("local-1", "a").unwrap()[0].status, "lost");
     assert_eq!(st.run(&queued).unwrap().unwrap().status, "running", "the queued run starts");
-    let x = st.claim("w", 30_000).unwrap().expect("its task is ready");
+    let x = st.claim("w", &Pools::All, 30_000).unwrap().expect("its task is ready");
     st.finish(&x, &ok("x")).unwrap();
 
     // Renewed: left alone; cancelled through the API: the renewal says so.
@@ -499,7 +500,7 @@ fn no_task_is_taken_right_after_the_store_was_unreachable() {
     let url = format!("postgres://postgres@127.0.0.1:{}/test?schema={}", proxy.port, db.name);
     let st = State::open(&url, std::path::Path::new("/")).unwrap();
     let id = st.enqueue(&run(pipeline("p", None, None), vec![task("a", &[], 0)], None)).unwrap().unwrap();
-    let c = st.claim("w1", 300).unwrap().unwrap();
+    let c = st.claim("w1", &Pools::All, 300).unwrap().unwrap();
     proxy.down();
     std::thread::sleep(Duration::from_millis(500));
     assert!(st.reap().is_err(), "the store is unreachable");

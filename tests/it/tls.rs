@@ -472,11 +472,12 @@ fn postgres_load_and_state_store_over_tls() {
                 retry_delay_ms: 10,
                 retry_on: sluice::project::RetryOn::Transient,
                 timeout_ms: None,
+                pool: "default".into(),
             }],
         })
         .unwrap()
         .unwrap();
-    let a = st.claim("w1", 30_000).unwrap().expect("a is ready");
+    let a = st.claim("w1", &sluice::state::Pools::All, 30_000).unwrap().expect("a is ready");
     let done = Outcome::Success { summary: "ok".into(), output: serde_json::json!({}), datasets: vec![] };
     assert!(st.finish(&a, &done).unwrap());
     assert_eq!(st.run(&id).unwrap().unwrap().status, "success");

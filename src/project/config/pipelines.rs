@@ -12,6 +12,8 @@ pub struct PipelineConfig {
     pub max_active_runs: Option<u32>,
     /// How many of the pipeline's tasks may run at once, over all workers.
     pub concurrency: Option<u32>,
+    /// The worker pool of its steps that name none (`default` otherwise).
+    pub pool: Option<Spanned<String>>,
     pub steps: Vec<StepConfig>,
 }
 
@@ -39,7 +41,8 @@ pub enum Catchup {
     All,
 }
 
-pub const PIPELINE_KEYS: &[&str] = &["name", "description", "triggers", "max_active_runs", "concurrency", "steps"];
+pub const PIPELINE_KEYS: &[&str] =
+    &["name", "description", "triggers", "max_active_runs", "concurrency", "pool", "steps"];
 
 pub const TRIGGER_KEYS: &[&str] = &["cron", "timezone", "every", "on_dataset", "on_new_objects", "catchup", "poll"];
 
@@ -59,6 +62,7 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
     {
         cx.error(n.span.clone(), "`concurrency` must be at least 1");
     }
+    let pool = decode_pool(&mut t, cx);
     let mut triggers = Vec::new();
     if let Some(node) = t.node("triggers") {
         match &node.v {
@@ -114,7 +118,18 @@ pub fn decode_pipeline(root: &Node, cx: &mut Cx, stem: &str) -> Option<PipelineC
         }
         _ => None,
     });
-    Some(PipelineConfig { file: cx.file, name, description, triggers, max_active_runs, concurrency, steps })
+    Some(PipelineConfig { file: cx.file, name, description, triggers, max_active_runs, concurrency, pool, steps })
+}
+
+/// A `pool` key (of a pipeline or a step): a name as steps and pipelines have.
+pub(super) fn decode_pool(t: &mut Fields, cx: &mut Cx) -> Option<Spanned<String>> {
+    let pool: Option<Spanned<String>> = t.opt(cx, "pool");
+    if let Some(p) = &pool
+        && !valid_name(p)
+    {
+        cx.error(span(&p.loc), format!("invalid pool name \"{}\"", p.v)).help = Some(NAME_RULE.into());
+    }
+    pool
 }
 
 pub(super) fn decode_trigger(node: &Node, cx: &mut Cx) -> Option<Trigger> {

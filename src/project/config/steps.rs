@@ -14,6 +14,9 @@ pub struct StepConfig {
     pub retry_delay: Option<Dur>,
     pub retry_on: Option<RetryOn>,
     pub timeout: Option<Dur>,
+    /// The worker pool that runs it: only `sluice worker --pool NAME` claims
+    /// it (the pipeline's `pool`, else `default`).
+    pub pool: Option<Spanned<String>>,
     pub kind: StepKind,
 }
 
@@ -114,7 +117,8 @@ pub struct SqlStep {
 }
 
 /// The keys every step has, whatever its kind.
-pub const STEP_COMMON_KEYS: &[&str] = &["name", "kind", "depends_on", "retries", "retry_delay", "retry_on", "timeout"];
+pub const STEP_COMMON_KEYS: &[&str] =
+    &["name", "kind", "depends_on", "retries", "retry_delay", "retry_on", "timeout", "pool"];
 
 pub(super) fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<StepConfig> {
     let mut t = Fields::new(node, cx, format!("step #{}", index + 1))?;
@@ -142,6 +146,7 @@ pub(super) fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<Step
         .node("retry_on")
         .and_then(|n| one_of(n, cx, "retry_on", &[("transient", RetryOn::Transient), ("any", RetryOn::Any)]));
     let timeout = t.opt(cx, "timeout");
+    let pool = super::pipelines::decode_pool(&mut t, cx);
     let step_kind = match kind.and_then(step_kind) {
         Some(k) => (k.decode)(&mut t, cx),
         None => {
@@ -167,7 +172,7 @@ pub(super) fn decode_step(node: &Node, cx: &mut Cx, index: usize) -> Option<Step
         }
     });
     let loc = cx.loc(&node.span);
-    Some(StepConfig { loc, name: name?, depends_on, retries, retry_delay, retry_on, timeout, kind: step_kind? })
+    Some(StepConfig { loc, name: name?, depends_on, retries, retry_delay, retry_on, timeout, pool, kind: step_kind? })
 }
 
 pub(super) fn decode_sql(t: &mut Fields, cx: &mut Cx) -> Option<SqlStep> {

@@ -390,7 +390,9 @@ function taskDetails(runId, t) {
   const logs = h('div', {}, h('p', { class: 'muted', text: 'Loading the log…' }));
   const d = h('details', { 'data-task': t.step },
     h('summary', {}, h('strong', { text: t.step }), h('span', { class: 'muted', text: t.kind }), badge(t.status),
-      h('span', { class: 'muted', text: secs(between(t.started_at, t.finished_at)) }), t.summary ? h('span', { text: t.summary }) : null),
+      h('span', { class: 'muted', text: secs(between(t.started_at, t.finished_at)) }), t.summary ? h('span', { text: t.summary }) : null,
+      t.pool && t.pool !== 'default' ? h('span', { class: 'muted', text: `pool ${t.pool}` }) : null),
+    t.note ? h('p', { class: 'error', 'data-note': t.step, text: t.note }) : null,
     t.error ? h('pre', { class: 'error', text: t.error }) : null,
     facts(t),
     t.attempts.length ? [h('h3', { text: `Attempts (${t.attempts.length})` }), h('div', { class: 'table-wrap' }, h('table', {},

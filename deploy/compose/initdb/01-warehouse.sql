@@ -1,0 +1,3 @@
+-- The PostgreSQL service holds two databases: sluice_state (POSTGRES_DB, the
+-- state store) and warehouse (the pipelines' target), both owned by sluice.
+CREATE DATABASE warehouse OWNER sluice;
