@@ -6,6 +6,7 @@ pub mod config;
 pub mod meta;
 pub mod serve;
 pub mod tree;
+pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
