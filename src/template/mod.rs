@@ -235,6 +235,11 @@ impl Renderer {
                     "updated_at" => g.config.updated_at = Some(kwargs.get(key)?),
                     "check_cols" => g.config.check_cols = Some(strings(&kwargs.get::<Value>(key)?)?),
                     "invalidate_hard_deletes" => g.config.invalidate_hard_deletes = Some(kwargs.get(key)?),
+                    // dbt's: read, no effect on what is built (every node is
+                    // built in the connection's schema; documentation keys).
+                    "target_schema" | "schema" | "target_database" | "meta" | "docs" | "persist_docs" => {
+                        let _: Value = kwargs.get(key)?;
+                    }
                     other => {
                         return Err(bad(format!(
                             "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes)"
