@@ -488,6 +488,25 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
             let Some(mut m) = Fields::new(item, cx, what) else { continue };
             let Some(name) = m.req::<Spanned<String>>(cx, "name") else { continue };
             m.what = format!("{} `{}`", r.name(), name.v);
+            let before = match r {
+                Resource::Model => out.models.iter().find(|(x, _)| x.name.v == name.v).map(|(x, _)| x.name.loc.clone()),
+                Resource::Seed => out.seeds.iter().find(|(x, _, _)| x.v == name.v).map(|(x, _, _)| x.loc.clone()),
+                _ => out.snapshots.iter().find(|(x, _)| x.v == name.v).map(|(x, _)| x.loc.clone()),
+            };
+            if let Some(first) = before {
+                let at = if first.file == cx.file {
+                    let (l, c) = cx.src.line_col(first.start as usize);
+                    format!(" (first at line {l}, column {c})")
+                } else {
+                    " in another schema file".to_string()
+                };
+                cx.error(
+                    name.loc.start as usize..name.loc.end as usize,
+                    format!("{} `{}` is described twice{at}", r.name(), name.v),
+                )
+                .help = Some("describe each model in one schema file".into());
+                continue;
+            }
             let description: Option<String> = m.opt(cx, "description");
             let mut config = NodeConfig::default();
             if let Some(c) = m.node("config") {
@@ -518,7 +537,7 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
             });
             match r {
                 Resource::Model => out.models.push((
-                    ModelMeta {
+                    named(ModelMeta {
                         name,
                         description,
                         materialized: None,
@@ -528,7 +547,7 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
                         publish: false,
                         tests,
                         columns,
-                    },
+                    }),
                     config,
                 )),
                 Resource::Seed | Resource::Snapshot => {
@@ -561,6 +580,11 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
         "metrics" | "semantic_models" | "saved_queries" => Some("the semantic layer is not supported".into()),
         _ => None,
     });
+}
+
+fn named(mut m: ModelMeta) -> ModelMeta {
+    name_tests(&mut m);
+    m
 }
 
 fn items<'n>(node: &'n Node, cx: &mut Cx, key: &str) -> &'n [Node] {
@@ -744,9 +768,57 @@ fn decode_tests(node: &Node, cx: &mut Cx, column: Option<&str>) -> Vec<TestSpec>
         if cfg.enabled == Some(false) {
             continue;
         }
-        out.push(TestSpec { loc, kind, severity: cfg.severity.unwrap_or(TestSeverity::Error), name: custom_name });
+        // dbt's name: the test, the model (filled in by the caller, see
+        // MODEL_MARK), then every argument's values in the order of the
+        // arguments' names, non-alphanumerics as `_`.
+        let name = custom_name.unwrap_or_else(|| {
+            let mut args: Vec<(&str, Vec<String>)> =
+                argv.iter().filter(|(k, _)| k.name != "column_name").map(|(k, v)| (k.name.as_str(), flat(v))).collect();
+            args.push(("column_name", vec![column.clone().unwrap_or_default()]));
+            args.sort_by(|a, b| a.0.cmp(b.0));
+            let parts: Vec<String> = args.into_iter().flat_map(|(_, v)| v).map(|p| clean(&p)).collect();
+            format!("{name}_{MODEL_MARK}_{}", parts.join("__"))
+        });
+        out.push(TestSpec { loc, kind, severity: cfg.severity.unwrap_or(TestSeverity::Error), name: Some(name) });
     }
     out
+}
+
+/// Stands for the model's name in a test's name until the model is known.
+const MODEL_MARK: &str = "\u{1}";
+
+/// A test argument's values, as dbt flattens them for the test's name.
+fn flat(n: &Node) -> Vec<String> {
+    match &n.v {
+        V::Array(a) => a.iter().map(scalar).collect(),
+        V::Table(t) => t.iter().map(|(_, v)| scalar(v)).collect(),
+        _ => vec![scalar(n)],
+    }
+}
+
+fn clean(s: &str) -> String {
+    let mut out = String::new();
+    let mut gap = false;
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            out.push(c);
+            gap = false;
+        } else if !gap {
+            out.push('_');
+            gap = true;
+        }
+    }
+    out
+}
+
+/// Puts the model's name into its tests' names.
+fn name_tests(m: &mut ModelMeta) {
+    let model = m.name.v.clone();
+    for t in m.tests.iter_mut().chain(m.columns.iter_mut().flat_map(|c| c.tests.iter_mut())) {
+        if let Some(n) = &mut t.name {
+            *n = n.replace(MODEL_MARK, &model);
+        }
+    }
 }
 
 const DBT_TESTS: &[&str] = &["not_null", "unique", "accepted_values", "relationships"];
@@ -1076,8 +1148,8 @@ pub fn decode_profiles(
                 cx.error(n.span.clone(), "attaching several SQLite files is not supported: use one schema");
             }
             t.allow(&["schema_directory", "extensions"]);
-            let url =
-                if Path::new(&path).is_absolute() { format!("sqlite://{path}") } else { format!("sqlite://{path}") };
+            // Relative paths are relative to the project folder; `/abs` gives sqlite:///abs.
+            let url = format!("sqlite://{path}");
             (url, schema, db)
         }
         "oracle" => {
@@ -1372,6 +1444,17 @@ sources:
         let (m, cfg) = &meta.models[0];
         assert_eq!(cfg.materialized, Some(Materialized::Table));
         assert_eq!(m.columns[0].tests.len(), 2);
+        let names: Vec<&str> =
+            m.columns.iter().flat_map(|c| c.tests.iter()).filter_map(|t| t.name.as_deref()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "unique_orders_order_id",
+                "not_null_orders_order_id",
+                "accepted_values_orders_status__placed__shipped",
+                "relationships_orders_customer_id__customer_id__ref_customers_",
+            ]
+        );
         assert_eq!(m.columns[1].tests[0].severity, TestSeverity::Warn);
         assert_eq!(m.columns[1].tests[0].kind, TestKind::AcceptedValues(vec!["placed".into(), "shipped".into()]));
         assert_eq!(

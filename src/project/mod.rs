@@ -470,8 +470,8 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
     match dbt::find_profiles(dir, opts, &env) {
         Some(path) if path.is_file() => {
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
-            let shown = if path.starts_with(dir) && !dir.as_os_str().is_empty() {
-                path.display().to_string()
+            let shown = if path.parent() == Some(dir) {
+                display_path(dir, dbt::PROFILES_FILE)
             } else {
                 path.display().to_string()
             };

@@ -39,7 +39,7 @@ pub fn parse(file: &SourceFile) -> Result<Node, Vec<Diagnostic>> {
         None | Some((Event::DocumentEnd, _)) | Some((Event::StreamEnd, _)) => {
             Ok(Node { span: 0..0, v: V::Table(Vec::new()) })
         }
-        Some((ev, span)) => b.node(ev, span).map_err(|d| vec![d]),
+        Some((ev, span)) => b.node(ev, span).map_err(|d| vec![*d]),
     }
 }
 
@@ -69,6 +69,9 @@ impl CharOffsets {
     }
 }
 
+/// A problem found while building the tree (boxed: diagnostics are large).
+type Built<T> = Result<T, Box<Diagnostic>>;
+
 struct Builder<'a, I: Iterator<Item = (Event<'a>, Span)>> {
     events: I,
     offsets: CharOffsets,
@@ -83,14 +86,14 @@ impl<'a, I: Iterator<Item = (Event<'a>, Span)>> Builder<'a, I> {
         start..end
     }
 
-    fn next(&mut self) -> Result<(Event<'a>, Span), Diagnostic> {
+    fn next(&mut self) -> Built<(Event<'a>, Span)> {
         self.events.next().ok_or_else(|| {
             let end = self.file.text.len();
-            self.file.diag(end..end, "invalid YAML: the document ends early")
+            Box::new(self.file.diag(end..end, "invalid YAML: the document ends early"))
         })
     }
 
-    fn node(&mut self, ev: Event<'a>, span: Span) -> Result<Node, Diagnostic> {
+    fn node(&mut self, ev: Event<'a>, span: Span) -> Built<Node> {
         let start = self.span(&span);
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
@@ -104,7 +107,9 @@ impl<'a, I: Iterator<Item = (Event<'a>, Span)>> Builder<'a, I> {
             Event::Alias(id) => match self.anchors.get(&id) {
                 // The alias's own place, so problems point where it is used.
                 Some(n) => Ok(Node { span: start, v: n.v.clone() }),
-                None => Err(self.file.diag(start, "invalid YAML: an alias (*name) to an anchor that is not defined")),
+                None => Err(Box::new(
+                    self.file.diag(start, "invalid YAML: an alias (*name) to an anchor that is not defined"),
+                )),
             },
             Event::SequenceStart(anchor, _) => {
                 let mut items = Vec::new();
@@ -145,7 +150,11 @@ impl<'a, I: Iterator<Item = (Event<'a>, Span)>> Builder<'a, I> {
                         V::Bool(b) => b.to_string(),
                         V::Float(f) => f.to_string(),
                         V::Null => "null".into(),
-                        _ => return Err(self.file.diag(key_node.span, "a YAML key must be a plain value here")),
+                        _ => {
+                            return Err(Box::new(
+                                self.file.diag(key_node.span, "a YAML key must be a plain value here"),
+                            ));
+                        }
                     };
                     if name == "<<" {
                         // Merge keys: `<<: *defaults` or `<<: [*a, *b]`; explicit keys win.
@@ -156,16 +165,19 @@ impl<'a, I: Iterator<Item = (Event<'a>, Span)>> Builder<'a, I> {
                         for src in sources {
                             match src.v {
                                 V::Table(t) => merged.extend(t),
-                                _ => return Err(self.file.diag(src.span, "`<<` merges a mapping (an alias to one)")),
+                                _ => {
+                                    return Err(Box::new(
+                                        self.file.diag(src.span, "`<<` merges a mapping (an alias to one)"),
+                                    ));
+                                }
                             }
                         }
                         continue;
                     }
                     if let Some((k, _)) = entries.iter().find(|(k, _)| k.name == name) {
                         let (l, c) = self.file.line_col(k.span.start);
-                        return Err(self
-                            .file
-                            .diag(key_node.span, format!("duplicate key `{name}` (first at line {l}, column {c})")));
+                        let msg = format!("duplicate key `{name}` (first at line {l}, column {c})");
+                        return Err(Box::new(self.file.diag(key_node.span, msg)));
                     }
                     entries.push((Key { name, span: key_node.span }, value));
                 }
@@ -180,7 +192,7 @@ impl<'a, I: Iterator<Item = (Event<'a>, Span)>> Builder<'a, I> {
                 }
                 Ok(node)
             }
-            _ => Err(self.file.diag(start, "invalid YAML: unexpected structure")),
+            _ => Err(Box::new(self.file.diag(start, "invalid YAML: unexpected structure"))),
         }
     }
 
@@ -217,10 +229,11 @@ fn scalar(text: &str, plain: bool) -> V {
         _ => {}
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = text.parse::<i64>() {
-            return V::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return V::Int(i);
     }
     if let Some(h) = text.strip_prefix("0x")
         && let Ok(i) = i64::from_str_radix(h, 16)

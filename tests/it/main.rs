@@ -44,6 +44,7 @@ mod check;
 mod connect;
 mod dashboard;
 mod db;
+mod dbt;
 mod docs;
 mod examples;
 mod exit_codes;
