@@ -84,7 +84,7 @@ impl Project {
                 return read_dbt(dir, opts);
             }
             return Err(Error::user(format!(
-                "{} has no {PROJECT_FILE} (nor {}): not a sluice or dbt project (pass the project folder with -p DIR, or create one with `sluice init DIR`)",
+                "{} has no {PROJECT_FILE}: not a sluice project, nor a dbt one (no {}) (pass the project folder with -p DIR, or create one with `sluice init DIR`)",
                 display_dir(dir),
                 dbt::DBT_PROJECT_FILE
             )));

@@ -77,6 +77,18 @@ fn jaffle_shop_runs_from_its_dbt_folder(kind: Kind) {
     }
     assert!(out.stdout.contains("tests: 17 passed, 0 warned, 0 failed"), "{}", out.stdout);
 
+    // dbt's Jinja context: `target` from the profile.
+    sluice(&p, &db, &["compile", "--select", "stg_customers"]).expect_code(0);
+    let compiled = p.read("target/compiled/models/staging/stg_customers.sql");
+    let (t, env) = target(&db);
+    let schema = if kind == Kind::Sqlite { "main".to_string() } else { env[0].1.clone() };
+    let ty = match kind {
+        Kind::Sqlite => "sqlite",
+        Kind::Postgres => "postgres",
+        Kind::Mysql => "mariadb",
+    };
+    assert!(compiled.starts_with(&format!("-- built for {t} ({ty}, schema {schema})\n")), "{compiled}");
+
     // The {% snapshot %} block.
     sluice(&p, &db, &["snapshot"]).expect_code(0);
     assert_eq!(db.count("orders_snapshot"), 8);

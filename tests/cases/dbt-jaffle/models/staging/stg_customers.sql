@@ -1,3 +1,4 @@
+-- built for {{ target.name }} ({{ target.type }}, schema {{ target.schema }}){{ log('stg_customers for ' ~ target.name) }}
 with source as (
 
     select * from {{ ref('raw_customers') }}
