@@ -899,6 +899,8 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
         "overrides" => Some("overriding a package's sources is not supported".into()),
         _ => None,
     });
+    // dbt's rule: a source without `schema` is in the schema named like it.
+    let schema = schema.or_else(|| Some(name.v.clone()));
     Some(SourceMeta { name, schema, tables, identifiers, freshness })
 }
 
@@ -1193,6 +1195,31 @@ pub fn decode_profiles(
             file: format!("{file}:{l}:{c}"),
         },
     ))
+}
+
+/// Renders `{{ target.schema }}`, `{{ env_var(…) }}` and the like in a
+/// schema file's value (dbt renders them there too).
+pub fn render_value(text: &str, target: &DbtTarget, env: &Env) -> Result<String, String> {
+    if !text.contains("{{") && !text.contains("{%") {
+        return Ok(text.to_string());
+    }
+    let mut jenv = minijinja::Environment::new();
+    let e = env.clone();
+    jenv.add_function("env_var", move |name: String, default: Option<String>| {
+        e.var(&name).or(default).ok_or_else(|| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("env var `{name}` is not set"))
+        })
+    });
+    let t = minijinja::context! {
+        name => target.name.clone(),
+        type => target.kind.clone(),
+        schema => target.schema.clone(),
+        database => target.database.clone(),
+        threads => target.threads.unwrap_or(1),
+        profile_name => target.profile.clone(),
+    };
+    jenv.render_str(text, minijinja::context! { target => t })
+        .map_err(|err| format!("cannot render {text}: {}", err.detail().unwrap_or(&err.to_string())))
 }
 
 /// Percent-encodes a user name or literal password (references stay as written).

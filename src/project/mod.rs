@@ -536,6 +536,16 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
         }
     }
     let mut meta = Meta { sources: std::mem::take(&mut yml.sources), ..Meta::default() };
+    if let Some(t) = &target {
+        for s in &mut meta.sources {
+            if let Some(schema) = &s.schema {
+                match dbt::render_value(schema, t, &env) {
+                    Ok(v) => s.schema = Some(v),
+                    Err(e) => diagnostics.push(sources.diag(&s.name.loc, format!("source `{}`: schema {e}", s.name.v))),
+                }
+            }
+        }
+    }
     let merge = dbt::Merge { dbt: &dbtp, yml };
     let mut used = Vec::new();
 
