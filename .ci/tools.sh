@@ -19,6 +19,8 @@ log() { printf '== %s\n' "$*"; }
 
 need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
+# openssl makes the CA and server certificates of the TLS tests (tests/it/tls.rs).
+command -v openssl >/dev/null || need_apt+=(openssl)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v node >/dev/null || need_apt+=(nodejs)

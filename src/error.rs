@@ -122,7 +122,8 @@ impl fmt::Display for Diagnostic {
 pub struct RowError {
     /// The input, as the user knows it (the source path, or the raw object key).
     pub file: String,
-    /// 1-based physical line where the record starts.
+    /// 1-based physical line where the record starts (for a Parquet file,
+    /// the 1-based row number).
     pub line: u64,
     /// The column the problem is in, when it is about one column.
     pub column: Option<String>,
@@ -136,7 +137,12 @@ pub struct RowError {
 
 impl fmt::Display for RowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file, self.line)?;
+        if is_parquet(&self.file) {
+            // A Parquet file has rows, not lines.
+            write!(f, "{}: row {}: ", self.file, self.line)?;
+        } else {
+            write!(f, "{}:{}: ", self.file, self.line)?;
+        }
         if let Some(c) = &self.column {
             write!(f, "column `{c}`: ")?;
         }
@@ -145,6 +151,12 @@ impl fmt::Display for RowError {
         }
         write!(f, "{}", self.reason)
     }
+}
+
+/// Whether an input is a Parquet file (its rows are counted, not its lines).
+fn is_parquet(file: &str) -> bool {
+    let l = file.to_ascii_lowercase();
+    l.ends_with(".parquet") || l.ends_with(".parq")
 }
 
 /// Shows a value between double quotes, escaping what would confuse a reader.

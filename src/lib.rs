@@ -10,6 +10,7 @@ pub mod project;
 pub mod runtime;
 pub mod secret;
 pub mod serve;
+pub mod sources;
 pub mod state;
 pub mod steps;
 pub mod storage;

@@ -65,7 +65,7 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
     match &step.kind {
         StepKind::Ingest(i) => {
             let ds = crate::steps::ingest::dataset_of(step, i);
-            format!("ingest: {} → raw/{ds}/", i.source.v)
+            format!("ingest: {} → raw/{ds}/", i.source.shown())
         }
         StepKind::Load(l) => {
             let mode = l.mode.name();
@@ -89,7 +89,7 @@ fn detail(project: &Project, plan: &Plan, step: &StepConfig) -> String {
                 ExportWhat::Table(t) => t.v.clone(),
                 ExportWhat::Query(_) => "query".into(),
             };
-            format!("export: {what} → {}", e.path.v)
+            format!("export: {what} → {}", crate::secret::redact_url(&e.path.v))
         }
     }
 }

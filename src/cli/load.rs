@@ -33,6 +33,7 @@ pub enum FormatArg {
     Tsv,
     Json,
     Ndjson,
+    Parquet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,7 +48,7 @@ pub enum SchemaChangeArg {
 /// How an input file is read (shared by `load` and `infer`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReadArgs {
-    /// The file's format (from its extension by default: .json/.ndjson/.jsonl are JSON, the rest CSV).
+    /// The file's format (from its extension by default: .json/.ndjson/.jsonl are JSON, .parquet Parquet, the rest CSV).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// Field delimiter, one character ("\t" for tab); comma by default, tab for .tsv files.
@@ -82,6 +83,7 @@ impl ReadArgs {
             Some(FormatArg::Csv) => (Some(FileFormat::Csv), None),
             Some(FormatArg::Tsv) => (Some(FileFormat::Csv), Some(b'\t')),
             Some(FormatArg::Json | FormatArg::Ndjson) => (Some(FileFormat::Json), None),
+            Some(FormatArg::Parquet) => (Some(FileFormat::Parquet), None),
         };
         if let Some(d) = &self.delimiter {
             delimiter = Some(one("delimiter", d)?);
@@ -102,6 +104,7 @@ impl ReadArgs {
             header: !self.no_header,
             null: self.null.clone(),
             encoding: if encoding == Encoding::Utf8 { Encoding::Utf8 } else { encoding },
+            pages: None,
         })
     }
 }
@@ -111,9 +114,10 @@ impl ReadArgs {
   sluice load sales.csv sqlite://warehouse.db --table sales --create
   sluice load sales.csv postgres://app:${env:PGPASSWORD}@db/shop --table sales --schema sales.schema.toml
   sluice load dirty.csv mysql://root@127.0.0.1/shop --table sales --on-error quarantine --rejects rejects.tsv
-  sluice load updates.ndjson postgres://… --table customers --mode merge --key customer_id")]
+  sluice load updates.ndjson postgres://… --table customers --mode merge --key customer_id
+  sluice load events.parquet postgres://… --table events --create")]
 pub struct Args {
-    /// The file to load: CSV/TSV, NDJSON or a JSON array of objects.
+    /// The file to load: CSV/TSV, NDJSON, a JSON array of objects, or Parquet.
     pub source: PathBuf,
     /// The warehouse: sqlite://PATH, postgres://…, mysql://… (${env:NAME} is resolved).
     pub target: String,

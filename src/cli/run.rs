@@ -249,7 +249,7 @@ impl Observer for Recorder<'_> {
                 Some(Outcome::Success {
                     summary: o.summary.clone(),
                     output: serde_json::to_value(o).unwrap_or_default(),
-                    datasets: datasets_updated(step, o),
+                    datasets: datasets_updated(o),
                 }),
             ),
             StepState::Failed(e) => ("failed", Some(failure(e))),

@@ -320,7 +320,9 @@ pub fn next(a: NextArgs) -> Result<i32> {
                     TriggerKind::OnDataset(d) => {
                         outln!("{}: when dataset `{}` is updated (by any pipeline's step)", pl.name.v, d.v)
                     }
-                    TriggerKind::OnNewObjects(o) => outln!("{}: when new files appear under `{}`", pl.name.v, o.v),
+                    TriggerKind::OnNewObjects(o) => {
+                        outln!("{}: when new files appear under `{}`", pl.name.v, crate::secret::redact_url(&o.v))
+                    }
                     _ => {}
                 },
             }

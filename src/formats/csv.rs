@@ -584,6 +584,68 @@ impl<W: Write> CsvWriter<W> {
     }
 }
 
+/// Writes PostgreSQL's text format (what `COPY … TO` writes, and `COPY …
+/// FROM`, MySQL's `LOAD DATA` and `cut` read as is): fields are never
+/// quoted; a backslash, the delimiter, and the control characters BS, FF,
+/// LF, CR, TAB and VT are written as backslash escapes.
+pub struct EscapedWriter<W: Write> {
+    out: W,
+    delim: u8,
+    first: bool,
+}
+
+impl<W: Write> EscapedWriter<W> {
+    pub fn new(out: W, delim: u8) -> Self {
+        EscapedWriter { out, delim, first: true }
+    }
+
+    /// Writes a field, escaping what needs it.
+    pub fn field(&mut self, v: &[u8]) -> io::Result<()> {
+        self.sep()?;
+        let mut start = 0;
+        for (i, &b) in v.iter().enumerate() {
+            let esc = match b {
+                b'\\' => b'\\',
+                b'\n' => b'n',
+                b'\r' => b'r',
+                b'\t' => b't',
+                0x08 => b'b',
+                0x0c => b'f',
+                0x0b => b'v',
+                b if b == self.delim => b,
+                _ => continue,
+            };
+            self.out.write_all(&v[start..i])?;
+            self.out.write_all(&[b'\\', esc])?;
+            start = i + 1;
+        }
+        self.out.write_all(&v[start..])
+    }
+
+    /// Writes a field that is never escaped (the NULL marker).
+    pub fn raw(&mut self, v: &[u8]) -> io::Result<()> {
+        self.sep()?;
+        self.out.write_all(v)
+    }
+
+    fn sep(&mut self) -> io::Result<()> {
+        if !self.first {
+            self.out.write_all(&[self.delim])?;
+        }
+        self.first = false;
+        Ok(())
+    }
+
+    pub fn end_record(&mut self) -> io::Result<()> {
+        self.first = true;
+        self.out.write_all(b"\n")
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,6 +772,17 @@ mod tests {
             got[2],
             Err((3, 1, "opens a quote that is never closed on this line (the file ends inside it)".into()))
         );
+    }
+
+    #[test]
+    fn escaped_writer_writes_postgres_text() {
+        let mut w = EscapedWriter::new(Vec::new(), b'\t');
+        w.field(b"plain").unwrap();
+        w.field(b"tab\there \"q\"").unwrap();
+        w.field(b"a\\b\nc\rd").unwrap();
+        w.raw(b"\\N").unwrap();
+        w.end_record().unwrap();
+        assert_eq!(w.into_inner(), b"plain\ttab\\there \"q\"\ta\\\\b\\nc\\rd\t\\N\n");
     }
 
     #[test]

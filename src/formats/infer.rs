@@ -163,6 +163,17 @@ pub fn infer(
     opts: &ReadOptions,
     sample: usize,
 ) -> Result<(Schema, u64), String> {
+    if opts.format_of(name) == FileFormat::Parquet {
+        // A Parquet file says its columns' types.
+        let f = super::parquet::spill(src).map_err(|e| format!("cannot read {name}: {e}"))?;
+        let rows = super::parquet::ParquetRows::open(f).map_err(|e| format!("{name}: {e}"))?;
+        let n = rows.rows;
+        return Ok((rows.schema().map_err(|e| format!("{name}: {e}"))?, n));
+    }
+    let src: Box<dyn Read + Send + '_> = match &opts.pages {
+        Some(p) => Box::new(std::io::Cursor::new(super::pages::to_ndjson(src, name, p)?)),
+        None => src,
+    };
     let src = super::encoding::decode(opts.encoding, src);
     let mut cands: Vec<Candidate> = Vec::new();
     let mut n = 0u64;
@@ -222,6 +233,7 @@ pub fn infer(
                 }
             }
         }
+        FileFormat::Parquet => unreachable!("Parquet is read above"),
         FileFormat::Json => {
             let mut r = JsonReader::new(src, Layout::Auto);
             while (n as usize) < sample {

@@ -365,6 +365,152 @@ pub fn field(v: &RawValue) -> Result<Field<'_>, String> {
     }
 }
 
+/// Writes rows as JSON objects: NDJSON (one a line) or one array.
+/// Numbers stay numbers (a decimal keeps its digits), text is a string, a
+/// JSON column is embedded as it is, dates and timestamps are strings.
+pub struct JsonWriter<W: std::io::Write> {
+    out: W,
+    array: bool,
+    /// Each column's `"name":`, encoded once.
+    keys: Vec<Vec<u8>>,
+    rows: u64,
+}
+
+impl<W: std::io::Write> JsonWriter<W> {
+    pub fn new(out: W, array: bool) -> Self {
+        JsonWriter { out, array, keys: Vec::new(), rows: 0 }
+    }
+
+    pub fn columns(&mut self, names: &[String]) -> io::Result<()> {
+        self.keys = names
+            .iter()
+            .map(|n| {
+                let mut k = serde_json::to_vec(n).expect("a string always serializes");
+                k.push(b':');
+                k
+            })
+            .collect();
+        if self.array {
+            self.out.write_all(b"[")?;
+        }
+        Ok(())
+    }
+
+    /// Writes a row; `json[i]` tells that column `i` holds JSON text.
+    pub fn row(&mut self, vals: &[crate::types::Val], json: &[bool]) -> io::Result<()> {
+        use crate::types::Val;
+        if self.array {
+            self.out.write_all(if self.rows == 0 { b"\n" } else { b",\n" })?;
+        }
+        self.out.write_all(b"{")?;
+        let mut buf = Vec::new();
+        for (i, v) in vals.iter().enumerate() {
+            if i > 0 {
+                self.out.write_all(b",")?;
+            }
+            self.out.write_all(&self.keys[i])?;
+            match *v {
+                Val::Null => self.out.write_all(b"null")?,
+                Val::Int(n) => write!(self.out, "{n}")?,
+                Val::Float(f) if f.is_finite() => serde_json::to_writer(&mut self.out, &f).map_err(io::Error::other)?,
+                Val::Float(f) => {
+                    let s = if f.is_nan() {
+                        "NaN"
+                    } else if f > 0.0 {
+                        "Infinity"
+                    } else {
+                        "-Infinity"
+                    };
+                    serde_json::to_writer(&mut self.out, s).map_err(io::Error::other)?
+                }
+                Val::Bool(b) => self.out.write_all(if b { b"true" } else { b"false" })?,
+                Val::Dec(d) => {
+                    let d = d.trim_start_matches('+');
+                    if is_json_number(d) {
+                        self.out.write_all(d.as_bytes())?
+                    } else {
+                        serde_json::to_writer(&mut self.out, d).map_err(io::Error::other)?
+                    }
+                }
+                Val::Json(s) => self.out.write_all(s.as_bytes())?,
+                Val::Text(s) if json.get(i).copied().unwrap_or(false) && is_json(s) => {
+                    self.out.write_all(s.as_bytes())?
+                }
+                Val::Text(s) => serde_json::to_writer(&mut self.out, s).map_err(io::Error::other)?,
+                Val::Date(d) => {
+                    buf.clear();
+                    buf.push(b'"');
+                    crate::types::value::write_date(&mut buf, d as i64);
+                    buf.push(b'"');
+                    self.out.write_all(&buf)?
+                }
+                Val::Ts(t) | Val::TsTz(t) => {
+                    buf.clear();
+                    buf.push(b'"');
+                    crate::types::value::write_ts(&mut buf, t, b' ');
+                    if matches!(v, Val::TsTz(_)) {
+                        buf.extend_from_slice(b"+00");
+                    }
+                    buf.push(b'"');
+                    self.out.write_all(&buf)?
+                }
+            }
+        }
+        self.out.write_all(if self.array { b"}" } else { b"}\n" })?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Closes the array (if any) and returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        if self.array {
+            if self.keys.is_empty() && self.rows == 0 {
+                self.out.write_all(b"[")?;
+            }
+            self.out.write_all(if self.rows == 0 { b"]\n" } else { b"\n]\n" })?;
+        }
+        Ok(self.out)
+    }
+}
+
+fn is_json(s: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
+}
+
+/// Whether `s` is a number as JSON writes it (`-0.5`, `12`, `1e3`; not `.5`, `007`, `NaN`).
+pub fn is_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - s
+    };
+    let start = i;
+    let n = digits(&mut i);
+    if n == 0 || (n > 1 && b[start] == b'0') {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +549,31 @@ mod tests {
         assert_eq!(bad[1], Err((1, "expected `,` or `]` between array elements, found `{`".into())));
         let open = all(b"[{\"a\":1},\n{\"a\":\"x}", Layout::Auto);
         assert_eq!(open[1], Err((2, "an element that is never closed (the file ends inside it)".into())));
+    }
+
+    #[test]
+    fn writer_writes_ndjson_and_arrays() {
+        use crate::types::Val;
+        let names = vec!["id".to_string(), "price".to_string(), "name".to_string(), "tags".to_string()];
+        let row = [Val::Int(1), Val::Dec("2.50"), Val::Text("say \"hi\"\n"), Val::Text("[1,2]")];
+        let json = [false, false, false, true];
+        let mut w = JsonWriter::new(Vec::new(), false);
+        w.columns(&names).unwrap();
+        w.row(&row, &json).unwrap();
+        w.row(&[Val::Null, Val::Dec("NaN"), Val::Text(""), Val::Text("not json")], &json).unwrap();
+        assert_eq!(
+            String::from_utf8(w.finish().unwrap()).unwrap(),
+            "{\"id\":1,\"price\":2.50,\"name\":\"say \\\"hi\\\"\\n\",\"tags\":[1,2]}\n{\"id\":null,\"price\":\"NaN\",\"name\":\"\",\"tags\":\"not json\"}\n"
+        );
+        let mut w = JsonWriter::new(Vec::new(), true);
+        w.columns(&names[..1]).unwrap();
+        w.row(&[Val::Int(1)], &[false]).unwrap();
+        w.row(&[Val::Int(2)], &[false]).unwrap();
+        assert_eq!(w.finish().unwrap(), b"[\n{\"id\":1},\n{\"id\":2}\n]\n");
+        let mut w = JsonWriter::new(Vec::new(), true);
+        w.columns(&names[..1]).unwrap();
+        assert_eq!(w.finish().unwrap(), b"[]\n");
+        assert!(is_json_number("-0.5") && is_json_number("1e3") && !is_json_number(".5") && !is_json_number("007"));
     }
 
     #[test]

@@ -5,3 +5,5 @@ pub mod csv;
 pub mod encoding;
 pub mod infer;
 pub mod json;
+pub mod pages;
+pub mod parquet;

@@ -202,45 +202,11 @@ pub fn today(project: &Project) -> String {
     chrono::Utc::now().with_timezone(&project.timezone()).date_naive().to_string()
 }
 
-/// The datasets a step updated: an ingest's dataset when it published a landing, a
-/// load's table when it loaded objects, the models, seeds and snapshots
-/// built, a clean step's output.
-pub fn datasets_updated(step: &StepConfig, out: &StepOutput) -> Vec<String> {
-    let d = &out.details;
-    let names = |v: &serde_json::Value, key: &str| -> Vec<String> {
-        v.as_array()
-            .map(|a| a.iter().filter_map(|x| x.get(key).and_then(|n| n.as_str()).map(str::to_string)).collect())
-            .unwrap_or_default()
-    };
-    match &step.kind {
-        StepKind::Ingest(i) => {
-            // A landing that was published (even of bytes stored before).
-            if d["manifest"].is_string() { vec![crate::steps::ingest::dataset_of(step, i)] } else { Vec::new() }
-        }
-        StepKind::Load(l) => {
-            if d["objects"].as_array().is_some_and(|a| !a.is_empty()) {
-                vec![l.table.v.clone()]
-            } else {
-                Vec::new()
-            }
-        }
-        StepKind::Sql(_) => d["models"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|m| m["status"] == "success")
-                    .filter_map(|m| m["model"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        StepKind::Seed(_) => d["seeds"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-            .unwrap_or_default(),
-        StepKind::Snapshot(_) => names(d, "snapshot"),
-        StepKind::Clean(c) => vec![c.output.v.clone()],
-        _ => Vec::new(),
-    }
+/// The datasets a step updated (an ingest's dataset when it published a
+/// landing, a load's table when it loaded objects, the models, seeds and
+/// snapshots built, a clean step's output), as each step reports them.
+pub fn datasets_updated(out: &StepOutput) -> Vec<String> {
+    out.dataset_names()
 }
 
 /// The state store's URL: `--state`/`SLUICE_STATE_URL`, else `[state] url`,

@@ -243,6 +243,7 @@ mod tests {
                 timezone: Some(Spanned { v: tz.into(), loc: loc() }),
             },
             catchup: None,
+            poll: None,
         };
         Timing::of(&t, Tz::UTC).unwrap().unwrap()
     }

@@ -179,6 +179,11 @@ pub fn tick(state: &State, project: &Shared, now: i64, who: &str) -> Result<Opti
                         state.set_schedule(name, &key, None, Some(now), Some(last))?;
                     }
                 }
+                TriggerKind::OnNewObjects(url) if url.v.starts_with("s3://") => {
+                    let poll = trig.poll.as_ref().map(|d| d.v.0).unwrap_or(DEFAULT_S3_POLL);
+                    let n = s3_objects(state, p, name, i, &url.v, poll, now, who)?;
+                    earliest = min(earliest, Some(n));
+                }
                 TriggerKind::OnNewObjects(prefix) => {
                     let key = format!("{i}:objects:{}", prefix.v);
                     let objects = list_objects(&p.dir, &prefix.v);
@@ -200,6 +205,65 @@ pub fn tick(state: &State, project: &Shared, now: i64, who: &str) -> Result<Opti
         }
     }
     Ok(earliest)
+}
+
+/// How often an `on_new_objects` trigger lists an S3 prefix unless `poll` says.
+pub const DEFAULT_S3_POLL: Duration = Duration::from_secs(60);
+
+/// One look at an `on_new_objects` trigger on an S3 prefix: lists it when
+/// its poll is due and queues one run for the objects (keys, or keys whose
+/// ETag changed) it has not seen before. Returns when to list next. A
+/// listing that fails is logged and tried at the next poll.
+#[allow(clippy::too_many_arguments)]
+fn s3_objects(
+    state: &State,
+    p: &crate::project::Project,
+    name: &str,
+    i: usize,
+    url: &str,
+    poll: Duration,
+    now: i64,
+    who: &str,
+) -> Result<i64> {
+    let shown = crate::secret::redact_url(url);
+    let key = format!("{i}:objects:{shown}");
+    let next = state.schedule(name, &key)?.and_then(|s| s.0);
+    if let Some(n) = next
+        && n > now
+    {
+        return Ok(n);
+    }
+    let next = now + poll.as_micros() as i64;
+    let listed = match crate::sources::s3::list(url) {
+        Ok(l) => l,
+        Err(e) => {
+            log("warn", who, &format!("{name}: cannot list {shown}: {}", e.chain()));
+            state.set_schedule(name, &key, Some(next), None, None)?;
+            return Ok(next);
+        }
+    };
+    let (store, _, listed) = listed;
+    let base = format!("s3://{}/{}", store.bucket(), store.prefix());
+    let seen: Vec<String> = listed
+        .iter()
+        .map(|l| match &l.etag {
+            Some(e) => format!("{base}{} {e}", l.key),
+            None => format!("{base}{} {} {}", l.key, l.size, l.last_modified),
+        })
+        .collect();
+    let fresh = state.new_objects(name, &key, &seen)?;
+    let mut fired = None;
+    if !fresh.is_empty() {
+        let objects: Vec<&str> = fresh.iter().map(|o| o.split(' ').next().unwrap_or(o)).collect();
+        let params = serde_json::json!({ "prefix": shown, "objects": objects });
+        let run = new_run(p, name, "objects", super::runs::today(p), None, params, false)?;
+        if let Some(id) = state.enqueue(&run)? {
+            log("info", who, &format!("{name}: {} new object(s) under {shown}; queued run {id}", fresh.len()));
+        }
+        fired = Some(now);
+    }
+    state.set_schedule(name, &key, Some(next), fired, None)?;
+    Ok(next)
 }
 
 fn min(a: Option<i64>, b: Option<i64>) -> Option<i64> {

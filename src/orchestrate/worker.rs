@@ -340,7 +340,7 @@ fn execute(project: &Shared, c: &Claim, cancel: &Cancel, cfg: &WorkerConfig) -> 
             };
             stop.check()?;
             let out = crate::steps::run_step(&ctx, &claim.pipeline, step)?;
-            let datasets = datasets_updated(step, &out);
+            let datasets = datasets_updated(&out);
             let output = serde_json::to_value(&out).unwrap_or_default();
             Ok((out.summary, output, datasets))
         })();

@@ -9,7 +9,7 @@ use super::{Dag, ModelGraph, ModelNode, NodeKind, Plan, SnapshotConfig, StepGrap
 use crate::error::{Diagnostic, Error, Result, Severity, suggest};
 use crate::project::tree::{self, Cx, Loc, SourceFile};
 use crate::project::{
-    ExportWhat, Materialized, OnSchemaChange, PROJECT_FILE, Project, SchemaSource, StepKind, TriggerKind,
+    ExportWhat, Materialized, OnSchemaChange, PROJECT_FILE, Project, SchemaSource, SourceSpec, StepKind, TriggerKind,
     decode_schema_file,
 };
 use crate::template::{self, quote_ident};
@@ -57,7 +57,15 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 StepKind::Ingest(i) => {
                     datasets.insert(i.dataset.as_ref().map(|d| d.v.clone()).unwrap_or_else(|| s.name.v.clone()));
                 }
-                _ => {}
+                // These name no table or dataset the project's other files refer to.
+                StepKind::Sql(_)
+                | StepKind::Export(_)
+                | StepKind::Seed(_)
+                | StepKind::Snapshot(_)
+                | StepKind::Test(_)
+                | StepKind::Clean(_)
+                | StepKind::Command(_)
+                | StepKind::Empty => {}
             }
         }
     }
@@ -105,16 +113,22 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 }
             }
             match &s.kind {
-                StepKind::Ingest(ing) => {
-                    // A file an export step of the pipeline writes exists once that step ran.
-                    let written = pl
-                        .steps
-                        .iter()
-                        .any(|o| matches!(&o.kind, StepKind::Export(e) if p.path(&e.path.v) == p.path(&ing.source.v)));
-                    if !written {
-                        check_source(p, &mut d, &ing.source)
+                StepKind::Ingest(ing) => match &ing.source {
+                    SourceSpec::Files(path) => {
+                        // A file an export step of the pipeline writes exists once that step ran.
+                        let written = pl
+                            .steps
+                            .iter()
+                            .any(|o| matches!(&o.kind, StepKind::Export(e) if p.path(&e.path.v) == p.path(&path.v)));
+                        if !written {
+                            check_source(p, &mut d, path)
+                        }
                     }
-                }
+                    SourceSpec::Http(_) => {}
+                    SourceSpec::Database(db) => check_conn(&mut d, &Some(db.connection.clone())),
+                    // Checked when decoded; the bucket is reached at run time.
+                    SourceSpec::S3(_) => {}
+                },
                 StepKind::Load(l) => {
                     check_conn(&mut d, &l.connection);
                     match pl.steps.iter().position(|x| x.name.v == l.from.v) {
@@ -175,6 +189,15 @@ pub(super) fn validate(p: &mut Project) -> Plan {
                 StepKind::Command(_) | StepKind::Empty => {}
                 StepKind::Export(e) => {
                     check_conn(&mut d, &e.connection);
+                    let dest = e.path.v.as_str();
+                    if dest.contains("://") && !dest.starts_with("file://") && !dest.starts_with("s3://") {
+                        let mut x = p.sources.diag(
+                            &e.path.loc,
+                            format!("unsupported export destination \"{}\"", crate::secret::redact_url(dest)),
+                        );
+                        x.help = Some("write a path, file:///abs/path or s3://bucket/key".into());
+                        d.push(x);
+                    }
                     if let ExportWhat::Query(q) = &e.what
                         && q.v.trim().is_empty()
                     {
@@ -229,7 +252,13 @@ pub(super) fn validate(p: &mut Project) -> Plan {
             let (select, exclude) = match &s.kind {
                 StepKind::Sql(q) => (&q.select, &q.exclude),
                 StepKind::Seed(n) | StepKind::Snapshot(n) | StepKind::Test(n) => (&n.select, &n.exclude),
-                _ => continue,
+                // No model selectors.
+                StepKind::Ingest(_)
+                | StepKind::Load(_)
+                | StepKind::Export(_)
+                | StepKind::Clean(_)
+                | StepKind::Command(_)
+                | StepKind::Empty => continue,
             };
             if let Err(e) = super::select(&models, select, exclude) {
                 d.push(p.sources.diag(&s.name.loc, format!("step `{}`: {e}", s.name.v)));

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod dbt;
+pub mod http;
 pub mod meta;
 pub mod serve;
 pub mod tree;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Diagnostic, Error, Result, Severity};
 use crate::secret::{Env, Secret};
 pub use config::*;
+pub use http::{HttpAuth, HttpSource, Incremental, Paging};
 pub use meta::{
     Meta, ModelMeta, ON_SCHEMA_CHANGE, ON_SCHEMA_CHANGE_NAMES, OnSchemaChange, TestKind, TestSeverity, TestSpec,
 };

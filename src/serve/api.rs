@@ -233,7 +233,9 @@ pub async fn pipelines(AxState(app): AxState<App>, _: Read) -> ApiResult {
                         }
                         _ => match &t.kind {
                             crate::project::TriggerKind::OnDataset(d) => o.on_dataset = Some(d.v.clone()),
-                            crate::project::TriggerKind::OnNewObjects(x) => o.on_new_objects = Some(x.v.clone()),
+                            crate::project::TriggerKind::OnNewObjects(x) => {
+                                o.on_new_objects = Some(crate::secret::redact_url(&x.v))
+                            }
                             _ => {}
                         },
                     }

@@ -434,6 +434,10 @@ pub struct PgDb {
     channel: String,
     /// How long a connection and its handshake may take.
     timeout: Duration,
+    /// The URL's TLS settings (`sslmode`, `sslrootcert`) and the connector
+    /// made from them once.
+    tls: crate::warehouse::tls::Tls,
+    connector: crate::warehouse::tls::PgTls,
     rt: tokio::runtime::Handle,
     idle: Mutex<Vec<PgConn>>,
     bell: Arc<Bell>,
@@ -459,10 +463,9 @@ impl PgDb {
             .find(|(k, v)| *k == "schema" && !v.is_empty())
             .map(|(_, v)| v.to_string());
         let timeout = crate::warehouse::connect_timeout(url)?;
-        let plain = crate::secret::url_for_driver(&crate::secret::without_params(
-            url,
-            &["schema", crate::warehouse::CONNECT_TIMEOUT],
-        ));
+        let shown = redact_url(url);
+        let tls = crate::warehouse::tls::Tls::from_url(url, &shown)?;
+        let connector = tls.postgres()?;
         let channel = match &schema {
             None => CHANNEL.to_string(),
             Some(s) => format!(
@@ -471,11 +474,13 @@ impl PgDb {
             ),
         };
         Ok(PgDb {
-            url: plain,
-            shown: redact_url(url),
+            url: url.to_string(),
+            shown,
             schema,
             channel,
             timeout,
+            tls,
+            connector,
             rt: crate::warehouse::runtime(),
             idle: Mutex::new(Vec::new()),
             bell: Arc::new(Bell::default()),
@@ -483,9 +488,7 @@ impl PgDb {
     }
 
     fn config(&self) -> Result<tokio_postgres::Config> {
-        use std::str::FromStr;
-        let mut config = tokio_postgres::Config::from_str(&self.url)
-            .map_err(|e| Error::user(format!("invalid state store URL {}: {e}", self.shown)))?;
+        let (mut config, _) = crate::warehouse::postgres::pg_config(&self.url, &self.shown, &["schema"])?;
         if config.get_application_name().is_none() {
             config.application_name("sluice-state");
         }
@@ -496,10 +499,15 @@ impl PgDb {
     fn connect(&self) -> Result<PgConn> {
         let config = self.config()?;
         let (client, conn) =
-            crate::warehouse::block_on_within(&self.rt, self.timeout, config.connect(tokio_postgres::NoTls))
+            crate::warehouse::block_on_within(&self.rt, self.timeout, config.connect(self.connector.clone()))
                 .ok_or_else(|| crate::warehouse::connect_timed_out(&self.shown, self.timeout, "PostgreSQL"))?
                 .map_err(|e| {
-                    crate::warehouse::postgres::pg_err(e, &format!("connect to the state store {}", self.shown))
+                    crate::warehouse::postgres::pg_connect_err(
+                        e,
+                        &self.tls,
+                        &config,
+                        &format!("connect to the state store {}", self.shown),
+                    )
                 })?;
         self.rt.spawn(async move {
             let _ = conn.await;
@@ -536,9 +544,13 @@ impl PgDb {
         let channel = self.channel.clone();
         // The first connection is made here, so a wrong URL is an error now.
         let timeout = self.timeout;
-        let first = crate::warehouse::block_on_within(&self.rt, timeout, listen_once(&config, &channel, bell.clone()))
-            .ok_or_else(|| crate::warehouse::connect_timed_out(&self.shown, timeout, "PostgreSQL"))?
-            .map_err(|e| crate::warehouse::postgres::pg_err(e, &format!("listen for new tasks on {}", self.shown)))?;
+        let tls = self.connector.clone();
+        let first =
+            crate::warehouse::block_on_within(&self.rt, timeout, listen_once(&config, &tls, &channel, bell.clone()))
+                .ok_or_else(|| crate::warehouse::connect_timed_out(&self.shown, timeout, "PostgreSQL"))?
+                .map_err(|e| {
+                    crate::warehouse::postgres::pg_err(e, &format!("listen for new tasks on {}", self.shown))
+                })?;
         self.rt.spawn(async move {
             let mut current = Some(first);
             loop {
@@ -548,7 +560,7 @@ impl PgDb {
                 }
                 bell.ring();
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                current = tokio::time::timeout(timeout, listen_once(&config, &channel, bell.clone()))
+                current = tokio::time::timeout(timeout, listen_once(&config, &tls, &channel, bell.clone()))
                     .await
                     .ok()
                     .and_then(|r| r.ok());
@@ -592,11 +604,12 @@ impl PgDb {
 /// connection (ringing `bell` on each notification) until it drops.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &crate::warehouse::tls::PgTls,
     channel: &str,
     bell: Arc<Bell>,
 ) -> std::result::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
     use futures_util::StreamExt;
-    let (client, mut conn) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut conn) = config.connect(tls.clone()).await?;
     let driver = tokio::spawn(async move {
         let mut stream = Box::pin(futures_util::stream::poll_fn(move |cx| conn.poll_message(cx)));
         while let Some(m) = stream.next().await {

@@ -29,7 +29,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{RunCtx, StepOutput, count};
+use super::{DatasetKind, DatasetUpdate, RunCtx, StepOutput, count};
 use crate::error::{Error, Result, RowError};
 use crate::project::{Case, CleanColumn, CleanStep, Keep, LoadMode, Materialized, OutlierRule};
 use crate::types::{Column, ColumnType, NullRule, RowBatch, Schema, Val, parse_value};
@@ -682,34 +682,53 @@ pub fn summary_json(r: &CleanReport) -> serde_json::Value {
     })
 }
 
+/// The files an export writes, in the order they are uploaded.
+const EXPORTED: [&str; 4] = ["raw_data.csv", "cleaned_data.csv", "summary_report.json", "quality_metrics.json"];
+
+/// Uploads the exported files to the store a URL names, each streamed and
+/// published whole (a completed upload), replacing the previous run's.
+fn upload(ctx: &RunCtx, url: &str, folder: &std::path::Path) -> Result<()> {
+    let store = crate::storage::open(url, &ctx.project.dir)?;
+    for name in EXPORTED {
+        let path = folder.join(name);
+        let mut f = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let mut staged = store.stage(name)?;
+        if let Err(e) = std::io::copy(&mut f, &mut staged) {
+            let _ = staged.abort();
+            return Err(Error::external(format!("cannot upload {name} to {}: {e}", store.describe()), true));
+        }
+        staged.commit()?;
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &RunCtx, cfg: &CleanStep) -> Result<StepOutput> {
     let conn = cfg.connection.as_ref().map(|c| c.v.as_str());
     let mut read = ctx.warehouse(conn)?;
     let mut write = ctx.warehouse(conn)?;
     let report = clean(read.as_mut(), write.as_mut(), cfg, &ctx.run_id)?;
     if let Some(dir) = &cfg.export {
-        let folder = ctx.project.path(&dir.v);
-        std::fs::create_dir_all(&folder).map_err(|e| Error::io("create the export folder", &folder, e))?;
-        let spec = super::export::ExportSpec {
-            format: crate::project::ExportFormat::Csv,
-            header: true,
-            null: String::new(),
-            declared: Default::default(),
+        // To an object store (`s3://…`): written here first, then uploaded.
+        let store_url = (dir.v.starts_with("s3://") || dir.v.starts_with("file://")).then_some(dir.v.as_str());
+        let folder = match store_url {
+            Some(_) => ctx.project.dir.join(".sluice/tmp").join(format!("clean-{}", uuid::Uuid::now_v7().simple())),
+            None => ctx.project.path(&dir.v),
         };
+        std::fs::create_dir_all(&folder).map_err(|e| Error::io("create the export folder", &folder, e))?;
+        let spec = super::export::ExportSpec::new(crate::project::ExportFormat::Csv);
         // Ordered by the first column, so the files are the same on every warehouse.
         let t = |name: &str| format!("SELECT * FROM {} ORDER BY 1", write.relation(name));
         let raw_sql = t(&cfg.table.v);
         let out_sql = t(&cfg.output.v);
-        super::export::export_query(write.as_mut(), &raw_sql, &folder.join("raw_data.csv"), "raw_data.csv", &spec)?;
-        super::export::export_query(
-            write.as_mut(),
-            &out_sql,
-            &folder.join("cleaned_data.csv"),
-            "cleaned_data.csv",
-            &spec,
-        )?;
+        super::export::export_query(write.as_mut(), &raw_sql, "raw_data.csv", &folder, "raw_data.csv", &spec)?;
+        super::export::export_query(write.as_mut(), &out_sql, "cleaned_data.csv", &folder, "cleaned_data.csv", &spec)?;
         write_json(&folder.join("summary_report.json"), &summary_json(&report))?;
         write_json(&folder.join("quality_metrics.json"), &serde_json::to_value(&report.quality).expect("JSON"))?;
+        if let Some(url) = store_url {
+            let done = upload(ctx, url, &folder);
+            let _ = std::fs::remove_dir_all(&folder);
+            done?;
+        }
     }
     let removed: u64 = report.rejected + report.duplicates + report.outliers.iter().map(|(_, n)| n).sum::<u64>();
     Ok(StepOutput {
@@ -726,5 +745,7 @@ pub fn run(ctx: &RunCtx, cfg: &CleanStep) -> Result<StepOutput> {
         rows: Some(report.rows_out),
         bytes: None,
         details: json!({ "report": summary_json(&report), "quality": report.quality }),
+        datasets: vec![DatasetUpdate::new(cfg.output.v.clone(), DatasetKind::Table)],
+        objects: None,
     })
 }

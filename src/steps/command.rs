@@ -177,6 +177,7 @@ pub fn run(ctx: &RunCtx, pipeline: &str, step: &StepConfig, cfg: &CommandStep) -
             rows: None,
             bytes: Some(out.len() as u64),
             details: json!({ "command": cfg.written(), "exit_code": 0, "output": text }),
+            ..Default::default()
         }),
         code => {
             let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();

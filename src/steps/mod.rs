@@ -177,15 +177,55 @@ impl RunCtx<'_> {
     }
 }
 
-/// What a step did, for the summary line and the run record.
+/// What a step did, for the summary line and the run record. The typed
+/// fields are what code acts on (`datasets` feed triggers and the run
+/// record); `details` is for people and is never read back by key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StepOutput {
     /// One line for people: "loaded 1,000 rows into sales".
     pub summary: String,
     pub rows: Option<u64>,
     pub bytes: Option<u64>,
-    /// Step-specific facts (objects landed, models built, files written).
+    /// Step-specific facts (objects landed, models built, files written), for display.
     pub details: serde_json::Value,
+    /// The datasets the step updated, in the order it updated them (not
+    /// stored with the output: the run record keeps their names apart).
+    #[serde(skip)]
+    pub datasets: Vec<DatasetUpdate>,
+    /// How many objects (files) the step landed, loaded or wrote, when it deals in objects.
+    #[serde(skip)]
+    pub objects: Option<u64>,
+}
+
+impl StepOutput {
+    /// The names of the datasets the step updated.
+    pub fn dataset_names(&self) -> Vec<String> {
+        self.datasets.iter().map(|d| d.name.clone()).collect()
+    }
+}
+
+/// A dataset a step updated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetUpdate {
+    pub name: String,
+    pub kind: DatasetKind,
+}
+
+impl DatasetUpdate {
+    pub fn new(name: impl Into<String>, kind: DatasetKind) -> Self {
+        DatasetUpdate { name: name.into(), kind }
+    }
+}
+
+/// What kind of dataset a step updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatasetKind {
+    /// A raw dataset in the object store: a published landing.
+    Raw,
+    /// A warehouse table written by a step (a load, a seed, a snapshot, a clean step's output).
+    Table,
+    /// A SQL model built in the warehouse.
+    Model,
 }
 
 /// Runs one step of a pipeline.

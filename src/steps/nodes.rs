@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::data_tests::{Outcome, TestResult};
-use super::{RunCtx, StepOutput, count};
+use super::{DatasetKind, DatasetUpdate, RunCtx, StepOutput, count};
 use crate::error::{Error, Kind, Result};
 use crate::project::NodeStep;
 
@@ -20,7 +20,9 @@ pub fn seed(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
         summary: format!("loaded {} ({})", count(names.len() as u64, "seed"), count(rows, "row")),
         rows: Some(rows),
         bytes: None,
+        datasets: names.iter().map(|n| DatasetUpdate::new(n.clone(), DatasetKind::Table)).collect(),
         details: json!({ "seeds": names }),
+        objects: None,
     })
 }
 
@@ -37,15 +39,19 @@ pub fn snapshot(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
         ctx.run_vars(),
     )?;
     let mut done = Vec::new();
+    let mut datasets = Vec::new();
     for r in results {
         let what = r.result?;
         done.push(json!({ "snapshot": r.name, "detail": what }));
+        datasets.push(DatasetUpdate::new(r.name, DatasetKind::Table));
     }
     Ok(StepOutput {
         summary: format!("took {}", count(done.len() as u64, "snapshot")),
         rows: None,
         bytes: None,
         details: json!(done),
+        datasets,
+        objects: None,
     })
 }
 
@@ -126,5 +132,6 @@ pub fn test(ctx: &RunCtx, cfg: &NodeStep) -> Result<StepOutput> {
         rows: None,
         bytes: None,
         details: json!({ "tests": details }),
+        ..Default::default()
     })
 }

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::models::{BuildRequest, ModelState, build};
-use super::{RunCtx, StepOutput};
+use super::{DatasetKind, DatasetUpdate, RunCtx, StepOutput};
 use crate::error::Result;
 use crate::project::SqlStep;
 
@@ -79,5 +79,7 @@ pub fn run(ctx: &RunCtx, cfg: &SqlStep) -> Result<StepOutput> {
         rows: None,
         bytes: None,
         details: json!({ "models": details }),
+        datasets: built.iter().map(|m| DatasetUpdate::new(*m, DatasetKind::Model)).collect(),
+        objects: None,
     })
 }

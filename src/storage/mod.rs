@@ -4,6 +4,7 @@
 //! layout of landed files and their manifests. Nothing here parses data.
 
 pub mod local;
+pub mod output;
 pub mod raw;
 pub mod s3;
 

@@ -45,6 +45,23 @@ pub struct Manifest {
     pub run_id: String,
     pub landed_at: String,
     pub files: Vec<ManifestFile>,
+    /// The landing lists everything the source held (`false`: only what was
+    /// new since the previous landing, for sources that take new objects).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub complete: bool,
+    /// What the source remembers for its next run (see `sources`); committed
+    /// with the landing, so a run that dies before its manifest leaves it as
+    /// it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 pub fn landing_prefix(dataset: &str, date: &str, run_id: &str) -> String {
@@ -62,6 +79,8 @@ pub enum RowCount {
     Csv { delimiter: u8, quote: u8, header: bool },
     /// Non-empty lines (NDJSON).
     Lines,
+    /// Counted by the source beforehand (the records of an API page).
+    Given(u64),
 }
 
 /// Hashes and stores what passes through it while a counter reads it.
@@ -160,6 +179,10 @@ fn stored(store: &dyn ObjectStore, dataset: &str, sha: &str) -> Result<Option<St
 /// Reads a whole stream, counting its rows.
 fn count_rows(r: &mut dyn Read, count: RowCount) -> std::io::Result<u64> {
     match count {
+        RowCount::Given(n) => {
+            std::io::copy(r, &mut std::io::sink())?;
+            Ok(n)
+        }
         RowCount::Lines => {
             let mut buf = vec![0u8; 1 << 20];
             let (mut lines, mut pending) = (0u64, false);
@@ -212,10 +235,13 @@ impl Manifest {
 }
 
 /// Publishes a landing: writes its manifest unless the dataset's newest
-/// landing already lists the same files with the same bytes. Returns whether
+/// landing already lists the same files with the same bytes (a complete
+/// landing), or it lists nothing (a landing of what is new). Returns whether
 /// it wrote one. The write is atomic: loads see the whole landing or none.
 pub fn commit_manifest(store: &dyn ObjectStore, prefix: &str, m: &Manifest, newest: Option<&Manifest>) -> Result<bool> {
-    if newest.is_some_and(|n| n.content() == m.content()) {
+    let unchanged =
+        if m.complete { newest.is_some_and(|n| n.complete && n.content() == m.content()) } else { m.files.is_empty() };
+    if unchanged {
         return Ok(false);
     }
     let json = serde_json::to_vec_pretty(m).map_err(|e| Error::internal(format!("manifest: {e}")))?;
@@ -291,6 +317,8 @@ mod tests {
             run_id: run.into(),
             landed_at: format!("2026-01-01T00:00:0{}Z", run.len()),
             files,
+            complete: true,
+            cursor: None,
         };
         // A run that died after storing the bytes (and their index entry)
         // but before its manifest: no landing is visible.

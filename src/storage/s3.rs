@@ -105,6 +105,12 @@ fn parse_url(url: &str) -> Result<S3Url> {
     Ok(u)
 }
 
+/// Checks an `s3://` URL's form (bucket, credentials, options) without
+/// reaching the server.
+pub fn check_url(url: &str) -> Result<()> {
+    parse_url(url).map(|_| ())
+}
+
 /// Decodes `%XX` escapes (credentials hold any character).
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -409,6 +415,59 @@ impl Read for S3Reader {
     }
 }
 
+/// An object of a listing, with what S3 says about it without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its key under the store's prefix.
+    pub key: String,
+    pub size: u64,
+    /// The server's entity tag (an MD5 for single-part uploads), when sent.
+    pub etag: Option<String>,
+    /// RFC 3339.
+    pub last_modified: String,
+}
+
+impl S3Store {
+    /// Every object under a prefix of the store's prefix (recursively), with
+    /// its listing metadata, sorted by key.
+    pub fn list_listed(&self, prefix: &str) -> Result<Vec<Listed>> {
+        // object_store lists by path segments: list the deepest folder the
+        // prefix names, then keep the keys that start with it.
+        let (dir, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let full = format!("{}{dir}", self.prefix);
+        let list_path = ObjPath::from(full.trim_end_matches('/'));
+        let store = self.store.clone();
+        let metas = self.rt.block_on(async move { store.list(Some(&list_path)).collect::<Vec<_>>().await });
+        let mut out = Vec::new();
+        for m in metas {
+            let m = m.map_err(|e| self.err(e, "list", prefix))?;
+            let full = m.location.to_string();
+            if let Some(key) = full.strip_prefix(&self.prefix)
+                && key.starts_with(prefix)
+            {
+                out.push(Listed {
+                    key: key.to_string(),
+                    size: m.size,
+                    etag: m.e_tag.clone(),
+                    last_modified: m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The store's prefix in the bucket (empty, or ending in `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
 impl ObjectStore for S3Store {
     fn describe(&self) -> String {
         self.shown.clone()
@@ -476,25 +535,7 @@ impl ObjectStore for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        // object_store lists by path segments: list the deepest folder the
-        // prefix names, then keep the keys that start with it.
-        let (dir, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let full = format!("{}{dir}", self.prefix);
-        let list_path = ObjPath::from(full.trim_end_matches('/'));
-        let store = self.store.clone();
-        let metas = self.rt.block_on(async move { store.list(Some(&list_path)).collect::<Vec<_>>().await });
-        let mut out = Vec::new();
-        for m in metas {
-            let m = m.map_err(|e| self.err(e, "list", prefix))?;
-            let full = m.location.to_string();
-            if let Some(key) = full.strip_prefix(&self.prefix)
-                && key.starts_with(prefix)
-            {
-                out.push(key.to_string());
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self.list_listed(prefix)?.into_iter().map(|l| l.key).collect())
     }
 
     fn delete(&self, key: &str) -> Result<()> {

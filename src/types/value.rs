@@ -352,6 +352,38 @@ fn parse_tstz_fmt(s: &str, f: &str) -> Result<i64, String> {
     Ok(d.timestamp_micros())
 }
 
+/// A decimal literal with exactly `scale` decimals (rounded half away from zero).
+pub fn rescale_decimal(s: &str, scale: usize) -> String {
+    let (neg, int, frac) = decimal_parts(s);
+    let int = if int.is_empty() { "0" } else { int };
+    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes().chain(std::iter::repeat(b'0')).take(scale)).collect();
+    if frac.as_bytes().get(scale).is_some_and(|&d| d >= b'5') {
+        // Carry the rounding up.
+        let mut k = digits.len();
+        loop {
+            if k == 0 {
+                digits.insert(0, b'1');
+                break;
+            }
+            k -= 1;
+            if digits[k] == b'9' {
+                digits[k] = b'0';
+            } else {
+                digits[k] += 1;
+                break;
+            }
+        }
+    }
+    let split = digits.len() - scale;
+    let mut int_part = String::from_utf8(digits[..split].to_vec()).expect("digits");
+    let trimmed = int_part.trim_start_matches('0');
+    int_part = if trimmed.is_empty() { "0".into() } else { trimmed.to_string() };
+    let frac_part = std::str::from_utf8(&digits[split..]).expect("digits");
+    let zero = int_part == "0" && frac_part.bytes().all(|b| b == b'0');
+    let sign = if neg && !zero { "-" } else { "" };
+    if scale == 0 { format!("{sign}{int_part}") } else { format!("{sign}{int_part}.{frac_part}") }
+}
+
 /// Appends `YYYY-MM-DD`.
 pub fn write_date(out: &mut Vec<u8>, days: i64) {
     let (y, m, d) = civil_from_days(days);

@@ -8,6 +8,7 @@ pub mod mysql;
 pub mod oracle;
 pub mod postgres;
 pub mod sqlite;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -127,8 +128,25 @@ pub trait LoadTx {
 /// Receives the rows of a query.
 pub trait RowSink {
     fn columns(&mut self, names: &[String]) -> Result<()>;
+    /// The columns' types, where the warehouse knows them (after `columns`,
+    /// before the first row; not every backend calls it).
+    fn types(&mut self, _types: &[Option<ColumnType>]) {}
     fn row(&mut self, vals: &[Val]) -> Result<()>;
 }
+
+/// A delimited text export a warehouse may write straight from its server
+/// (`Warehouse::copy_text`).
+pub struct TextCopy<'a> {
+    pub delimiter: u8,
+    /// CSV-style quoting (else PostgreSQL's backslash escapes).
+    pub csv_quoting: bool,
+    pub null: &'a str,
+    /// Declared column types by name (decimals are written with their scale).
+    pub declared: &'a std::collections::BTreeMap<String, ColumnType>,
+}
+
+/// Writes the header row, given the result's column names.
+pub type HeaderFn<'a> = dyn FnMut(&[String], &mut dyn std::io::Write) -> Result<()> + 'a;
 
 /// Stops, from another thread, what a connection is running on its server:
 /// PostgreSQL's cancel request, MariaDB's `KILL QUERY` from a second
@@ -140,6 +158,18 @@ pub trait Interrupt: Send + Sync {
 /// A connection to a warehouse.
 pub trait Warehouse: Send {
     fn backend(&self) -> Backend;
+    /// Writes a query's rows as delimited text straight from the server,
+    /// byte for byte what `query` into a delimited export writes; `None`
+    /// (having written nothing) when this warehouse or this query cannot.
+    fn copy_text(
+        &mut self,
+        _sql: &str,
+        _opts: &TextCopy,
+        _header: &mut HeaderFn,
+        _out: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// The connection as shown to users (no secrets).
     fn describe(&self) -> String;
     /// How identifiers and relations are written in this warehouse's SQL.
@@ -205,6 +235,15 @@ pub trait Warehouse: Send {
     /// The columns it selects are wrapped with [`Dialect::as_text`].
     fn query_bound(&mut self, _sql: &str, _params: &[Param], _sink: &mut dyn RowSink) -> Result<u64> {
         Err(Error::user(format!("the {} warehouse cannot run queries with bound values yet", self.backend().name())))
+    }
+    /// Streams a query's rows to `out` as CSV with a header, written by the
+    /// database itself (PostgreSQL's `COPY (…) TO STDOUT (FORMAT csv,
+    /// HEADER)`: RFC 4180 quoting, NULL an empty unquoted field, an empty
+    /// text `""`, values in the database's own text forms). `false` (with
+    /// nothing written) when the database has no such path; the caller then
+    /// formats the rows of [`Warehouse::query`].
+    fn copy_csv_out(&mut self, _sql: &str, _out: &mut dyn std::io::Write) -> Result<bool> {
+        Ok(false)
     }
 }
 
@@ -643,34 +682,7 @@ pub fn format_declared(out: &mut Vec<u8>, v: &Val, declared: Option<ColumnType>)
 
 /// A decimal literal with exactly `scale` decimals (rounded half away from zero).
 pub fn rescale(s: &str, scale: usize) -> String {
-    let (neg, int, frac) = crate::types::value::decimal_parts(s);
-    let int = if int.is_empty() { "0" } else { int };
-    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes().chain(std::iter::repeat(b'0')).take(scale)).collect();
-    if frac.as_bytes().get(scale).is_some_and(|&d| d >= b'5') {
-        // Carry the rounding up.
-        let mut k = digits.len();
-        loop {
-            if k == 0 {
-                digits.insert(0, b'1');
-                break;
-            }
-            k -= 1;
-            if digits[k] == b'9' {
-                digits[k] = b'0';
-            } else {
-                digits[k] += 1;
-                break;
-            }
-        }
-    }
-    let split = digits.len() - scale;
-    let mut int_part = String::from_utf8(digits[..split].to_vec()).expect("digits");
-    let trimmed = int_part.trim_start_matches('0');
-    int_part = if trimmed.is_empty() { "0".into() } else { trimmed.to_string() };
-    let frac_part = std::str::from_utf8(&digits[split..]).expect("digits");
-    let zero = int_part == "0" && frac_part.bytes().all(|b| b == b'0');
-    let sign = if neg && !zero { "-" } else { "" };
-    if scale == 0 { format!("{sign}{int_part}") } else { format!("{sign}{int_part}.{frac_part}") }
+    crate::types::value::rescale_decimal(s, scale)
 }
 
 /// Formats a decimal stored as a float with the declared scale (`12.5` → `12.50`).

@@ -56,6 +56,31 @@ impl super::Interrupt for MyInterrupt {
     }
 }
 
+/// Opens a session with TLS as `tls` asks: under `prefer`, a server that
+/// refuses TLS gets a plain session (and is not asked again by this
+/// process). Returns the options used, for more sessions like it.
+async fn open(tls: &super::tls::Tls, base: OptsBuilder, shown: &str) -> Result<(Conn, Opts)> {
+    let plain: Opts = base.clone().into();
+    let (host, port) = (plain.ip_or_hostname().to_string(), plain.tcp_port());
+    let ssl = tls.mysql(&host, port, shown).await?;
+    let opts: Opts = base.ssl_opts(ssl).into();
+    match Conn::new(opts.clone()).await {
+        Ok(c) => Ok((c, opts)),
+        Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)) => {
+            if tls.mode != super::tls::Mode::Prefer {
+                return Err(Error::external(format!("cannot connect to {shown}: {}", tls.refused()), false));
+            }
+            tls.mysql_refused(&host, port);
+            let c = Conn::new(plain.clone()).await.map_err(|e| my_err(e, &format!("connect to {shown}")))?;
+            Ok((c, plain))
+        }
+        Err(e) => Err(match tls.explain(&e, &host) {
+            Some(msg) => Error::external(format!("cannot connect to {shown}: {msg}"), false),
+            None => my_err(e, &format!("connect to {shown}")),
+        }),
+    }
+}
+
 /// Where in statement `sql` the server put error `e`. MySQL's protocol has no
 /// position: a syntax error (1064) says `near '…' at line N`; an unknown
 /// column (1054) or table (1146) is named, and looked up when it is in the
@@ -198,13 +223,17 @@ fn escape(b: &[u8], out: &mut BytesMut) {
 }
 
 impl Mysql {
-    /// Connects with a `mysql://` (or `mariadb://`) URL. Extra parameter:
+    /// Connects with a `mysql://` (or `mariadb://`) URL. Extra parameters:
     /// `connect_timeout=SECONDS` (the longest the connection and its
-    /// handshake may take, default 10).
+    /// handshake may take, default 10), and TLS's `sslmode`/`ssl-mode` and
+    /// `sslrootcert`/`ssl-ca` (see `tls`).
     pub fn connect(url: &str) -> Result<Mysql> {
         let shown = redact_url(url);
         let timeout = super::connect_timeout(url)?;
-        let url = url_for_driver(&without_params(url, &[super::CONNECT_TIMEOUT]));
+        let tls = super::tls::Tls::from_url(url, &shown)?;
+        let mut ours = vec![super::CONNECT_TIMEOUT];
+        ours.extend_from_slice(super::tls::PARAMS);
+        let url = url_for_driver(&without_params(url, &ours));
         let u = match url.strip_prefix("mariadb://") {
             Some(rest) => format!("mysql://{rest}"),
             None => url.clone(),
@@ -216,10 +245,9 @@ impl Mysql {
             .ok_or_else(|| Error::user(format!("the MySQL URL {shown} names no database: add /DBNAME")))?;
         let opts = OptsBuilder::from_opts(opts).prefer_socket(false).stmt_cache_size(16);
         let rt = super::runtime();
-        let conn = super::block_on_within(&rt, timeout, Conn::new(opts.clone()))
-            .ok_or_else(|| super::connect_timed_out(&shown, timeout, "MySQL or MariaDB"))?
-            .map_err(|e| my_err(e, &format!("connect to {shown}")))?;
-        let interrupt = std::sync::Arc::new(MyInterrupt { rt: rt.clone(), opts: opts.into(), id: conn.id() });
+        let (conn, opts) = super::block_on_within(&rt, timeout, open(&tls, opts, &shown))
+            .ok_or_else(|| super::connect_timed_out(&shown, timeout, "MySQL or MariaDB"))??;
+        let interrupt = std::sync::Arc::new(MyInterrupt { rt: rt.clone(), opts, id: conn.id() });
         let mut m = Mysql { rt, conn: Some(conn), shown, database, interrupt, last_at: None };
         m.run(
             "SET time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY', NAMES utf8mb4",

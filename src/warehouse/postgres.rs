@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, CopyInSink, NoTls};
+use tokio_postgres::{Client, CopyInSink};
 
 use super::{
     Backend, Build, Change, Dialect, ErrorAt, LOADS_TABLE, LoadRecord, LoadTarget, LoadTx, NEW_SUFFIX, Naming,
@@ -41,15 +41,16 @@ pub struct Postgres {
 struct PgInterrupt {
     rt: Handle,
     token: tokio_postgres::CancelToken,
+    tls: super::tls::PgTls,
 }
 
 impl super::Interrupt for PgInterrupt {
     fn interrupt(&self) {
         // Sent from the runtime: the caller may be any thread, even one
         // that runs inside a runtime of its own.
-        let token = self.token.clone();
+        let (token, tls) = (self.token.clone(), self.tls.clone());
         self.rt.spawn(async move {
-            let _ = token.cancel_query(NoTls).await;
+            let _ = token.cancel_query(tls).await;
         });
     }
 }
@@ -75,6 +76,9 @@ mod oid {
     pub const NUMERIC: u32 = 1700;
     pub const JSONB: u32 = 3802;
 }
+
+/// Bytes of COPY output handed over at once by `copy_text`.
+const COPY_BLOCK: usize = 1 << 20;
 
 /// Microseconds and days between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_DAYS: i64 = 10_957;
@@ -106,6 +110,52 @@ pub fn pg_err(e: tokio_postgres::Error, what: &str) -> Error {
     Error::external(format!("cannot {what}: {detail}"), true)
 }
 
+/// The driver's configuration from a `postgres://` URL, and its TLS
+/// settings: sluice's own parameters (`drop`, `connect_timeout` and the TLS
+/// ones) are taken out before the driver reads the URL.
+pub fn pg_config(url: &str, shown: &str, drop: &[&str]) -> Result<(tokio_postgres::Config, super::tls::Tls)> {
+    let tls = super::tls::Tls::from_url(url, shown)?;
+    let mut ours: Vec<&str> = drop.to_vec();
+    ours.push(super::CONNECT_TIMEOUT);
+    ours.extend_from_slice(super::tls::PARAMS);
+    let pg_url = url_for_driver(&without_params(url, &ours));
+    let mut config = tokio_postgres::Config::from_str(&pg_url)
+        .map_err(|e| Error::user(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+    // As libpq: a Unix socket is not encrypted, whatever the mode (the
+    // server would refuse TLS there).
+    let hosts = config.get_hosts();
+    let unix_only = !hosts.is_empty() && hosts.iter().all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+    config.ssl_mode(if unix_only { tokio_postgres::config::SslMode::Disable } else { tls.pg_mode() });
+    Ok((config, tls))
+}
+
+/// `pg_err` for a failed connection, saying what TLS did when it is why.
+pub fn pg_connect_err(
+    e: tokio_postgres::Error,
+    tls: &super::tls::Tls,
+    config: &tokio_postgres::Config,
+    what: &str,
+) -> Error {
+    let host = config
+        .get_hosts()
+        .iter()
+        .find_map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => None,
+        })
+        .unwrap_or_else(|| "localhost".into());
+    if let Some(msg) = tls.explain(&e, &host) {
+        return Error::external(format!("cannot {what}: {msg}"), false);
+    }
+    // tokio-postgres has no error kind for this answer, only its text.
+    let source = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+    if e.as_db_error().is_none() && source == "server does not support TLS" {
+        return Error::external(format!("cannot {what}: {}", tls.refused()), false);
+    }
+    pg_err(e, what)
+}
+
 /// `CREATE SCHEMA IF NOT EXISTS`, safe when several processes start at once
 /// (the check and the create race; the loser's duplicate is not an error).
 pub fn create_schema(rt: &Handle, client: &Client, quoted: &str) -> Result<()> {
@@ -122,7 +172,8 @@ impl Postgres {
     /// Connects with a `postgres://` URL. Extra parameters: `schema=NAME` (where
     /// tables live; created if missing), `copy=text` (text COPY),
     /// `connect_timeout=SECONDS` (the longest the connection and its
-    /// handshake may take, default 10).
+    /// handshake may take, default 10), and TLS's `sslmode` and
+    /// `sslrootcert` (see `tls`).
     pub fn connect(url: &str) -> Result<Postgres> {
         let shown = redact_url(url);
         let mut schema = None;
@@ -135,21 +186,21 @@ impl Postgres {
             }
         }
         let timeout = super::connect_timeout(url)?;
-        let pg_url = url_for_driver(&without_params(url, &["schema", "copy", super::CONNECT_TIMEOUT]));
-        let mut config = tokio_postgres::Config::from_str(&pg_url)
-            .map_err(|e| Error::user(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+        let (mut config, tls) = pg_config(url, &shown, &["schema", "copy"])?;
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
         config.connect_timeout(timeout);
+        let connector = tls.postgres()?;
         let rt = super::runtime();
-        let (client, conn) = super::block_on_within(&rt, timeout, config.connect(NoTls))
+        let (client, conn) = super::block_on_within(&rt, timeout, config.connect(connector.clone()))
             .ok_or_else(|| super::connect_timed_out(&shown, timeout, "PostgreSQL"))?
-            .map_err(|e| pg_err(e, &format!("connect to {shown}")))?;
+            .map_err(|e| pg_connect_err(e, &tls, &config, &format!("connect to {shown}")))?;
         rt.spawn(async move {
             let _ = conn.await;
         });
-        let interrupt = std::sync::Arc::new(PgInterrupt { rt: rt.clone(), token: client.cancel_token() });
+        let interrupt =
+            std::sync::Arc::new(PgInterrupt { rt: rt.clone(), token: client.cancel_token(), tls: connector });
         let mut pg = Postgres { rt, client, shown, schema, text_copy, interrupt, last_at: Default::default() };
         let mut setup = String::from(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1;",
@@ -643,6 +694,128 @@ impl Warehouse for Postgres {
         self.last_at.borrow().as_ref().and_then(|at| at.offset_in(text))
     }
 
+    fn copy_text(
+        &mut self,
+        sql: &str,
+        o: &super::TextCopy,
+        header: &mut super::HeaderFn,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>> {
+        let body = sql.trim().trim_end_matches(';');
+        self.last_at.replace(None);
+        // What COPY cannot write exactly as the row-by-row path does.
+        if o.null.contains(['\r', '\n']) || o.delimiter > 0x7f || o.delimiter == b'\\' {
+            return Ok(None);
+        }
+        let csv_null_ok = o.null.is_empty();
+        if o.csv_quoting && !csv_null_ok {
+            // COPY's CSV quotes a value equal to the NULL marker but not an
+            // empty string; Sluice quotes both.
+            return Ok(None);
+        }
+        let r = self.rt.block_on(self.client.prepare(body));
+        let stmt = self.check(r, "prepare the query", body)?;
+        let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
+        if o.csv_quoting && names.len() == 1 {
+            // COPY's CSV quotes a lone `\.` in a one-column result.
+            return Ok(None);
+        }
+        let q = |n: &str| format!("_sluice_q.\"{}\"", n.replace('"', "\"\""));
+        let mut exprs = Vec::with_capacity(names.len());
+        let mut wrap = false;
+        for (c, name) in stmt.columns().iter().zip(&names) {
+            let declared = o.declared.get(name).copied();
+            let oid = c.type_().oid();
+            let e = match (oid, declared) {
+                // Sluice writes floats with 15 significant digits; COPY differently.
+                (oid::FLOAT4 | oid::FLOAT8, _) => return Ok(None),
+                (oid::BOOL, _) => {
+                    format!("CASE WHEN {0} THEN 'true' WHEN NOT {0} THEN 'false' END", q(name))
+                }
+                // A numeric column of that very scale already prints so.
+                (oid::NUMERIC, Some(ColumnType::Decimal(Some((_, scale)))))
+                    if c.type_modifier() >= 4 && ((c.type_modifier() - 4) & 0xffff) as u8 == scale =>
+                {
+                    exprs.push(q(name));
+                    continue;
+                }
+                (oid::NUMERIC | oid::INT2 | oid::INT4 | oid::INT8, Some(ColumnType::Decimal(Some((_, scale)))))
+                    if scale > 0 || oid == oid::NUMERIC =>
+                {
+                    format!("round({}::numeric, {scale})", q(name))
+                }
+                _ => {
+                    exprs.push(q(name));
+                    continue;
+                }
+            };
+            wrap = true;
+            exprs.push(e);
+        }
+        if wrap && names.iter().collect::<BTreeSet<_>>().len() != names.len() {
+            return Ok(None);
+        }
+        let select =
+            if wrap { format!("SELECT {} FROM ({body}) AS _sluice_q", exprs.join(", ")) } else { body.to_string() };
+        let lit = |s: &str| format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+        let delim = lit(&(o.delimiter as char).to_string());
+        let copy = if o.csv_quoting {
+            format!("COPY ({select}) TO STDOUT (FORMAT csv, DELIMITER {delim}, NULL '')")
+        } else {
+            format!("COPY ({select}) TO STDOUT (FORMAT text, DELIMITER {delim}, NULL {})", lit(o.null))
+        };
+        let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
+        let stream = self.check(r, "run the query", &copy)?;
+        header(&names, out)?;
+        // PostgreSQL sends a message a row. A task on the runtime gathers
+        // them into 1 MiB blocks (the connection and it take turns on one
+        // worker), and this thread counts and writes whole blocks: one
+        // hand-over per MiB, not one per row, and reading overlaps writing.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, tokio_postgres::Error>>(4);
+        self.rt.spawn(async move {
+            let mut stream = Box::pin(stream);
+            let mut buf = BytesMut::with_capacity(COPY_BLOCK + (64 << 10));
+            loop {
+                match stream.next().await {
+                    Some(Ok(c)) => {
+                        buf.extend_from_slice(&c);
+                        if buf.len() >= COPY_BLOCK && tx.send(Ok(buf.split().freeze())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    None => {
+                        if !buf.is_empty() {
+                            let _ = tx.send(Ok(buf.freeze())).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        let mut rows = 0u64;
+        let mut in_quotes = false;
+        while let Some(block) = rx.blocking_recv() {
+            let block = self.check(block, "read query results", &copy)?;
+            if o.csv_quoting {
+                for i in memchr::memchr2_iter(b'"', b'\n', &block) {
+                    if block[i] == b'"' {
+                        in_quotes = !in_quotes;
+                    } else if !in_quotes {
+                        rows += 1;
+                    }
+                }
+            } else {
+                rows += memchr::memchr_iter(b'\n', &block).count() as u64;
+            }
+            out.write_all(&block).map_err(|e| Error::external(format!("cannot write the export: {e}"), false))?;
+        }
+        Ok(Some(rows))
+    }
+
     fn query(&mut self, sql: &str, sink: &mut dyn RowSink) -> Result<u64> {
         let body = sql.trim().trim_end_matches(';');
         self.last_at.replace(None);
@@ -651,6 +824,13 @@ impl Warehouse for Postgres {
         let names: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
         let oids: Vec<u32> = stmt.columns().iter().map(|c| c.type_().oid()).collect();
         sink.columns(&names)?;
+        sink.types(
+            &stmt
+                .columns()
+                .iter()
+                .map(|c| Some(column_type_of(c.type_().oid(), c.type_modifier())))
+                .collect::<Vec<_>>(),
+        );
         let copy = format!("COPY ({body}) TO STDOUT");
         let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
         let stream = self.check(r, "run the query", &copy)?;
@@ -697,6 +877,20 @@ impl Warehouse for Postgres {
             pending.drain(..start);
         }
         Ok(n)
+    }
+
+    fn copy_csv_out(&mut self, sql: &str, out: &mut dyn std::io::Write) -> Result<bool> {
+        let body = sql.trim().trim_end_matches(';');
+        self.last_at.replace(None);
+        let copy = format!("COPY ({body}) TO STDOUT (FORMAT csv, HEADER)");
+        let r = self.rt.block_on(self.client.copy_out(copy.as_str()));
+        let stream = self.check(r, "run the query", &copy)?;
+        let mut stream = Box::pin(stream);
+        while let Some(chunk) = self.rt.block_on(stream.next()) {
+            let chunk = self.check(chunk, "read query results", &copy)?;
+            out.write_all(&chunk).map_err(|e| Error::external(format!("cannot pass on query results: {e}"), false))?;
+        }
+        Ok(true)
     }
 
     fn query_bound(&mut self, sql: &str, params: &[super::Param], sink: &mut dyn RowSink) -> Result<u64> {

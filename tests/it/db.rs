@@ -325,7 +325,7 @@ impl Drop for PasswordPg {
 }
 
 /// The folder of PostgreSQL's server programs (initdb, pg_ctl).
-fn pg_bin() -> PathBuf {
+pub fn pg_bin() -> PathBuf {
     for dir in std::env::var("PATH").unwrap_or_default().split(':') {
         if Path::new(dir).join("initdb").is_file() {
             return PathBuf::from(dir);

@@ -311,3 +311,42 @@ fn merge_across_files_takes_the_later_file(kind: Kind) {
 }
 
 per_backend!([sqlite => Sqlite, postgres => Postgres, mariadb => Mysql] merge_across_files_takes_the_later_file);
+
+/// `take = "new"`: each landing lists only files whose bytes were not taken
+/// from their path before, so a drop folder whose processed files stay put
+/// (or go away) lands each file once, and a changed file again.
+#[test]
+fn take_new_lands_each_files_content_once() {
+    let p = drops_project("append", None, "");
+    let toml = std::fs::read_to_string(p.file("pipelines/p.toml")).unwrap();
+    p.write("pipelines/p.toml", &toml.replace("dataset = \"events\"\n", "dataset = \"events\"\ntake = \"new\"\n"));
+    let manifest_files = |p: &TestProject| -> Vec<Vec<String>> {
+        let mut ms: Vec<(String, Vec<String>)> = crate::support::files_under(&p.file(".sluice/lake/raw"))
+            .into_iter()
+            .filter(|f| f.ends_with("_manifest.json"))
+            .map(|f| {
+                let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+                let names = m["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string());
+                (m["landed_at"].as_str().unwrap().to_string(), names.collect())
+            })
+            .collect();
+        ms.sort();
+        ms.into_iter().map(|(_, n)| n).collect()
+    };
+    p.write("drops/a.csv", &csv(1, 2));
+    p.run(&["run"]).expect_code(0);
+    p.write("drops/b.csv", &csv(3, 2));
+    let out = p.run(&["run"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("landed 1 file (2 rows"), "{}", out.stdout);
+    assert_eq!(ids(&p), ("4".into(), "4".into()));
+    let out = p.run(&["run"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("nothing new: all 2 objects taken before"), "{}", out.stdout);
+    // A processed file removed, another changed: only the change lands.
+    std::fs::remove_file(p.file("drops/b.csv")).unwrap();
+    p.write("drops/a.csv", &csv(5, 2));
+    p.run(&["run"]).expect_code(0);
+    assert_eq!(ids(&p), ("6".into(), "6".into()));
+    assert_eq!(manifest_files(&p), [vec!["a.csv"], vec!["b.csv"], vec!["a.csv"]]);
+}

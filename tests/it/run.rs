@@ -283,3 +283,26 @@ fn a_loads_first_rejected_rows_are_kept_with_the_run() {
     assert_eq!(first[0]["column"], "id");
     assert_eq!(first[0]["value"], "x");
 }
+
+/// The step kinds' conformance test, end to end: a pipeline with one step of
+/// each registered kind (its registry example, named after the kind) passes
+/// `sluice check`, and `sluice dag` describes each step as its kind.
+#[test]
+fn every_step_kind_describes_itself() {
+    let p = TestProject::new();
+    p.write("sluice.toml", "name = \"kinds\"\n");
+    p.write("data/a.csv", "a\n1\n");
+    let mut toml = String::from("name = \"p\"\n");
+    for k in sluice::project::KINDS {
+        toml.push_str(&format!("\n[[steps]]\nname = \"{0}\"\nkind = \"{0}\"\n{1}\n", k.name, k.example));
+    }
+    p.write("pipelines/p.toml", &toml);
+    p.run(&["check"]).expect_code(0);
+    let out = p.run(&["dag", "p"]);
+    out.expect_code(0);
+    for k in sluice::project::KINDS {
+        let line = out.stdout.lines().find(|l| l.contains(&format!("{}  [", k.name)));
+        let line = line.unwrap_or_else(|| panic!("`dag` does not draw step {}: {}", k.name, out.stdout));
+        assert!(line.contains(&format!("[{}", k.name)), "`dag` describes step {} as {line}", k.name);
+    }
+}

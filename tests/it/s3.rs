@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 
 use crate::support::{TestProject, free_port, wait_for};
 
-const KEY: &str = "sluice-test";
-const SECRET: &str = "s3cret/with+odd=chars";
+pub const KEY: &str = "sluice-test";
+pub const SECRET: &str = "s3cret/with+odd=chars";
 
 /// Which S3 implementation a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +100,17 @@ impl S3 {
         format!("s3://{bucket}/{prefix}?endpoint={}", self.endpoint())
     }
 
+    /// Writes an object (through sluice's own S3 store, signed).
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let url = format!(
+            "s3://{KEY}:{}@{bucket}?endpoint={}",
+            SECRET.replace('/', "%2F").replace('+', "%2B").replace('=', "%3D"),
+            self.endpoint()
+        );
+        let store = sluice::storage::open(&url, Path::new(".")).unwrap_or_else(|e| panic!("open {bucket}: {e}"));
+        store.put(key, bytes).unwrap_or_else(|e| panic!("put {key}: {e}"));
+    }
+
     /// The environment a sluice process needs to reach this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![("AWS_ACCESS_KEY_ID", KEY.to_string()), ("AWS_SECRET_ACCESS_KEY", SECRET.to_string())]
@@ -112,7 +123,7 @@ impl Drop for S3 {
     }
 }
 
-fn run(p: &TestProject, s3: &S3, args: &[&str]) -> crate::support::Out {
+pub fn run(p: &TestProject, s3: &S3, args: &[&str]) -> crate::support::Out {
     let env = s3.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     p.run_env(args, &env)
@@ -262,7 +273,7 @@ fn a_server_killed_mid_transfer_lands_nothing_half_way() {
     assert_eq!(ids(&p), [[rows.to_string(), rows.to_string()]]);
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
+pub fn dir_bytes(dir: &Path) -> u64 {
     let mut n = 0;
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {

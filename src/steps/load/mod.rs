@@ -23,7 +23,7 @@ use std::sync::mpsc::sync_channel;
 
 use serde_json::json;
 
-use super::{Meter, RunCtx, StepOutput, count, human_bytes};
+use super::{DatasetKind, DatasetUpdate, Meter, RunCtx, StepOutput, count, human_bytes};
 use crate::error::{BadRows, Error, Result, RowError};
 use crate::formats::csv::CsvWriter;
 use crate::project::{LoadMode, LoadStep, OnError, PipelineConfig, ReadOptions, SchemaChange, SchemaSource, StepKind};
@@ -72,6 +72,9 @@ pub struct Input {
     pub name: String,
     pub size: Option<u64>,
     pub open: Reopen,
+    /// The input's local file, when it is one (Parquet reads it in place
+    /// instead of copying the stream to a temporary file).
+    pub path: Option<PathBuf>,
 }
 
 impl Input {
@@ -82,6 +85,7 @@ impl Input {
             label: label.to_string(),
             name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             size: std::fs::metadata(path).ok().map(|m| m.len()),
+            path: Some(path.to_path_buf()),
             open: Arc::new(move || {
                 let f = std::fs::File::open(&p).map_err(|e| Error::io("open", &p, e))?;
                 Ok(Box::new(f) as Box<dyn Read + Send>)
@@ -89,7 +93,7 @@ impl Input {
         }
     }
 
-    fn opener(&self) -> Opener {
+    pub fn opener(&self) -> Opener {
         let o = self.open.clone();
         Box::new(move || o())
     }
@@ -128,17 +132,18 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
             wh.describe()
         )));
     }
-    let header = parse::peek_header(&first.label, &first.name, first.opener(), &spec.read)?;
+    let header = parse::peek_header(first, &spec.read)?;
     let needs_inference = (spec.schema.is_none() && (existing.is_none() || spec.mode == LoadMode::Replace))
         || spec.schema_change == SchemaChange::AddColumns;
     let inferred = if needs_inference {
-        let (s, _) = crate::formats::infer::infer(
-            (first.open)()?,
-            &first.name,
-            &spec.read,
-            crate::formats::infer::DEFAULT_SAMPLE,
-        )
-        .map_err(Error::DataMsg)?;
+        let src = match (&first.path, spec.read.format_of(&first.name)) {
+            (Some(p), crate::project::FileFormat::Parquet) => {
+                Box::new(std::fs::File::open(p).map_err(|e| Error::io("open", p, e))?) as Box<dyn Read + Send>
+            }
+            _ => (first.open)()?,
+        };
+        let (s, _) = crate::formats::infer::infer(src, &first.name, &spec.read, crate::formats::infer::DEFAULT_SAMPLE)
+            .map_err(Error::DataMsg)?;
         Some(s)
     } else {
         None
@@ -189,6 +194,7 @@ pub fn load(wh: &mut dyn Warehouse, spec: &LoadSpec, inputs: &[Input], meter: &A
             label: input.label.clone(),
             name: input.name.clone(),
             open: input.opener(),
+            path: input.path.clone(),
             columns: plan.write.clone(),
             read: spec.read.clone(),
             allow_extra,
@@ -433,6 +439,21 @@ pub fn dataset_of(pl: &PipelineConfig, cfg: &LoadStep) -> Result<String> {
     }
 }
 
+/// How a load reads what its `from` step landed: the pages of an HTTP
+/// source are JSON documents whose records sit at the source's `records` path.
+pub fn pages_of(pl: &PipelineConfig, cfg: &LoadStep) -> Option<crate::formats::pages::JsonPages> {
+    let from = pl.steps.iter().find(|s| s.name.v == cfg.from.v)?;
+    match &from.kind {
+        StepKind::Ingest(i) => match &i.source {
+            crate::project::SourceSpec::Http(h) => {
+                Some(crate::formats::pages::JsonPages { records: h.records.clone(), separator: h.flatten.clone() })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The declared schema of a load step (`None`: the table's own).
 pub fn declared_schema(ctx: &RunCtx, cfg: &LoadStep) -> Result<Option<Schema>> {
     match &cfg.schema {
@@ -507,15 +528,17 @@ fn pending(manifests: &[raw::Manifest], done: &BTreeSet<String>, mode: LoadMode,
             }
         }
         LoadMode::Append | LoadMode::Merge => {
+            // Only a landing that lists the whole source says what it holds
+            // now; a landing of new objects adds to what came before.
             let mut current: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-            for f in manifests.iter().flat_map(|m| &m.files) {
+            for f in manifests.iter().filter(|m| m.complete).flat_map(|m| &m.files) {
                 current.insert(&f.source, &f.sha256);
             }
-            for f in manifests.iter().flat_map(|m| &m.files) {
+            for (m, f) in manifests.iter().flat_map(|m| m.files.iter().map(move |f| (m, f))) {
                 if done.contains(&f.key) || !seen.insert(f.key.clone()) {
                     continue;
                 }
-                if current.get(f.source.as_str()) != Some(&f.sha256.as_str()) {
+                if m.complete && current.get(f.source.as_str()) != Some(&f.sha256.as_str()) {
                     out.superseded.push(f.clone());
                     continue;
                 }
@@ -529,6 +552,8 @@ fn pending(manifests: &[raw::Manifest], done: &BTreeSet<String>, mode: LoadMode,
 
 pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutput> {
     let dataset = dataset_of(pl, cfg)?;
+    let mut read = cfg.read.clone();
+    read.pages = pages_of(pl, cfg);
     let mut wh = ctx.warehouse(cfg.connection.as_ref().map(|c| c.v.as_str()))?;
     let schema = declared_schema(ctx, cfg)?;
     let table = &cfg.table.v;
@@ -583,9 +608,11 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             let store = ctx.store.clone();
             let key = f.key.clone();
             Input {
-                label: f.source.clone(),
-                name: f.name.clone(),
+                // A page is named by its object (its URL is in the manifest).
+                label: if read.pages.is_some() { f.key.clone() } else { f.source.clone() },
+                name: if read.pages.is_some() { f.key.clone() } else { f.name.clone() },
                 size: Some(f.bytes),
+                path: ctx.store.local_path(&f.key),
                 open: Arc::new(move || {
                     store.get(&key)?.ok_or_else(|| {
                         Error::external(format!("raw object {key} is missing from {}", store.describe()), false)
@@ -603,7 +630,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
         schema,
         mode: cfg.mode,
         key: cfg.key.clone(),
-        read: cfg.read.clone(),
+        read,
         on_error: cfg.on_error,
         max_errors: cfg.max_errors,
         schema_change: cfg.schema_change,
@@ -621,6 +648,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             rows: Some(0),
             bytes: None,
             details: json!({ "table": table, "objects": [], "loaded": 0, "loaded_concurrently": objects }),
+            ..Default::default()
         });
     }
     let mut summary = summary(table, &report, pending.len());
@@ -642,5 +670,7 @@ pub fn run(ctx: &RunCtx, pl: &PipelineConfig, cfg: &LoadStep) -> Result<StepOutp
             })).collect::<Vec<_>>(),
             "superseded": superseded,
         }),
+        datasets: vec![DatasetUpdate::new(table.clone(), DatasetKind::Table)],
+        objects: Some(objects.len() as u64),
     })
 }

@@ -25,6 +25,8 @@ pub struct Job {
     /// The file or object name (its extension picks the format).
     pub name: String,
     pub open: Opener,
+    /// The input's local file, when it is one.
+    pub path: Option<std::path::PathBuf>,
     /// The columns each row carries, in order.
     pub columns: Vec<Column>,
     pub read: ReadOptions,
@@ -131,13 +133,24 @@ fn reason_for_key(col: &Column) -> String {
 /// Parses one input. Runs on its own thread.
 pub fn run(mut job: Job, sink: Sink<'_>) -> Result<Parsed> {
     let open = std::mem::replace(&mut job.open, Box::new(|| Err(Error::internal("an input was opened twice"))));
-    let src = open()?;
-    let src = crate::formats::encoding::decode(job.read.encoding, src);
     let width = job.columns.len();
     let mut st = State { sink, batch: RowBatch::new(width), width, read: 0, rejected: 0, sending: true };
+    if job.read.format_of(&job.name) == FileFormat::Parquet {
+        let file = parquet_file(&job.label, job.path.as_deref(), open)?;
+        let bytes = parse_parquet(&job, file, &mut st)?;
+        return Ok(Parsed { read: st.read, rejected: st.rejected, bytes });
+    }
+    let mut src = open()?;
+    if let Some(pages) = &job.read.pages {
+        // An API page: its records, flattened, as NDJSON.
+        let nd = crate::formats::pages::to_ndjson(src, &job.label, pages).map_err(Error::DataMsg)?;
+        src = Box::new(std::io::Cursor::new(nd));
+    }
+    let src = crate::formats::encoding::decode(job.read.encoding, src);
     let bytes = match job.read.format_of(&job.name) {
         FileFormat::Csv => parse_csv(&job, src, &mut st)?,
         FileFormat::Json => parse_json(&job, src, &mut st)?,
+        FileFormat::Parquet => unreachable!("Parquet is read above"),
     };
     Ok(Parsed { read: st.read, rejected: st.rejected, bytes })
 }
@@ -285,11 +298,107 @@ fn header_names<'a>(label: &str, fields: impl Iterator<Item = &'a [u8]>) -> Resu
     Ok(names)
 }
 
-/// Reads just the header of a CSV input (for planning).
-pub fn peek_header(label: &str, name: &str, open: Opener, read: &ReadOptions) -> Result<Option<Vec<String>>> {
+/// A Parquet input as a seekable file: the local file, or the stream
+/// copied to a temporary file.
+fn parquet_file(label: &str, path: Option<&std::path::Path>, open: Opener) -> Result<std::fs::File> {
+    if let Some(p) = path {
+        return std::fs::File::open(p).map_err(|e| Error::io("open", p, e));
+    }
+    crate::formats::parquet::spill(open()?)
+        .map_err(|e| Error::external(format!("cannot read {label} (copying it to a temporary file): {e}"), true))
+}
+
+/// Loads a Parquet file: each value goes through the same parsers as a CSV
+/// field, and a bad one is reported with its row number (1-based) and column.
+fn parse_parquet(job: &Job, file: std::fs::File, st: &mut State) -> Result<u64> {
+    use crate::formats::parquet::{ParquetRows, cell_text, column_type_of};
+    let label = job.label.as_str();
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut rows = ParquetRows::open(file).map_err(|e| Error::DataMsg(format!("{label}: {e}")))?;
+    let names: Vec<String> = rows.fields.iter().map(|(n, _)| n.clone()).collect();
+    let mapping = map_header(job, &names)?;
+    for (j, m) in mapping.iter().enumerate() {
+        if let Some(k) = m
+            && column_type_of(&rows.fields[*k].1).is_none()
+        {
+            return Err(Error::DataMsg(format!(
+                "{label}: column `{}` has the Parquet/Arrow type {}, which Sluice cannot load (yet); leave it out of the columns declared for `{}`",
+                job.columns[j].name, rows.fields[*k].1, job.table
+            )));
+        }
+    }
+    let total = rows.rows.max(1);
+    let plain = NullRule::default();
+    let mut buf = Vec::with_capacity(256);
+    let mut row_no = 0u64;
+    while let Some(batch) = rows.next_batch().map_err(|e| Error::DataMsg(format!("{label}: {e}")))? {
+        for i in 0..batch.num_rows() {
+            row_no += 1;
+            st.read += 1;
+            let mut bad = None;
+            for (j, col) in job.columns.iter().enumerate() {
+                buf.clear();
+                let parsed = match mapping[j] {
+                    None => parse_value(col, b"", false, &plain),
+                    Some(k) => match cell_text(batch.column(k).as_ref(), i, &mut buf) {
+                        Ok(false) => parse_value(col, b"", false, &plain),
+                        Ok(true) => parse_value(col, &buf, true, &plain),
+                        Err(reason) => Err(reason),
+                    },
+                };
+                match parsed {
+                    Ok(crate::types::Val::Null) if job.key.contains(&j) => {
+                        bad = Some((j, reason_for_key(col)));
+                        break;
+                    }
+                    Ok(v) => match fits(&v, job.exact_decimal) {
+                        Ok(()) => st.batch.push_cell(&v),
+                        Err(reason) => {
+                            bad = Some((j, reason));
+                            break;
+                        }
+                    },
+                    Err(reason) => {
+                        bad = Some((j, reason));
+                        break;
+                    }
+                }
+            }
+            match bad {
+                Some((j, reason)) => {
+                    st.batch.discard_partial_row();
+                    st.reject(RowError {
+                        file: label.to_string(),
+                        line: row_no,
+                        column: Some(job.columns[j].name.clone()),
+                        value: Some(printable_bytes(&buf)),
+                        reason,
+                        record: None,
+                    });
+                }
+                None => st.batch.finish_row(row_no),
+            }
+            st.flush(false, bytes * row_no / total);
+        }
+    }
+    st.flush(true, bytes);
+    Ok(bytes)
+}
+
+/// Reads just the column names of an input (for planning): a CSV header,
+/// a Parquet file's columns; `None` for JSON and header-less files.
+pub fn peek_header(input: &super::Input, read: &ReadOptions) -> Result<Option<Vec<String>>> {
+    let (label, name) = (input.label.as_str(), input.name.as_str());
+    if read.format_of(name) == FileFormat::Parquet {
+        let file = parquet_file(label, input.path.as_deref(), input.opener())?;
+        let rows =
+            crate::formats::parquet::ParquetRows::open(file).map_err(|e| Error::DataMsg(format!("{label}: {e}")))?;
+        return Ok(Some(rows.fields.iter().map(|(n, _)| n.clone()).collect()));
+    }
     if read.format_of(name) != FileFormat::Csv || !read.header {
         return Ok(None);
     }
+    let open = input.opener();
     let src = crate::formats::encoding::decode(read.encoding, open()?);
     let mut reader = CsvReader::new(src, read.delimiter_of(name), read.quote);
     match reader.next_record().map_err(|e| Error::external(format!("cannot read {label}: {e}"), true))? {
