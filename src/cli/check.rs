@@ -11,7 +11,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<i32> {
-    let (project, _plan) = crate::plan::check(&a.project.project)?;
+    let (project, _plan) = crate::plan::check_with(&a.project.project, &a.project.options())?;
     let errors = project.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = project.diagnostics.len() - errors;
     for d in &project.diagnostics {

@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<i32> {
-    let (project, plan) = crate::plan::open(&a.project.project)?;
+    let (project, plan) = crate::plan::open_with(&a.project.project, &a.project.options())?;
     let pipelines: Vec<&PipelineConfig> = match &a.pipeline {
         Some(p) => vec![project.pipeline(p)?],
         None => project.pipelines.iter().collect(),

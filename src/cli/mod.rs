@@ -49,6 +49,26 @@ pub struct ProjectArgs {
     /// The project folder (the one holding sluice.toml).
     #[arg(short = 'p', long = "project", env = "SLUICE_PROJECT", default_value = ".", value_name = "DIR")]
     pub project: PathBuf,
+    /// dbt projects: the folder holding profiles.yml (else the project folder, the current one, ~/.dbt).
+    #[arg(long = "profiles-dir", env = "DBT_PROFILES_DIR", value_name = "DIR")]
+    pub profiles_dir: Option<PathBuf>,
+    /// dbt projects: the profile's target to run against (else the profile's `target`).
+    #[arg(long = "target", env = "SLUICE_TARGET", value_name = "NAME")]
+    pub target: Option<String>,
+    /// dbt projects: variables for var(), as YAML or JSON ('{start_date: 2024-01-01}'); they override dbt_project.yml's.
+    #[arg(long = "vars", env = "SLUICE_VARS", value_name = "YAML")]
+    pub vars: Option<String>,
+}
+
+impl ProjectArgs {
+    /// What the project is read with.
+    pub fn options(&self) -> crate::project::dbt::DbtOptions {
+        crate::project::dbt::DbtOptions {
+            profiles_dir: self.profiles_dir.clone(),
+            target: self.target.clone(),
+            vars: self.vars.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

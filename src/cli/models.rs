@@ -50,7 +50,7 @@ pub struct TransformArgs {
 }
 
 fn open(sel: &Selection) -> Result<(Project, Plan)> {
-    let (project, plan) = crate::plan::open(&sel.project.project)?;
+    let (project, plan) = crate::plan::open_with(&sel.project.project, &sel.project.options())?;
     for w in project.warnings() {
         errln!("{w}");
     }

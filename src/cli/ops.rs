@@ -100,7 +100,7 @@ pub struct StatusArgs {
 }
 
 fn state(project: &ProjectArgs, st: &StateArgs) -> Result<State> {
-    let (p, _) = crate::plan::open(&project.project)?;
+    let (p, _) = crate::plan::open_with(&project.project, &project.options())?;
     open_state(&p, st.state.as_deref())
 }
 

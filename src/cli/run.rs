@@ -45,7 +45,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<i32> {
-    let (project, plan) = crate::plan::open(&a.project.project)?;
+    let (project, plan) = crate::plan::open_with(&a.project.project, &a.project.options())?;
     for w in project.warnings() {
         errln!("{w}");
     }

@@ -332,7 +332,7 @@ pub fn api(a: ApiArgs) -> Result<i32> {
 }
 
 pub fn next(a: NextArgs) -> Result<i32> {
-    let (project, _) = crate::plan::open(&a.project.project)?;
+    let (project, _) = crate::plan::open_with(&a.project.project, &a.project.options())?;
     let tz = project.timezone();
     let from = match &a.from {
         Some(f) => parse_time(f, tz)?,

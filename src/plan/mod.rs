@@ -190,7 +190,12 @@ impl Plan {
 /// Reads, validates and plans a project. Fails with every error found; warnings
 /// stay in `Project::diagnostics`.
 pub fn open(dir: &Path) -> Result<(Project, Plan)> {
-    let (mut project, plan) = check(dir)?;
+    open_with(dir, &crate::project::dbt::DbtOptions::default())
+}
+
+/// `open`, with the command line's options for a dbt project.
+pub fn open_with(dir: &Path, opts: &crate::project::dbt::DbtOptions) -> Result<(Project, Plan)> {
+    let (mut project, plan) = check_with(dir, opts)?;
     if project.has_errors() {
         let mut d = std::mem::take(&mut project.diagnostics);
         d.retain(|x| x.severity == Severity::Error);
@@ -201,7 +206,12 @@ pub fn open(dir: &Path) -> Result<(Project, Plan)> {
 
 /// Like `open`, but returns the project with its problems instead of failing.
 pub fn check(dir: &Path) -> Result<(Project, Plan)> {
-    let mut project = Project::read(dir)?;
+    check_with(dir, &crate::project::dbt::DbtOptions::default())
+}
+
+/// `check`, with the command line's options for a dbt project.
+pub fn check_with(dir: &Path, opts: &crate::project::dbt::DbtOptions) -> Result<(Project, Plan)> {
+    let mut project = Project::read_with(dir, opts)?;
     let plan = validate::validate(&mut project);
     project.diagnostics.sort_by(|a, b| (a.severity, &a.file, a.line, a.col).cmp(&(b.severity, &b.file, b.line, b.col)));
     project.diagnostics.dedup();

@@ -399,7 +399,20 @@ pub fn read_schema_file(path: &std::path::Path, shown: &str, env: &crate::secret
 pub fn renderer(p: &Project) -> std::result::Result<template::Renderer, (String, template::TemplateError)> {
     let macros: Vec<(String, String)> =
         p.macros.iter().map(|m| (p.sources.get(m.file).name.clone(), p.sources.get(m.file).text.clone())).collect();
-    template::Renderer::new(&macros, p.config.vars.clone()).map_err(|e| (e.file.clone().unwrap_or_default(), e))
+    let mut r =
+        template::Renderer::new(&macros, p.config.vars.clone()).map_err(|e| (e.file.clone().unwrap_or_default(), e))?;
+    if let Some(t) = &p.dbt {
+        let target = serde_json::json!({
+            "name": t.name,
+            "type": t.kind,
+            "schema": t.schema,
+            "database": t.database,
+            "threads": t.threads.unwrap_or(1),
+            "profile_name": t.profile,
+        });
+        r.add_dbt_globals(target, p.env.clone());
+    }
+    Ok(r)
 }
 
 /// Renders every model, snapshot and singular test (with neutral quoting) to

@@ -89,6 +89,17 @@ pub struct SourceMeta {
     /// The database schema the tables are in (the connection's default when absent).
     pub schema: Option<String>,
     pub tables: Vec<Spanned<String>>,
+    /// A table's name in the database when it differs (dbt's `identifier`).
+    pub identifiers: std::collections::BTreeMap<String, String>,
+    /// How fresh each table must be (dbt's `freshness`), by table name.
+    pub freshness: std::collections::BTreeMap<String, super::dbt::Freshness>,
+}
+
+impl SourceMeta {
+    /// The name of `table` in the database.
+    pub fn identifier<'a>(&'a self, table: &'a str) -> &'a str {
+        self.identifiers.get(table).map(String::as_str).unwrap_or(table)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +107,8 @@ pub struct SeedMeta {
     pub name: Spanned<String>,
     pub columns: Option<Schema>,
     pub read: super::config::ReadOptions,
+    /// Types of some columns (dbt's `column_types`); the others are inferred.
+    pub column_types: Vec<Column>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +123,8 @@ pub struct TestSpec {
     pub loc: Loc,
     pub kind: TestKind,
     pub severity: TestSeverity,
+    /// The name the project gave the test (dbt's `name:`), else one is made up.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -183,7 +198,13 @@ pub fn decode_meta(root: &Node, cx: &mut Cx, meta: &mut Meta) {
             let schema = f.opt(cx, "schema");
             let tables: Vec<Spanned<String>> = f.req(cx, "tables").unwrap_or_default();
             f.finish(cx, |_| None);
-            meta.sources.push(SourceMeta { name: Spanned { v: key.0.clone(), loc: key.1.clone() }, schema, tables });
+            meta.sources.push(SourceMeta {
+                name: Spanned { v: key.0.clone(), loc: key.1.clone() },
+                schema,
+                tables,
+                identifiers: Default::default(),
+                freshness: Default::default(),
+            });
         }
     }
     if let Some(node) = t.node("seeds") {
@@ -192,7 +213,12 @@ pub fn decode_meta(root: &Node, cx: &mut Cx, meta: &mut Meta) {
             let columns = f.node("columns").and_then(|n| decode_columns(n, cx)).map(|s| s.v);
             let read = decode_read_options(&mut f, cx);
             f.finish(cx, |_| None);
-            meta.seeds.push(SeedMeta { name: Spanned { v: key.0.clone(), loc: key.1.clone() }, columns, read });
+            meta.seeds.push(SeedMeta {
+                name: Spanned { v: key.0.clone(), loc: key.1.clone() },
+                columns,
+                read,
+                column_types: Vec::new(),
+            });
         }
     }
     t.finish(cx, |_| None);
@@ -382,7 +408,7 @@ fn decode_tests(node: &Node, cx: &mut Cx, on_column: bool) -> Vec<TestSpec> {
             cx.error(it.span.clone(), msg);
             continue;
         }
-        out.push(TestSpec { loc, kind, severity });
+        out.push(TestSpec { loc, kind, severity, name: None });
     }
     out
 }

@@ -3,10 +3,12 @@
 //! touches data or servers; `validate` checks the references between files.
 
 pub mod config;
+pub mod dbt;
 pub mod http;
 pub mod meta;
 pub mod serve;
 pub mod tree;
+pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +57,8 @@ pub struct Project {
     /// What `models/**/*.toml` declare.
     pub meta: Meta,
     pub env: Env,
+    /// The profile target, when the folder is a dbt project (`dbt_project.yml`).
+    pub dbt: Option<dbt::DbtTarget>,
     /// Every problem found, errors and warnings.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -62,6 +66,13 @@ pub struct Project {
 impl Project {
     /// Reads every file of the project, collecting problems without stopping.
     pub fn read(dir: &Path) -> Result<Project> {
+        Self::read_with(dir, &dbt::DbtOptions::default())
+    }
+
+    /// Like `read`, with what the command line says about a dbt project
+    /// (profiles folder, target, vars). A folder with `sluice.toml` is a
+    /// Sluice project even when it also has `dbt_project.yml`.
+    pub fn read_with(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
         if !dir.is_dir() {
             return Err(Error::user(format!(
                 "project folder {} does not exist (create one with `sluice init {}`)",
@@ -71,9 +82,13 @@ impl Project {
         }
         let main = dir.join(PROJECT_FILE);
         if !main.is_file() {
+            if dir.join(dbt::DBT_PROJECT_FILE).is_file() {
+                return read_dbt(dir, opts);
+            }
             return Err(Error::user(format!(
-                "{} has no {PROJECT_FILE}: not a sluice project (pass the project folder with -p DIR, or create one with `sluice init DIR`)",
-                display_dir(dir)
+                "{} has no {PROJECT_FILE}: not a sluice project, nor a dbt one (no {}) (pass the project folder with -p DIR, or create one with `sluice init DIR`)",
+                display_dir(dir),
+                dbt::DBT_PROJECT_FILE
             )));
         }
         let env = Env::load(dir).map_err(Error::user)?;
@@ -95,6 +110,17 @@ impl Project {
             cfg
         };
 
+        if dir.join(dbt::DBT_PROJECT_FILE).is_file() {
+            let mut d = Diagnostic::new(
+                display_path(dir, dbt::DBT_PROJECT_FILE),
+                0,
+                0,
+                format!("not read: {PROJECT_FILE} is in the same folder, and a folder is one project"),
+            );
+            d.severity = Severity::Warning;
+            d.help = Some(format!("to run the dbt project, give it a folder without {PROJECT_FILE}"));
+            diagnostics.push(d);
+        }
         let mut pipelines = Vec::new();
         for rel in list_files(dir, Path::new("pipelines"), "toml", false)? {
             let id = read_file(&mut sources, dir, &rel)?;
@@ -160,6 +186,7 @@ impl Project {
             seeds,
             meta,
             env,
+            dbt: None,
             diagnostics,
         })
     }
@@ -394,4 +421,276 @@ fn list_files(dir: &Path, sub: &Path, ext: &str, recursive: bool) -> Result<Vec<
     }
     out.sort();
     Ok(out)
+}
+
+fn display_path(dir: &Path, file: &str) -> String {
+    show(dir, Path::new(file))
+}
+
+/// Reads a dbt project folder into a [`Project`] (see [`dbt`]).
+fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
+    let env = Env::load(dir).map_err(Error::user)?;
+    let mut sources = Sources::default();
+    let mut diagnostics = Vec::new();
+    let main_id = read_file(&mut sources, dir, Path::new(dbt::DBT_PROJECT_FILE))?;
+    let dbtp = {
+        let src = sources.get(main_id);
+        let mut cx = Cx::new(main_id, src);
+        let p = match yaml::parse(src) {
+            Ok(root) => dbt::decode_project(&root, &mut cx),
+            Err(d) => {
+                cx.diags.extend(d);
+                dbt::DbtProject::default()
+            }
+        };
+        diagnostics.extend(cx.diags);
+        p
+    };
+    // Packages come from the network: refused, naming the file.
+    for f in ["packages.yml", "dependencies.yml"] {
+        if dir.join(f).is_file() {
+            let id = read_file(&mut sources, dir, Path::new(f))?;
+            let src = sources.get(id);
+            if let Ok(root) = yaml::parse(src)
+                && let Some(n) = root.get("packages")
+                && matches!(&n.v, tree::V::Array(a) if !a.is_empty())
+            {
+                let mut d = src
+                    .diag(n.span.clone(), "dbt packages are not supported: sluice installs nothing from the network");
+                d.help = Some("copy the macros the project uses into its macros folder, or remove the packages".into());
+                diagnostics.push(d);
+            }
+        }
+    }
+    let mut config = empty_project(main_id);
+    config.name = dbtp.name.clone();
+    config.models.materialized = Materialized::View;
+    config.models.paths = dbtp
+        .model_paths
+        .iter()
+        .map(|p| tree::Spanned { v: p.clone(), loc: tree::Loc { file: main_id, start: 0, end: 0 } })
+        .collect();
+    config.vars = dbtp.vars.clone();
+    if let Some(v) = &opts.vars {
+        match dbt::parse_vars(v) {
+            Ok(m) => config.vars.extend(m),
+            Err(e) => return Err(Error::user(format!("--vars: {e}"))),
+        }
+    }
+
+    // profiles.yml: the target becomes the one connection.
+    let mut target = None;
+    let profile_name = dbtp.profile.as_ref().map(|p| p.v.clone()).or_else(|| dbtp.name.as_ref().map(|n| n.v.clone()));
+    match dbt::find_profiles(dir, opts, &env) {
+        Some(path) if path.is_file() => {
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+            let shown = if path.parent() == Some(dir) {
+                display_path(dir, dbt::PROFILES_FILE)
+            } else {
+                path.display().to_string()
+            };
+            let id = sources.add(SourceFile::new(shown, path.clone(), text));
+            let src = sources.get(id);
+            let mut cx = Cx::new(id, src);
+            match yaml::parse(src) {
+                Ok(root) => {
+                    if let Some((url, t)) = dbt::decode_profiles(
+                        &root,
+                        &mut cx,
+                        &env,
+                        profile_name.as_deref().unwrap_or(""),
+                        opts.target.as_deref(),
+                    ) {
+                        config.connections.push(ConnectionConfig {
+                            name: tree::Spanned { v: t.name.clone(), loc: url.loc.clone() },
+                            url,
+                        });
+                        config.models.threads = t.threads;
+                        target = Some(t);
+                    }
+                }
+                Err(d) => cx.diags.extend(d),
+            }
+            diagnostics.extend(cx.diags);
+        }
+        other => {
+            let looked = match other {
+                Some(p) => p.display().to_string(),
+                None => format!("{}, the current folder and ~/.dbt", display_path(dir, dbt::PROFILES_FILE)),
+            };
+            diagnostics.push(
+                Diagnostic::new(
+                    display_path(dir, dbt::DBT_PROJECT_FILE),
+                    0,
+                    0,
+                    format!("no {} found (looked in {looked})", dbt::PROFILES_FILE),
+                )
+                .with_help("pass --profiles-dir DIR or set DBT_PROFILES_DIR"),
+            );
+        }
+    }
+
+    // Schema files under the model, seed and snapshot paths.
+    let mut yml = dbt::YmlMeta::default();
+    let mut yml_dirs: Vec<&String> = dbtp.model_paths.iter().collect();
+    yml_dirs.extend(&dbtp.seed_paths);
+    yml_dirs.extend(&dbtp.snapshot_paths);
+    for ydir in yml_dirs {
+        for ext in ["yml", "yaml"] {
+            for rel in list_files(dir, Path::new(ydir), ext, true)? {
+                let id = read_file(&mut sources, dir, &rel)?;
+                let src = sources.get(id);
+                let mut cx = Cx::new(id, src);
+                match yaml::parse(src) {
+                    Ok(root) => dbt::decode_yml(&root, &mut cx, &mut yml),
+                    Err(d) => cx.diags.extend(d),
+                }
+                diagnostics.extend(cx.diags);
+            }
+        }
+    }
+    let mut meta = Meta { sources: std::mem::take(&mut yml.sources), ..Meta::default() };
+    if let Some(t) = &target {
+        for s in &mut meta.sources {
+            if let Some(schema) = &s.schema {
+                match dbt::render_value(schema, t, &env) {
+                    Ok(v) => s.schema = Some(v),
+                    Err(e) => diagnostics.push(sources.diag(&s.name.loc, format!("source `{}`: schema {e}", s.name.v))),
+                }
+            }
+        }
+    }
+    let merge = dbt::Merge { dbt: &dbtp, yml };
+    let mut used = Vec::new();
+
+    let mut models = Vec::new();
+    let mut disabled: Vec<String> = Vec::new();
+    for mdir in &dbtp.model_paths {
+        for rel in list_files(dir, Path::new(mdir), "py", true)? {
+            diagnostics.push(
+                Diagnostic::new(show(dir, &rel), 0, 0, "Python models are not supported: sluice runs SQL models")
+                    .with_help("rewrite it as a .sql model, or run it with a `command` step"),
+            );
+        }
+        for rel in list_files(dir, Path::new(mdir), "sql", true)? {
+            let m = sql_file(&mut sources, dir, &rel)?;
+            let (ym, cfg) = merge.model(&m.name, &rel, &mut used);
+            if cfg.enabled == Some(false) {
+                disabled.push(m.name);
+                continue;
+            }
+            let loc = tree::Loc { file: m.file, start: 0, end: 0 };
+            meta.models.push(dbt::model_meta(&m.name, loc, ym, &cfg));
+            models.push(m);
+        }
+    }
+    // Schema-file models with no file are reported by validation; disabled ones are not.
+    for (m, cfg) in &merge.yml.models {
+        if !models.iter().any(|x: &Model| x.name == m.name.v)
+            && !disabled.contains(&m.name.v)
+            && cfg.enabled != Some(false)
+        {
+            meta.models.push(m.clone());
+        }
+    }
+    let sql_files = |sources: &mut Sources, subs: &[String], recursive: bool| -> Result<Vec<(PathBuf, Model)>> {
+        let mut out = Vec::new();
+        for sub in subs {
+            for rel in list_files(dir, Path::new(sub), "sql", recursive)? {
+                let m = sql_file(sources, dir, &rel)?;
+                out.push((rel, m));
+            }
+        }
+        Ok(out)
+    };
+    let mut snapshots = Vec::new();
+    for (rel, mut m) in sql_files(&mut sources, &dbtp.snapshot_paths, true)? {
+        let text = sources.get(m.file).text.clone();
+        match dbt::snapshot_block(&text) {
+            Some((name, blanked)) => {
+                m.name = name;
+                let f = &mut sources.files[m.file.0 as usize];
+                *f = SourceFile::new(f.name.clone(), f.path.clone(), blanked);
+            }
+            None if text.contains("{% snapshot") || text.contains("{%- snapshot") => {
+                diagnostics.push(Diagnostic::new(
+                    show(dir, &rel),
+                    0,
+                    0,
+                    "a {% snapshot %} block without {% endsnapshot %}",
+                ));
+            }
+            None => {}
+        }
+        let cfg = merge.snapshot(&m.name, &rel, &mut used);
+        if cfg.enabled != Some(false) {
+            snapshots.push(m);
+        }
+    }
+    let mut singular_tests = Vec::new();
+    for (rel, m) in sql_files(&mut sources, &dbtp.test_paths, true)? {
+        let text = &sources.get(m.file).text;
+        if text.contains("{% test ") || text.contains("{%- test ") {
+            diagnostics.push(
+                Diagnostic::new(
+                    show(dir, &rel),
+                    0,
+                    0,
+                    "custom generic tests ({% test %} blocks) are not supported yet",
+                )
+                .with_help("write the check as a singular test: a query that returns the failing rows"),
+            );
+            continue;
+        }
+        singular_tests.push(m);
+    }
+    let mut macros = Vec::new();
+    for (rel, m) in sql_files(&mut sources, &dbtp.macro_paths, true)? {
+        let text = &sources.get(m.file).text;
+        for tag in ["test", "materialization"] {
+            if text.contains(&format!("{{% {tag} ")) || text.contains(&format!("{{%- {tag} ")) {
+                diagnostics.push(Diagnostic::new(
+                    show(dir, &rel),
+                    0,
+                    0,
+                    format!("{{% {tag} %}} blocks are not supported yet"),
+                ));
+            }
+        }
+        macros.push(m);
+    }
+    let mut seeds = Vec::new();
+    for sdir in &dbtp.seed_paths {
+        for rel in list_files(dir, Path::new(sdir), "csv", true)? {
+            let name = rel.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+            let cfg = merge.seed(&name, &rel, &mut used);
+            if cfg.enabled == Some(false) {
+                continue;
+            }
+            if !cfg.column_types.is_empty() {
+                let loc = tree::Loc { file: main_id, start: 0, end: 0 };
+                meta.seeds.push(dbt::seed_meta(&name, loc, &cfg, &mut diagnostics, &sources));
+            }
+            seeds.push(Seed { name, path: rel });
+        }
+    }
+    dbt::unused_paths(dbtp.models.as_ref(), &used, &sources, "models", &mut diagnostics);
+    dbt::unused_paths(dbtp.seeds.as_ref(), &used, &sources, "seeds", &mut diagnostics);
+    dbt::unused_paths(dbtp.snapshots.as_ref(), &used, &sources, "snapshots", &mut diagnostics);
+
+    Ok(Project {
+        dir: dir.to_path_buf(),
+        sources,
+        config,
+        pipelines: Vec::new(),
+        models,
+        snapshots,
+        singular_tests,
+        macros,
+        seeds,
+        meta,
+        env,
+        dbt: target,
+        diagnostics,
+    })
 }

@@ -124,6 +124,8 @@ pub struct Node {
 
 #[derive(Debug, Clone)]
 pub enum V {
+    /// YAML's null (an empty value); TOML has none.
+    Null,
     Str(String),
     Int(i64),
     Float(f64),
@@ -143,6 +145,7 @@ impl Node {
     /// "a string", "an integer", … as used in "expected X, found Y".
     pub fn type_name(&self) -> &'static str {
         match self.v {
+            V::Null => "an empty value",
             V::Str(_) => "a string",
             V::Int(_) => "an integer",
             V::Float(_) => "a float",
@@ -164,6 +167,7 @@ impl Node {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match &self.v {
+            V::Null => J::Null,
             V::Str(s) | V::Datetime(s) => J::String(s.clone()),
             V::Int(i) => J::from(*i),
             V::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),

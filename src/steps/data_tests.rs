@@ -78,7 +78,7 @@ pub fn collect(project: &Project, plan: &Plan, select: &[String], exclude: &[Str
         let Some(meta) = project.meta.model(&n.name) else { continue };
         for t in &meta.tests {
             out.push(TestCase {
-                name: format!("{}_{}", t.kind.name(), n.name),
+                name: t.name.clone().unwrap_or_else(|| format!("{}_{}", t.kind.name(), n.name)),
                 model: Some(n.name.clone()),
                 column: None,
                 kind: Case::Generic(t.kind.clone()),
@@ -88,7 +88,7 @@ pub fn collect(project: &Project, plan: &Plan, select: &[String], exclude: &[Str
         for c in &meta.columns {
             for t in &c.tests {
                 out.push(TestCase {
-                    name: format!("{}_{}_{}", t.kind.name(), n.name, c.name.v),
+                    name: t.name.clone().unwrap_or_else(|| format!("{}_{}_{}", t.kind.name(), n.name, c.name.v)),
                     model: Some(n.name.clone()),
                     column: Some(c.name.v.clone()),
                     kind: Case::Generic(t.kind.clone()),

@@ -27,6 +27,8 @@ pub struct WarehouseResolve {
     pub run: crate::template::RunVars,
     /// `(source, table)` → the schema it lives in, when declared.
     pub source_schema: BTreeMap<String, Option<String>>,
+    /// `(source, table)` → the table's name in the database, where it differs.
+    pub source_identifier: BTreeMap<(String, String), String>,
 }
 
 impl WarehouseResolve {
@@ -42,6 +44,12 @@ impl WarehouseResolve {
                 .map(|n| n.name.clone())
                 .collect(),
             source_schema: project.meta.sources.iter().map(|s| (s.name.v.clone(), s.schema.clone())).collect(),
+            source_identifier: project
+                .meta
+                .sources
+                .iter()
+                .flat_map(|s| s.identifiers.iter().map(|(t, i)| ((s.name.v.clone(), t.clone()), i.clone())))
+                .collect(),
             run,
         }
     }
@@ -56,6 +64,8 @@ impl Resolve for WarehouseResolve {
         if self.ephemeral.contains(name) { self.cte_name(name) } else { self.naming.relation(name) }
     }
     fn source(&self, source: &str, table: &str) -> String {
+        let table =
+            self.source_identifier.get(&(source.to_string(), table.to_string())).map(String::as_str).unwrap_or(table);
         match self.source_schema.get(source).cloned().flatten() {
             Some(schema) => format!("{}.{}", self.naming.quote(&schema), self.naming.quote(table)),
             None => self.naming.relation(table),

@@ -38,12 +38,41 @@ pub fn load_seeds(
         }
         let seed = &project.seeds[n.index];
         let meta = project.meta.seed(&seed.name);
+        let label = project.show_path(&seed.path.display().to_string());
+        let path = project.dir.join(&seed.path);
+        let read = meta.map(|m| m.read.clone()).unwrap_or_default();
+        let mut schema = meta.and_then(|m| m.columns.clone());
+        // dbt's `column_types` name some columns: infer the rest.
+        if let Some(m) = meta.filter(|m| schema.is_none() && !m.column_types.is_empty()) {
+            let file = std::fs::File::open(&path).map_err(|e| Error::io("read", &path, e))?;
+            let (mut inferred, _) = crate::formats::infer::infer(
+                Box::new(std::io::BufReader::new(file)),
+                &label,
+                &read,
+                crate::formats::infer::DEFAULT_SAMPLE,
+            )
+            .map_err(Error::DataMsg)?;
+            for c in &m.column_types {
+                match inferred.columns.iter_mut().find(|x| x.name == c.name) {
+                    Some(x) => *x = c.clone(),
+                    None => {
+                        return Err(Error::user(format!(
+                            "seed `{}`: column_types names `{}`, which {label} does not have (columns: {})",
+                            seed.name,
+                            c.name,
+                            inferred.names().join(", ")
+                        )));
+                    }
+                }
+            }
+            schema = Some(inferred);
+        }
         let spec = LoadSpec {
             table: seed.name.clone(),
-            schema: meta.and_then(|m| m.columns.clone()),
+            schema,
             mode: LoadMode::Replace,
             key: Vec::new(),
-            read: meta.map(|m| m.read.clone()).unwrap_or_default(),
+            read,
             on_error: OnError::Fail,
             max_errors: None,
             schema_change: SchemaChange::Fail,
@@ -53,8 +82,7 @@ pub fn load_seeds(
             records: Vec::new(),
             cancel: crate::steps::Cancel::default(),
         };
-        let label = project.show_path(&seed.path.display().to_string());
-        let input = Input::file(&project.dir.join(&seed.path), &label);
+        let input = Input::file(&path, &label);
         let meter: Arc<dyn Meter> = Arc::new(NoMeter);
         let result = load(wh, &spec, std::slice::from_ref(&input), &meter)
             .map(|r| r.loaded)

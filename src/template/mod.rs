@@ -235,6 +235,11 @@ impl Renderer {
                     "updated_at" => g.config.updated_at = Some(kwargs.get(key)?),
                     "check_cols" => g.config.check_cols = Some(strings(&kwargs.get::<Value>(key)?)?),
                     "invalidate_hard_deletes" => g.config.invalidate_hard_deletes = Some(kwargs.get(key)?),
+                    // dbt's: read, no effect on what is built (every node is
+                    // built in the connection's schema; documentation keys).
+                    "target_schema" | "schema" | "target_database" | "meta" | "docs" | "persist_docs" => {
+                        let _: Value = kwargs.get(key)?;
+                    }
                     other => {
                         return Err(bad(format!(
                             "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes)"
@@ -253,6 +258,45 @@ impl Renderer {
             }
         }
         Ok(Renderer { env, header })
+    }
+
+    /// The globals a dbt project's templates expect: `target` (name, type,
+    /// schema, database, threads, profile_name), `env_var(name, default)`,
+    /// `log(msg, info=False)` and `execute` (true: every render sees data).
+    pub fn add_dbt_globals(&mut self, target: serde_json::Value, env: crate::secret::Env) {
+        self.env.add_global("target", Value::from(minijinja::value::Serde(target)));
+        self.env.add_global("execute", true);
+        self.env.add_function(
+            "env_var",
+            move |name: String, default: Option<Value>| -> Result<Value, minijinja::Error> {
+                match env.var(&name) {
+                    Some(v) => Ok(Value::from(v)),
+                    None => default.ok_or_else(|| {
+                        minijinja::Error::new(
+                            ErrorKind::InvalidOperation,
+                            format!("env var `{name}` is not set: set it, or give a default, env_var('{name}', …)"),
+                        )
+                    }),
+                }
+            },
+        );
+        self.env.add_function(
+            "log",
+            |msg: Value, info: Option<Value>, kwargs: Kwargs| -> Result<String, minijinja::Error> {
+                // `log(msg, True)` or `log(msg, info=True)`.
+                let info = match info {
+                    Some(v) => v.is_true(),
+                    None => kwargs.get::<Option<bool>>("info")?.unwrap_or(false),
+                };
+                kwargs.assert_all_used()?;
+                if info {
+                    tracing::info!(message = %msg, "log() in a template");
+                } else {
+                    tracing::debug!(message = %msg, "log() in a template");
+                }
+                Ok(String::new())
+            },
+        );
     }
 
     /// Renders one file. `name` is the file's name for messages.
@@ -418,6 +462,26 @@ mod tests {
         // An error on line 1 points into the model, not into the macro imports before it.
         let e = rd.render("m.sql", "select {{ nope() }}", &call(&q)).unwrap_err();
         assert_eq!(e.range.clone().map(|r| r.start), Some(10), "{e:?}");
+    }
+
+    #[test]
+    fn dbt_globals() {
+        let mut rd = renderer();
+        rd.add_dbt_globals(
+            serde_json::json!({"name": "dev", "type": "postgres", "schema": "s", "threads": 4}),
+            crate::secret::Env::default(),
+        );
+        let q = quoting();
+        let out = rd
+            .render(
+                "m.sql",
+                "{{ log('hi', info=True) }}select '{{ target.name }}/{{ target.type }}' as t, '{{ env_var('SLUICE_SURELY_UNSET_X', 'd') }}' as e{% if execute %} -- x{% endif %}",
+                &call(&q),
+            )
+            .unwrap();
+        assert_eq!(out.sql, "select 'dev/postgres' as t, 'd' as e -- x");
+        let e = rd.render("m.sql", "{{ env_var('SLUICE_SURELY_UNSET_X') }}", &call(&q)).unwrap_err();
+        assert!(e.message.contains("env var `SLUICE_SURELY_UNSET_X` is not set"), "{}", e.message);
     }
 
     #[test]

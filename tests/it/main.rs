@@ -45,6 +45,7 @@ mod connect;
 mod dashboard;
 mod db;
 mod db_source;
+mod dbt;
 mod deploy;
 mod docs;
 mod examples;

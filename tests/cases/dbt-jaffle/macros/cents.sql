@@ -1,0 +1,1 @@
+{% macro cents(column_name) %}({{ column_name }} + 0){% endmacro %}

@@ -1,0 +1,19 @@
+-- built for {{ target.name }} ({{ target.type }}, schema {{ target.schema }}){{ log('stg_customers for ' ~ target.name) }}
+with source as (
+
+    select * from {{ ref('raw_customers') }}
+
+),
+
+renamed as (
+
+    select
+        id as customer_id,
+        first_name,
+        last_name
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,140 @@
+//! dbt projects run unchanged: `tests/cases/dbt-jaffle` (dbt_project.yml,
+//! schema files, profiles.yml with a target per backend) is copied, never
+//! modified, and seeded, built, tested and snapshotted on SQLite, PostgreSQL
+//! and MariaDB; what `sluice check` cannot run is reported at file:line:col.
+
+use crate::db::{Kind, TestDb};
+use crate::support::{Out, TestProject};
+
+per_backend!(
+    [sqlite => Sqlite, postgres => Postgres, mariadb => Mysql]
+    jaffle_shop_runs_from_its_dbt_folder,
+);
+
+const CASE: &str = "tests/cases/dbt-jaffle";
+
+/// The profile target for a backend, and the environment its profile reads.
+fn target(db: &TestDb) -> (&'static str, Vec<(&'static str, String)>) {
+    match db.kind {
+        Kind::Sqlite => ("lite", vec![("JAFFLE_SQLITE", db.name.clone())]),
+        Kind::Postgres => ("pg", vec![("JAFFLE_SCHEMA", db.name.clone())]),
+        Kind::Mysql => ("maria", vec![("JAFFLE_SCHEMA", db.name.clone())]),
+    }
+}
+
+fn sluice(p: &TestProject, db: &TestDb, args: &[&str]) -> Out {
+    let (t, env) = target(db);
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--target", t]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    p.run_env(&all, &env)
+}
+
+fn jaffle_shop_runs_from_its_dbt_folder(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = TestProject::copy_of(CASE);
+    let out = sluice(&p, &db, &["check"]);
+    out.expect_code(0);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+
+    sluice(&p, &db, &["seed"]).expect_code(0);
+    let out = sluice(&p, &db, &["transform"]);
+    out.expect_code(0);
+    // The config tree: staging/ is views, the rest tables (dbt's default is view).
+    assert!(out.stdout.contains("stg_orders") && out.stdout.contains("view"), "{}", out.stdout);
+    let customers = "SELECT customer_id, number_of_orders, customer_lifetime_value FROM customers ORDER BY customer_id";
+    assert_eq!(
+        db.rows(customers),
+        vec![
+            vec!["1", "3", "4100"],
+            vec!["2", "1", "2300"],
+            vec!["3", "2", "3600"],
+            vec!["4", "1", "700"],
+            vec!["5", "1", "1700"]
+        ]
+    );
+    let views = match kind {
+        Kind::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name".to_string(),
+        Kind::Postgres => {
+            format!("SELECT table_name FROM information_schema.views WHERE table_schema = '{}' ORDER BY 1", db.name)
+        }
+        Kind::Mysql => {
+            format!("SELECT table_name FROM information_schema.views WHERE table_schema = '{}' ORDER BY 1", db.name)
+        }
+    };
+    assert_eq!(db.rows(&views), vec![vec!["stg_customers"], vec!["stg_orders"], vec!["stg_payments"]]);
+
+    // Tests from schema.yml (flat arguments and under `arguments:`), named as dbt names them.
+    let out = sluice(&p, &db, &["test"]);
+    out.expect_code(0);
+    for name in [
+        "unique_customers_customer_id",
+        "accepted_values_stg_orders_status__placed__shipped__completed__return_pending__returned",
+        "relationships_orders_customer_id__customer_id__ref_customers_",
+        "assert_order_amounts_are_not_negative",
+    ] {
+        assert!(out.stdout.contains(&format!("PASS  {name}")), "{name} in\n{}", out.stdout);
+    }
+    assert!(out.stdout.contains("tests: 17 passed, 0 warned, 0 failed"), "{}", out.stdout);
+
+    // dbt's Jinja context: `target` from the profile.
+    sluice(&p, &db, &["compile", "--select", "stg_customers"]).expect_code(0);
+    let compiled = p.read("target/compiled/models/staging/stg_customers.sql");
+    let (t, env) = target(&db);
+    let schema = if kind == Kind::Sqlite { "main".to_string() } else { env[0].1.clone() };
+    let ty = match kind {
+        Kind::Sqlite => "sqlite",
+        Kind::Postgres => "postgres",
+        Kind::Mysql => "mariadb",
+    };
+    assert!(compiled.starts_with(&format!("-- built for {t} ({ty}, schema {schema})\n")), "{compiled}");
+
+    // The {% snapshot %} block.
+    sluice(&p, &db, &["snapshot"]).expect_code(0);
+    assert_eq!(db.count("orders_snapshot"), 8);
+
+    // --vars overrides dbt_project.yml's vars.
+    sluice(&p, &db, &["transform", "--vars", "{start_date: '2018-01-03'}"]).expect_code(0);
+    assert_eq!(db.rows("SELECT SUM(number_of_orders) FROM customers"), vec![vec!["6"]]);
+    // The case folder holds nothing the runs wrote.
+    let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CASE);
+    assert!(!case.join("target").exists() && !case.join("jaffle.db").exists());
+}
+
+/// What sluice cannot run is named with its place, never skipped.
+#[test]
+fn dbt_check_reports_what_it_cannot_run() {
+    let p = TestProject::copy_of(CASE);
+    p.write("packages.yml", "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n");
+    p.write("models/forecast.py", "def model(dbt, session):\n    return None\n");
+    p.write(
+        "models/marts.yml",
+        "version: 2\nmodels:\n  - name: orders\n    columns:\n      - name: amount\n        tests:\n          - dbt_utils.accepted_range:\n              min_value: 0\n          - not_nul\n        colour: red\n",
+    );
+    let project = p
+        .read("dbt_project.yml")
+        .replace("    staging:\n", "    +post-hook: \"grant select on {{ this }} to bi\"\n    staging:\n");
+    p.write("dbt_project.yml", &project);
+    let out = p.run(&["check"]);
+    out.expect_code(2);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    for line in [
+        "models/schema.yml:17:11: model `orders` is described twice in another schema file",
+        "dbt_project.yml:25:5: model config `post-hook` is not supported by sluice",
+        "models/forecast.py: Python models are not supported: sluice runs SQL models",
+        "models/marts.yml:7:13: test `dbt_utils.accepted_range` comes from a package; sluice runs no dbt packages",
+        "models/marts.yml:9:13: unknown test `not_nul`",
+        "models/marts.yml:10:9: unknown key `colour` in column `amount`",
+        "packages.yml:2:3: dbt packages are not supported: sluice installs nothing from the network",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+
+    // An unknown target names the ones there are.
+    let q = TestProject::copy_of(CASE);
+    let out = q.run(&["check", "--target", "prod"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("profile `jaffle_shop` has no target `prod`"), "{}", out.stdout);
+    assert!(out.stdout.contains("profiles.yml:4:5: "), "{}", out.stdout);
+    assert!(out.stdout.contains("valid choices: `lite`, `pg`, `maria`"), "{}", out.stdout);
+}
