@@ -507,6 +507,18 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                 match r.render(&file.name, &file.text, &call) {
                     Ok(out) => {
                         let c = out.config;
+                        if let Some(schema) = &c.schema {
+                            let mut x = Diagnostic::new(
+                                file.name.clone(),
+                                0,
+                                0,
+                                format!(
+                                    "config(schema='{schema}') is read, but sluice builds every node in the connection's schema (custom schemas are not applied yet)"
+                                ),
+                            );
+                            x.severity = crate::error::Severity::Warning;
+                            d.push(x);
+                        }
                         if let Some(mat) = c.materialized {
                             node.materialized = mat;
                         }

@@ -82,6 +82,8 @@ pub struct FileConfig {
     pub updated_at: Option<String>,
     pub check_cols: Option<Vec<String>>,
     pub invalidate_hard_deletes: Option<bool>,
+    /// dbt's `schema`/`target_schema`: read, not applied yet (reported by validation).
+    pub schema: Option<String>,
 }
 
 /// A template problem, at a line of the file when known.
@@ -237,7 +239,8 @@ impl Renderer {
                     "invalidate_hard_deletes" => g.config.invalidate_hard_deletes = Some(kwargs.get(key)?),
                     // dbt's: read, no effect on what is built (every node is
                     // built in the connection's schema; documentation keys).
-                    "target_schema" | "schema" | "target_database" | "meta" | "docs" | "persist_docs" => {
+                    "target_schema" | "schema" => g.config.schema = Some(kwargs.get::<Value>(key)?.to_string()),
+                    "target_database" | "meta" | "docs" | "persist_docs" => {
                         let _: Value = kwargs.get(key)?;
                     }
                     other => {
