@@ -109,6 +109,192 @@ struct Session {
     recorder: Mutex<Recorder>,
     resolve: Arc<dyn Resolve>,
     is_incremental: bool,
+    /// The project's macros by name (registered by the header of each render).
+    macros: Mutex<std::collections::HashMap<String, Value>>,
+    /// Values passed to `return()`, found again by the index in their marker.
+    returns: Mutex<Vec<Value>>,
+}
+
+/// What `return(value)` renders: the macro's caller swaps it for the value.
+const RETURN_MARK: &str = "\u{1}sluice-return:";
+
+/// A project macro as the templates call it: it runs the macro and, when the
+/// macro called `return(value)`, gives that value instead of the text (dbt's
+/// `return()`).
+#[derive(Debug)]
+struct MacroFn {
+    name: String,
+}
+
+impl Object for MacroFn {
+    fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, minijinja::Error> {
+        let s = session(state)?;
+        let m = s.macros.lock().expect("macros lock").get(&self.name).cloned().ok_or_else(|| {
+            minijinja::Error::new(ErrorKind::InvalidOperation, format!("macro `{}` is not loaded", self.name))
+        })?;
+        let out = m.call(state, args)?;
+        if let Some(text) = out.as_str()
+            && let Some(i) = text.find(RETURN_MARK)
+        {
+            let rest = &text[i + RETURN_MARK.len()..];
+            let n: usize = rest.split('\u{1}').next().and_then(|d| d.parse().ok()).unwrap_or(usize::MAX);
+            if let Some(v) = s.returns.lock().expect("returns lock").get(n) {
+                return Ok(v.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// dbt's `adapter`: `adapter.dispatch('name')` is the project's macro
+/// `<target type>__name`, else `default__name`.
+#[derive(Debug)]
+struct Adapter {
+    macros: Arc<Vec<String>>,
+}
+
+impl Object for Adapter {
+    fn call_method(
+        self: &Arc<Self>,
+        state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        if method != "dispatch" {
+            return Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!("adapter.{method}() is not supported (adapter.dispatch() is)"),
+            ));
+        }
+        let (name, _namespace, kwargs): (String, Option<Value>, Kwargs) = minijinja::value::from_args(args)?;
+        let _: Option<Value> = kwargs.get("macro_namespace")?;
+        kwargs.assert_all_used()?;
+        let kind = state
+            .lookup("target")
+            .and_then(|t| t.get_attr("type").ok())
+            .and_then(|t| t.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut tried = Vec::new();
+        for prefix in [kind.as_str(), "default"] {
+            if prefix.is_empty() {
+                continue;
+            }
+            let full = format!("{prefix}__{name}");
+            if self.macros.contains(&full) {
+                return Ok(Value::from_object(MacroFn { name: full }));
+            }
+            tried.push(full);
+        }
+        Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("adapter.dispatch('{name}'): no macro {} in the project", tried.join(" or ")),
+        ))
+    }
+}
+
+/// dbt's `config`: called, it records the file's config (`config(...)`);
+/// `config.get(key, default)` and `config.require(key)` read what the file
+/// set so far.
+#[derive(Debug)]
+struct ConfigFn;
+
+impl Object for ConfigFn {
+    fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, minijinja::Error> {
+        let (kwargs,): (Kwargs,) = minijinja::value::from_args(args)?;
+        record_config(state, kwargs)?;
+        Ok(Value::from(""))
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        let (key, default): (String, Option<Value>) = minijinja::value::from_args(args)?;
+        let s = session(state)?;
+        let c = s.recorder.lock().expect("recorder lock").config.clone();
+        let some = |v: Option<String>| v.map(Value::from);
+        let list = |v: Option<Vec<String>>| v.map(Value::from);
+        let got = match key.as_str() {
+            "materialized" => {
+                c.materialized.and_then(|m| MATERIALIZED.iter().find(|(_, v)| *v == m)).map(|(n, _)| Value::from(*n))
+            }
+            "unique_key" => list(c.unique_key),
+            "tags" => Some(Value::from(c.tags)),
+            "on_schema_change" => some(c.on_schema_change),
+            "strategy" => some(c.strategy),
+            "updated_at" => some(c.updated_at),
+            "check_cols" => list(c.check_cols),
+            "invalidate_hard_deletes" => c.invalidate_hard_deletes.map(Value::from),
+            "schema" | "target_schema" => some(c.schema),
+            _ => None,
+        };
+        match method {
+            "get" => Ok(got.or(default).unwrap_or(Value::from(()))),
+            "require" => got.ok_or_else(|| {
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("config.require('{key}'): `{key}` is not set"),
+                )
+            }),
+            other => Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!("config.{other}() is not supported (config.get() and config.require() are)"),
+            )),
+        }
+    }
+}
+
+/// dbt's `this`: renders as the relation's SQL name; `.identifier` (`.name`,
+/// `.table`), `.schema` and `.database` are its parts.
+#[derive(Debug)]
+struct Relation {
+    sql: String,
+    identifier: String,
+    schema: Option<String>,
+    database: Option<String>,
+}
+
+impl Object for Relation {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "identifier" | "name" | "table" => Some(Value::from(self.identifier.clone())),
+            "schema" => Some(self.schema.clone().map(Value::from).unwrap_or(Value::from(()))),
+            "database" => Some(self.database.clone().map(Value::from).unwrap_or(Value::from(()))),
+            _ => None,
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.sql)
+    }
+}
+
+/// The names in a (maybe qualified, maybe quoted) SQL relation name.
+fn relation_parts(sql: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) if c == q => {
+                if chars.peek() == Some(&q) {
+                    cur.push(q);
+                    chars.next();
+                } else {
+                    quote = None;
+                }
+            }
+            Some(_) => cur.push(c),
+            None if c == '"' || c == '`' => quote = Some(c),
+            None if c == '.' => parts.push(std::mem::take(&mut cur)),
+            None => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    parts
 }
 
 impl std::fmt::Debug for Session {
@@ -131,6 +317,58 @@ fn session(state: &State) -> Result<Arc<Session>, minijinja::Error> {
     })
 }
 
+fn record_config(state: &State, kwargs: Kwargs) -> Result<(), minijinja::Error> {
+    let s = session(state)?;
+    let mut g = s.recorder.lock().expect("recorder lock");
+    for key in kwargs.args() {
+        let bad = |msg: String| minijinja::Error::new(ErrorKind::InvalidOperation, msg);
+        match key {
+            "materialized" => {
+                let m: String = kwargs.get(key)?;
+                let Some((_, v)) = MATERIALIZED.iter().find(|(n, _)| *n == m) else {
+                    let names: Vec<&str> = MATERIALIZED.iter().map(|(n, _)| *n).collect();
+                    return Err(bad(format!("materialized='{m}' is not one of {}", names.join(", "))));
+                };
+                g.config.materialized = Some(*v);
+            }
+            "unique_key" => g.config.unique_key = Some(strings(&kwargs.get::<Value>(key)?)?),
+            "tags" => g.config.tags = strings(&kwargs.get::<Value>(key)?)?,
+            "on_schema_change" => {
+                let v: String = kwargs.get(key)?;
+                if !ON_SCHEMA_CHANGE_NAMES.contains(&v.as_str()) {
+                    return Err(bad(format!(
+                        "on_schema_change='{v}' is not one of {}",
+                        ON_SCHEMA_CHANGE_NAMES.join(", ")
+                    )));
+                }
+                g.config.on_schema_change = Some(v);
+            }
+            "strategy" => {
+                let v: String = kwargs.get(key)?;
+                if v != "timestamp" && v != "check" {
+                    return Err(bad(format!("strategy='{v}' is not one of timestamp, check")));
+                }
+                g.config.strategy = Some(v);
+            }
+            "updated_at" => g.config.updated_at = Some(kwargs.get(key)?),
+            "check_cols" => g.config.check_cols = Some(strings(&kwargs.get::<Value>(key)?)?),
+            "invalidate_hard_deletes" => g.config.invalidate_hard_deletes = Some(kwargs.get(key)?),
+            // dbt's: read, no effect on what is built (every node is
+            // built in the connection's schema; documentation keys).
+            "target_schema" | "schema" => g.config.schema = Some(kwargs.get::<Value>(key)?.to_string()),
+            "target_database" | "meta" | "docs" | "persist_docs" => {
+                let _: Value = kwargs.get(key)?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn strings(v: &Value) -> Result<Vec<String>, minijinja::Error> {
     if let Some(s) = v.as_str() { Ok(vec![s.to_string()]) } else { Ok(v.try_iter()?.map(|x| x.to_string()).collect()) }
 }
@@ -140,6 +378,37 @@ pub struct Renderer {
     env: Environment<'static>,
     /// Imports every macro, on one line so the files' line numbers stay right.
     header: String,
+    /// `this.schema` and `this.database` when `this` is not qualified (dbt projects).
+    target_schema: Option<String>,
+    target_database: Option<String>,
+}
+
+/// The private name a project macro is defined under (see `MacroFn`).
+const MACRO_PREFIX: &str = "sluice_macro__";
+
+/// A macro file with each `{% macro name(` renamed to its private name
+/// (same lines, so messages keep their line numbers).
+fn rename_macros(source: &str, names: &[String]) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(i) = rest.find("{%") {
+        out.push_str(&rest[..i + 2]);
+        rest = &rest[i + 2..];
+        let ws = rest.len() - rest.trim_start_matches(['-', '+']).trim_start().len();
+        let after = &rest[ws..];
+        if let Some(m) = after.strip_prefix("macro") {
+            let pad = m.len() - m.trim_start().len();
+            let name: String = m.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if pad > 0 && names.contains(&name) {
+                out.push_str(&rest[..ws + 5 + pad]);
+                out.push_str(MACRO_PREFIX);
+                out.push_str(&name);
+                rest = &rest[ws + 5 + pad + name.len()..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The macro names a macro file defines (`{% macro name(...) %}`).
@@ -204,69 +473,56 @@ impl Renderer {
         env.add_function("is_incremental", |state: &State| -> Result<bool, minijinja::Error> {
             Ok(session(state)?.is_incremental)
         });
-        env.add_function("config", |state: &State, kwargs: Kwargs| -> Result<String, minijinja::Error> {
+        env.add_global("config", Value::from_object(ConfigFn));
+        env.add_function("return", |state: &State, value: Value| -> Result<String, minijinja::Error> {
             let s = session(state)?;
-            let mut g = s.recorder.lock().expect("recorder lock");
+            let mut r = s.returns.lock().expect("returns lock");
+            r.push(value);
+            Ok(format!("{RETURN_MARK}{}\u{1}", r.len() - 1))
+        });
+        env.add_function("__sluice_macros", |state: &State, kwargs: Kwargs| -> Result<String, minijinja::Error> {
+            let s = session(state)?;
+            let mut m = s.macros.lock().expect("macros lock");
             for key in kwargs.args() {
-                let bad = |msg: String| minijinja::Error::new(ErrorKind::InvalidOperation, msg);
-                match key {
-                    "materialized" => {
-                        let m: String = kwargs.get(key)?;
-                        let Some((_, v)) = MATERIALIZED.iter().find(|(n, _)| *n == m) else {
-                            let names: Vec<&str> = MATERIALIZED.iter().map(|(n, _)| *n).collect();
-                            return Err(bad(format!("materialized='{m}' is not one of {}", names.join(", "))));
-                        };
-                        g.config.materialized = Some(*v);
-                    }
-                    "unique_key" => g.config.unique_key = Some(strings(&kwargs.get::<Value>(key)?)?),
-                    "tags" => g.config.tags = strings(&kwargs.get::<Value>(key)?)?,
-                    "on_schema_change" => {
-                        let v: String = kwargs.get(key)?;
-                        if !ON_SCHEMA_CHANGE_NAMES.contains(&v.as_str()) {
-                            return Err(bad(format!("on_schema_change='{v}' is not one of {}", ON_SCHEMA_CHANGE_NAMES.join(", "))));
-                        }
-                        g.config.on_schema_change = Some(v);
-                    }
-                    "strategy" => {
-                        let v: String = kwargs.get(key)?;
-                        if v != "timestamp" && v != "check" {
-                            return Err(bad(format!("strategy='{v}' is not one of timestamp, check")));
-                        }
-                        g.config.strategy = Some(v);
-                    }
-                    "updated_at" => g.config.updated_at = Some(kwargs.get(key)?),
-                    "check_cols" => g.config.check_cols = Some(strings(&kwargs.get::<Value>(key)?)?),
-                    "invalidate_hard_deletes" => g.config.invalidate_hard_deletes = Some(kwargs.get(key)?),
-                    // dbt's: read, no effect on what is built (every node is
-                    // built in the connection's schema; documentation keys).
-                    "target_schema" | "schema" => g.config.schema = Some(kwargs.get::<Value>(key)?.to_string()),
-                    "target_database" | "meta" | "docs" | "persist_docs" => {
-                        let _: Value = kwargs.get(key)?;
-                    }
-                    other => {
-                        return Err(bad(format!(
-                            "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes)"
-                        )));
-                    }
-                }
+                m.insert(key.trim_start_matches(MACRO_PREFIX).to_string(), kwargs.get::<Value>(key)?);
             }
             Ok(String::new())
         });
+        // Each macro is defined under a private name and called through a
+        // global of its own name (MacroFn), so that `return()` works from
+        // models and from other macros alike.
         let mut header = String::new();
+        let mut all = Vec::new();
         for (name, source) in macros {
-            env.add_template_owned(name.clone(), source.clone()).map_err(|e| convert_error(&e, Some(name), 0))?;
             let names = macro_names(source);
+            let renamed = rename_macros(source, &names);
+            env.add_template_owned(name.clone(), renamed).map_err(|e| convert_error(&e, Some(name), 0))?;
             if !names.is_empty() {
-                header.push_str(&format!("{{% from {:?} import {} %}}", name, names.join(", ")));
+                let private: Vec<String> = names.iter().map(|n| format!("{MACRO_PREFIX}{n}")).collect();
+                let kw: Vec<String> = private.iter().map(|p| format!("{p}={p}")).collect();
+                header.push_str(&format!(
+                    "{{% from {:?} import {} %}}{{{{ __sluice_macros({}) }}}}",
+                    name,
+                    private.join(", "),
+                    kw.join(", ")
+                ));
+            }
+            for n in names {
+                env.add_global(n.clone(), Value::from_object(MacroFn { name: n.clone() }));
+                all.push(n);
             }
         }
-        Ok(Renderer { env, header })
+        env.add_global("adapter", Value::from_object(Adapter { macros: Arc::new(all) }));
+        Ok(Renderer { env, header, target_schema: None, target_database: None })
     }
 
     /// The globals a dbt project's templates expect: `target` (name, type,
     /// schema, database, threads, profile_name), `env_var(name, default)`,
     /// `log(msg, info=False)` and `execute` (true: every render sees data).
     pub fn add_dbt_globals(&mut self, target: serde_json::Value, env: crate::secret::Env) {
+        let text = |k: &str| target.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        self.target_schema = text("schema");
+        self.target_database = text("database");
         self.env.add_global("target", Value::from(minijinja::value::Serde(target)));
         self.env.add_global("execute", true);
         self.env.add_function(
@@ -308,10 +564,20 @@ impl Renderer {
             recorder: Mutex::new(Recorder::default()),
             resolve: call.resolve.clone(),
             is_incremental: call.is_incremental,
+            macros: Mutex::default(),
+            returns: Mutex::default(),
         });
         let run = call.resolve.run();
+        let mut parts = relation_parts(&call.this);
+        let identifier = parts.pop().unwrap_or_default();
+        let this = Relation {
+            sql: call.this.clone(),
+            identifier,
+            schema: parts.pop().or_else(|| self.target_schema.clone()),
+            database: parts.pop().or_else(|| self.target_database.clone()),
+        };
         let ctx = minijinja::context! {
-            this => call.this.clone(),
+            this => Value::from_object(this),
             logical_date => run.logical_date,
             run_id => run.run_id,
             __sluice => Value::from_dyn_object(session.clone())
@@ -320,6 +586,14 @@ impl Renderer {
         let out = self.env.render_named_str(name, &full, ctx);
         let rec = std::mem::take(&mut *session.recorder.lock().expect("recorder lock"));
         let sql = out.map_err(|e| convert_error(&e, Some(name), self.header.len()))?;
+        if sql.contains(RETURN_MARK) {
+            return Err(TemplateError {
+                file: Some(name.to_string()),
+                line: None,
+                range: None,
+                message: "return() works only inside a macro".into(),
+            });
+        }
         Ok(Rendered { sql, refs: rec.refs, sources: rec.sources, config: rec.config })
     }
 }
@@ -485,6 +759,39 @@ mod tests {
         assert_eq!(out.sql, "select 'dev/postgres' as t, 'd' as e -- x");
         let e = rd.render("m.sql", "{{ env_var('SLUICE_SURELY_UNSET_X') }}", &call(&q)).unwrap_err();
         assert!(e.message.contains("env var `SLUICE_SURELY_UNSET_X` is not set"), "{}", e.message);
+    }
+
+    #[test]
+    fn return_dispatch_config_get_and_this() {
+        let macros = vec![
+            (
+                "macros/a.sql".to_string(),
+                "{% macro cols() %}{{ return(['a', 'b']) }}{% endmacro %}\n{% macro n_cols() %}{{ return(cols() | length) }}{% endmacro %}\n".to_string(),
+            ),
+            (
+                "macros/b.sql".to_string(),
+                "{% macro greet(x) %}{{ return(adapter.dispatch('greet')(x)) }}{% endmacro %}\n{% macro default__greet(x) %}hello {{ x }}{% endmacro %}\n{% macro postgres__greet(x) %}{{ return('pg ' ~ x) }}{% endmacro %}\n".to_string(),
+            ),
+        ];
+        let q = quoting();
+        let src = "{{ config(materialized='table') }}{% set c = cols() %}select {{ c | join(', ') }}, {{ n_cols() + 1 }} as n, '{{ greet('you') }}' as g, '{{ config.get('materialized') }}/{{ config.get('alias', 'none') }}' as m, '{{ this.schema }}.{{ this.identifier }}' as t from {{ this }}";
+        let mut rd = Renderer::new(&macros, serde_json::Map::new()).unwrap();
+        assert_eq!(
+            rd.render("m.sql", src, &call(&q)).unwrap().sql,
+            "select a, b, 3 as n, 'hello you' as g, 'table/none' as m, 'None.m' as t from \"m\""
+        );
+        rd.add_dbt_globals(serde_json::json!({"type": "postgres", "schema": "s"}), crate::secret::Env::default());
+        let out = rd.render("m.sql", src, &call(&q)).unwrap().sql;
+        assert!(out.contains("'pg you' as g"), "{out}");
+        assert!(out.contains("'s.m' as t"), "{out}");
+        let mut c = call(&q);
+        c.this = "\"x\".\"my\"\"m\"".into();
+        let out = rd.render("m.sql", "{{ this.schema }}/{{ this.name }}", &c).unwrap().sql;
+        assert_eq!(out, "x/my\"m");
+        let e = rd.render("m.sql", "{{ adapter.dispatch('nope')() }}", &c).unwrap_err();
+        assert!(e.message.contains("no macro postgres__nope or default__nope"), "{}", e.message);
+        let e = rd.render("m.sql", "{{ return(1) }}", &c).unwrap_err();
+        assert!(e.message.contains("return() works only inside a macro"), "{}", e.message);
     }
 
     #[test]
