@@ -9,6 +9,7 @@ use crate::support::{Out, TestProject};
 per_backend!(
     [sqlite => Sqlite, postgres => Postgres, mariadb => Mysql]
     jaffle_shop_runs_from_its_dbt_folder,
+    dbt_macros_use_return_dispatch_config_get_and_this,
 );
 
 const CASE: &str = "tests/cases/dbt-jaffle";
@@ -145,4 +146,40 @@ fn dbt_check_reports_what_it_cannot_run() {
     assert!(out.stdout.contains("profile `jaffle_shop` has no target `prod`"), "{}", out.stdout);
     assert!(out.stdout.contains("profiles.yml:4:5: "), "{}", out.stdout);
     assert!(out.stdout.contains("valid choices: `lite`, `pg`, `maria`"), "{}", out.stdout);
+}
+
+const FEATURES: &str = "tests/cases/dbt-features";
+
+fn features(p: &TestProject, db: &TestDb, args: &[&str]) -> Out {
+    let (t, var) = match db.kind {
+        Kind::Sqlite => ("lite", "FEATURES_SQLITE"),
+        Kind::Postgres => ("pg", "FEATURES_SCHEMA"),
+        Kind::Mysql => ("maria", "FEATURES_SCHEMA"),
+    };
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--target", t]);
+    p.run_env(&all, &[(var, db.name.as_str())])
+}
+
+/// `tests/cases/dbt-features`: macros that `return()` lists and numbers (also
+/// from other macros), `adapter.dispatch()` to the target's own macro or the
+/// default one, `config.get()` and `this.schema`/`this.identifier`.
+fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = TestProject::copy_of(FEATURES);
+    features(&p, &db, &["check"]).expect_code(0);
+    features(&p, &db, &["seed"]).expect_code(0);
+    features(&p, &db, &["transform"]).expect_code(0);
+    let schema = if kind == Kind::Sqlite { "main".to_string() } else { db.name.clone() };
+    let kind_name = if kind == Kind::Postgres { "pg" } else { "generic" };
+    let relation = format!("{schema}.payments_pivot");
+    assert_eq!(
+        db.rows("SELECT order_id, card_amount, cash_amount, methods, kind, config_seen, relation FROM payments_pivot ORDER BY order_id"),
+        vec![
+            vec!["1", "10", "5", "2", kind_name, "table/none", relation.as_str()],
+            vec!["2", "7", "0", "2", kind_name, "table/none", relation.as_str()],
+        ]
+    );
+    let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FEATURES);
+    assert!(!case.join("target").exists() && !case.join("features.db").exists());
 }

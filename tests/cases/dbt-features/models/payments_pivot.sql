@@ -1,0 +1,13 @@
+{{ config(materialized='table', tags=['pivot']) }}
+{%- set methods = payment_methods() %}
+select
+  order_id,
+{%- for m in methods %}
+  sum(case when method = '{{ m }}' then amount else 0 end) as {{ m }}_amount,
+{%- endfor %}
+  {{ method_count() }} as methods,
+  '{{ warehouse_kind() }}' as kind,
+  '{{ config.get('materialized') }}/{{ config.get('unique_key', 'none') }}' as config_seen,
+  '{{ this.schema }}.{{ this.identifier }}' as relation
+from {{ ref('payments') }}
+group by order_id
