@@ -156,6 +156,9 @@ pub struct ModelNode {
     /// Declared column types the built table follows.
     pub contract: Option<crate::types::Schema>,
     pub snapshot: Option<SnapshotConfig>,
+    /// dbt's hooks: SQL templates run before and after the model's build.
+    pub pre_hook: Vec<String>,
+    pub post_hook: Vec<String>,
 }
 
 /// Every model and the refs between them.

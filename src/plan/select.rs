@@ -97,6 +97,8 @@ mod tests {
             on_schema_change: OnSchemaChange::Ignore,
             contract: None,
             snapshot: None,
+            pre_hook: vec![],
+            post_hook: vec![],
         };
         let nodes = vec![
             node("a", "models/staging/a.sql", &[]),

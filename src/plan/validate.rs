@@ -482,6 +482,8 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
         on_schema_change: OnSchemaChange::Ignore,
         contract: None,
         snapshot: None,
+        pre_hook: Vec::new(),
+        post_hook: Vec::new(),
     };
     for (i, s) in p.seeds.iter().enumerate() {
         let mut node = blank(&s.name, NodeKind::Seed, i, crate::project::show(&p.dir, &s.path));
@@ -499,6 +501,8 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                 node.tags = meta.tags.clone();
                 node.on_schema_change = meta.on_schema_change.unwrap_or(OnSchemaChange::Ignore);
                 node.contract = meta.contract();
+                node.pre_hook = meta.pre_hook.clone();
+                node.post_hook = meta.post_hook.clone();
             }
             let mut refs = Vec::new();
             if let Some(r) = &renderer {
@@ -526,6 +530,8 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                             node.unique_key = c.unique_key.clone();
                         }
                         node.tags.extend(c.tags.iter().cloned());
+                        node.pre_hook.extend(c.pre_hook.iter().cloned());
+                        node.post_hook.extend(c.post_hook.iter().cloned());
                         if let Some(o) = &c.on_schema_change {
                             node.on_schema_change = crate::project::ON_SCHEMA_CHANGE
                                 .iter()

@@ -87,6 +87,10 @@ pub struct NodeConfig {
     pub on_schema_change: Option<OnSchemaChange>,
     pub unique_key: Option<Vec<String>>,
     pub severity: Option<TestSeverity>,
+    /// SQL run before and after a model's build; every level's add up, the
+    /// project's first, as in dbt.
+    pub pre_hook: Vec<String>,
+    pub post_hook: Vec<String>,
 }
 
 impl NodeConfig {
@@ -96,6 +100,8 @@ impl NodeConfig {
             ($($f:ident),*) => { $( if more.$f.is_some() { self.$f = more.$f.clone(); } )* };
         }
         take!(materialized, schema, alias, enabled, on_schema_change, unique_key, severity);
+        self.pre_hook.extend(more.pre_hook.iter().cloned());
+        self.post_hook.extend(more.post_hook.iter().cloned());
         for t in &more.tags {
             if !self.tags.contains(t) {
                 self.tags.push(t.clone());
@@ -129,8 +135,19 @@ impl Resource {
 }
 
 /// Config keys Sluice applies, per resource.
-const MODEL_CONFIGS: &[&str] =
-    &["materialized", "schema", "alias", "tags", "enabled", "on_schema_change", "unique_key"];
+const MODEL_CONFIGS: &[&str] = &[
+    "materialized",
+    "schema",
+    "alias",
+    "tags",
+    "enabled",
+    "on_schema_change",
+    "unique_key",
+    "pre-hook",
+    "post-hook",
+    "pre_hook",
+    "post_hook",
+];
 const SEED_CONFIGS: &[&str] = &["schema", "alias", "tags", "enabled", "column_types"];
 const SNAPSHOT_CONFIGS: &[&str] = &["tags", "enabled", "target_schema", "schema", "alias"];
 const TEST_CONFIGS: &[&str] = &["severity", "enabled", "tags"];
@@ -224,6 +241,8 @@ fn config_key(c: &mut NodeConfig, r: Resource, key: &Key, value: &Node, cx: &mut
             }
         }
         "tags" => c.tags = string_or_list(value, cx, "tags").unwrap_or_default(),
+        "pre-hook" | "pre_hook" => c.pre_hook = string_or_list(value, cx, name).unwrap_or_default(),
+        "post-hook" | "post_hook" => c.post_hook = string_or_list(value, cx, name).unwrap_or_default(),
         "enabled" => c.enabled = <bool as super::tree::Decode>::decode(value, cx, Some("enabled")),
         "on_schema_change" => c.on_schema_change = one_of(value, cx, "on_schema_change", ON_SCHEMA_CHANGE),
         "unique_key" => c.unique_key = string_or_list(value, cx, "unique_key"),
@@ -547,6 +566,8 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
                         publish: false,
                         tests,
                         columns,
+                        pre_hook: Vec::new(),
+                        post_hook: Vec::new(),
                     }),
                     config,
                 )),
@@ -1292,8 +1313,12 @@ pub fn model_meta(name: &str, loc: Loc, yml: Option<ModelMeta>, cfg: &NodeConfig
         publish: false,
         tests: Vec::new(),
         columns: Vec::new(),
+        pre_hook: Vec::new(),
+        post_hook: Vec::new(),
     });
     m.materialized = cfg.materialized;
+    m.pre_hook = cfg.pre_hook.clone();
+    m.post_hook = cfg.post_hook.clone();
     m.unique_key = cfg.unique_key.clone();
     m.tags = cfg.tags.clone();
     m.on_schema_change = cfg.on_schema_change;

@@ -61,6 +61,9 @@ pub struct ModelMeta {
     /// Model-level tests (row_count, expression, …).
     pub tests: Vec<TestSpec>,
     pub columns: Vec<ColumnMeta>,
+    /// dbt's `pre-hook`/`post-hook`: SQL run before and after the build.
+    pub pre_hook: Vec<String>,
+    pub post_hook: Vec<String>,
 }
 
 impl ModelMeta {
@@ -292,6 +295,8 @@ fn decode_model(key: (String, Loc), node: &Node, cx: &mut Cx) -> Option<ModelMet
         publish,
         tests,
         columns,
+        pre_hook: Vec::new(),
+        post_hook: Vec::new(),
     })
 }
 

@@ -346,6 +346,57 @@ fn build_one(
     // The SQL sent, once rendered: a failure in the database is placed in it.
     let mut sent: Option<String> = None;
     let res = (|| -> Result<String> {
+        run_hooks(req.project, renderer, resolve, wh, n, &n.pre_hook, "pre-hook", db)?;
+        let built = build_model(req, renderer, resolve, wh, i, db, &mut sent)?;
+        run_hooks(req.project, renderer, resolve, wh, n, &n.post_hook, "post-hook", db)?;
+        Ok(built)
+    })();
+    res.map_err(|e| {
+        let place = match &sent {
+            Some(sql) => place_error(req.project, n, sql, wh.error_offset(sql)),
+            None => n.path.clone(),
+        };
+        e.context(format!("model `{}` ({place})", n.name))
+    })
+}
+
+/// dbt's pre- or post-hooks of a model: each rendered (with `this`) and run.
+#[allow(clippy::too_many_arguments)]
+fn run_hooks(
+    project: &Project,
+    renderer: &Renderer,
+    resolve: &Arc<WarehouseResolve>,
+    wh: &mut dyn Warehouse,
+    n: &ModelNode,
+    hooks: &[String],
+    what: &str,
+    db: &mut Duration,
+) -> Result<()> {
+    for hook in hooks {
+        let r: Arc<dyn Resolve> = resolve.clone();
+        let call = Call { resolve: r, this: resolve.naming.relation(&n.name), is_incremental: false };
+        let sql = renderer.render(&n.path, hook, &call).map_err(|e| template_error(project, &n.path, &e))?.sql;
+        if sql.trim().is_empty() {
+            continue;
+        }
+        timed(db, || wh.execute(&sql)).map_err(|e| e.context(format!("{what} `{}`", sql.trim())))?;
+    }
+    Ok(())
+}
+
+/// The build itself (between the hooks); `sent` gets the SQL sent.
+fn build_model(
+    req: &BuildRequest,
+    renderer: &Renderer,
+    resolve: &Arc<WarehouseResolve>,
+    wh: &mut dyn Warehouse,
+    i: usize,
+    db: &mut Duration,
+    sent: &mut Option<String>,
+) -> Result<String> {
+    let g = &req.plan.models;
+    let n = &g.nodes[i];
+    {
         match n.materialized {
             Materialized::View | Materialized::Table => {
                 let sql: &str = sent.insert(render_node(req.project, g, renderer, resolve, i, false)?);
@@ -378,14 +429,7 @@ fn build_one(
             }
             Materialized::Ephemeral => Ok("ephemeral".into()),
         }
-    })();
-    res.map_err(|e| {
-        let place = match &sent {
-            Some(sql) => place_error(req.project, n, sql, wh.error_offset(sql)),
-            None => n.path.clone(),
-        };
-        e.context(format!("model `{}` ({place})", n.name))
-    })
+    }
 }
 
 /// Where a model's build failed, for its error: the model file, at the

@@ -84,6 +84,9 @@ pub struct FileConfig {
     pub invalidate_hard_deletes: Option<bool>,
     /// dbt's `schema`/`target_schema`: read, not applied yet (reported by validation).
     pub schema: Option<String>,
+    /// dbt's `pre_hook`/`post_hook`: SQL templates run around the build.
+    pub pre_hook: Vec<String>,
+    pub post_hook: Vec<String>,
 }
 
 /// A template problem, at a line of the file when known.
@@ -353,6 +356,8 @@ fn record_config(state: &State, kwargs: Kwargs) -> Result<(), minijinja::Error> 
             "updated_at" => g.config.updated_at = Some(kwargs.get(key)?),
             "check_cols" => g.config.check_cols = Some(strings(&kwargs.get::<Value>(key)?)?),
             "invalidate_hard_deletes" => g.config.invalidate_hard_deletes = Some(kwargs.get(key)?),
+            "pre_hook" => g.config.pre_hook = strings(&kwargs.get::<Value>(key)?)?,
+            "post_hook" => g.config.post_hook = strings(&kwargs.get::<Value>(key)?)?,
             // dbt's: read, no effect on what is built (every node is
             // built in the connection's schema; documentation keys).
             "target_schema" | "schema" => g.config.schema = Some(kwargs.get::<Value>(key)?.to_string()),
@@ -361,7 +366,7 @@ fn record_config(state: &State, kwargs: Kwargs) -> Result<(), minijinja::Error> 
             }
             other => {
                 return Err(bad(format!(
-                    "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes)"
+                    "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes, pre_hook, post_hook)"
                 )));
             }
         }

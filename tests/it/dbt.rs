@@ -120,16 +120,14 @@ fn dbt_check_reports_what_it_cannot_run() {
         "models/marts.yml",
         "version: 2\nmodels:\n  - name: orders\n    columns:\n      - name: amount\n        tests:\n          - dbt_utils.accepted_range:\n              min_value: 0\n          - not_nul\n        colour: red\n",
     );
-    let project = p
-        .read("dbt_project.yml")
-        .replace("    staging:\n", "    +post-hook: \"grant select on {{ this }} to bi\"\n    staging:\n");
+    let project = p.read("dbt_project.yml").replace("    staging:\n", "    +sql_header: \"set x = 1\"\n    staging:\n");
     p.write("dbt_project.yml", &project);
     let out = p.run(&["check"]);
     out.expect_code(2);
     let text = format!("{}{}", out.stdout, out.stderr);
     for line in [
         "models/schema.yml:17:11: model `orders` is described twice in another schema file",
-        "dbt_project.yml:25:5: model config `post-hook` is not supported by sluice",
+        "dbt_project.yml:25:5: model config `sql_header` is not supported by sluice",
         "models/forecast.py: Python models are not supported: sluice runs SQL models",
         "models/marts.yml:7:13: test `dbt_utils.accepted_range` comes from a package; sluice runs no dbt packages",
         "models/marts.yml:9:13: unknown test `not_nul`",
@@ -163,7 +161,8 @@ fn features(p: &TestProject, db: &TestDb, args: &[&str]) -> Out {
 
 /// `tests/cases/dbt-features`: macros that `return()` lists and numbers (also
 /// from other macros), `adapter.dispatch()` to the target's own macro or the
-/// default one, `config.get()` and `this.schema`/`this.identifier`.
+/// default one, `config.get()` and `this.schema`/`this.identifier`; `+pre-hook`,
+/// `+post-hook` and `config(pre_hook=…)` run around the build.
 fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     let db = TestDb::new(kind);
     let p = TestProject::copy_of(FEATURES);
@@ -179,6 +178,11 @@ fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
             vec!["1", "10", "5", "2", kind_name, "table/none", relation.as_str()],
             vec!["2", "7", "0", "2", kind_name, "table/none", relation.as_str()],
         ]
+    );
+    // Hooks: the project's pre-hook made the log, the model's added to it, then the post-hook.
+    assert_eq!(
+        db.rows("SELECT model, step FROM hook_log ORDER BY step"),
+        vec![vec!["payments_pivot", "post"], vec!["payments_pivot", "pre"]]
     );
     let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FEATURES);
     assert!(!case.join("target").exists() && !case.join("features.db").exists());

@@ -1,4 +1,4 @@
-{{ config(materialized='table', tags=['pivot']) }}
+{{ config(materialized='table', tags=['pivot'], pre_hook="insert into hook_log (model, step) values ('{{ this.identifier }}', 'pre')") }}
 {%- set methods = payment_methods() %}
 select
   order_id,
