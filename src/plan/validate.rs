@@ -543,6 +543,14 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                         if kind == NodeKind::Snapshot {
                             node.materialized = Materialized::Table;
                             node.snapshot = snapshot_config(file, &c, d);
+                            if !node.pre_hook.is_empty() || !node.post_hook.is_empty() {
+                                d.push(Diagnostic::new(
+                                    file.name.clone(),
+                                    0,
+                                    0,
+                                    "pre_hook/post_hook are not run on snapshots yet (only on models)",
+                                ));
+                            }
                         } else if c.strategy.is_some() || c.updated_at.is_some() || c.check_cols.is_some() {
                             d.push(
                                 Diagnostic::new(

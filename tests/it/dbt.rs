@@ -137,6 +137,14 @@ fn dbt_check_reports_what_it_cannot_run() {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
 
+    // Hooks run on models only: on a snapshot they are refused.
+    let h = TestProject::copy_of(CASE);
+    let snap = h.read("snapshots/orders_snapshot.sql").replace("config(", "config(post_hook='select 1', ");
+    h.write("snapshots/orders_snapshot.sql", &snap);
+    let out = h.run(&["check"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("pre_hook/post_hook are not run on snapshots yet"), "{}", out.stdout);
+
     // An unknown target names the ones there are.
     let q = TestProject::copy_of(CASE);
     let out = q.run(&["check", "--target", "prod"]);
