@@ -274,6 +274,114 @@ impl Object for Relation {
     }
 }
 
+/// dbt's `modules`: `modules.datetime` (`datetime.now()`, `datetime.utcnow()`,
+/// `date.today()`, and on what they give: `strftime`, `isoformat`, `date()`,
+/// `year`…`second`). Arithmetic (`timedelta`) is not there.
+#[derive(Debug)]
+enum PyModule {
+    Modules,
+    Datetime,
+    DatetimeClass,
+    DateClass,
+}
+
+impl Object for PyModule {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match (self.as_ref(), key.as_str()?) {
+            (PyModule::Modules, "datetime") => Some(Value::from_object(PyModule::Datetime)),
+            (PyModule::Datetime, "datetime") => Some(Value::from_object(PyModule::DatetimeClass)),
+            (PyModule::Datetime, "date") => Some(Value::from_object(PyModule::DateClass)),
+            _ => None,
+        }
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        _args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        let at = |dt: chrono::NaiveDateTime, date_only: bool| Ok(Value::from_object(PyDateTime { dt, date_only }));
+        match (self.as_ref(), method) {
+            (PyModule::DatetimeClass, "now") => at(chrono::Local::now().naive_local(), false),
+            (PyModule::DatetimeClass, "utcnow") => at(chrono::Utc::now().naive_utc(), false),
+            (PyModule::DateClass, "today") => at(chrono::Local::now().date_naive().into(), true),
+            (_, m) => Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!(
+                    "modules.datetime: `{m}` is not supported (datetime.now(), datetime.utcnow() and date.today() are)"
+                ),
+            )),
+        }
+    }
+}
+
+/// A Python `datetime` (or `date`) from `modules.datetime`.
+#[derive(Debug)]
+struct PyDateTime {
+    dt: chrono::NaiveDateTime,
+    date_only: bool,
+}
+
+impl PyDateTime {
+    /// How Python writes a datetime: microseconds only when there are some.
+    fn python(&self, sep: char) -> String {
+        use chrono::Timelike;
+        let base = self.dt.format(&format!("%Y-%m-%d{sep}%H:%M:%S")).to_string();
+        match self.dt.nanosecond() / 1000 {
+            0 => base,
+            us => format!("{base}.{us:06}"),
+        }
+    }
+}
+
+impl Object for PyDateTime {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        use chrono::{Datelike, Timelike};
+        let d = &self.dt;
+        Some(Value::from(match key.as_str()? {
+            "year" => d.year() as i64,
+            "month" => d.month() as i64,
+            "day" => d.day() as i64,
+            "hour" if !self.date_only => d.hour() as i64,
+            "minute" if !self.date_only => d.minute() as i64,
+            "second" if !self.date_only => d.second() as i64,
+            _ => return None,
+        }))
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        match method {
+            "strftime" => {
+                let (fmt,): (String,) = minijinja::value::from_args(args)?;
+                let mut out = String::new();
+                use std::fmt::Write;
+                write!(out, "{}", self.dt.format(&fmt)).map_err(|_| {
+                    minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime: bad format `{fmt}`"))
+                })?;
+                Ok(Value::from(out))
+            }
+            "isoformat" => {
+                Ok(Value::from(if self.date_only { self.dt.format("%Y-%m-%d").to_string() } else { self.python('T') }))
+            }
+            "date" => Ok(Value::from_object(PyDateTime { dt: self.dt.date().into(), date_only: true })),
+            other => Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!("datetime.{other}() is not supported (strftime, isoformat and date are)"),
+            )),
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.date_only { write!(f, "{}", self.dt.format("%Y-%m-%d")) } else { f.write_str(&self.python(' ')) }
+    }
+}
+
 /// The names in a (maybe qualified, maybe quoted) SQL relation name.
 fn relation_parts(sql: &str) -> Vec<String> {
     let mut parts = Vec::new();
@@ -530,6 +638,7 @@ impl Renderer {
         self.target_database = text("database");
         self.env.add_global("target", Value::from(minijinja::value::Serde(target)));
         self.env.add_global("execute", true);
+        self.env.add_global("modules", Value::from_object(PyModule::Modules));
         self.env.add_function(
             "env_var",
             move |name: String, default: Option<Value>| -> Result<Value, minijinja::Error> {
@@ -793,6 +902,15 @@ mod tests {
         c.this = "\"x\".\"my\"\"m\"".into();
         let out = rd.render("m.sql", "{{ this.schema }}/{{ this.name }}", &c).unwrap().sql;
         assert_eq!(out, "x/my\"m");
+        let out = rd
+            .render(
+                "m.sql",
+                "{% set d = modules.datetime.date.today() %}{{ d.year > 2000 }} {{ d | string | length }} {{ modules.datetime.datetime.utcnow().strftime('%Y-%m') | length }} {{ d.isoformat() == d | string }}",
+                &c,
+            )
+            .unwrap()
+            .sql;
+        assert_eq!(out, "True 10 7 True");
         let e = rd.render("m.sql", "{{ adapter.dispatch('nope')() }}", &c).unwrap_err();
         assert!(e.message.contains("no macro postgres__nope or default__nope"), "{}", e.message);
         let e = rd.render("m.sql", "{{ return(1) }}", &c).unwrap_err();

@@ -169,7 +169,8 @@ fn features(p: &TestProject, db: &TestDb, args: &[&str]) -> Out {
 
 /// `tests/cases/dbt-features`: macros that `return()` lists and numbers (also
 /// from other macros), `adapter.dispatch()` to the target's own macro or the
-/// default one, `config.get()` and `this.schema`/`this.identifier`; `+pre-hook`,
+/// default one, `config.get()`, `this.schema`/`this.identifier` and
+/// `modules.datetime`; `+pre-hook`,
 /// `+post-hook` and `config(pre_hook=…)` run around the build.
 fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     let db = TestDb::new(kind);
@@ -181,10 +182,10 @@ fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     let kind_name = if kind == Kind::Postgres { "pg" } else { "generic" };
     let relation = format!("{schema}.payments_pivot");
     assert_eq!(
-        db.rows("SELECT order_id, card_amount, cash_amount, methods, kind, config_seen, relation FROM payments_pivot ORDER BY order_id"),
+        db.rows("SELECT order_id, card_amount, cash_amount, methods, kind, config_seen, relation, dated FROM payments_pivot ORDER BY order_id"),
         vec![
-            vec!["1", "10", "5", "2", kind_name, "table/none", relation.as_str()],
-            vec!["2", "7", "0", "2", kind_name, "table/none", relation.as_str()],
+            vec!["1", "10", "5", "2", kind_name, "table/none", relation.as_str(), "True/10"],
+            vec!["2", "7", "0", "2", kind_name, "table/none", relation.as_str(), "True/10"],
         ]
     );
     // Hooks: the project's pre-hook made the log, the model's added to it, then the post-hook.

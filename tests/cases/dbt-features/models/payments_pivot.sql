@@ -8,6 +8,7 @@ select
   {{ method_count() }} as methods,
   '{{ warehouse_kind() }}' as kind,
   '{{ config.get('materialized') }}/{{ config.get('unique_key', 'none') }}' as config_seen,
-  '{{ this.schema }}.{{ this.identifier }}' as relation
+  '{{ this.schema }}.{{ this.identifier }}' as relation,
+  '{{ modules.datetime.date.today().year > 2000 }}/{{ modules.datetime.datetime.utcnow().strftime('%Y-%m-%d') | length }}' as dated
 from {{ ref('payments') }}
 group by order_id
