@@ -161,6 +161,24 @@ pub struct ModelNode {
     pub post_hook: Vec<String>,
 }
 
+impl ModelNode {
+    /// The node's config as templates see it (`config.get()`).
+    pub fn template_config(&self) -> crate::template::FileConfig {
+        crate::template::FileConfig {
+            materialized: Some(self.materialized),
+            unique_key: self.unique_key.clone(),
+            tags: self.tags.clone(),
+            on_schema_change: crate::project::ON_SCHEMA_CHANGE
+                .iter()
+                .find(|(_, v)| *v == self.on_schema_change)
+                .map(|(n, _)| n.to_string()),
+            pre_hook: self.pre_hook.clone(),
+            post_hook: self.post_hook.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Every model and the refs between them.
 #[derive(Debug, Clone, Default)]
 pub struct ModelGraph {

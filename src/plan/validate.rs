@@ -506,8 +506,12 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
             }
             let mut refs = Vec::new();
             if let Some(r) = &renderer {
-                let call =
-                    template::Call { resolve: resolve.clone(), this: quote_ident(&m.name), is_incremental: false };
+                let call = template::Call {
+                    resolve: resolve.clone(),
+                    this: quote_ident(&m.name),
+                    is_incremental: false,
+                    config: node.template_config(),
+                };
                 match r.render(&file.name, &file.text, &call) {
                     Ok(out) => {
                         let c = out.config;
@@ -671,7 +675,12 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
     if let Some(r) = &renderer {
         for t in &p.singular_tests {
             let file = p.sources.get(t.file);
-            let call = template::Call { resolve: resolve.clone(), this: quote_ident(&t.name), is_incremental: false };
+            let call = template::Call {
+                resolve: resolve.clone(),
+                this: quote_ident(&t.name),
+                is_incremental: false,
+                config: Default::default(),
+            };
             match r.render(&file.name, &file.text, &call) {
                 Ok(out) => {
                     for name in out.refs {

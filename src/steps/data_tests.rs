@@ -238,7 +238,12 @@ fn run_one(
         Case::Singular(k) => {
             let t = &project.singular_tests[*k];
             let f = project.sources.get(t.file);
-            let call = Call { resolve: resolve.clone(), this: String::new(), is_incremental: false };
+            let call = Call {
+                resolve: resolve.clone(),
+                this: String::new(),
+                is_incremental: false,
+                config: Default::default(),
+            };
             let r = renderer.render(&f.name, &f.text, &call).map_err(|e| template_error(project, &f.name, &e))?;
             crate::template::with_ctes(&r.sql, &[])
         }

@@ -544,7 +544,8 @@ pub fn run(ctx: &RunCtx, cfg: &ExportStep) -> Result<StepOutput> {
                 crate::plan::renderer(ctx.project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
             let resolve = WarehouseResolve::new(ctx.project, &ctx.plan.models, wh.naming(), ctx.run_vars());
             let resolve = std::sync::Arc::new(resolve);
-            let call = template::Call { resolve, this: String::new(), is_incremental: false };
+            let call =
+                template::Call { resolve, this: String::new(), is_incremental: false, config: Default::default() };
             let r = renderer.render("query", &q.v, &call).map_err(|e| {
                 Error::user(format!("{}: in `query`: {}", ctx.project.sources.position(&q.loc), e.message))
             })?;

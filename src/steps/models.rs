@@ -113,7 +113,12 @@ pub fn render_node(
     let file = file_of(project, n).ok_or_else(|| Error::internal(format!("`{}` has no SQL file", n.name)))?;
     let src = project.sources.get(file);
     let r: Arc<dyn Resolve> = resolve.clone();
-    let call = Call { resolve: r.clone(), this: resolve.naming.relation(&n.name), is_incremental };
+    let call = Call {
+        resolve: r.clone(),
+        this: resolve.naming.relation(&n.name),
+        is_incremental,
+        config: n.template_config(),
+    };
     let out = renderer.render(&src.name, &src.text, &call).map_err(|e| template_error(project, &src.name, &e))?;
     // Ephemeral models this one reaches through ephemeral models, in build order.
     let mut need = BTreeSet::new();
@@ -128,7 +133,12 @@ pub fn render_node(
     for &i in graph.order.iter().filter(|i| need.contains(i)) {
         let en = &graph.nodes[i];
         let f = project.sources.get(file_of(project, en).expect("ephemeral models are files"));
-        let call = Call { resolve: r.clone(), this: resolve.cte_name(&en.name), is_incremental: false };
+        let call = Call {
+            resolve: r.clone(),
+            this: resolve.cte_name(&en.name),
+            is_incremental: false,
+            config: en.template_config(),
+        };
         let e = renderer.render(&f.name, &f.text, &call).map_err(|e| template_error(project, &f.name, &e))?;
         ctes.push((resolve.cte_name(&en.name), e.sql));
     }
@@ -374,7 +384,12 @@ fn run_hooks(
 ) -> Result<()> {
     for hook in hooks {
         let r: Arc<dyn Resolve> = resolve.clone();
-        let call = Call { resolve: r, this: resolve.naming.relation(&n.name), is_incremental: false };
+        let call = Call {
+            resolve: r,
+            this: resolve.naming.relation(&n.name),
+            is_incremental: false,
+            config: n.template_config(),
+        };
         let sql = renderer.render(&n.path, hook, &call).map_err(|e| template_error(project, &n.path, &e))?.sql;
         if sql.trim().is_empty() {
             continue;

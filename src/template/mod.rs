@@ -57,6 +57,9 @@ pub struct Call {
     /// `{{ this }}`: the file's own relation.
     pub this: String,
     pub is_incremental: bool,
+    /// The node's config from the project (config trees, schema files): what
+    /// `config.get()` gives for a key the file's own `config()` did not set.
+    pub config: FileConfig,
 }
 
 /// A rendered file and what it declared while rendering.
@@ -112,6 +115,8 @@ struct Session {
     recorder: Mutex<Recorder>,
     resolve: Arc<dyn Resolve>,
     is_incremental: bool,
+    /// The project's config of the node (`Call::config`).
+    defaults: FileConfig,
     /// The project's macros by name (registered by the header of each render).
     macros: Mutex<std::collections::HashMap<String, Value>>,
     /// Values passed to `return()`, found again by the index in their marker.
@@ -217,22 +222,7 @@ impl Object for ConfigFn {
         let (key, default): (String, Option<Value>) = minijinja::value::from_args(args)?;
         let s = session(state)?;
         let c = s.recorder.lock().expect("recorder lock").config.clone();
-        let some = |v: Option<String>| v.map(Value::from);
-        let list = |v: Option<Vec<String>>| v.map(Value::from);
-        let got = match key.as_str() {
-            "materialized" => {
-                c.materialized.and_then(|m| MATERIALIZED.iter().find(|(_, v)| *v == m)).map(|(n, _)| Value::from(*n))
-            }
-            "unique_key" => list(c.unique_key),
-            "tags" => Some(Value::from(c.tags)),
-            "on_schema_change" => some(c.on_schema_change),
-            "strategy" => some(c.strategy),
-            "updated_at" => some(c.updated_at),
-            "check_cols" => list(c.check_cols),
-            "invalidate_hard_deletes" => c.invalidate_hard_deletes.map(Value::from),
-            "schema" | "target_schema" => some(c.schema),
-            _ => None,
-        };
+        let got = config_value(&c, &key).or_else(|| config_value(&s.defaults, &key));
         match method {
             "get" => Ok(got.or(default).unwrap_or(Value::from(()))),
             "require" => got.ok_or_else(|| {
@@ -246,6 +236,28 @@ impl Object for ConfigFn {
                 format!("config.{other}() is not supported (config.get() and config.require() are)"),
             )),
         }
+    }
+}
+
+/// One key of a file's config, as templates see it.
+fn config_value(c: &FileConfig, key: &str) -> Option<Value> {
+    let some = |v: &Option<String>| v.clone().map(Value::from);
+    let list = |v: &Option<Vec<String>>| v.clone().map(Value::from);
+    match key {
+        "materialized" => {
+            c.materialized.and_then(|m| MATERIALIZED.iter().find(|(_, v)| *v == m)).map(|(n, _)| Value::from(*n))
+        }
+        "unique_key" => list(&c.unique_key),
+        "tags" if !c.tags.is_empty() => Some(Value::from(c.tags.clone())),
+        "on_schema_change" => some(&c.on_schema_change),
+        "strategy" => some(&c.strategy),
+        "updated_at" => some(&c.updated_at),
+        "check_cols" => list(&c.check_cols),
+        "invalidate_hard_deletes" => c.invalidate_hard_deletes.map(Value::from),
+        "schema" | "target_schema" => some(&c.schema),
+        "pre_hook" | "pre-hook" if !c.pre_hook.is_empty() => Some(Value::from(c.pre_hook.clone())),
+        "post_hook" | "post-hook" if !c.post_hook.is_empty() => Some(Value::from(c.post_hook.clone())),
+        _ => None,
     }
 }
 
@@ -678,6 +690,7 @@ impl Renderer {
             recorder: Mutex::new(Recorder::default()),
             resolve: call.resolve.clone(),
             is_incremental: call.is_incremental,
+            defaults: call.config.clone(),
             macros: Mutex::default(),
             returns: Mutex::default(),
         });
@@ -812,7 +825,7 @@ mod tests {
     }
 
     fn call(q: &Arc<dyn Resolve>) -> Call {
-        Call { resolve: q.clone(), this: "\"m\"".into(), is_incremental: false }
+        Call { resolve: q.clone(), this: "\"m\"".into(), is_incremental: false, config: FileConfig::default() }
     }
 
     #[test]

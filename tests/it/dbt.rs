@@ -190,9 +190,11 @@ fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     );
     // Hooks: the project's pre-hook made the log, the model's added to it, then the post-hook.
     assert_eq!(
-        db.rows("SELECT model, step FROM hook_log ORDER BY step"),
-        vec![vec!["payments_pivot", "post"], vec!["payments_pivot", "pre"]]
+        db.rows("SELECT model, step FROM hook_log ORDER BY model, step"),
+        vec![vec!["payments_pivot", "post"], vec!["payments_pivot", "pre"], vec!["tree_config", "post"]]
     );
+    // config.get() of a key the file did not set: the schema file's config.
+    assert_eq!(db.rows("SELECT materialized FROM tree_config"), vec![vec!["view"]]);
     let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FEATURES);
     assert!(!case.join("target").exists() && !case.join("features.db").exists());
 }
