@@ -506,6 +506,8 @@ pub struct Renderer {
     /// `this.schema` and `this.database` when `this` is not qualified (dbt projects).
     target_schema: Option<String>,
     target_database: Option<String>,
+    /// Per macro file, where its private prefixes are (for error places).
+    renamed: std::collections::HashMap<String, Vec<usize>>,
 }
 
 /// The private name a project macro is defined under (see `MacroFn`).
@@ -513,7 +515,9 @@ const MACRO_PREFIX: &str = "sluice_macro__";
 
 /// A macro file with each `{% macro name(` renamed to its private name
 /// (same lines, so messages keep their line numbers).
-fn rename_macros(source: &str, names: &[String]) -> String {
+/// Also gives where, in the new text, each private prefix was put.
+fn rename_macros(source: &str, names: &[String]) -> (String, Vec<usize>) {
+    let mut at = Vec::new();
     let mut out = String::with_capacity(source.len());
     let mut rest = source;
     while let Some(i) = rest.find("{%") {
@@ -526,6 +530,7 @@ fn rename_macros(source: &str, names: &[String]) -> String {
             let name: String = m.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
             if pad > 0 && names.contains(&name) {
                 out.push_str(&rest[..ws + 5 + pad]);
+                at.push(out.len());
                 out.push_str(MACRO_PREFIX);
                 out.push_str(&name);
                 rest = &rest[ws + 5 + pad + name.len()..];
@@ -533,7 +538,20 @@ fn rename_macros(source: &str, names: &[String]) -> String {
         }
     }
     out.push_str(rest);
-    out
+    (out, at)
+}
+
+/// An error's byte range in a macro file as the user wrote it (before the
+/// private prefixes were put in).
+fn unrename(mut e: TemplateError, renamed: &std::collections::HashMap<String, Vec<usize>>) -> TemplateError {
+    if let (Some(f), Some(r)) = (&e.file, &e.range)
+        && let Some(at) = renamed.get(f)
+    {
+        let shift =
+            |x: usize| x - at.iter().filter(|&&p| p < x).map(|&p| (x - p).min(MACRO_PREFIX.len())).sum::<usize>();
+        e.range = Some(shift(r.start)..shift(r.end));
+    }
+    e
 }
 
 /// The macro names a macro file defines (`{% macro name(...) %}`).
@@ -618,10 +636,13 @@ impl Renderer {
         // models and from other macros alike.
         let mut header = String::new();
         let mut all = Vec::new();
+        let mut renamed = std::collections::HashMap::new();
         for (name, source) in macros {
             let names = macro_names(source);
-            let renamed = rename_macros(source, &names);
-            env.add_template_owned(name.clone(), renamed).map_err(|e| convert_error(&e, Some(name), 0))?;
+            let (text, at) = rename_macros(source, &names);
+            renamed.insert(name.clone(), at);
+            env.add_template_owned(name.clone(), text)
+                .map_err(|e| unrename(convert_error(&e, Some(name), 0), &renamed))?;
             if !names.is_empty() {
                 let private: Vec<String> = names.iter().map(|n| format!("{MACRO_PREFIX}{n}")).collect();
                 let kw: Vec<String> = private.iter().map(|p| format!("{p}={p}")).collect();
@@ -638,7 +659,7 @@ impl Renderer {
             }
         }
         env.add_global("adapter", Value::from_object(Adapter { macros: Arc::new(all) }));
-        Ok(Renderer { env, header, target_schema: None, target_database: None })
+        Ok(Renderer { env, header, target_schema: None, target_database: None, renamed })
     }
 
     /// The globals a dbt project's templates expect: `target` (name, type,
@@ -712,7 +733,7 @@ impl Renderer {
         let full = format!("{}{source}", self.header);
         let out = self.env.render_named_str(name, &full, ctx);
         let rec = std::mem::take(&mut *session.recorder.lock().expect("recorder lock"));
-        let sql = out.map_err(|e| convert_error(&e, Some(name), self.header.len()))?;
+        let sql = out.map_err(|e| unrename(convert_error(&e, Some(name), self.header.len()), &self.renamed))?;
         if sql.contains(RETURN_MARK) {
             return Err(TemplateError {
                 file: Some(name.to_string()),
@@ -956,5 +977,29 @@ mod tests {
         let src = "select 'abc'\n  * from {{ ref('abc') }}";
         assert_eq!(find_ref(src, "abc"), Some(29..34));
         assert_eq!(find_ref(src, "zzz"), None);
+    }
+}
+
+#[cfg(test)]
+mod macro_errors {
+    use super::*;
+
+    /// An error inside a macro is placed in the file as written (the private
+    /// names macros get do not move it).
+    #[test]
+    fn macro_errors_keep_their_place() {
+        let src = "{% macro broken(x) %}\n  {{ nope_fn(x) }}\n{% endmacro %}\n";
+        let macros = vec![("macros/bad.sql".to_string(), src.to_string())];
+        let rd = Renderer::new(&macros, serde_json::Map::new()).unwrap();
+        let q: Arc<dyn Resolve> = Arc::new(Quoting(Arc::new(|n: &str| quote_ident(n))));
+        let c = Call { resolve: q, this: "m".into(), is_incremental: false, config: FileConfig::default() };
+        let e = rd.render("m.sql", "select {{ broken(1) }}", &c).unwrap_err();
+        assert_eq!((e.file.as_deref(), e.line), (Some("macros/bad.sql"), Some(2)));
+        let r = e.range.unwrap();
+        assert_eq!(&src[r], "nope_fn(x)");
+        let bad =
+            vec![("macros/bad.sql".to_string(), "{% macro a() %}{% endmacro %}\n{% macro b() %}{{ x }\n".to_string())];
+        let e = Renderer::new(&bad, serde_json::Map::new()).err().unwrap();
+        assert_eq!(e.line, Some(2), "{e:?}");
     }
 }
