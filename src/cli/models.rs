@@ -49,7 +49,7 @@ pub struct TransformArgs {
     pub threads: Option<usize>,
 }
 
-fn open(sel: &Selection) -> Result<(Project, Plan)> {
+pub(super) fn open(sel: &Selection) -> Result<(Project, Plan)> {
     let (project, plan) = crate::plan::open_with(&sel.project.project, &sel.project.options())?;
     for w in project.warnings() {
         errln!("{w}");
@@ -58,7 +58,7 @@ fn open(sel: &Selection) -> Result<(Project, Plan)> {
 }
 
 /// Connects, and has Ctrl-C stop the connection's work on the server.
-fn connect(project: &Project, name: Option<&str>) -> Result<Box<dyn Warehouse>> {
+pub(super) fn connect(project: &Project, name: Option<&str>) -> Result<Box<dyn Warehouse>> {
     let url = project.connection_url(name)?;
     let wh = warehouse::connect(&url, &project.dir)?;
     super::cancel_on_signals().watch(wh.as_ref());
@@ -66,7 +66,7 @@ fn connect(project: &Project, name: Option<&str>) -> Result<Box<dyn Warehouse>> 
 }
 
 /// Writes a file under the project's `target/`, whole, then renamed.
-fn write_target(project: &Project, rel: &str, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_target(project: &Project, rel: &str, bytes: &[u8]) -> Result<()> {
     let path = project.dir.join("target").join(rel);
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io("create folder", d, e))?;

@@ -116,7 +116,7 @@ pub fn collect(project: &Project, plan: &Plan, select: &[String], exclude: &[Str
 }
 
 /// The names a SQL file passes to `ref()` (a light scan, for selection only).
-fn refs_in(text: &str) -> Vec<String> {
+pub fn refs_in(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(i) = rest.find("ref(") {

@@ -1,0 +1,216 @@
+//! dbt's artifacts: `target/manifest.json` (the project's nodes and their
+//! dependencies) and `target/run_results.json` (what a command did to each
+//! node), with the fields the ecosystem's artifact readers use.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::error::Result;
+use crate::plan::Plan;
+use crate::project::Project;
+use crate::steps::data_tests::{self, Case, TestCase};
+
+/// The versions of dbt's artifact schemas these files follow.
+const MANIFEST_SCHEMA: &str = "https://schemas.getdbt.com/dbt/manifest/v12.json";
+const RUN_RESULTS_SCHEMA: &str = "https://schemas.getdbt.com/dbt/run-results/v6.json";
+
+/// What one command did to one node.
+#[derive(Debug, Clone)]
+pub struct NodeRun {
+    pub unique_id: String,
+    /// `success`, `error`, `skipped` (models, seeds, snapshots); `pass`, `warn`, `fail`, `error` (tests).
+    pub status: &'static str,
+    pub message: String,
+    pub failures: Option<u64>,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub took: Duration,
+}
+
+impl NodeRun {
+    /// A node that ended now after `took`.
+    pub fn ended(unique_id: String, status: &'static str, message: String, took: Duration) -> NodeRun {
+        let started = chrono::Utc::now() - chrono::Duration::from_std(took).unwrap_or_default();
+        NodeRun { unique_id, status, message, failures: None, started, took }
+    }
+}
+
+/// `model.<project>.<name>` (or `seed.`, `snapshot.`).
+pub fn node_id(project: &Project, kind: &str, name: &str) -> String {
+    format!("{kind}.{}.{name}", project.name())
+}
+
+/// `test.<project>.<name>`.
+pub fn test_id(project: &Project, name: &str) -> String {
+    format!("test.{}.{name}", project.name())
+}
+
+fn metadata(project: &Project, schema: &str, invocation: &str) -> Value {
+    json!({
+        "dbt_schema_version": schema,
+        "dbt_version": "1.11.0",
+        "generated_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "invocation_id": invocation,
+        "project_name": project.name(),
+        "adapter_type": project.dbt.as_ref().map(|t| t.kind.clone()),
+        "generator": format!("sluice {}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// `[project, folders…, name]`, as dbt's `fqn`.
+fn fqn(project: &Project, path: &str, name: &str) -> Vec<String> {
+    let mut out = vec![project.name()];
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts.len() > 2 {
+        out.extend(parts[1..parts.len() - 1].iter().map(|s| s.to_string()));
+    }
+    out.push(name.to_string());
+    out
+}
+
+/// The manifest: every model, seed, snapshot and test, with its dependencies.
+pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: &str) -> Value {
+    let g = &plan.models;
+    let (schema, database) = project.dbt.as_ref().map(|t| (t.schema.clone(), t.database.clone())).unwrap_or_default();
+    let mut nodes = serde_json::Map::new();
+    let mut child_map: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut parent_map = serde_json::Map::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        let kind = n.kind.name();
+        let id = node_id(project, kind, &n.name);
+        let deps: Vec<String> =
+            g.dag.deps[i].iter().map(|&d| node_id(project, g.nodes[d].kind.name(), &g.nodes[d].name)).collect();
+        for d in &deps {
+            child_map.entry(d.clone()).or_default().push(id.clone());
+        }
+        child_map.entry(id.clone()).or_default();
+        parent_map.insert(id.clone(), json!(deps));
+        let meta = project.meta.model(&n.name);
+        let columns: serde_json::Map<String, Value> = meta
+            .map(|m| m.columns.iter().map(|c| (c.name.v.clone(), json!({ "name": c.name.v }))).collect())
+            .unwrap_or_default();
+        let materialized = if n.kind == crate::plan::NodeKind::Model { n.materialized.name() } else { kind };
+        nodes.insert(
+            id.clone(),
+            json!({
+                "unique_id": id,
+                "resource_type": kind,
+                "name": n.name,
+                "alias": n.name,
+                "package_name": project.name(),
+                "path": n.path.split_once('/').map(|(_, r)| r).unwrap_or(&n.path),
+                "original_file_path": n.path,
+                "fqn": fqn(project, &n.path, &n.name),
+                "schema": schema,
+                "database": database,
+                "tags": n.tags,
+                "columns": columns,
+                "config": { "materialized": materialized, "tags": n.tags, "unique_key": n.unique_key, "enabled": true },
+                "depends_on": { "nodes": deps, "macros": [] },
+            }),
+        );
+    }
+    for t in tests {
+        let id = test_id(project, &t.name);
+        let (deps, path, test_type) = match &t.kind {
+            Case::Generic(_) => {
+                let on = t.model.as_deref().unwrap_or_default();
+                let deps: Vec<String> =
+                    g.nodes.iter().filter(|n| n.name == on).map(|n| node_id(project, n.kind.name(), &n.name)).collect();
+                (deps, String::new(), "generic")
+            }
+            Case::Singular(k) => {
+                let st = &project.singular_tests[*k];
+                let text = &project.sources.get(st.file).text;
+                let refs = data_tests::refs_in(text);
+                let deps: Vec<String> = g
+                    .nodes
+                    .iter()
+                    .filter(|n| refs.contains(&n.name))
+                    .map(|n| node_id(project, n.kind.name(), &n.name))
+                    .collect();
+                (deps, project.sources.get(st.file).name.clone(), "singular")
+            }
+        };
+        for d in &deps {
+            child_map.entry(d.clone()).or_default().push(id.clone());
+        }
+        parent_map.insert(id.clone(), json!(deps));
+        let severity = match t.severity {
+            crate::project::TestSeverity::Warn => "warn",
+            _ => "error",
+        };
+        nodes.insert(
+            id.clone(),
+            json!({
+                "unique_id": id,
+                "resource_type": "test",
+                "name": t.name,
+                "package_name": project.name(),
+                "original_file_path": path,
+                "fqn": [project.name(), t.name.clone()],
+                "schema": schema,
+                "database": database,
+                "column_name": t.column,
+                "attached_node": deps.first(),
+                "test_type": test_type,
+                "config": { "materialized": "test", "severity": severity, "enabled": true },
+                "depends_on": { "nodes": deps, "macros": [] },
+            }),
+        );
+    }
+    json!({
+        "metadata": metadata(project, MANIFEST_SCHEMA, &invocation_id(invocation)),
+        "nodes": nodes,
+        "sources": {},
+        "macros": {},
+        "exposures": {},
+        "metrics": {},
+        "parent_map": parent_map,
+        "child_map": child_map,
+    })
+}
+
+fn invocation_id(s: &str) -> String {
+    s.to_string()
+}
+
+/// The run results of one command.
+pub fn run_results(project: &Project, command: &str, runs: &[NodeRun], elapsed: Duration, invocation: &str) -> Value {
+    let results: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            let done = r.started + chrono::Duration::from_std(r.took).unwrap_or_default();
+            let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            json!({
+                "unique_id": r.unique_id,
+                "status": r.status,
+                "message": r.message,
+                "failures": r.failures,
+                "execution_time": r.took.as_secs_f64(),
+                "thread_id": "Thread-1",
+                "adapter_response": {},
+                "timing": [
+                    { "name": "compile", "started_at": ts(r.started), "completed_at": ts(r.started) },
+                    { "name": "execute", "started_at": ts(r.started), "completed_at": ts(done) },
+                ],
+            })
+        })
+        .collect();
+    json!({
+        "metadata": metadata(project, RUN_RESULTS_SCHEMA, invocation),
+        "args": { "which": command },
+        "elapsed_time": elapsed.as_secs_f64(),
+        "results": results,
+    })
+}
+
+/// Writes `target/manifest.json` and `target/run_results.json`.
+pub fn write(project: &Project, plan: &Plan, command: &str, runs: &[NodeRun], elapsed: Duration) -> Result<()> {
+    let invocation = uuid::Uuid::now_v7().to_string();
+    let tests = data_tests::collect(project, plan, &[], &[]).unwrap_or_default();
+    let m = manifest(project, plan, &tests, &invocation);
+    super::models::write_target(project, "manifest.json", &serde_json::to_vec_pretty(&m).expect("JSON"))?;
+    let rr = run_results(project, command, runs, elapsed, &invocation);
+    super::models::write_target(project, "run_results.json", &serde_json::to_vec_pretty(&rr).expect("JSON"))
+}
