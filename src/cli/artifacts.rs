@@ -25,13 +25,15 @@ pub struct NodeRun {
     pub failures: Option<u64>,
     pub started: chrono::DateTime<chrono::Utc>,
     pub took: Duration,
+    /// Sluice's own fields, added to the result (`materialized`, `database_time`).
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl NodeRun {
     /// A node that ended now after `took`.
     pub fn ended(unique_id: String, status: &'static str, message: String, took: Duration) -> NodeRun {
         let started = chrono::Utc::now() - chrono::Duration::from_std(took).unwrap_or_default();
-        NodeRun { unique_id, status, message, failures: None, started, took }
+        NodeRun { unique_id, status, message, failures: None, started, took, extra: Default::default() }
     }
 }
 
@@ -160,7 +162,7 @@ pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: 
         );
     }
     json!({
-        "metadata": metadata(project, MANIFEST_SCHEMA, &invocation_id(invocation)),
+        "metadata": metadata(project, MANIFEST_SCHEMA, invocation),
         "nodes": nodes,
         "sources": {},
         "macros": {},
@@ -171,18 +173,21 @@ pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: 
     })
 }
 
-fn invocation_id(s: &str) -> String {
-    s.to_string()
-}
-
 /// The run results of one command.
-pub fn run_results(project: &Project, command: &str, runs: &[NodeRun], elapsed: Duration, invocation: &str) -> Value {
+pub fn run_results(
+    project: &Project,
+    command: &str,
+    runs: &[NodeRun],
+    elapsed: Duration,
+    invocation: &str,
+    extra: serde_json::Map<String, Value>,
+) -> Value {
     let results: Vec<Value> = runs
         .iter()
         .map(|r| {
             let done = r.started + chrono::Duration::from_std(r.took).unwrap_or_default();
             let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-            json!({
+            let mut v = json!({
                 "unique_id": r.unique_id,
                 "status": r.status,
                 "message": r.message,
@@ -194,23 +199,40 @@ pub fn run_results(project: &Project, command: &str, runs: &[NodeRun], elapsed: 
                     { "name": "compile", "started_at": ts(r.started), "completed_at": ts(r.started) },
                     { "name": "execute", "started_at": ts(r.started), "completed_at": ts(done) },
                 ],
-            })
+            });
+            if let Some(o) = v.as_object_mut() {
+                o.extend(r.extra.clone());
+            }
+            v
         })
         .collect();
-    json!({
+    let mut v = json!({
         "metadata": metadata(project, RUN_RESULTS_SCHEMA, invocation),
         "args": { "which": command },
+        "command": command,
         "elapsed_time": elapsed.as_secs_f64(),
         "results": results,
-    })
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.extend(extra);
+    }
+    v
 }
 
-/// Writes `target/manifest.json` and `target/run_results.json`.
-pub fn write(project: &Project, plan: &Plan, command: &str, runs: &[NodeRun], elapsed: Duration) -> Result<()> {
+/// Writes `target/manifest.json` and `target/run_results.json` (with
+/// `extra` top-level fields).
+pub fn write(
+    project: &Project,
+    plan: &Plan,
+    command: &str,
+    runs: &[NodeRun],
+    elapsed: Duration,
+    extra: serde_json::Map<String, Value>,
+) -> Result<()> {
     let invocation = uuid::Uuid::now_v7().to_string();
     let tests = data_tests::collect(project, plan, &[], &[]).unwrap_or_default();
     let m = manifest(project, plan, &tests, &invocation);
     super::models::write_target(project, "manifest.json", &serde_json::to_vec_pretty(&m).expect("JSON"))?;
-    let rr = run_results(project, command, runs, elapsed, &invocation);
+    let rr = run_results(project, command, runs, elapsed, &invocation, extra);
     super::models::write_target(project, "run_results.json", &serde_json::to_vec_pretty(&rr).expect("JSON"))
 }

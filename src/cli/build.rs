@@ -238,7 +238,7 @@ pub fn run(a: BuildArgs) -> Result<i32> {
     if !loose.is_empty() && !stopped && run_tests(loose, wh.as_mut(), &mut t, &mut runs)? {
         fail(&mut code, crate::error::Kind::Data);
     }
-    artifacts::write(&project, &plan, "build", &runs, started.elapsed())?;
+    artifacts::write(&project, &plan, "build", &runs, started.elapsed(), Default::default())?;
     let total = t.pass + t.warn + t.error + t.skip;
     outln!(
         "Done in {}. PASS={} WARN={} ERROR={} SKIP={} TOTAL={total}",
