@@ -39,8 +39,7 @@ pub fn run(a: BuildArgs) -> Result<i32> {
     let started = Instant::now();
     let (project, plan) = open(&a.sel)?;
     let g = &plan.models;
-    let chosen = crate::plan::select(g, &a.sel.select, &a.sel.exclude).map_err(crate::error::Error::user)?;
-    let cases = data_tests::collect(&project, &plan, &a.sel.select, &a.sel.exclude)?;
+    let (chosen, cases) = data_tests::select_nodes_and_tests(&project, &plan, &a.sel.select, &a.sel.exclude)?;
     // Each test runs after the last of the nodes it reads.
     let pos: BTreeMap<&str, usize> = g.order.iter().enumerate().map(|(k, &i)| (g.nodes[i].name.as_str(), k)).collect();
     let mut after: BTreeMap<usize, Vec<(TestCase, Vec<usize>)>> = BTreeMap::new();
@@ -53,8 +52,9 @@ pub fn run(a: BuildArgs) -> Result<i32> {
         };
         let idx: Vec<usize> = on.iter().filter_map(|n| g.nodes.iter().position(|x| &x.name == n)).collect();
         match idx.iter().filter_map(|&i| pos.get(g.nodes[i].name.as_str())).max() {
-            Some(&k) => after.entry(g.order[k]).or_default().push((c, idx)),
-            None => loose.push(c),
+            // A test selected without its node runs at the end.
+            Some(&k) if chosen.contains(&g.order[k]) => after.entry(g.order[k]).or_default().push((c, idx)),
+            _ => loose.push(c),
         }
     }
     let mut wh = connect(&project, a.sel.connection.as_deref())?;

@@ -12,6 +12,7 @@ mod export;
 mod infer;
 mod init;
 mod load;
+mod ls;
 mod models;
 mod ops;
 pub mod progress;
@@ -93,6 +94,8 @@ pub enum Command {
     Transform(models::TransformArgs),
     /// Seeds, models, snapshots and their tests in dependency order (like `dbt build`); a failing test skips what depends on its node.
     Build(build::BuildArgs),
+    /// List the models, seeds, snapshots and tests a selection names (like `dbt ls`).
+    Ls(ls::LsArgs),
     /// Write each selected model's rendered SQL under target/compiled/.
     Compile(models::CompileArgs),
     /// Load seeds/*.csv as tables.
@@ -151,6 +154,7 @@ pub fn main() -> i32 {
         Command::Export(a) => export::run(a),
         Command::Transform(a) => models::transform(a),
         Command::Build(a) => build::run(a),
+        Command::Ls(a) => ls::run(a),
         Command::Compile(a) => models::compile(a),
         Command::Seed(a) => models::seed(a),
         Command::Snapshot(a) => models::snapshot(a),

@@ -272,7 +272,7 @@ pub fn test(a: Selection) -> Result<i32> {
     let started = Instant::now();
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
-    let cases = data_tests::collect(&project, &plan, &a.select, &a.exclude)?;
+    let (_, cases) = data_tests::select_nodes_and_tests(&project, &plan, &a.select, &a.exclude)?;
     let now = chrono::Utc::now().timestamp_micros();
     let results = data_tests::run(&project, &plan, wh.as_mut(), cases, now, outside_run(&project))?;
     let mut runs = Vec::new();

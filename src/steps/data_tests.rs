@@ -353,3 +353,66 @@ fn human(d: Duration) -> String {
         format!("{s}s")
     }
 }
+
+/// Nodes and tests a dbt selection names: a node's selector also picks its
+/// tests (as `collect` does); `test_type:generic|singular`,
+/// `resource_type:test` and a test's name pick tests alone. Words are a
+/// union, `a,b` an intersection, `exclude` is taken out of both.
+pub fn select_nodes_and_tests(
+    project: &Project,
+    plan: &Plan,
+    select: &[String],
+    exclude: &[String],
+) -> Result<(std::collections::BTreeSet<usize>, Vec<TestCase>)> {
+    use std::collections::BTreeSet;
+    let g = &plan.models;
+    let all = collect(project, plan, &[], &[])?;
+    let is_generic = |c: &TestCase| matches!(c.kind, Case::Generic(_));
+    let part = |p: &str| -> Result<(BTreeSet<usize>, BTreeSet<String>)> {
+        let tests = |f: &dyn Fn(&TestCase) -> bool| all.iter().filter(|c| f(c)).map(|c| c.name.clone()).collect();
+        Ok(match p {
+            "test_type:generic" | "test_type:data" => (BTreeSet::new(), tests(&|c| is_generic(c))),
+            "test_type:singular" => (BTreeSet::new(), tests(&|c| !is_generic(c))),
+            "resource_type:test" | "kind:test" => (BTreeSet::new(), tests(&|_| true)),
+            _ if p.starts_with("test_type:") => {
+                return Err(Error::user(format!("unknown test type in `{p}`: `generic` or `singular`")));
+            }
+            _ if all.iter().any(|c| c.name == p) => (BTreeSet::new(), tests(&|c| c.name == p)),
+            _ => {
+                let nodes = crate::plan::select_one(g, p).map_err(Error::user)?;
+                let names: Vec<String> = nodes.iter().map(|&i| g.nodes[i].name.clone()).collect();
+                let t = collect(project, plan, &names, &[])?.into_iter().map(|c| c.name).collect();
+                (nodes, t)
+            }
+        })
+    };
+    let union = |args: &[String]| -> Result<(BTreeSet<usize>, BTreeSet<String>)> {
+        let (mut n, mut t) = (BTreeSet::new(), BTreeSet::new());
+        for term in args.iter().flat_map(|a| a.split_whitespace()) {
+            let mut acc: Option<(BTreeSet<usize>, BTreeSet<String>)> = None;
+            for p in term.split(',').filter(|p| !p.is_empty()) {
+                let (pn, pt) = part(p)?;
+                acc = Some(match acc {
+                    None => (pn, pt),
+                    Some((an, at)) => {
+                        (an.intersection(&pn).copied().collect(), at.intersection(&pt).cloned().collect())
+                    }
+                });
+            }
+            if let Some((an, at)) = acc {
+                n.extend(an);
+                t.extend(at);
+            }
+        }
+        Ok((n, t))
+    };
+    let (mut nodes, mut tests) = if select.iter().all(|s| s.trim().is_empty()) {
+        ((0..g.nodes.len()).collect(), all.iter().map(|c| c.name.clone()).collect())
+    } else {
+        union(select)?
+    };
+    let (xn, xt) = union(exclude)?;
+    nodes.retain(|i| !xn.contains(i));
+    tests.retain(|t| !xt.contains(t));
+    Ok((nodes, all.into_iter().filter(|c| tests.contains(&c.name)).collect()))
+}
