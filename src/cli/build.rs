@@ -135,8 +135,14 @@ pub fn run(a: BuildArgs) -> Result<i32> {
         let t0 = Instant::now();
         let ok: std::result::Result<String, crate::error::Error> = match n.kind {
             NodeKind::Seed => {
-                let mut r =
-                    crate::steps::seeds::load_seeds(&project, &plan, wh.as_mut(), &[n.name.clone()], &[], &run_id)?;
+                let mut r = crate::steps::seeds::load_seeds(
+                    &project,
+                    &plan,
+                    wh.as_mut(),
+                    std::slice::from_ref(&n.name),
+                    &[],
+                    &run_id,
+                )?;
                 match r.pop() {
                     Some(s) => s.result.map(|rows| crate::steps::count(rows, "row")),
                     None => Ok("loaded".into()),
@@ -148,7 +154,7 @@ pub fn run(a: BuildArgs) -> Result<i32> {
                     &project,
                     &plan,
                     wh.as_mut(),
-                    &[n.name.clone()],
+                    std::slice::from_ref(&n.name),
                     &[],
                     now,
                     run_vars.clone(),
