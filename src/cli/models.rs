@@ -242,6 +242,7 @@ pub fn seed(a: Selection) -> Result<i32> {
 }
 
 pub fn snapshot(a: Selection) -> Result<i32> {
+    let started = Instant::now();
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
     let now = chrono::Utc::now().timestamp_micros();
@@ -264,6 +265,17 @@ pub fn snapshot(a: Selection) -> Result<i32> {
             }
         }
     }
+    let runs: Vec<NodeRun> = results
+        .iter()
+        .map(|r| {
+            let id = artifacts::node_id(&project, "snapshot", &r.name);
+            match &r.result {
+                Ok(what) => NodeRun::ended(id, "success", what.clone(), Default::default()),
+                Err(e) => NodeRun::ended(id, "error", e.chain(), Default::default()),
+            }
+        })
+        .collect();
+    artifacts::write(&project, &plan, "snapshot", &runs, started.elapsed(), Default::default())?;
     outln!("{} of {} snapshots taken", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
     Ok(code)
 }
