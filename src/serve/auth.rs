@@ -54,10 +54,13 @@ pub enum Via {
     Anonymous,
 }
 
+/// A cached lookup: when it was made, and the token found (with its expiry).
+type CachedLookup = (Instant, Option<(TokenRow, Option<i64>)>);
+
 /// Token and session lookups (cached briefly) and the rate limiter.
 #[derive(Default)]
 pub struct Auth {
-    cache: Mutex<HashMap<String, (Instant, Option<(TokenRow, Option<i64>)>)>>,
+    cache: Mutex<HashMap<String, CachedLookup>>,
     touched: Mutex<HashMap<String, Instant>>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }

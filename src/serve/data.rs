@@ -454,9 +454,10 @@ fn json_value(out: &mut Vec<u8>, v: &Val, text: &str, ty: ColumnType) {
         ty,
         ColumnType::SmallInt | ColumnType::Integer | ColumnType::BigInt | ColumnType::Float | ColumnType::Decimal(_)
     );
-    if (numeric && json_number(&t)) || (ty == ColumnType::Boolean && (t == "true" || t == "false")) {
-        out.extend_from_slice(t.as_bytes());
-    } else if ty == ColumnType::Json && serde_json::from_str::<serde::de::IgnoredAny>(&t).is_ok() {
+    let literal = (numeric && json_number(&t))
+        || (ty == ColumnType::Boolean && (t == "true" || t == "false"))
+        || (ty == ColumnType::Json && serde_json::from_str::<serde::de::IgnoredAny>(&t).is_ok());
+    if literal {
         out.extend_from_slice(t.as_bytes());
     } else {
         json_str(out, &t);
