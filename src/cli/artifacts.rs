@@ -42,6 +42,11 @@ pub fn node_id(project: &Project, kind: &str, name: &str) -> String {
     format!("{kind}.{}.{name}", project.name())
 }
 
+/// `source.<project>.<source>.<table>`.
+pub fn source_id(project: &Project, source: &str, table: &str) -> String {
+    format!("source.{}.{source}.{table}", project.name())
+}
+
 /// `test.<project>.<name>`.
 pub fn test_id(project: &Project, name: &str) -> String {
     format!("test.{}.{name}", project.name())
@@ -80,8 +85,9 @@ pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: 
     for (i, n) in g.nodes.iter().enumerate() {
         let kind = n.kind.name();
         let id = node_id(project, kind, &n.name);
-        let deps: Vec<String> =
+        let mut deps: Vec<String> =
             g.dag.deps[i].iter().map(|&d| node_id(project, g.nodes[d].kind.name(), &g.nodes[d].name)).collect();
+        deps.extend(n.sources.iter().map(|(s, t)| source_id(project, s, t)));
         for d in &deps {
             child_map.entry(d.clone()).or_default().push(id.clone());
         }
@@ -161,10 +167,32 @@ pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: 
             }),
         );
     }
+    let mut sources = serde_json::Map::new();
+    for s in &project.meta.sources {
+        for t in &s.tables {
+            let id = source_id(project, &s.name.v, &t.v);
+            child_map.entry(id.clone()).or_default();
+            sources.insert(
+                id.clone(),
+                json!({
+                    "unique_id": id,
+                    "resource_type": "source",
+                    "package_name": project.name(),
+                    "source_name": s.name.v,
+                    "name": t.v,
+                    "identifier": s.identifier(&t.v),
+                    "schema": s.schema.clone().unwrap_or_else(|| schema.clone()),
+                    "database": database,
+                    "original_file_path": project.sources.get(t.loc.file).name,
+                    "fqn": [project.name(), s.name.v.clone(), t.v.clone()],
+                }),
+            );
+        }
+    }
     json!({
         "metadata": metadata(project, MANIFEST_SCHEMA, invocation),
         "nodes": nodes,
-        "sources": {},
+        "sources": sources,
         "macros": {},
         "exposures": {},
         "metrics": {},

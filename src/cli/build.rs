@@ -132,6 +132,17 @@ pub fn run(a: BuildArgs) -> Result<i32> {
             }
             continue;
         }
+        if n.kind == NodeKind::Model && n.materialized == crate::project::Materialized::Ephemeral {
+            // Not built: inlined where it is used, as dbt does; its tests run after it.
+            if !tests.is_empty()
+                && run_tests(tests.into_iter().map(|(c, _)| c).collect(), wh.as_mut(), &mut t, &mut runs)?
+            {
+                blocked.insert(i);
+                fail(&mut code, crate::error::Kind::Data);
+                stopped = a.fail_fast;
+            }
+            continue;
+        }
         let t0 = Instant::now();
         let ok: std::result::Result<String, crate::error::Error> = match n.kind {
             NodeKind::Seed => {

@@ -80,6 +80,14 @@ fn dbt_build_runs_nodes_and_tests_in_dag_order(kind: Kind) {
     assert_eq!(t["depends_on"]["nodes"], serde_json::json!(["model.jaffle_shop.customers"]));
     assert_eq!(m["nodes"]["snapshot.jaffle_shop.orders_snapshot"]["resource_type"], "snapshot");
     assert_eq!(m["nodes"]["seed.jaffle_shop.raw_orders"]["resource_type"], "seed");
+    // source() calls are edges to the manifest's sources.
+    assert_eq!(
+        m["nodes"]["model.jaffle_shop.stg_payments"]["depends_on"]["nodes"],
+        serde_json::json!(["source.jaffle_shop.shop.payments"])
+    );
+    let src = &m["sources"]["source.jaffle_shop.shop.payments"];
+    assert_eq!(src["identifier"], "raw_payments");
+    assert_eq!(src["original_file_path"], "models/staging/sources.yml");
 
     let rr = json(&p, "target/run_results.json");
     assert!(rr["metadata"]["dbt_schema_version"].as_str().unwrap().contains("run-results/v6"));
