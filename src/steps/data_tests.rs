@@ -216,7 +216,8 @@ pub fn run(
     let mut out = Vec::new();
     for case in cases {
         let t0 = Instant::now();
-        let outcome = match run_one(project, plan, wh, &renderer, &resolve, &case, now_micros) {
+        let mut case = case;
+        let outcome = match run_one(project, plan, wh, &renderer, &resolve, &mut case, now_micros) {
             Ok(o) => o,
             Err(e) => Outcome::Error(e),
         };
@@ -231,7 +232,7 @@ fn run_one(
     wh: &mut dyn Warehouse,
     renderer: &crate::template::Renderer,
     resolve: &Arc<WarehouseResolve>,
-    case: &TestCase,
+    case: &mut TestCase,
     now: i64,
 ) -> Result<Outcome> {
     let sql = match &case.kind {
@@ -240,6 +241,10 @@ fn run_one(
             let f = project.sources.get(t.file);
             let call = Call { resolve: resolve.clone(), this: String::new(), is_incremental: false };
             let r = renderer.render(&f.name, &f.text, &call).map_err(|e| template_error(project, &f.name, &e))?;
+            // `{{ config(severity='warn') }}`, as in dbt.
+            if r.config.severity.as_deref() == Some("warn") {
+                case.severity = TestSeverity::Warn;
+            }
             crate::template::with_ctes(&r.sql, &[])
         }
         Case::Generic(kind) => {

@@ -84,6 +84,8 @@ pub struct FileConfig {
     pub invalidate_hard_deletes: Option<bool>,
     /// dbt's `schema`/`target_schema`: read, not applied yet (reported by validation).
     pub schema: Option<String>,
+    /// Singular tests: `error` or `warn`.
+    pub severity: Option<String>,
 }
 
 /// A template problem, at a line of the file when known.
@@ -237,6 +239,14 @@ impl Renderer {
                     "updated_at" => g.config.updated_at = Some(kwargs.get(key)?),
                     "check_cols" => g.config.check_cols = Some(strings(&kwargs.get::<Value>(key)?)?),
                     "invalidate_hard_deletes" => g.config.invalidate_hard_deletes = Some(kwargs.get(key)?),
+                    "severity" => {
+                        let v: String = kwargs.get(key)?;
+                        let v = v.to_ascii_lowercase();
+                        if v != "error" && v != "warn" {
+                            return Err(bad(format!("severity='{v}' is not one of error, warn")));
+                        }
+                        g.config.severity = Some(v);
+                    }
                     // dbt's: read, no effect on what is built (every node is
                     // built in the connection's schema; documentation keys).
                     "target_schema" | "schema" => g.config.schema = Some(kwargs.get::<Value>(key)?.to_string()),
@@ -245,7 +255,7 @@ impl Renderer {
                     }
                     other => {
                         return Err(bad(format!(
-                            "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes)"
+                            "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes, severity)"
                         )));
                     }
                 }

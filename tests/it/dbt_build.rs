@@ -123,6 +123,11 @@ fn dbt_build_failing_test_skips_children(kind: Kind) {
     let db = TestDb::new(kind);
     let p = TestProject::copy_of(CASE);
     p.write("tests/no_orders_of_customer_1.sql", "select * from {{ ref('stg_orders') }} where customer_id = 1\n");
+    // A warn-severity test fails without skipping anything.
+    p.write(
+        "tests/no_customer_2.sql",
+        "{{ config(severity='warn') }}\nselect * from {{ ref('stg_customers') }} where customer_id = 2\n",
+    );
     let out = sluice(&p, &db, &["build"]);
     assert_ne!(out.code, 0, "{}", out.stdout);
     assert!(out.stdout.contains("FAIL  no_orders_of_customer_1"), "{}", out.stdout);
@@ -138,7 +143,7 @@ fn dbt_build_failing_test_skips_children(kind: Kind) {
     );
     // 3 seeds, 3 staging models and their 8 tests pass; customers, orders,
     // the snapshot and their 9 tests are skipped.
-    assert!(out.stdout.contains("PASS=14 WARN=0 ERROR=1 SKIP=12 TOTAL=27"), "{}", out.stdout);
+    assert!(out.stdout.contains("PASS=14 WARN=1 ERROR=1 SKIP=12 TOTAL=28"), "{}", out.stdout);
     assert_eq!(db.count("stg_payments"), 9);
     let rr = json(&p, "target/run_results.json");
     assert_eq!(status(&rr, "test.jaffle_shop.no_orders_of_customer_1"), "fail");
@@ -147,6 +152,13 @@ fn dbt_build_failing_test_skips_children(kind: Kind) {
     assert_eq!(failed.unwrap()["failures"], 3);
     assert_eq!(status(&rr, "model.jaffle_shop.customers"), "skipped");
     assert_eq!(status(&rr, "test.jaffle_shop.unique_orders_order_id"), "skipped");
+    assert_eq!(status(&rr, "test.jaffle_shop.no_customer_2"), "warn");
+
+    // Without the failing test (excluded by its name) everything is built; the warning stays.
+    let out = sluice(&p, &db, &["build", "--exclude", "no_orders_of_customer_1"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("WARN  no_customer_2"), "{}", out.stdout);
+    assert!(out.stdout.contains("PASS=26 WARN=1 ERROR=0 SKIP=0 TOTAL=27"), "{}", out.stdout);
 
     // --fail-fast: everything after the first failure is skipped.
     let out = sluice(&p, &db, &["build", "--fail-fast"]);
