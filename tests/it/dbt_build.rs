@@ -160,6 +160,18 @@ fn dbt_build_failing_test_skips_children(kind: Kind) {
     assert!(out.stdout.contains("WARN  no_customer_2"), "{}", out.stdout);
     assert!(out.stdout.contains("PASS=26 WARN=1 ERROR=0 SKIP=0 TOTAL=27"), "{}", out.stdout);
 
+    // A model's SQL error: an ERROR; its 3 tests, customers, orders and their 9 tests skipped; exit 2.
+    p.write("models/staging/stg_payments.sql", "select no_such_column from {{ ref('raw_orders') }}\n");
+    let out = sluice(&p, &db, &["build", "--exclude", "no_orders_of_customer_1", "--select", "stg_payments+"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("stg_payments                 ERROR"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("customers                    SKIP    (upstream `stg_payments` failed)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("PASS=0 WARN=0 ERROR=1 SKIP=14 TOTAL=15"), "{}", out.stdout);
+
     // --fail-fast: everything after the first failure is skipped.
     let out = sluice(&p, &db, &["build", "--fail-fast"]);
     assert_ne!(out.code, 0, "{}", out.stdout);
