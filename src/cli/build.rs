@@ -67,6 +67,7 @@ pub fn run(a: BuildArgs) -> Result<i32> {
     let mut t = Tally::default();
     let mut runs: Vec<NodeRun> = Vec::new();
     let mut code = 0;
+    let cancel = super::cancel_on_signals();
     let fail = |code: &mut i32, k: crate::error::Kind| {
         if *code == 0 {
             *code = k.exit_code();
@@ -113,6 +114,10 @@ pub fn run(a: BuildArgs) -> Result<i32> {
         let id = artifacts::node_id(&project, n.kind.name(), &n.name);
         let tests: Vec<(TestCase, Vec<usize>)> = after.remove(&i).unwrap_or_default();
         let upstream = g.dag.deps[i].iter().find(|d| blocked.contains(d)).map(|&d| g.nodes[d].name.clone());
+        if cancel.reason().is_some() {
+            // Ctrl-C: nothing more starts; the command exits 130.
+            break;
+        }
         if stopped || upstream.is_some() {
             blocked.insert(i);
             let why = match &upstream {
@@ -185,7 +190,7 @@ pub fn run(a: BuildArgs) -> Result<i32> {
                     full_refresh: a.full_refresh,
                     threads: 1,
                     run: run_vars.clone(),
-                    cancel: super::cancel_on_signals(),
+                    cancel: cancel.clone(),
                     connect: &connect_again,
                     on_done: &on_done,
                 };
