@@ -95,9 +95,26 @@ pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: 
         parent_map.insert(id.clone(), json!(deps));
         let meta = project.meta.model(&n.name);
         let columns: serde_json::Map<String, Value> = meta
-            .map(|m| m.columns.iter().map(|c| (c.name.v.clone(), json!({ "name": c.name.v }))).collect())
+            .map(|m| {
+                m.columns
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name.v.clone(),
+                            json!({ "name": c.name.v, "description": c.description.clone().unwrap_or_default() }),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let materialized = if n.kind == crate::plan::NodeKind::Model { n.materialized.name() } else { kind };
+        let file = match n.kind {
+            crate::plan::NodeKind::Model => project.models.get(n.index).map(|m| m.file),
+            crate::plan::NodeKind::Snapshot => project.snapshots.get(n.index).map(|m| m.file),
+            crate::plan::NodeKind::Seed => None,
+        };
+        let raw_code = file.map(|f| project.sources.get(f).text.clone()).unwrap_or_default();
+        let description = meta.and_then(|m| m.description.clone()).unwrap_or_default();
         nodes.insert(
             id.clone(),
             json!({
@@ -112,6 +129,9 @@ pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: 
                 "schema": schema,
                 "database": database,
                 "tags": n.tags,
+                "description": description,
+                "raw_code": raw_code,
+                "language": "sql",
                 "columns": columns,
                 "config": { "materialized": materialized, "tags": n.tags, "unique_key": n.unique_key, "enabled": true },
                 "depends_on": { "nodes": deps, "macros": [] },

@@ -66,8 +66,11 @@ fn dbt_build_runs_nodes_and_tests_in_dag_order(kind: Kind) {
     assert_eq!(orders["original_file_path"], "models/staging/stg_orders.sql");
     assert_eq!(orders["fqn"], serde_json::json!(["jaffle_shop", "staging", "stg_orders"]));
     assert_eq!(orders["depends_on"]["nodes"], serde_json::json!(["seed.jaffle_shop.raw_orders"]));
+    assert!(orders["raw_code"].as_str().unwrap().contains("{{ ref('raw_orders') }}"), "{orders}");
     let c = &m["nodes"]["model.jaffle_shop.customers"];
     assert_eq!(c["config"]["materialized"], "table");
+    assert!(c["description"].as_str().unwrap().starts_with("This table has basic information about a customer"));
+    assert_eq!(c["columns"]["customer_id"]["description"], "This is a unique identifier for a customer");
     let mut deps: Vec<&str> =
         c["depends_on"]["nodes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     deps.sort();
