@@ -134,6 +134,8 @@ fn dbt_build_failing_test_skips_children(kind: Kind) {
     let out = sluice(&p, &db, &["build"]);
     assert_ne!(out.code, 0, "{}", out.stdout);
     assert!(out.stdout.contains("FAIL  no_orders_of_customer_1"), "{}", out.stdout);
+    // In a test, config(severity=…) is no warning; in a model it is (below).
+    assert!(!out.stderr.contains("severity"), "{}", out.stderr);
     assert!(
         out.stdout.contains("customers                    SKIP    (upstream `stg_orders` failed)"),
         "{}",
@@ -224,6 +226,18 @@ fn dbt_ls_lists_selections() {
     assert_eq!(v["unique_id"], "model.jaffle_shop.orders");
     assert_eq!(v["config"]["materialized"], "table");
     assert_eq!(v["original_file_path"], "models/orders.sql");
+    // config(severity=…) does nothing on a model: check says so.
+    let model = p.read("models/customers.sql");
+    p.write("models/customers.sql", &format!("{{{{ config(severity='warn') }}}}\n{model}"));
+    let out = p.run(&["check"]);
+    out.expect_code(0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains(
+            "models/customers.sql: warning: config(severity='warn') applies to tests only; it has no effect here"
+        ),
+        "{text}"
+    );
     // The case folder holds nothing the runs wrote.
     let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CASE);
     assert!(!case.join("target").exists());
