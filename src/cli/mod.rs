@@ -4,12 +4,15 @@
 
 #[macro_use]
 pub mod out;
+mod artifacts;
+mod build;
 mod check;
 mod dag;
 mod export;
 mod infer;
 mod init;
 mod load;
+mod ls;
 mod models;
 mod ops;
 pub mod progress;
@@ -89,6 +92,10 @@ pub enum Command {
     Export(export::Args),
     /// Build models (like `dbt run`): tables, views, incremental, ephemeral, in dependency order.
     Transform(models::TransformArgs),
+    /// Seeds, models, snapshots and their tests in dependency order (like `dbt build`); a failing test skips what depends on its node.
+    Build(build::BuildArgs),
+    /// List the models, seeds, snapshots and tests a selection names (like `dbt ls`).
+    Ls(ls::LsArgs),
     /// Write each selected model's rendered SQL under target/compiled/.
     Compile(models::CompileArgs),
     /// Load seeds/*.csv as tables.
@@ -146,6 +153,8 @@ pub fn main() -> i32 {
         Command::Infer(a) => infer::run(a),
         Command::Export(a) => export::run(a),
         Command::Transform(a) => models::transform(a),
+        Command::Build(a) => build::run(a),
+        Command::Ls(a) => ls::run(a),
         Command::Compile(a) => models::compile(a),
         Command::Seed(a) => models::seed(a),
         Command::Snapshot(a) => models::snapshot(a),

@@ -18,6 +18,7 @@ use crate::steps::nodes::{describe, failing_rows};
 use crate::warehouse::{self, Warehouse};
 
 use super::ProjectArgs;
+use super::artifacts::{self, NodeRun};
 use super::progress::format_duration;
 
 /// Which nodes, on which connection.
@@ -49,7 +50,7 @@ pub struct TransformArgs {
     pub threads: Option<usize>,
 }
 
-fn open(sel: &Selection) -> Result<(Project, Plan)> {
+pub(super) fn open(sel: &Selection) -> Result<(Project, Plan)> {
     let (project, plan) = crate::plan::open_with(&sel.project.project, &sel.project.options())?;
     for w in project.warnings() {
         errln!("{w}");
@@ -58,7 +59,7 @@ fn open(sel: &Selection) -> Result<(Project, Plan)> {
 }
 
 /// Connects, and has Ctrl-C stop the connection's work on the server.
-fn connect(project: &Project, name: Option<&str>) -> Result<Box<dyn Warehouse>> {
+pub(super) fn connect(project: &Project, name: Option<&str>) -> Result<Box<dyn Warehouse>> {
     let url = project.connection_url(name)?;
     let wh = warehouse::connect(&url, &project.dir)?;
     super::cancel_on_signals().watch(wh.as_ref());
@@ -66,7 +67,7 @@ fn connect(project: &Project, name: Option<&str>) -> Result<Box<dyn Warehouse>> 
 }
 
 /// Writes a file under the project's `target/`, whole, then renamed.
-fn write_target(project: &Project, rel: &str, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_target(project: &Project, rel: &str, bytes: &[u8]) -> Result<()> {
     let path = project.dir.join("target").join(rel);
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io("create folder", d, e))?;
@@ -119,7 +120,7 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
     let built = results.iter().filter(|r| matches!(r.state, ModelState::Built { .. })).count();
     let failed = results.iter().filter(|r| matches!(r.state, ModelState::Failed(_))).count();
     let skipped = results.len() - built - failed;
-    let rr: Vec<serde_json::Value> = results
+    let runs: Vec<NodeRun> = results
         .iter()
         .map(|r| {
             let (status, msg) = match &r.state {
@@ -127,17 +128,14 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
                 ModelState::Failed(e) => ("error", e.chain()),
                 ModelState::Skipped(d) => ("skipped", format!("upstream `{d}` failed")),
             };
-            json!({ "unique_id": format!("model.{}", r.name), "status": status, "message": msg, "materialized": r.materialized.name(), "execution_time": r.duration.as_secs_f64(), "database_time": r.db_time.as_secs_f64() })
+            let mut nr = NodeRun::ended(artifacts::node_id(&project, "model", &r.name), status, msg, r.duration);
+            nr.extra.insert("materialized".into(), json!(r.materialized.name()));
+            nr.extra.insert("database_time".into(), json!(r.db_time.as_secs_f64()));
+            nr
         })
         .collect();
-    write_target(
-        &project,
-        "run_results.json",
-        &serde_json::to_vec_pretty(
-            &json!({ "command": "transform", "elapsed_time": took.as_secs_f64(), "database_time": db.as_secs_f64(), "sluice_time": own.as_secs_f64(), "threads": req.threads, "results": rr }),
-        )
-        .expect("JSON"),
-    )?;
+    let extra = json!({ "database_time": db.as_secs_f64(), "sluice_time": own.as_secs_f64(), "threads": req.threads });
+    artifacts::write(&project, &plan, "transform", &runs, took, extra.as_object().cloned().unwrap_or_default())?;
     if results.is_empty() {
         outln!("no models selected");
         return Ok(0);
@@ -213,6 +211,7 @@ pub fn compile(a: CompileArgs) -> Result<i32> {
 }
 
 pub fn seed(a: Selection) -> Result<i32> {
+    let started = Instant::now();
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
     let run_id = uuid::Uuid::now_v7().to_string();
@@ -227,11 +226,23 @@ pub fn seed(a: Selection) -> Result<i32> {
             }
         }
     }
+    let runs: Vec<NodeRun> = results
+        .iter()
+        .map(|r| {
+            let id = artifacts::node_id(&project, "seed", &r.name);
+            match &r.result {
+                Ok(rows) => NodeRun::ended(id, "success", crate::steps::count(*rows, "row"), Default::default()),
+                Err(e) => NodeRun::ended(id, "error", e.chain(), Default::default()),
+            }
+        })
+        .collect();
+    artifacts::write(&project, &plan, "seed", &runs, started.elapsed(), Default::default())?;
     outln!("{} of {} seeds loaded", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
     Ok(code)
 }
 
 pub fn snapshot(a: Selection) -> Result<i32> {
+    let started = Instant::now();
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
     let now = chrono::Utc::now().timestamp_micros();
@@ -254,6 +265,17 @@ pub fn snapshot(a: Selection) -> Result<i32> {
             }
         }
     }
+    let runs: Vec<NodeRun> = results
+        .iter()
+        .map(|r| {
+            let id = artifacts::node_id(&project, "snapshot", &r.name);
+            match &r.result {
+                Ok(what) => NodeRun::ended(id, "success", what.clone(), Default::default()),
+                Err(e) => NodeRun::ended(id, "error", e.chain(), Default::default()),
+            }
+        })
+        .collect();
+    artifacts::write(&project, &plan, "snapshot", &runs, started.elapsed(), Default::default())?;
     outln!("{} of {} snapshots taken", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
     Ok(code)
 }
@@ -262,10 +284,10 @@ pub fn test(a: Selection) -> Result<i32> {
     let started = Instant::now();
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
-    let cases = data_tests::collect(&project, &plan, &a.select, &a.exclude)?;
+    let (_, cases) = data_tests::select_nodes_and_tests(&project, &plan, &a.select, &a.exclude)?;
     let now = chrono::Utc::now().timestamp_micros();
     let results = data_tests::run(&project, &plan, wh.as_mut(), cases, now, outside_run(&project))?;
-    let mut rr = Vec::new();
+    let mut runs = Vec::new();
     for r in &results {
         outln!("{}", describe(r));
         for l in failing_rows(r) {
@@ -281,16 +303,11 @@ pub fn test(a: Selection) -> Result<i32> {
             Outcome::Fail { count, .. } => *count,
             _ => 0,
         };
-        rr.push(json!({ "unique_id": format!("test.{}", r.case.name), "status": status, "failures": failures, "message": describe(r), "execution_time": r.duration.as_secs_f64() }));
+        let mut nr = NodeRun::ended(artifacts::test_id(&project, &r.case.name), status, describe(r), r.duration);
+        nr.failures = Some(failures);
+        runs.push(nr);
     }
-    write_target(
-        &project,
-        "run_results.json",
-        &serde_json::to_vec_pretty(
-            &json!({ "command": "test", "elapsed_time": started.elapsed().as_secs_f64(), "results": rr }),
-        )
-        .expect("JSON"),
-    )?;
+    artifacts::write(&project, &plan, "test", &runs, started.elapsed(), Default::default())?;
     let passed = results.iter().filter(|r| matches!(r.outcome, Outcome::Pass)).count();
     let errors = results.iter().filter(|r| r.is_error()).count();
     let warned = results.len() - passed - errors;

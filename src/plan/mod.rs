@@ -12,7 +12,7 @@ use crate::error::{Error, Result, Severity};
 use crate::project::{Materialized, Project};
 
 mod select;
-pub use select::select;
+pub use select::{one as select_one, select};
 
 pub use validate::{load_schema_file, model_relation_check, read_schema_file, renderer};
 

@@ -1,5 +1,7 @@
 //! dbt-style node selection: `name`, `name+` (and what depends on it), `+name`
-//! (and what it depends on), `tag:x`, `path:models/marts`, `kind:seed`, `*`.
+//! (and what it depends on), `2+name`/`name+1` (so many levels), `@name` (what
+//! depends on it and all their parents), `tag:x`, `path:models/marts`,
+//! `kind:seed` (or `resource_type:seed`), `config.materialized:view`, `*`.
 //! Words separated by spaces (or given as separate flags) are a union; parts
 //! joined by commas are an intersection (`tag:daily,path:models/marts`).
 
@@ -31,10 +33,22 @@ fn union(g: &ModelGraph, args: &[String]) -> Result<BTreeSet<usize>, String> {
     Ok(out)
 }
 
-fn one(g: &ModelGraph, part: &str) -> Result<BTreeSet<usize>, String> {
-    let up = part.starts_with('+');
-    let down = part.ends_with('+') && part.len() > 1;
-    let core = part.trim_start_matches('+').trim_end_matches('+');
+/// The nodes one selector names (no spaces or commas in it).
+pub fn one(g: &ModelGraph, part: &str) -> Result<BTreeSet<usize>, String> {
+    // `@m`: m, what depends on it, and everything those depend on.
+    let at = part.starts_with('@');
+    let rest = part.trim_start_matches('@');
+    // `2+m`: two levels up; `m+1`: one level down; `+m`/`m+`: all levels.
+    let lead = rest.find('+').filter(|&k| rest[..k].chars().all(|c| c.is_ascii_digit()));
+    let (up, rest) = match lead {
+        Some(k) => (Some(rest[..k].parse::<usize>().unwrap_or(usize::MAX)), &rest[k + 1..]),
+        None => (None, rest),
+    };
+    let trail = rest.rfind('+').filter(|&k| k > 0 && rest[k + 1..].chars().all(|c| c.is_ascii_digit()));
+    let (core, down) = match trail {
+        Some(k) => (&rest[..k], Some(rest[k + 1..].parse::<usize>().unwrap_or(usize::MAX))),
+        None => (rest, None),
+    };
     let base: BTreeSet<usize> = if core == "*" {
         (0..g.nodes.len()).collect()
     } else if let Some(tag) = core.strip_prefix("tag:") {
@@ -52,8 +66,19 @@ fn one(g: &ModelGraph, part: &str) -> Result<BTreeSet<usize>, String> {
             })
             .map(|(i, _)| i)
             .collect()
-    } else if let Some(kind) = core.strip_prefix("kind:") {
+    } else if let Some(kind) = core.strip_prefix("kind:").or_else(|| core.strip_prefix("resource_type:")) {
         g.nodes.iter().enumerate().filter(|(_, n)| n.kind.name() == kind).map(|(i, _)| i).collect()
+    } else if let Some(m) = core.strip_prefix("config.materialized:") {
+        g.nodes
+            .iter()
+            .enumerate()
+            .filter(
+                |(_, n)| {
+                    if n.kind == super::NodeKind::Model { n.materialized.name() == m } else { n.kind.name() == m }
+                },
+            )
+            .map(|(i, _)| i)
+            .collect()
     } else {
         match g.nodes.iter().position(|n| n.name == core) {
             Some(i) => BTreeSet::from([i]),
@@ -64,14 +89,36 @@ fn one(g: &ModelGraph, part: &str) -> Result<BTreeSet<usize>, String> {
             }
         }
     };
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); g.nodes.len()];
+    for (i, ds) in g.dag.deps.iter().enumerate() {
+        for &d in ds {
+            children[d].push(i);
+        }
+    }
+    let walk = |from: &BTreeSet<usize>, edges: &dyn Fn(usize) -> Vec<usize>, depth: usize| {
+        let mut seen = from.clone();
+        let mut front: Vec<usize> = from.iter().copied().collect();
+        for _ in 0..depth {
+            let next: Vec<usize> = front.iter().flat_map(|&i| edges(i)).filter(|j| seen.insert(*j)).collect();
+            if next.is_empty() {
+                break;
+            }
+            front = next;
+        }
+        seen
+    };
+    let parents = |i: usize| g.dag.deps[i].clone();
+    let kids = |i: usize| children[i].clone();
     let mut out = base.clone();
-    for &i in &base {
-        if up {
-            out.extend(g.dag.ancestors(i));
-        }
-        if down {
-            out.extend(g.dag.descendants(i));
-        }
+    if let Some(n) = up {
+        out.extend(walk(&base, &parents, n));
+    }
+    if let Some(n) = down {
+        out.extend(walk(&base, &kids, n));
+    }
+    if at {
+        let below = walk(&base, &kids, usize::MAX);
+        out.extend(walk(&below, &parents, usize::MAX));
     }
     Ok(out)
 }
@@ -129,6 +176,13 @@ mod tests {
         assert_eq!(sel(&["tag:daily,path:models/marts"], &[]), vec![3]);
         assert_eq!(sel(&["a c"], &[]), vec![0, 2]);
         assert_eq!(sel(&["*"], &["tag:daily"]), vec![0, 2]);
+        assert_eq!(sel(&["1+c"], &[]), vec![1, 2]);
+        assert_eq!(sel(&["2+c"], &[]), vec![0, 1, 2]);
+        assert_eq!(sel(&["a+1"], &[]), vec![0, 1]);
+        assert_eq!(sel(&["1+b+1"], &[]), vec![0, 1, 2]);
+        assert_eq!(sel(&["@b"], &[]), vec![0, 1, 2]);
+        assert_eq!(sel(&["config.materialized:table"], &[]), vec![0, 1, 2, 3]);
+        assert_eq!(sel(&["config.materialized:view"], &[]), Vec::<usize>::new());
         let e = select(&graph(), &["bb".to_string()], &[]).unwrap_err();
         assert_eq!(e, "no model, seed or snapshot named `bb` in the selector `bb`; did you mean `b`?");
     }

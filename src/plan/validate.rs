@@ -527,6 +527,16 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                             x.severity = crate::error::Severity::Warning;
                             d.push(x);
                         }
+                        if let Some(sev) = &c.severity {
+                            let mut x = Diagnostic::new(
+                                file.name.clone(),
+                                0,
+                                0,
+                                format!("config(severity='{sev}') applies to tests only; it has no effect here"),
+                            );
+                            x.severity = crate::error::Severity::Warning;
+                            d.push(x);
+                        }
                         if let Some(mat) = c.materialized {
                             node.materialized = mat;
                         }

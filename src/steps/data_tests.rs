@@ -116,7 +116,7 @@ pub fn collect(project: &Project, plan: &Plan, select: &[String], exclude: &[Str
 }
 
 /// The names a SQL file passes to `ref()` (a light scan, for selection only).
-fn refs_in(text: &str) -> Vec<String> {
+pub fn refs_in(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(i) = rest.find("ref(") {
@@ -216,7 +216,8 @@ pub fn run(
     let mut out = Vec::new();
     for case in cases {
         let t0 = Instant::now();
-        let outcome = match run_one(project, plan, wh, &renderer, &resolve, &case, now_micros) {
+        let mut case = case;
+        let outcome = match run_one(project, plan, wh, &renderer, &resolve, &mut case, now_micros) {
             Ok(o) => o,
             Err(e) => Outcome::Error(e),
         };
@@ -231,7 +232,7 @@ fn run_one(
     wh: &mut dyn Warehouse,
     renderer: &crate::template::Renderer,
     resolve: &Arc<WarehouseResolve>,
-    case: &TestCase,
+    case: &mut TestCase,
     now: i64,
 ) -> Result<Outcome> {
     let sql = match &case.kind {
@@ -245,6 +246,10 @@ fn run_one(
                 config: Default::default(),
             };
             let r = renderer.render(&f.name, &f.text, &call).map_err(|e| template_error(project, &f.name, &e))?;
+            // `{{ config(severity='warn') }}`, as in dbt.
+            if r.config.severity.as_deref() == Some("warn") {
+                case.severity = TestSeverity::Warn;
+            }
             crate::template::with_ctes(&r.sql, &[])
         }
         Case::Generic(kind) => {
@@ -357,4 +362,67 @@ fn human(d: Duration) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// Nodes and tests a dbt selection names: a node's selector also picks its
+/// tests (as `collect` does); `test_type:generic|singular`,
+/// `resource_type:test` and a test's name pick tests alone. Words are a
+/// union, `a,b` an intersection, `exclude` is taken out of both.
+pub fn select_nodes_and_tests(
+    project: &Project,
+    plan: &Plan,
+    select: &[String],
+    exclude: &[String],
+) -> Result<(std::collections::BTreeSet<usize>, Vec<TestCase>)> {
+    use std::collections::BTreeSet;
+    let g = &plan.models;
+    let all = collect(project, plan, &[], &[])?;
+    let is_generic = |c: &TestCase| matches!(c.kind, Case::Generic(_));
+    let part = |p: &str| -> Result<(BTreeSet<usize>, BTreeSet<String>)> {
+        let tests = |f: &dyn Fn(&TestCase) -> bool| all.iter().filter(|c| f(c)).map(|c| c.name.clone()).collect();
+        Ok(match p {
+            "test_type:generic" | "test_type:data" => (BTreeSet::new(), tests(&|c| is_generic(c))),
+            "test_type:singular" => (BTreeSet::new(), tests(&|c| !is_generic(c))),
+            "resource_type:test" | "kind:test" => (BTreeSet::new(), tests(&|_| true)),
+            _ if p.starts_with("test_type:") => {
+                return Err(Error::user(format!("unknown test type in `{p}`: `generic` or `singular`")));
+            }
+            _ if all.iter().any(|c| c.name == p) => (BTreeSet::new(), tests(&|c| c.name == p)),
+            _ => {
+                let nodes = crate::plan::select_one(g, p).map_err(Error::user)?;
+                let names: Vec<String> = nodes.iter().map(|&i| g.nodes[i].name.clone()).collect();
+                let t = collect(project, plan, &names, &[])?.into_iter().map(|c| c.name).collect();
+                (nodes, t)
+            }
+        })
+    };
+    let union = |args: &[String]| -> Result<(BTreeSet<usize>, BTreeSet<String>)> {
+        let (mut n, mut t) = (BTreeSet::new(), BTreeSet::new());
+        for term in args.iter().flat_map(|a| a.split_whitespace()) {
+            let mut acc: Option<(BTreeSet<usize>, BTreeSet<String>)> = None;
+            for p in term.split(',').filter(|p| !p.is_empty()) {
+                let (pn, pt) = part(p)?;
+                acc = Some(match acc {
+                    None => (pn, pt),
+                    Some((an, at)) => {
+                        (an.intersection(&pn).copied().collect(), at.intersection(&pt).cloned().collect())
+                    }
+                });
+            }
+            if let Some((an, at)) = acc {
+                n.extend(an);
+                t.extend(at);
+            }
+        }
+        Ok((n, t))
+    };
+    let (mut nodes, mut tests) = if select.iter().all(|s| s.trim().is_empty()) {
+        ((0..g.nodes.len()).collect(), all.iter().map(|c| c.name.clone()).collect())
+    } else {
+        union(select)?
+    };
+    let (xn, xt) = union(exclude)?;
+    nodes.retain(|i| !xn.contains(i));
+    tests.retain(|t| !xt.contains(t));
+    Ok((nodes, all.into_iter().filter(|c| tests.contains(&c.name)).collect()))
 }

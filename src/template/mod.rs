@@ -90,6 +90,8 @@ pub struct FileConfig {
     /// dbt's `pre_hook`/`post_hook`: SQL templates run around the build.
     pub pre_hook: Vec<String>,
     pub post_hook: Vec<String>,
+    /// Singular tests: `error` or `warn`.
+    pub severity: Option<String>,
 }
 
 /// A template problem, at a line of the file when known.
@@ -254,6 +256,7 @@ fn config_value(c: &FileConfig, key: &str) -> Option<Value> {
         "updated_at" => some(&c.updated_at),
         "check_cols" => list(&c.check_cols),
         "invalidate_hard_deletes" => c.invalidate_hard_deletes.map(Value::from),
+        "severity" => some(&c.severity),
         "schema" | "target_schema" => some(&c.schema),
         "pre_hook" | "pre-hook" if !c.pre_hook.is_empty() => Some(Value::from(c.pre_hook.clone())),
         "post_hook" | "post-hook" if !c.post_hook.is_empty() => Some(Value::from(c.post_hook.clone())),
@@ -478,6 +481,14 @@ fn record_config(state: &State, kwargs: Kwargs) -> Result<(), minijinja::Error> 
             "invalidate_hard_deletes" => g.config.invalidate_hard_deletes = Some(kwargs.get(key)?),
             "pre_hook" => g.config.pre_hook = strings(&kwargs.get::<Value>(key)?)?,
             "post_hook" => g.config.post_hook = strings(&kwargs.get::<Value>(key)?)?,
+            "severity" => {
+                let v: String = kwargs.get(key)?;
+                let v = v.to_ascii_lowercase();
+                if v != "error" && v != "warn" {
+                    return Err(bad(format!("severity='{v}' is not one of error, warn")));
+                }
+                g.config.severity = Some(v);
+            }
             // dbt's: read, no effect on what is built (every node is
             // built in the connection's schema; documentation keys).
             "target_schema" | "schema" => g.config.schema = Some(kwargs.get::<Value>(key)?.to_string()),
@@ -486,7 +497,7 @@ fn record_config(state: &State, kwargs: Kwargs) -> Result<(), minijinja::Error> 
             }
             other => {
                 return Err(bad(format!(
-                    "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes, pre_hook, post_hook)"
+                    "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes, pre_hook, post_hook, severity)"
                 )));
             }
         }

@@ -46,6 +46,7 @@ mod dashboard;
 mod db;
 mod db_source;
 mod dbt;
+mod dbt_build;
 mod deploy;
 mod docs;
 mod examples;
