@@ -32,7 +32,8 @@ use crate::error::{Error, Kind};
     version,
     about = "Sluice: ingest, land, load, transform and export data, from one project folder",
     long_about = "Sluice runs data pipelines described in a project folder: sluice.toml (connections, storage, defaults), \
-pipelines/*.toml (steps and triggers) and models/**/*.sql (SQL models with {{ ref('…') }}).\n\n\
+pipelines/*.toml (steps and triggers) and models/**/*.sql (SQL models with {{ ref('…') }}). \
+A dbt project folder (dbt_project.yml, profiles.yml) runs unchanged with seed, transform, test, build, ls.\n\n\
 Start with `sluice init demo`, then `sluice run -p demo`.",
     after_help = "Exit status: 0 success, 1 a program sluice ran failed (a command step; backfill: a run), \
 2 a problem in the project, the arguments or a model's SQL, 3 bad input data, 4 a server or the system failed, \
@@ -84,11 +85,11 @@ pub enum Command {
     Run(run::Args),
     /// Show a pipeline's plan as a tree, a Graphviz DOT graph or JSON.
     Dag(dag::Args),
-    /// Load a CSV/TSV or JSON file into a table: type-checked, in one transaction.
+    /// Load a CSV/TSV, NDJSON/JSON or Parquet file into a table: type-checked, in one transaction.
     Load(load::Args),
     /// Print the schema a file's sample fits, in the schema file format.
     Infer(infer::Args),
-    /// Write a table's or a query's rows as TSV or CSV.
+    /// Write a table's or a query's rows as TSV, CSV, NDJSON, JSON or Parquet, to a file or s3://.
     Export(export::Args),
     /// Build models (like `dbt run`): tables, views, incremental, ephemeral, in dependency order.
     Transform(models::TransformArgs),
