@@ -8,6 +8,7 @@ mod artifacts;
 mod build;
 mod check;
 mod dag;
+mod docs;
 mod export;
 mod infer;
 mod init;
@@ -97,6 +98,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// List the models, seeds, snapshots and tests a selection names (like `dbt ls`).
     Ls(ls::LsArgs),
+    /// Write a static documentation site (models, SQL, columns, tests, lineage) that works offline: `docs generate [--out DIR]`.
+    Docs(docs::DocsArgs),
     /// Write each selected model's rendered SQL under target/compiled/.
     Compile(models::CompileArgs),
     /// Load seeds/*.csv as tables.
@@ -157,6 +160,7 @@ pub fn main() -> i32 {
         Command::Build(a) => build::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Compile(a) => models::compile(a),
+        Command::Docs(a) => docs::run(a),
         Command::Seed(a) => models::seed(a),
         Command::Snapshot(a) => models::snapshot(a),
         Command::Test(a) => models::test(a),

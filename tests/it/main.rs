@@ -47,6 +47,7 @@ mod db;
 mod db_source;
 mod dbt;
 mod dbt_build;
+mod dbt_docs;
 mod deploy;
 mod docs;
 mod examples;

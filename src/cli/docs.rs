@@ -1,0 +1,307 @@
+//! `sluice docs generate`: a static documentation site for the project's
+//! models, seeds, snapshots, sources and tests, one folder that works offline
+//! from `file://` (no scripts, stylesheets or fonts from the network). It is
+//! built from the manifest's data (`artifacts::manifest`) plus each node's
+//! rendered SQL (as `sluice compile` renders it); it never touches data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::plan::NodeKind;
+use crate::project::Project;
+use crate::steps::data_tests;
+use crate::steps::models::{WarehouseResolve, outside_run, render_node};
+use crate::warehouse;
+
+use super::models::{Selection, open};
+
+#[derive(Debug, clap::Args)]
+pub struct DocsArgs {
+    /// `generate` (the default, and the only action for now).
+    #[arg(value_parser = ["generate"], value_name = "ACTION")]
+    pub action: Option<String>,
+    #[command(flatten)]
+    pub sel: Selection,
+    /// The folder to write the site into (else target/docs under the project).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Writes the site and prints where.
+pub fn run(a: DocsArgs) -> Result<i32> {
+    let (project, plan) = open(&a.sel)?;
+    let tests = data_tests::collect(&project, &plan, &[], &[]).unwrap_or_default();
+    let mut m = super::artifacts::manifest(&project, &plan, &tests, "docs");
+    // Each model's and snapshot's SQL as `sluice compile` renders it.
+    let url = project.connection_url(a.sel.connection.as_deref())?;
+    let naming = warehouse::naming_for(&url);
+    let renderer = crate::plan::renderer(&project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
+    let resolve = Arc::new(WarehouseResolve::new(&project, &plan.models, naming, outside_run(&project)));
+    for (i, n) in plan.models.nodes.iter().enumerate() {
+        if n.kind == NodeKind::Seed {
+            continue;
+        }
+        let sql = match render_node(&project, &plan.models, &renderer, &resolve, i, false) {
+            Ok(s) => s,
+            Err(e) => format!("-- cannot render: {e}"),
+        };
+        let id = super::artifacts::node_id(&project, n.kind.name(), &n.name);
+        if let Some(node) = m["nodes"].get_mut(&id) {
+            node["compiled_code"] = Value::String(sql);
+        }
+    }
+    let out = match &a.out {
+        Some(d) => d.clone(),
+        None => project.dir.join("target").join("docs"),
+    };
+    let files = site(&project, &m);
+    for (rel, text) in &files {
+        let path = out.join(rel);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("create folder", d, e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
+    }
+    outln!(
+        "wrote {} into {} (open {})",
+        crate::steps::count(files.len() as u64, "page"),
+        out.display(),
+        out.join("index.html").display()
+    );
+    Ok(0)
+}
+
+/// HTML-escapes text (for element content and quoted attributes).
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            _ => o.push(c),
+        }
+    }
+    o
+}
+
+/// A node's page, relative to the site's root.
+fn page(id: &str) -> String {
+    let safe: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    format!("nodes/{safe}.html")
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}pre{background:#f4f4f4;padding:1em;overflow:auto}\
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
+svg text{font-size:12px;font-family:sans-serif}";
+
+fn html(title: &str, up: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head>\n<body>\n<p><a href=\"{up}index.html\">index</a></p>\n{body}</body></html>\n",
+        esc(title)
+    )
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(|x| x.as_str()).unwrap_or_default()
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+/// Every file of the site: `(relative path, text)`.
+pub fn site(project: &Project, m: &Value) -> Vec<(String, String)> {
+    let empty = serde_json::Map::new();
+    let nodes = m["nodes"].as_object().unwrap_or(&empty);
+    let sources = m["sources"].as_object().unwrap_or(&empty);
+    let all: BTreeMap<&String, &Value> = nodes.iter().chain(sources.iter()).collect();
+    let label = |id: &str| -> String {
+        match all.get(&id.to_string()) {
+            Some(v) if v["resource_type"] == "source" => format!("{}.{}", str_of(v, "source_name"), str_of(v, "name")),
+            Some(v) => str_of(v, "name").to_string(),
+            None => id.to_string(),
+        }
+    };
+    let link = |id: &str, up: &str| format!("<a href=\"{up}{}\">{}</a>", esc(&page(id)), esc(&label(id)));
+    let parents = |id: &str| ids(&m["parent_map"][id]);
+    let children = |id: &str| ids(&m["child_map"][id]);
+    let mut files = Vec::new();
+
+    // The index: every resource by kind, and the lineage graph.
+    let mut body = format!("<h1>{}</h1>\n", esc(&project.name()));
+    for (kind, title) in
+        [("model", "Models"), ("seed", "Seeds"), ("snapshot", "Snapshots"), ("source", "Sources"), ("test", "Tests")]
+    {
+        let of: Vec<&&String> = all.iter().filter(|(_, v)| v["resource_type"] == kind).map(|(k, _)| k).collect();
+        let _ = write!(body, "<h2>{title} ({})</h2>\n<ul>\n", of.len());
+        for id in of {
+            let desc = str_of(all[*id], "description");
+            let _ = writeln!(body, "<li>{} {}</li>", link(id, ""), esc(desc));
+        }
+        body.push_str("</ul>\n");
+    }
+    body.push_str("<h2>Lineage</h2>\n");
+    body.push_str(&lineage(&all, &parents, &label));
+    files.push(("index.html".to_string(), html(&project.name(), "", &body)));
+
+    // One page per node and source.
+    for (id, v) in &all {
+        let kind = str_of(v, "resource_type");
+        let mut b = format!("<h1>{} <small>{}</small></h1>\n", esc(&label(id)), esc(kind));
+        let _ = writeln!(b, "<p class=\"description\">{}</p>", esc(str_of(v, "description")));
+        if let Some(mat) = v["config"]["materialized"].as_str() {
+            let _ = writeln!(b, "<p>materialized: {}</p>", esc(mat));
+        }
+        let _ = writeln!(b, "<p>file: {}</p>", esc(str_of(v, "original_file_path")));
+        // The tests on this node, by column.
+        let tests: Vec<&String> = children(id)
+            .iter()
+            .filter_map(|c| all.get_key_value(c).map(|(k, _)| *k))
+            .filter(|c| all[*c]["resource_type"] == "test")
+            .collect();
+        if let Some(cols) = v["columns"].as_object().filter(|c| !c.is_empty()) {
+            b.push_str("<h2>Columns</h2>\n<table>\n<tr><th>column</th><th>description</th><th>tests</th></tr>\n");
+            for (name, c) in cols {
+                let on: Vec<String> = tests
+                    .iter()
+                    .filter(|t| all[**t]["column_name"].as_str() == Some(name))
+                    .map(|t| link(t, "../"))
+                    .collect();
+                let _ = writeln!(
+                    b,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(name),
+                    esc(str_of(c, "description")),
+                    on.join(", ")
+                );
+            }
+            b.push_str("</table>\n");
+        }
+        if !tests.is_empty() {
+            b.push_str("<h2>Tests</h2>\n<ul>\n");
+            for t in &tests {
+                let _ = writeln!(b, "<li>{}</li>", link(t, "../"));
+            }
+            b.push_str("</ul>\n");
+        }
+        for (title, list) in [("Depends on", parents(id)), ("Referenced by", children(id))] {
+            let list: Vec<&String> =
+                list.iter().filter(|x| all.get(x).is_some_and(|v| v["resource_type"] != "test")).collect();
+            let _ = write!(b, "<h2>{title}</h2>\n<ul>\n");
+            for x in list {
+                let _ = writeln!(b, "<li>{}</li>", link(x, "../"));
+            }
+            b.push_str("</ul>\n");
+        }
+        if kind == "source" {
+            let _ = writeln!(b, "<p>table: {}.{}</p>", esc(str_of(v, "schema")), esc(str_of(v, "identifier")));
+        }
+        let raw = str_of(v, "raw_code");
+        if !raw.is_empty() {
+            let _ = writeln!(b, "<h2>SQL</h2>\n<pre class=\"raw\">{}</pre>", esc(raw));
+        }
+        let compiled = str_of(v, "compiled_code");
+        if !compiled.is_empty() {
+            let _ = writeln!(b, "<h2>Compiled SQL</h2>\n<pre class=\"compiled\">{}</pre>", esc(compiled));
+        }
+        files.push((page(id), html(&label(id), "../", &b)));
+    }
+    files
+}
+
+/// The lineage of sources, seeds, models and snapshots as an inline SVG, one
+/// column per DAG level (a node's level is one more than its deepest parent's).
+fn lineage(
+    all: &BTreeMap<&String, &Value>,
+    parents: &dyn Fn(&str) -> Vec<String>,
+    label: &dyn Fn(&str) -> String,
+) -> String {
+    let shown: BTreeSet<&str> =
+        all.iter().filter(|(_, v)| v["resource_type"] != "test").map(|(k, _)| k.as_str()).collect();
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    fn depth<'a>(
+        id: &'a str,
+        shown: &BTreeSet<&'a str>,
+        parents: &dyn Fn(&str) -> Vec<String>,
+        level: &mut BTreeMap<&'a str, usize>,
+        seen: &mut BTreeSet<String>,
+    ) -> usize {
+        if let Some(&l) = level.get(id) {
+            return l;
+        }
+        if !seen.insert(id.to_string()) {
+            return 0; // a cycle: the plan refuses those, draw it flat
+        }
+        let mut l = 0;
+        for p in parents(id) {
+            if let Some(p) = shown.get(p.as_str()) {
+                l = l.max(depth(p, shown, parents, level, seen) + 1);
+            }
+        }
+        level.insert(id, l);
+        l
+    }
+    for id in &shown {
+        depth(id, &shown, parents, &mut level, &mut BTreeSet::new());
+    }
+    let (w, h, gx, gy) = (170.0, 28.0, 60.0, 14.0);
+    let mut rows: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut pos: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for id in &shown {
+        let l = level[id];
+        let r = rows.entry(l).or_default();
+        pos.insert(id, (10.0 + l as f64 * (w + gx), 10.0 + *r as f64 * (h + gy)));
+        *r += 1;
+    }
+    let width = 20.0 + rows.len() as f64 * (w + gx);
+    let height = 20.0 + rows.values().max().copied().unwrap_or(0) as f64 * (h + gy);
+    // Inline SVG in HTML needs no xmlns, so the page names no URL at all.
+    let mut s = format!("<svg class=\"lineage\" width=\"{width}\" height=\"{height}\" role=\"img\">\n");
+    for id in &shown {
+        let (x2, y2) = pos[id];
+        for p in parents(id) {
+            if let Some(&(x1, y1)) = pos.get(p.as_str()) {
+                let _ = writeln!(
+                    s,
+                    "<g class=\"edge\"><title>{} → {}</title><line x1=\"{}\" y1=\"{}\" x2=\"{x2}\" y2=\"{}\" stroke=\"#888\"/></g>",
+                    esc(&label(&p)),
+                    esc(&label(id)),
+                    x1 + w,
+                    y1 + h / 2.0,
+                    y2 + h / 2.0
+                );
+            }
+        }
+    }
+    for id in &shown {
+        let (x, y) = pos[id];
+        let kind = str_of(all[&id.to_string()], "resource_type");
+        let fill = match kind {
+            "source" => "#e0f0e0",
+            "seed" => "#f0f0d0",
+            "snapshot" => "#f0e0f0",
+            _ => "#dde8f8",
+        };
+        let _ = writeln!(
+            s,
+            "<a href=\"{}\"><g class=\"node {kind}\"><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"4\" fill=\"{fill}\" stroke=\"#666\"/><text x=\"{}\" y=\"{}\">{}</text></g></a>",
+            esc(&page(id)),
+            x + 6.0,
+            y + 18.0,
+            esc(&label(id))
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,92 @@
+//! `sluice docs generate`: the static site from a copy of
+//! `tests/cases/dbt-jaffle` on SQLite (the case folder is never modified).
+
+use crate::db::{Kind, TestDb};
+use crate::support::TestProject;
+
+const CASE: &str = "tests/cases/dbt-jaffle";
+
+const MODELS: [&str; 5] = ["stg_customers", "stg_orders", "stg_payments", "customers", "orders"];
+
+/// Every edge of the jaffle shop's lineage, parent → child.
+const EDGES: [(&str, &str); 9] = [
+    ("raw_customers", "stg_customers"),
+    ("raw_orders", "stg_orders"),
+    ("shop.payments", "stg_payments"),
+    ("stg_customers", "customers"),
+    ("stg_orders", "customers"),
+    ("stg_payments", "customers"),
+    ("stg_orders", "orders"),
+    ("stg_payments", "orders"),
+    ("stg_orders", "orders_snapshot"),
+];
+
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(files(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+#[test]
+fn dbt_docs_generate_writes_an_offline_site() {
+    let db = TestDb::new(Kind::Sqlite);
+    let p = TestProject::copy_of(CASE);
+    // HTML in a description (in the copy only) must come out escaped.
+    let schema = p.read("models/schema.yml");
+    let changed = schema.replace(
+        "description: Customer's first name. PII.",
+        "description: \"First name <script>alert('x')</script> & <b>PII</b>\"",
+    );
+    assert_ne!(schema, changed);
+    p.write("models/schema.yml", &changed);
+    let env = [("JAFFLE_SQLITE", db.name.as_str())];
+    let site = p.path().join("site");
+    let out = p.run_env(&["docs", "generate", "--target", "lite", "--out", site.to_str().unwrap()], &env);
+    out.expect_code(0);
+    let read = |rel: &str| std::fs::read_to_string(site.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let index = read("index.html");
+    for kind in ["Models (5)", "Seeds (3)", "Snapshots (1)", "Sources (1)", "Tests (17)"] {
+        assert!(index.contains(kind), "{kind} in {index}");
+    }
+    for m in MODELS {
+        let page = format!("nodes/model.jaffle_shop.{m}.html");
+        assert!(index.contains(&format!("href=\"{page}\"")), "{m} in {index}");
+        let html = read(&page);
+        assert!(html.contains("<h2>SQL</h2>") && html.contains("<h2>Compiled SQL</h2>"), "{html}");
+        assert!(html.contains("{{ ref(&#39;") || html.contains("{{ source(&#39;"), "{html}");
+        assert!(html.contains("<h2>Columns</h2>"), "{html}");
+        assert!(html.contains("<h2>Depends on</h2>") && html.contains("<h2>Referenced by</h2>"), "{html}");
+    }
+    let customers = read("nodes/model.jaffle_shop.customers.html");
+    assert!(customers.contains("This table has basic information about a customer"), "{customers}");
+    assert!(customers.contains("<td>customer_id</td><td>This is a unique identifier for a customer</td>"));
+    assert!(customers.contains("unique_customers_customer_id"), "{customers}");
+    assert!(customers.contains("href=\"../nodes/model.jaffle_shop.stg_orders.html\""), "{customers}");
+    // The compiled SQL names the relation, not the ref.
+    let compiled = customers.split("<h2>Compiled SQL</h2>").nth(1).unwrap();
+    assert!(!compiled.contains("{{"), "{compiled}");
+    assert!(compiled.contains("stg_orders"), "{compiled}");
+    // Escaped, never raw.
+    assert!(
+        customers.contains("First name &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &lt;b&gt;PII&lt;/b&gt;")
+    );
+    assert!(!customers.contains("<script>") && !customers.contains("<b>PII"), "{customers}");
+    // The lineage names every edge.
+    assert!(index.contains("<svg class=\"lineage\""), "{index}");
+    for (from, to) in EDGES {
+        assert!(index.contains(&format!("<title>{from} → {to}</title>")), "{from} → {to} in {index}");
+    }
+    // Offline: no file names a URL.
+    for f in files(&site) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(!text.contains("http://") && !text.contains("https://"), "{} names a URL", f.display());
+    }
+    // Without --out (and without `generate`): target/docs.
+    p.run_env(&["docs", "--target", "lite"], &env).expect_code(0);
+    assert!(p.read("target/docs/index.html").contains("nodes/model.jaffle_shop.orders.html"));
+    // The case folder is untouched.
+    assert!(!std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CASE).join("target/docs").exists());
+}
