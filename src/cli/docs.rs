@@ -30,6 +30,8 @@ pub struct DocsArgs {
     /// The folder to write the site into (else target/docs under the project).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: super::services::StateArgs,
 }
 
 /// Writes the site and prints where.
@@ -55,6 +57,13 @@ pub fn run(a: DocsArgs) -> Result<i32> {
             node["compiled_code"] = Value::String(sql);
         }
     }
+    // Sluice's own: each model's last build, from the state store's runs.
+    for (model, b) in last_builds(&project, a.state.state.as_deref()) {
+        let id = super::artifacts::node_id(&project, "model", &model);
+        if let Some(node) = m["nodes"].get_mut(&id) {
+            node["sluice_last_build"] = b;
+        }
+    }
     let out = match &a.out {
         Some(d) => d.clone(),
         None => project.dir.join("target").join("docs"),
@@ -74,6 +83,44 @@ pub fn run(a: DocsArgs) -> Result<i32> {
         out.join("index.html").display()
     );
     Ok(0)
+}
+
+/// Each model's latest successful build by a pipeline's `sql` step, as the
+/// state store recorded it: `{at, seconds, run_id, pipeline}`. Nothing when
+/// the store is the default file and does not exist (docs never creates
+/// one); a store that cannot be read is a warning, not a failure.
+fn last_builds(project: &Project, url: Option<&str>) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let default = url.is_none()
+        && project.state_url().is_ok_and(|u| u.expose() == crate::project::DEFAULT_STATE_URL)
+        && !project.dir.join(".sluice/state.db").exists();
+    if default {
+        return out;
+    }
+    let outputs = crate::orchestrate::runs::open_state(project, url).and_then(|st| st.task_outputs("sql", 100_000));
+    let outputs = match outputs {
+        Ok(o) => o,
+        Err(e) => {
+            errln!("warning: no build times in the docs: {}", e.chain());
+            return out;
+        }
+    };
+    // Oldest first: a later build replaces an earlier one.
+    for o in outputs {
+        for r in o.output["models"].as_array().into_iter().flatten() {
+            if r["status"] != "success" {
+                continue;
+            }
+            let at = chrono::DateTime::from_timestamp_micros(o.finished_at)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            out.insert(
+                str_of(r, "model").to_string(),
+                serde_json::json!({ "at": at, "seconds": r["seconds"], "run_id": o.run_id, "pipeline": o.pipeline }),
+            );
+        }
+    }
+    out
 }
 
 /// HTML-escapes text (for element content and quoted attributes).
@@ -164,6 +211,16 @@ pub fn site(project: &Project, m: &Value) -> Vec<(String, String)> {
             let _ = writeln!(b, "<p>materialized: {}</p>", esc(mat));
         }
         let _ = writeln!(b, "<p>file: {}</p>", esc(str_of(v, "original_file_path")));
+        if let Some(lb) = v.get("sluice_last_build") {
+            let _ = writeln!(
+                b,
+                "<p class=\"last-build\">last built: {} in {:.3} s (pipeline {}, run {})</p>",
+                esc(str_of(lb, "at")),
+                lb["seconds"].as_f64().unwrap_or_default(),
+                esc(str_of(lb, "pipeline")),
+                esc(str_of(lb, "run_id"))
+            );
+        }
         // The tests on this node, by column.
         let tests: Vec<&String> = children(id)
             .iter()

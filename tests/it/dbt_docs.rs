@@ -90,3 +90,17 @@ fn dbt_docs_generate_writes_an_offline_site() {
     // The case folder is untouched.
     assert!(!std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CASE).join("target/docs").exists());
 }
+
+#[test]
+fn docs_show_each_models_last_build_from_the_state_store() {
+    let p = TestProject::copy_of("examples/airflow-sales");
+    // Before any run there is no store, and docs does not create one.
+    p.run(&["docs"]).expect_code(0);
+    assert!(!p.file(".sluice/state.db").exists());
+    assert!(!p.read("target/docs/nodes/model.airflow-sales.aggregated_sales.html").contains("last built:"));
+    p.run(&["run"]).expect_code(0);
+    p.run(&["docs"]).expect_code(0);
+    let page = p.read("target/docs/nodes/model.airflow-sales.aggregated_sales.html");
+    assert!(page.contains("<p class=\"last-build\">last built: 20"), "{page}");
+    assert!(page.contains("(pipeline sales_aggregation, run "), "{page}");
+}
