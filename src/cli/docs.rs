@@ -57,6 +57,7 @@ pub fn run(a: DocsArgs) -> Result<i32> {
             node["compiled_code"] = Value::String(sql);
         }
     }
+    add_exports(&project, &plan, &mut m);
     // Sluice's own: each model's last build, from the state store's runs.
     for (model, b) in last_builds(&project, a.state.state.as_deref()) {
         let id = super::artifacts::node_id(&project, "model", &model);
@@ -83,6 +84,47 @@ pub fn run(a: DocsArgs) -> Result<i32> {
         out.join("index.html").display()
     );
     Ok(0)
+}
+
+/// Sluice's own: each pipeline's export steps as `export.<pipeline>.<step>`
+/// nodes, depending on the model they export (`table`) or the models their
+/// query refs, so the lineage runs from sources to exports.
+fn add_exports(project: &Project, plan: &crate::plan::Plan, m: &mut Value) {
+    for p in &project.pipelines {
+        for st in &p.steps {
+            let crate::project::StepKind::Export(e) = &st.kind else { continue };
+            let names = match &e.what {
+                crate::project::ExportWhat::Table(t) => vec![t.v.clone()],
+                crate::project::ExportWhat::Query(q) => data_tests::refs_in(&q.v),
+            };
+            let deps: Vec<String> = plan
+                .models
+                .nodes
+                .iter()
+                .filter(|n| names.contains(&n.name))
+                .map(|n| super::artifacts::node_id(project, n.kind.name(), &n.name))
+                .collect();
+            let id = format!("export.{}.{}", p.name.v, st.name.v);
+            let what = match &e.what {
+                crate::project::ExportWhat::Table(t) => format!("table {}", t.v),
+                crate::project::ExportWhat::Query(q) => q.v.clone(),
+            };
+            for d in &deps {
+                if let Some(c) = m["child_map"].get_mut(d).and_then(|c| c.as_array_mut()) {
+                    c.push(Value::String(id.clone()));
+                }
+            }
+            m["parent_map"][&id] = serde_json::json!(deps);
+            m["nodes"][&id] = serde_json::json!({
+                "unique_id": id,
+                "resource_type": "export",
+                "name": format!("{}.{}", p.name.v, st.name.v),
+                "description": format!("writes {} to {}", e.format.name(), e.path.v),
+                "original_file_path": project.sources.get(p.file).name,
+                "raw_code": what,
+            });
+        }
+    }
 }
 
 /// Each model's latest successful build by a pipeline's `sql` step, as the
@@ -187,9 +229,14 @@ pub fn site(project: &Project, m: &Value) -> Vec<(String, String)> {
 
     // The index: every resource by kind, and the lineage graph.
     let mut body = format!("<h1>{}</h1>\n", esc(&project.name()));
-    for (kind, title) in
-        [("model", "Models"), ("seed", "Seeds"), ("snapshot", "Snapshots"), ("source", "Sources"), ("test", "Tests")]
-    {
+    for (kind, title) in [
+        ("model", "Models"),
+        ("seed", "Seeds"),
+        ("snapshot", "Snapshots"),
+        ("source", "Sources"),
+        ("test", "Tests"),
+        ("export", "Exports"),
+    ] {
         let of: Vec<&&String> = all.iter().filter(|(_, v)| v["resource_type"] == kind).map(|(k, _)| k).collect();
         let _ = write!(body, "<h2>{title} ({})</h2>\n<ul>\n", of.len());
         for id in of {
@@ -348,6 +395,7 @@ fn lineage(
             "source" => "#e0f0e0",
             "seed" => "#f0f0d0",
             "snapshot" => "#f0e0f0",
+            "export" => "#f8e0d0",
             _ => "#dde8f8",
         };
         let _ = writeln!(

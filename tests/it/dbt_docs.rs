@@ -92,7 +92,7 @@ fn dbt_docs_generate_writes_an_offline_site() {
 }
 
 #[test]
-fn docs_show_each_models_last_build_from_the_state_store() {
+fn docs_show_last_builds_from_the_state_store_and_exports_in_the_lineage() {
     let p = TestProject::copy_of("examples/airflow-sales");
     // Before any run there is no store, and docs does not create one.
     p.run(&["docs"]).expect_code(0);
@@ -103,4 +103,10 @@ fn docs_show_each_models_last_build_from_the_state_store() {
     let page = p.read("target/docs/nodes/model.airflow-sales.aggregated_sales.html");
     assert!(page.contains("<p class=\"last-build\">last built: 20"), "{page}");
     assert!(page.contains("(pipeline sales_aggregation, run "), "{page}");
+    // The lineage runs on to the pipeline's export.
+    let index = p.read("target/docs/index.html");
+    assert!(index.contains("<h2>Exports (1)</h2>"), "{index}");
+    assert!(index.contains("<title>aggregated_sales → sales_aggregation.load</title>"), "{index}");
+    let export = p.read("target/docs/nodes/export.sales_aggregation.load.html");
+    assert!(export.contains("writes tsv to output/aggregated_sales.tsv"), "{export}");
 }
