@@ -65,6 +65,11 @@ pub fn run(a: DocsArgs) -> Result<i32> {
             node["sluice_last_build"] = b;
         }
     }
+    for ((pipeline, step), l) in last_loads(&project, a.state.state.as_deref()) {
+        if let Some(node) = m["nodes"].get_mut(format!("load.{pipeline}.{step}")) {
+            node["sluice_last_load"] = l;
+        }
+    }
     let out = match &a.out {
         Some(d) => d.clone(),
         None => project.dir.join("target").join("docs"),
@@ -92,6 +97,10 @@ pub fn run(a: DocsArgs) -> Result<i32> {
 fn add_exports(project: &Project, plan: &crate::plan::Plan, m: &mut Value) {
     for p in &project.pipelines {
         for st in &p.steps {
+            if let crate::project::StepKind::Load(l) = &st.kind {
+                add_load(project, plan, m, &p.name.v, &st.name.v, &l.table.v);
+                continue;
+            }
             let crate::project::StepKind::Export(e) = &st.kind else { continue };
             let names = match &e.what {
                 crate::project::ExportWhat::Table(t) => vec![t.v.clone()],
@@ -127,16 +136,67 @@ fn add_exports(project: &Project, plan: &crate::plan::Plan, m: &mut Value) {
     }
 }
 
+/// A pipeline's load step as `load.<pipeline>.<step>`, before the models
+/// and snapshots whose SQL refs its table.
+fn add_load(project: &Project, plan: &crate::plan::Plan, m: &mut Value, pipeline: &str, step: &str, table: &str) {
+    let id = format!("load.{pipeline}.{step}");
+    let mut children = Vec::new();
+    for n in &plan.models.nodes {
+        let nid = super::artifacts::node_id(project, n.kind.name(), &n.name);
+        let raw = m["nodes"][&nid]["raw_code"].as_str().unwrap_or_default();
+        if n.kind != NodeKind::Seed && data_tests::refs_in(raw).iter().any(|r| r == table) {
+            children.push(nid.clone());
+            if let Some(ps) = m["parent_map"].get_mut(&nid).and_then(|v| v.as_array_mut()) {
+                ps.push(Value::String(id.clone()));
+            }
+        }
+    }
+    m["child_map"][&id] = serde_json::json!(children);
+    m["parent_map"][&id] = serde_json::json!([]);
+    m["nodes"][&id] = serde_json::json!({
+        "unique_id": id,
+        "resource_type": "load",
+        "name": format!("{pipeline}.{step}"),
+        "description": format!("loads table {table}"),
+        "table": table,
+    });
+}
+
+/// Each load step's latest successful run in the state store, by
+/// `(pipeline, step)`: rows loaded and rejected, and the rejects file.
+fn last_loads(project: &Project, url: Option<&str>) -> BTreeMap<(String, String), Value> {
+    let mut out = BTreeMap::new();
+    if !store_there(project, url) {
+        return out;
+    }
+    let outputs = crate::orchestrate::runs::open_state(project, url).and_then(|st| st.task_outputs("load", 100_000));
+    for o in outputs.unwrap_or_default() {
+        let at = chrono::DateTime::from_timestamp_micros(o.finished_at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        let v = serde_json::json!({
+            "at": at, "loaded": o.output["loaded"], "rejected": o.output["rejected"],
+            "rejects_file": o.output["rejects_file"], "run_id": o.run_id,
+        });
+        out.insert((o.pipeline, o.step), v);
+    }
+    out
+}
+
+/// Whether there is a state store to read: one named, or the default file.
+fn store_there(project: &Project, url: Option<&str>) -> bool {
+    url.is_some()
+        || !project.state_url().is_ok_and(|u| u.expose() == crate::project::DEFAULT_STATE_URL)
+        || project.dir.join(".sluice/state.db").exists()
+}
+
 /// Each model's latest successful build by a pipeline's `sql` step, as the
 /// state store recorded it: `{at, seconds, run_id, pipeline}`. Nothing when
 /// the store is the default file and does not exist (docs never creates
 /// one); a store that cannot be read is a warning, not a failure.
 fn last_builds(project: &Project, url: Option<&str>) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
-    let default = url.is_none()
-        && project.state_url().is_ok_and(|u| u.expose() == crate::project::DEFAULT_STATE_URL)
-        && !project.dir.join(".sluice/state.db").exists();
-    if default {
+    if !store_there(project, url) {
         return out;
     }
     let outputs = crate::orchestrate::runs::open_state(project, url).and_then(|st| st.task_outputs("sql", 100_000));
@@ -235,6 +295,7 @@ pub fn site(project: &Project, m: &Value) -> Vec<(String, String)> {
         ("snapshot", "Snapshots"),
         ("source", "Sources"),
         ("test", "Tests"),
+        ("load", "Loads"),
         ("export", "Exports"),
     ] {
         let of: Vec<&&String> = all.iter().filter(|(_, v)| v["resource_type"] == kind).map(|(k, _)| k).collect();
@@ -307,6 +368,17 @@ pub fn site(project: &Project, m: &Value) -> Vec<(String, String)> {
                 let _ = writeln!(b, "<li>{}</li>", link(x, "../"));
             }
             b.push_str("</ul>\n");
+        }
+        if let Some(l) = v.get("sluice_last_load") {
+            let _ = writeln!(
+                b,
+                "<p class=\"last-load\">last loaded: {} ({} rows loaded, {} rejected{}; run {})</p>",
+                esc(str_of(l, "at")),
+                l["loaded"].as_i64().unwrap_or_default(),
+                l["rejected"].as_i64().unwrap_or_default(),
+                l["rejects_file"].as_str().map(|f| format!(", rejects in {}", esc(f))).unwrap_or_default(),
+                esc(str_of(l, "run_id"))
+            );
         }
         if kind == "source" {
             let _ = writeln!(b, "<p>table: {}.{}</p>", esc(str_of(v, "schema")), esc(str_of(v, "identifier")));
@@ -395,7 +467,7 @@ fn lineage(
             "source" => "#e0f0e0",
             "seed" => "#f0f0d0",
             "snapshot" => "#f0e0f0",
-            "export" => "#f8e0d0",
+            "export" | "load" => "#f8e0d0",
             _ => "#dde8f8",
         };
         let _ = writeln!(

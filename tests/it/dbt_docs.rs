@@ -92,7 +92,7 @@ fn dbt_docs_generate_writes_an_offline_site() {
 }
 
 #[test]
-fn docs_show_last_builds_from_the_state_store_and_exports_in_the_lineage() {
+fn docs_show_state_store_builds_and_loads_and_pipeline_steps_in_lineage() {
     let p = TestProject::copy_of("examples/airflow-sales");
     // Before any run there is no store, and docs does not create one.
     p.run(&["docs"]).expect_code(0);
@@ -109,4 +109,8 @@ fn docs_show_last_builds_from_the_state_store_and_exports_in_the_lineage() {
     assert!(index.contains("<title>aggregated_sales → sales_aggregation.load</title>"), "{index}");
     let export = p.read("target/docs/nodes/export.sales_aggregation.load.html");
     assert!(export.contains("writes tsv to output/aggregated_sales.tsv"), "{export}");
+    // And starts at the pipeline's load, with its rows and rejects from the store.
+    assert!(index.contains("<title>sales_aggregation.extract_csv → stg_in_store</title>"), "{index}");
+    let load = p.read("target/docs/nodes/load.sales_aggregation.extract_csv.html");
+    assert!(load.contains("(300 rows loaded, 0 rejected; run "), "{load}");
 }
