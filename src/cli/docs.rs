@@ -57,7 +57,7 @@ pub fn run(a: DocsArgs) -> Result<i32> {
             node["compiled_code"] = Value::String(sql);
         }
     }
-    add_exports(&project, &plan, &mut m);
+    add_pipeline_steps(&project, &plan, &mut m);
     // Sluice's own: each model's last build, from the state store's runs.
     for (model, b) in last_builds(&project, a.state.state.as_deref()) {
         let id = super::artifacts::node_id(&project, "model", &model);
@@ -91,10 +91,10 @@ pub fn run(a: DocsArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Sluice's own: each pipeline's export steps as `export.<pipeline>.<step>`
+/// Sluice's own: each pipeline's load steps (see `add_load`) and export steps as `export.<pipeline>.<step>`
 /// nodes, depending on the model they export (`table`) or the models their
 /// query refs, so the lineage runs from sources to exports.
-fn add_exports(project: &Project, plan: &crate::plan::Plan, m: &mut Value) {
+fn add_pipeline_steps(project: &Project, plan: &crate::plan::Plan, m: &mut Value) {
     for p in &project.pipelines {
         for st in &p.steps {
             if let crate::project::StepKind::Load(l) = &st.kind {
@@ -481,4 +481,20 @@ fn lineage(
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{esc, page};
+
+    #[test]
+    fn escapes_every_html_special_character() {
+        assert_eq!(esc("<a href=\"x\">Tom's & co</a>"), "&lt;a href=&quot;x&quot;&gt;Tom&#39;s &amp; co&lt;/a&gt;");
+    }
+
+    #[test]
+    fn pages_are_plain_file_names() {
+        assert_eq!(page("model.shop.orders"), "nodes/model.shop.orders.html");
+        assert_eq!(page("model.shop.a/../b c"), "nodes/model.shop.a_.._b_c.html");
+    }
 }
