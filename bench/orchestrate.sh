@@ -37,6 +37,9 @@ cat >"$work/sluice.toml" <<EOF
 name = "bench_orchestrate"
 [state]
 url = "$state"
+# The API listens on loopback only; the benchmark triggers without a token.
+[auth]
+anonymous = "trigger"
 EOF
 {
   echo 'description = "one no-op step"'
