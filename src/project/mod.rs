@@ -59,6 +59,9 @@ pub struct Project {
     pub env: Env,
     /// The profile target, when the folder is a dbt project (`dbt_project.yml`).
     pub dbt: Option<dbt::DbtTarget>,
+    /// A dbt project's models, seeds and snapshots by name: the schema and
+    /// alias their configs give (validation turns them into relation names).
+    pub dbt_naming: std::collections::BTreeMap<String, dbt::NodeNaming>,
     /// Every problem found, errors and warnings.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -187,6 +190,7 @@ impl Project {
             meta,
             env,
             dbt: None,
+            dbt_naming: Default::default(),
             diagnostics,
         })
     }
@@ -562,6 +566,8 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
     }
     let merge = dbt::Merge { dbt: &dbtp, yml };
     let mut used = Vec::new();
+    let project_name = dbtp.name.as_ref().map(|n| n.v.clone()).unwrap_or_default();
+    let mut dbt_naming = std::collections::BTreeMap::new();
 
     let mut models = Vec::new();
     let mut disabled: Vec<String> = Vec::new();
@@ -580,6 +586,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
                 continue;
             }
             let loc = tree::Loc { file: m.file, start: 0, end: 0 };
+            dbt_naming.insert(m.name.clone(), dbt::NodeNaming::new(&project_name, &cfg, &rel, &dbtp.model_paths));
             meta.models.push(dbt::model_meta(&m.name, loc, ym, &cfg));
             models.push(m);
         }
@@ -624,6 +631,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
         }
         let cfg = merge.snapshot(&m.name, &rel, &mut used);
         if cfg.enabled != Some(false) {
+            dbt_naming.insert(m.name.clone(), dbt::NodeNaming::new(&project_name, &cfg, &rel, &dbtp.snapshot_paths));
             snapshots.push(m);
         }
     }
@@ -667,6 +675,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
             if cfg.enabled == Some(false) {
                 continue;
             }
+            dbt_naming.insert(name.clone(), dbt::NodeNaming::new(&project_name, &cfg, &rel, &dbtp.seed_paths));
             if !cfg.column_types.is_empty() {
                 let loc = tree::Loc { file: main_id, start: 0, end: 0 };
                 meta.seeds.push(dbt::seed_meta(&name, loc, &cfg, &mut diagnostics, &sources));
@@ -691,6 +700,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
         meta,
         env,
         dbt: target,
+        dbt_naming,
         diagnostics,
     })
 }

@@ -52,11 +52,13 @@ pub fn run_snapshots(
                 .as_ref()
                 .ok_or_else(|| Error::user(format!("snapshot `{}` has no unique_key/strategy", n.name)))?;
             let sql = render_node(project, g, &renderer, &resolve, i, false)?;
-            snapshot(wh, &n.name, &sql, cfg, now)
+            resolve.use_schema(wh, n.schema.as_deref())?;
+            snapshot(wh, n.identifier(), &sql, cfg, now)
         })()
         .map_err(|e| e.context(format!("snapshot `{}` ({})", n.name, n.path)));
         out.push(SnapshotResult { name: n.name.clone(), result });
     }
+    wh.use_schema(None)?;
     Ok(out)
 }
 

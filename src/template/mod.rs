@@ -85,8 +85,12 @@ pub struct FileConfig {
     pub updated_at: Option<String>,
     pub check_cols: Option<Vec<String>>,
     pub invalidate_hard_deletes: Option<bool>,
-    /// dbt's `schema`/`target_schema`: read, not applied yet (reported by validation).
+    /// dbt's custom schema (`generate_schema_name` makes the schema's name).
     pub schema: Option<String>,
+    /// A snapshot's `target_schema`: its schema, as written.
+    pub target_schema: Option<String>,
+    /// The relation's name, when not the file's (`generate_alias_name`).
+    pub alias: Option<String>,
     /// dbt's `pre_hook`/`post_hook`: SQL templates run around the build.
     pub pre_hook: Vec<String>,
     pub post_hook: Vec<String>,
@@ -257,7 +261,9 @@ fn config_value(c: &FileConfig, key: &str) -> Option<Value> {
         "check_cols" => list(&c.check_cols),
         "invalidate_hard_deletes" => c.invalidate_hard_deletes.map(Value::from),
         "severity" => some(&c.severity),
-        "schema" | "target_schema" => some(&c.schema),
+        "schema" => some(&c.schema),
+        "target_schema" => some(&c.target_schema),
+        "alias" => some(&c.alias),
         "pre_hook" | "pre-hook" if !c.pre_hook.is_empty() => Some(Value::from(c.pre_hook.clone())),
         "post_hook" | "post-hook" if !c.post_hook.is_empty() => Some(Value::from(c.post_hook.clone())),
         _ => None,
@@ -489,20 +495,26 @@ fn record_config(state: &State, kwargs: Kwargs) -> Result<(), minijinja::Error> 
                 }
                 g.config.severity = Some(v);
             }
-            // dbt's: read, no effect on what is built (every node is
-            // built in the connection's schema; documentation keys).
-            "target_schema" | "schema" => g.config.schema = Some(kwargs.get::<Value>(key)?.to_string()),
+            "schema" => g.config.schema = opt_string(kwargs.get::<Value>(key)?),
+            "target_schema" => g.config.target_schema = opt_string(kwargs.get::<Value>(key)?),
+            "alias" => g.config.alias = opt_string(kwargs.get::<Value>(key)?),
+            // dbt's documentation keys: no effect on what is built.
             "target_database" | "meta" | "docs" | "persist_docs" => {
                 let _: Value = kwargs.get(key)?;
             }
             other => {
                 return Err(bad(format!(
-                    "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes, pre_hook, post_hook, severity)"
+                    "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes, pre_hook, post_hook, severity, schema, alias)"
                 )));
             }
         }
     }
     Ok(())
+}
+
+/// A config value that may be `none`.
+fn opt_string(v: Value) -> Option<String> {
+    if v.is_none() || v.is_undefined() { None } else { Some(v.to_string()) }
 }
 
 fn strings(v: &Value) -> Result<Vec<String>, minijinja::Error> {
@@ -563,6 +575,53 @@ fn unrename(mut e: TemplateError, renamed: &std::collections::HashMap<String, Ve
         e.range = Some(shift(r.start)..shift(r.end));
     }
     e
+}
+
+/// The name the built-in macros of a dbt project are shown under in messages.
+pub const DBT_BUILTINS_FILE: &str = "(dbt's built-in macros)";
+
+/// dbt's naming macros, as dbt-core defines their behaviour: a project's own
+/// `generate_schema_name` or `generate_alias_name` replaces the default, and
+/// may call `default__generate_schema_name` or `generate_schema_name_for_env`.
+/// Those the project defines itself (`defined`) are left out.
+pub fn dbt_builtin_macros(defined: &[String]) -> String {
+    const MACROS: &[(&str, &str)] = &[
+        (
+            "default__generate_schema_name",
+            "{% macro default__generate_schema_name(custom_schema_name, node) -%}\n\
+             {%- if custom_schema_name is none -%}{{ target.schema }}\n\
+             {%- else -%}{{ target.schema }}_{{ custom_schema_name | trim }}{%- endif -%}\n\
+             {%- endmacro %}\n",
+        ),
+        (
+            "generate_schema_name",
+            "{% macro generate_schema_name(custom_schema_name, node) -%}\n\
+             {{ default__generate_schema_name(custom_schema_name, node) }}\n\
+             {%- endmacro %}\n",
+        ),
+        (
+            "generate_schema_name_for_env",
+            "{% macro generate_schema_name_for_env(custom_schema_name, node) -%}\n\
+             {%- if target.name == 'prod' and custom_schema_name is not none -%}{{ custom_schema_name | trim }}\n\
+             {%- else -%}{{ target.schema }}{%- endif -%}\n\
+             {%- endmacro %}\n",
+        ),
+        (
+            "default__generate_alias_name",
+            "{% macro default__generate_alias_name(custom_alias_name=none, node=none) -%}\n\
+             {%- if custom_alias_name -%}{{ custom_alias_name | trim }}\n\
+             {%- elif node.version -%}{{ node.name ~ '_v' ~ (node.version | string | replace('.', '_')) }}\n\
+             {%- else -%}{{ node.name }}{%- endif -%}\n\
+             {%- endmacro %}\n",
+        ),
+        (
+            "generate_alias_name",
+            "{% macro generate_alias_name(custom_alias_name=none, node=none) -%}\n\
+             {{ default__generate_alias_name(custom_alias_name, node) }}\n\
+             {%- endmacro %}\n",
+        ),
+    ];
+    MACROS.iter().filter(|(n, _)| !defined.iter().any(|d| d == n)).map(|(_, m)| *m).collect()
 }
 
 /// The macro names a macro file defines (`{% macro name(...) %}`).
@@ -718,6 +777,33 @@ impl Renderer {
 
     /// Renders one file. `name` is the file's name for messages.
     pub fn render(&self, name: &str, source: &str, call: &Call) -> Result<Rendered, TemplateError> {
+        self.render_with(name, source, call, &[])
+    }
+
+    /// Calls one of the project's macros (or a built-in one) with `args`
+    /// and returns what it renders, trimmed: dbt's `generate_schema_name`
+    /// and the like. `file` names the caller in messages.
+    pub fn call_macro(
+        &self,
+        file: &str,
+        name: &str,
+        args: &[serde_json::Value],
+        call: &Call,
+    ) -> Result<String, TemplateError> {
+        let names: Vec<String> = (0..args.len()).map(|i| format!("__sluice_arg{i}")).collect();
+        let source = format!("{{{{ {name}({}) }}}}", names.join(", "));
+        let extra: Vec<(String, Value)> =
+            names.into_iter().zip(args).map(|(n, a)| (n, Value::from(minijinja::value::Serde(a.clone())))).collect();
+        Ok(self.render_with(file, &source, call, &extra)?.sql.trim().to_string())
+    }
+
+    fn render_with(
+        &self,
+        name: &str,
+        source: &str,
+        call: &Call,
+        extra: &[(String, Value)],
+    ) -> Result<Rendered, TemplateError> {
         let session = Arc::new(Session {
             recorder: Mutex::new(Recorder::default()),
             resolve: call.resolve.clone(),
@@ -735,12 +821,16 @@ impl Renderer {
             schema: parts.pop().or_else(|| self.target_schema.clone()),
             database: parts.pop().or_else(|| self.target_database.clone()),
         };
-        let ctx = minijinja::context! {
-            this => Value::from_object(this),
-            logical_date => run.logical_date,
-            run_id => run.run_id,
-            __sluice => Value::from_dyn_object(session.clone())
-        };
+        let mut ctx: std::collections::BTreeMap<String, Value> = [
+            ("this".to_string(), Value::from_object(this)),
+            ("logical_date".to_string(), Value::from(run.logical_date)),
+            ("run_id".to_string(), Value::from(run.run_id)),
+            ("__sluice".to_string(), Value::from_dyn_object(session.clone())),
+        ]
+        .into_iter()
+        .collect();
+        ctx.extend(extra.iter().cloned());
+        let ctx = Value::from(ctx);
         let full = format!("{}{source}", self.header);
         let out = self.env.render_named_str(name, &full, ctx);
         let rec = std::mem::take(&mut *session.recorder.lock().expect("recorder lock"));
