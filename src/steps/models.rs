@@ -34,6 +34,9 @@ pub struct WarehouseResolve {
     pub placed: BTreeMap<String, String>,
     /// The schemas nodes are built in (dbt projects' custom schemas).
     pub schemas: BTreeSet<String>,
+    /// The connection `run_query()` runs on (its own, shared by the build's
+    /// threads), when the project calls it.
+    pub queries: Option<Mutex<Box<dyn Warehouse>>>,
 }
 
 impl WarehouseResolve {
@@ -41,6 +44,7 @@ impl WarehouseResolve {
     /// today in the project's zone outside a run: `outside_run`).
     pub fn new(project: &Project, graph: &ModelGraph, naming: Naming, run: crate::template::RunVars) -> Self {
         WarehouseResolve {
+            queries: None,
             schemas: graph.nodes.iter().filter_map(|n| n.schema.clone()).collect(),
             placed: graph
                 .nodes
@@ -100,6 +104,59 @@ impl Resolve for WarehouseResolve {
     fn run(&self) -> crate::template::RunVars {
         self.run.clone()
     }
+    fn run_query(&self, sql: &str) -> std::result::Result<template::QueryTable, String> {
+        let Some(conn) = &self.queries else {
+            return Err("run_query() runs in models and the macros they call, not here".into());
+        };
+        let mut wh = conn.lock().map_err(|_| "the query connection failed earlier".to_string())?;
+        let mut t = TableSink::default();
+        wh.query(sql, &mut t).map_err(|e| e.chain())?;
+        Ok(t.0)
+    }
+}
+
+/// Collects a query's rows for `run_query()`: numbers as numbers, the rest
+/// as the text Sluice writes them in.
+#[derive(Default)]
+struct TableSink(template::QueryTable, Vec<u8>);
+
+impl crate::warehouse::RowSink for TableSink {
+    fn columns(&mut self, names: &[String]) -> Result<()> {
+        self.0.columns = names.to_vec();
+        Ok(())
+    }
+    fn row(&mut self, vals: &[crate::types::Val]) -> Result<()> {
+        use crate::types::Val;
+        let row = vals
+            .iter()
+            .map(|v| match v {
+                Val::Null => serde_json::Value::Null,
+                Val::Int(i) => serde_json::json!(i),
+                Val::Bool(b) => serde_json::json!(b),
+                Val::Float(f) if f.is_finite() => serde_json::json!(f),
+                // A whole decimal (`sum()` of integers on MariaDB) stays whole.
+                Val::Dec(d) => match (d.parse::<i64>(), d.parse::<f64>()) {
+                    (Ok(i), _) => serde_json::json!(i),
+                    (_, Ok(f)) => serde_json::json!(f),
+                    _ => serde_json::json!(d),
+                },
+                Val::Text(t) => serde_json::json!(t),
+                v => {
+                    self.1.clear();
+                    crate::warehouse::format_val(&mut self.1, v);
+                    serde_json::json!(String::from_utf8_lossy(&self.1))
+                }
+            })
+            .collect();
+        self.0.rows.push(row);
+        Ok(())
+    }
+}
+
+/// Whether any model or macro calls `run_query()` (then a build opens a
+/// connection for it).
+pub fn uses_run_query(project: &Project) -> bool {
+    project.models.iter().chain(&project.macros).any(|m| project.sources.get(m.file).text.contains("run_query"))
 }
 
 /// What templates see outside a pipeline run (`transform`, `compile`, `test`,
@@ -259,7 +316,11 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
     let first = (req.connect)()?;
     let threads =
         if first.backend() == crate::warehouse::Backend::Sqlite { 1 } else { req.threads.max(1).min(todo.len()) };
-    let resolve = Arc::new(WarehouseResolve::new(req.project, g, first.naming(), req.run.clone()));
+    let mut resolve = WarehouseResolve::new(req.project, g, first.naming(), req.run.clone());
+    if uses_run_query(req.project) {
+        resolve.queries = Some(Mutex::new((req.connect)()?));
+    }
+    let resolve = Arc::new(resolve);
     let set: BTreeSet<usize> = todo.iter().copied().collect();
     // Dependencies among the models being built (others are taken as built).
     let deps: BTreeMap<usize, Vec<usize>> =

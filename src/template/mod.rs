@@ -25,6 +25,27 @@ pub trait Resolve: Send + Sync {
     fn run(&self) -> RunVars {
         RunVars::default()
     }
+    /// dbt's `execute`: whether this render makes SQL to run (false while
+    /// the project is only read for its refs and configs).
+    fn execute(&self) -> bool {
+        true
+    }
+    /// Runs `run_query(sql)`'s query. A resolver that does not `execute`
+    /// gives an empty table; one that executes without a connection for
+    /// queries says where `run_query()` works.
+    fn run_query(&self, sql: &str) -> Result<QueryTable, String> {
+        let _ = sql;
+        Err("run_query() runs in models and the macros they call, not here".into())
+    }
+}
+
+/// What `run_query()` returns: the query's columns and rows (dbt gives an
+/// Agate table; templates read it as `table.rows`, `table.columns[0].values()`,
+/// `table.column_names`, `row[0]` or `row['name']`, or iterate its rows).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryTable {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
 }
 
 /// What templates know about the run they are rendered for.
@@ -47,6 +68,113 @@ impl Resolve for Quoting {
     }
     fn source(&self, _source: &str, table: &str) -> String {
         (self.0)(table)
+    }
+    fn execute(&self) -> bool {
+        false
+    }
+    fn run_query(&self, _sql: &str) -> Result<QueryTable, String> {
+        Ok(QueryTable::default())
+    }
+}
+
+/// `run_query()`'s table in templates.
+#[derive(Debug)]
+struct TableObj(Arc<QueryTable>);
+
+/// One row: by position (`row[0]`) or column name (`row['id']`).
+#[derive(Debug)]
+struct RowObj(Arc<QueryTable>, usize);
+
+/// One column: `.name`, `.values()`.
+#[derive(Debug)]
+struct ColumnObj(Arc<QueryTable>, usize);
+
+fn cell(v: &serde_json::Value) -> Value {
+    Value::from(minijinja::value::Serde(v.clone()))
+}
+
+impl Object for TableObj {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Seq
+    }
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let t = &self.0;
+        if let Some(i) = key.as_usize() {
+            return (i < t.rows.len()).then(|| Value::from_object(RowObj(t.clone(), i)));
+        }
+        match key.as_str()? {
+            "rows" => Some(Value::from(
+                (0..t.rows.len()).map(|i| Value::from_object(RowObj(t.clone(), i))).collect::<Vec<_>>(),
+            )),
+            "columns" => Some(Value::from(
+                (0..t.columns.len()).map(|i| Value::from_object(ColumnObj(t.clone(), i))).collect::<Vec<_>>(),
+            )),
+            "column_names" => Some(Value::from(t.columns.clone())),
+            _ => None,
+        }
+    }
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        let t = self.0.clone();
+        minijinja::value::Enumerator::Iter(Box::new(
+            (0..t.rows.len()).map(move |i| Value::from_object(RowObj(t.clone(), i))),
+        ))
+    }
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.0.rows.len())
+    }
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        _args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        match method {
+            "print_table" => Ok(Value::from("")),
+            m => Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!("run_query()'s table has no method `{m}` (it has rows, columns, column_names, print_table())"),
+            )),
+        }
+    }
+}
+
+impl Object for RowObj {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Seq
+    }
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let row = &self.0.rows[self.1];
+        let i = match key.as_usize() {
+            Some(i) => i,
+            None => self.0.columns.iter().position(|c| Some(c.as_str()) == key.as_str())?,
+        };
+        row.get(i).map(cell)
+    }
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(self.0.rows[self.1].iter().map(cell).collect())
+    }
+}
+
+impl Object for ColumnObj {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Plain
+    }
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        (key.as_str()? == "name").then(|| Value::from(self.0.columns[self.1].clone()))
+    }
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        _args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        match method {
+            "values" => Ok(Value::from(self.0.rows.iter().map(|r| cell(&r[self.1])).collect::<Vec<_>>())),
+            m => Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!("a column of run_query()'s table has no method `{m}` (it has name, values())"),
+            )),
+        }
     }
 }
 
@@ -683,6 +811,13 @@ impl Renderer {
                 }),
             }
         });
+        env.add_function("run_query", |state: &State, sql: String| -> Result<Value, minijinja::Error> {
+            let s = session(state)?;
+            match s.resolver().run_query(&sql) {
+                Ok(t) => Ok(Value::from_object(TableObj(Arc::new(t)))),
+                Err(e) => Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("run_query(): {e}"))),
+            }
+        });
         env.add_function("is_incremental", |state: &State| -> Result<bool, minijinja::Error> {
             Ok(session(state)?.is_incremental)
         });
@@ -740,7 +875,6 @@ impl Renderer {
         self.target_schema = text("schema");
         self.target_database = text("database");
         self.env.add_global("target", Value::from(minijinja::value::Serde(target)));
-        self.env.add_global("execute", true);
         self.env.add_global("modules", Value::from_object(PyModule::Modules));
         self.env.add_function(
             "env_var",
@@ -825,6 +959,7 @@ impl Renderer {
             ("this".to_string(), Value::from_object(this)),
             ("logical_date".to_string(), Value::from(run.logical_date)),
             ("run_id".to_string(), Value::from(run.run_id)),
+            ("execute".to_string(), Value::from(call.resolve.execute())),
             ("__sluice".to_string(), Value::from_dyn_object(session.clone())),
         ]
         .into_iter()
@@ -1005,7 +1140,10 @@ mod tests {
                 &call(&q),
             )
             .unwrap();
-        assert_eq!(out.sql, "select 'dev/postgres' as t, 'd' as e -- x");
+        // Reading the project (Quoting) is dbt's parse: `execute` is false.
+        assert_eq!(out.sql, "select 'dev/postgres' as t, 'd' as e");
+        let fixed: Arc<dyn Resolve> = Arc::new(Fixed);
+        assert_eq!(rd.render("m.sql", "{% if execute %}x{% endif %}", &call(&fixed)).unwrap().sql, "x");
         let e = rd.render("m.sql", "{{ env_var('SLUICE_SURELY_UNSET_X') }}", &call(&q)).unwrap_err();
         assert!(e.message.contains("env var `SLUICE_SURELY_UNSET_X` is not set"), "{}", e.message);
     }
@@ -1050,6 +1188,44 @@ mod tests {
         assert!(e.message.contains("no macro postgres__nope or default__nope"), "{}", e.message);
         let e = rd.render("m.sql", "{{ return(1) }}", &c).unwrap_err();
         assert!(e.message.contains("return() works only inside a macro"), "{}", e.message);
+    }
+
+    /// A resolver whose queries give a fixed table.
+    struct Fixed;
+    impl Resolve for Fixed {
+        fn model(&self, name: &str) -> String {
+            quote_ident(name)
+        }
+        fn source(&self, _source: &str, table: &str) -> String {
+            quote_ident(table)
+        }
+        fn run_query(&self, sql: &str) -> Result<QueryTable, String> {
+            if sql.contains("nope") {
+                return Err("relation \"nope\" does not exist".into());
+            }
+            Ok(QueryTable {
+                columns: vec!["id".into(), "name".into()],
+                rows: vec![
+                    vec![serde_json::json!(1), serde_json::json!("a")],
+                    vec![serde_json::json!(2), serde_json::json!("b")],
+                ],
+            })
+        }
+    }
+
+    #[test]
+    fn run_query_gives_a_table_when_executing_and_an_empty_one_while_reading() {
+        let src = "{% set t = run_query('select 1') %}{{ execute }}:{{ t | length }}:{{ t.column_names | join(',') }}:\
+                   {% for r in t %}{{ r[0] }}{{ r['name'] }};{% endfor %}{{ t.columns[1].name }}={{ t.columns[1].values() | join('') }}:\
+                   {{ t.rows[1][0] + 1 }}";
+        let q = quoting();
+        let reading = "{% set t = run_query('select 1') %}{{ execute }}:{{ t | length }}:{{ t.rows | length }}";
+        assert_eq!(renderer().render("m.sql", reading, &call(&q)).unwrap().sql, "False:0:0");
+        let fixed: Arc<dyn Resolve> = Arc::new(Fixed);
+        let c = call(&fixed);
+        assert_eq!(renderer().render("m.sql", src, &c).unwrap().sql, "True:2:id,name:1a;2b;name=ab:3");
+        let e = renderer().render("m.sql", "{{ run_query('select * from nope') }}", &c).unwrap_err();
+        assert!(e.message.contains("run_query(): relation \"nope\" does not exist"), "{}", e.message);
     }
 
     #[test]

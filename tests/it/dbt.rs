@@ -170,7 +170,8 @@ fn features(p: &TestProject, db: &TestDb, args: &[&str]) -> Out {
 /// from other macros), `adapter.dispatch()` to the target's own macro or the
 /// default one, `config.get()`, `this.schema`/`this.identifier` and
 /// `modules.datetime`; `+pre-hook`,
-/// `+post-hook` and `config(pre_hook=…)` run around the build.
+/// `+post-hook` and `config(pre_hook=…)` run around the build; `run_query()`
+/// from a macro and from a model, at build and compile time.
 fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     let db = TestDb::new(kind);
     let p = TestProject::copy_of(FEATURES);
@@ -190,8 +191,26 @@ fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     // Hooks: the project's pre-hook made the log, the model's added to it, then the post-hook.
     assert_eq!(
         db.rows("SELECT model, step FROM hook_log ORDER BY model, step"),
-        vec![vec!["payments_pivot", "post"], vec!["payments_pivot", "pre"], vec!["tree_config", "post"]]
+        vec![
+            vec!["payments_pivot", "post"],
+            vec!["payments_pivot", "pre"],
+            vec!["queried_pivot", "post"],
+            vec!["tree_config", "post"]
+        ]
     );
+    // run_query(): the pivot's columns and figures come from the data, through
+    // a macro (dbt_utils' get_column_values pattern) and straight from the model.
+    assert_eq!(
+        db.rows("SELECT order_id, card_amount, cash_amount, methods, total_columns, first_total, orders, executed FROM queried_pivot ORDER BY order_id"),
+        vec![
+            vec!["1", "10", "5", "2", "order_id/total", "15", "2", "True"],
+            vec!["2", "7", "0", "2", "order_id/total", "15", "2", "True"],
+        ]
+    );
+    // compile runs the queries too (as dbt compile does).
+    features(&p, &db, &["compile", "--select", "queried_pivot"]).expect_code(0);
+    let compiled = p.read("target/compiled/models/queried_pivot.sql");
+    assert!(compiled.contains("as card_amount") && compiled.contains("2 as orders"), "{compiled}");
     // config.get() of a key the file did not set: the schema file's config.
     assert_eq!(db.rows("SELECT materialized FROM tree_config"), vec![vec!["view"]]);
     let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FEATURES);
@@ -288,9 +307,39 @@ fn dbt_nodes_build_in_custom_schemas_under_aliases(kind: Kind) {
         vec![vec!["1"], vec!["3"], vec!["4"], vec!["5"]]
     );
 
-    // The snapshot's target_schema is taken as written.
+    // The snapshot's target_schema is taken as written; its history
+    // columns are dbt's.
     schemas_run(&p, &db, &["snapshot"]).expect_code(0);
-    assert_eq!(db.rows_with_schemas(&all, &format!("SELECT COUNT(*) FROM {history}.items_snapshot")), vec![vec!["5"]]);
+    let price = "UPDATE raw_items SET price = 35 WHERE id = 1";
+    match kind {
+        Kind::Sqlite => {
+            let dir = std::path::Path::new(&db.name).parent().unwrap();
+            let attach = format!("ATTACH '{}' AS {seeds}; ", dir.join(format!("{seeds}.db")).display());
+            db.exec(&format!("{attach}{}", price.replace("raw_items", &format!("{seeds}.raw_items"))));
+        }
+        _ => {
+            db.exec(&price.replace("raw_items", &format!("{seeds}.raw_items")));
+        }
+    }
+    schemas_run(&p, &db, &["snapshot"]).expect_code(0);
+    assert_eq!(
+        db.rows_with_schemas(
+            &all,
+            &format!(
+                "SELECT id, price, CASE WHEN dbt_valid_to IS NULL THEN 'current' ELSE 'closed' END, \
+                 CASE WHEN dbt_updated_at = dbt_valid_from THEN 'same' ELSE 'differs' END \
+                 FROM {history}.items_snapshot WHERE id = 1 ORDER BY dbt_valid_from"
+            )
+        ),
+        vec![vec!["1", "30", "closed", "same"], vec!["1", "35", "current", "same"]]
+    );
+    assert_eq!(
+        db.rows_with_schemas(
+            &all,
+            &format!("SELECT COUNT(*) FROM {history}.items_snapshot WHERE dbt_valid_to IS NULL")
+        ),
+        vec![vec!["5"]]
+    );
 
     // compile writes the qualified names; the manifest says where each node is.
     schemas_run(&p, &db, &["compile", "--select", "item_totals"]).expect_code(0);
