@@ -52,7 +52,7 @@ pub fn test_id(project: &Project, name: &str) -> String {
     format!("test.{}.{name}", project.name())
 }
 
-fn metadata(project: &Project, schema: &str, invocation: &str) -> Value {
+pub(super) fn metadata(project: &Project, schema: &str, invocation: &str) -> Value {
     json!({
         "dbt_schema_version": schema,
         "dbt_version": "1.11.0",

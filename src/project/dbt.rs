@@ -876,7 +876,7 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
     f.what = format!("source `{}`", name.v);
     let _: Option<String> = f.opt(cx, "description");
     let schema: Option<String> = f.opt(cx, "schema");
-    let source_fresh = decode_freshness(&mut f, cx, None);
+    let source_fresh = decode_freshness(&mut f, cx);
     let mut tables = Vec::new();
     let mut identifiers = std::collections::BTreeMap::new();
     let mut freshness = std::collections::BTreeMap::new();
@@ -889,7 +889,7 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
             if let Some(id) = tf.opt::<String>(cx, "identifier") {
                 identifiers.insert(tname.v.clone(), id);
             }
-            if let Some(fr) = decode_freshness(&mut tf, cx, source_fresh.as_ref()) {
+            if let Some(fr) = decode_freshness(&mut tf, cx).over(&source_fresh) {
                 freshness.insert(tname.v.clone(), fr);
             }
             let mut tested = false;
@@ -906,7 +906,7 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
             if tested {
                 cx.warn(t.span.clone(), "tests on sources are not run yet; test the staging models that read them");
             }
-            tf.allow(&["meta", "tags", "config", "quoting", "loader", "docs"]);
+            tf.allow(&["meta", "tags", "quoting", "loader", "docs"]);
             tf.finish(cx, |k| match k {
                 "external" => Some("external tables are not supported".into()),
                 _ => None,
@@ -914,7 +914,7 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
             tables.push(tname);
         }
     }
-    f.allow(&["meta", "tags", "config", "quoting", "loader", "docs"]);
+    f.allow(&["meta", "tags", "quoting", "loader", "docs"]);
     f.finish(cx, |k| match k {
         "database" => Some("sources are read from the target's database".into()),
         "overrides" => Some("overriding a package's sources is not supported".into()),
@@ -925,56 +925,146 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
     Some(SourceMeta { name, schema, tables, identifiers, freshness })
 }
 
-/// How old a source table's newest row may be (`freshness:` with `loaded_at_field`).
+/// How old a source table's newest row may be (dbt's `freshness:` with
+/// `loaded_at_field`), after the table's settings were merged over its
+/// source's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Freshness {
+    /// The column whose newest value says when the table was last loaded.
     pub loaded_at_field: Option<String>,
-    pub warn_after: Option<std::time::Duration>,
-    pub error_after: Option<std::time::Duration>,
+    pub warn_after: Option<After>,
+    pub error_after: Option<After>,
+    /// A SQL condition: only the rows it keeps are looked at.
+    pub filter: Option<String>,
 }
 
-fn decode_freshness(f: &mut Fields, cx: &mut Cx, inherited: Option<&Freshness>) -> Option<Freshness> {
-    let field: Option<String> = f.opt(cx, "loaded_at_field");
-    let mut out = inherited.cloned();
+/// A freshness threshold as written (`{count: 12, period: hour}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct After {
+    pub count: u64,
+    /// `minute`, `hour` or `day`.
+    pub period: String,
+}
+
+impl After {
+    pub fn duration(&self) -> std::time::Duration {
+        let secs = match self.period.as_str() {
+            "minute" => 60,
+            "hour" => 3600,
+            _ => 86400,
+        };
+        std::time::Duration::from_secs(self.count.saturating_mul(secs))
+    }
+}
+
+/// What one level (a source, or one of its tables) says about freshness:
+/// `None` where it says nothing; `freshness: null` is `Some(None)`.
+#[derive(Debug, Clone, Default)]
+struct FreshnessLevel {
+    loaded_at_field: Option<String>,
+    freshness: Option<Option<FreshnessSpec>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct FreshnessSpec {
+    warn_after: Option<After>,
+    error_after: Option<After>,
+    filter: Option<String>,
+}
+
+impl FreshnessLevel {
+    /// The table's level over its source's, as dbt merges them: the table's
+    /// `loaded_at_field` wins; its `freshness` thresholds and `filter` each
+    /// replace the source's, and `freshness: null` turns the check off.
+    fn over(&self, source: &FreshnessLevel) -> Option<Freshness> {
+        let spec = match (&self.freshness, &source.freshness) {
+            (Some(None), _) => return None,
+            (Some(Some(t)), Some(Some(s))) => FreshnessSpec {
+                warn_after: t.warn_after.clone().or_else(|| s.warn_after.clone()),
+                error_after: t.error_after.clone().or_else(|| s.error_after.clone()),
+                filter: t.filter.clone().or_else(|| s.filter.clone()),
+            },
+            (Some(Some(t)), _) => t.clone(),
+            (None, Some(Some(s))) => s.clone(),
+            (None, _) => return None,
+        };
+        if spec.warn_after.is_none() && spec.error_after.is_none() {
+            return None;
+        }
+        Some(Freshness {
+            loaded_at_field: self.loaded_at_field.clone().or_else(|| source.loaded_at_field.clone()),
+            warn_after: spec.warn_after,
+            error_after: spec.error_after,
+            filter: spec.filter,
+        })
+    }
+}
+
+/// Reads `loaded_at_field` and `freshness` of a source or a table, at its
+/// top level or under `config:` (dbt 1.10+), with the other configs a
+/// source has.
+fn decode_freshness(f: &mut Fields, cx: &mut Cx) -> FreshnessLevel {
+    let mut out = FreshnessLevel { loaded_at_field: f.opt(cx, "loaded_at_field"), freshness: None };
     if let Some(n) = f.node("freshness") {
+        out.freshness = Some(freshness_spec(n, cx));
+    }
+    if let Some(c) = f.node("config") {
+        if matches!(c.v, V::Null) {
+            return out;
+        }
+        let Some(mut cf) = Fields::new(c, cx, "config") else { return out };
+        if let Some(field) = cf.opt::<String>(cx, "loaded_at_field") {
+            out.loaded_at_field = Some(field);
+        }
+        if let Some(n) = cf.node("freshness") {
+            out.freshness = Some(freshness_spec(n, cx));
+        }
+        cf.allow(&["enabled", "event_time", "meta", "tags"]);
+        cf.finish(cx, |k| match k {
+            "loaded_at_query" => Some("`loaded_at_query` is not supported: give `loaded_at_field`".into()),
+            _ => None,
+        });
+    }
+    out
+}
+
+fn freshness_spec(n: &Node, cx: &mut Cx) -> Option<FreshnessSpec> {
+    if matches!(n.v, V::Null) {
+        return None;
+    }
+    let mut fr = Fields::new(n, cx, "freshness")?;
+    let after = |fr: &mut Fields, cx: &mut Cx, key: &'static str| -> Option<After> {
+        let n = fr.node(key)?;
         if matches!(n.v, V::Null) {
             return None;
         }
-        let mut fr = Fields::new(n, cx, "freshness")?;
-        let after = |fr: &mut Fields, cx: &mut Cx, key: &'static str| -> Option<std::time::Duration> {
-            let n = fr.node(key)?;
-            let mut a = Fields::new(n, cx, key.to_string())?;
-            let count: Option<u64> = a.req(cx, "count");
-            let period: Option<Spanned<String>> = a.req(cx, "period");
-            a.finish(cx, |_| None);
-            let secs = match period.as_ref().map(|p| p.v.as_str()) {
-                Some("minute") => 60,
-                Some("hour") => 3600,
-                Some("day") => 86400,
-                Some(_) => {
-                    let p = period.expect("matched");
-                    cx.error(p.loc.start as usize..p.loc.end as usize, "period is minute, hour or day");
-                    return None;
-                }
-                None => return None,
-            };
-            Some(std::time::Duration::from_secs(count? * secs))
+        let mut a = Fields::new(n, cx, key.to_string())?;
+        let count: Option<u64> = a.opt(cx, "count");
+        let period: Option<Spanned<String>> = a.opt(cx, "period");
+        a.finish(cx, |_| None);
+        // dbt allows both absent (no threshold); one without the other is a mistake.
+        let (count, period) = match (count, period) {
+            (None, None) => return None,
+            (Some(c), Some(p)) => (c, p),
+            _ => {
+                cx.error(n.span.clone(), format!("`{key}` needs both `count` and `period`"));
+                return None;
+            }
         };
-        let warn_after = after(&mut fr, cx, "warn_after");
-        let error_after = after(&mut fr, cx, "error_after");
-        if let Some(sp) = fr.key_span("filter") {
-            cx.error(sp, "freshness `filter` is not supported");
+        if !matches!(period.v.as_str(), "minute" | "hour" | "day") {
+            cx.error(
+                period.loc.start as usize..period.loc.end as usize,
+                format!("invalid period `{}`: expected minute, hour or day", period.v),
+            );
+            return None;
         }
-        fr.allow(&["filter"]);
-        fr.finish(cx, |_| None);
-        out = Some(Freshness { loaded_at_field: None, warn_after, error_after });
-    }
-    if let Some(fr) = out.as_mut()
-        && field.is_some()
-    {
-        fr.loaded_at_field = field;
-    }
-    out
+        Some(After { count, period: period.v })
+    };
+    let warn_after = after(&mut fr, cx, "warn_after");
+    let error_after = after(&mut fr, cx, "error_after");
+    let filter: Option<String> = fr.opt(cx, "filter");
+    fr.finish(cx, |_| None);
+    Some(FreshnessSpec { warn_after, error_after, filter })
 }
 
 // ---------------------------------------------------------------- profiles
@@ -1518,7 +1608,59 @@ sources:
         assert_eq!(s.identifiers.get("orders").map(String::as_str), Some("raw_orders"));
         let fr = s.freshness.get("orders").unwrap();
         assert_eq!(fr.loaded_at_field.as_deref(), Some("_loaded_at"));
-        assert_eq!(fr.warn_after, Some(std::time::Duration::from_secs(12 * 3600)));
+        assert_eq!(fr.warn_after.as_ref().map(After::duration), Some(std::time::Duration::from_secs(12 * 3600)));
+    }
+
+    #[test]
+    fn source_freshness_merges_tables_over_sources() {
+        let (meta, errs) = cx_run(
+            "models/sources.yml",
+            r#"sources:
+  - name: shop
+    loaded_at_field: _loaded_at
+    config:
+      freshness:
+        warn_after: {count: 6, period: hour}
+        error_after: {count: 1, period: day}
+    tables:
+      - name: orders
+      - name: items
+        loaded_at_field: updated_at
+        freshness:
+          warn_after: {count: 30, period: minute}
+          filter: "kind = 'x'"
+      - name: notes
+        freshness: null
+      - name: bad
+        freshness:
+          warn_after: {count: 2, period: week}
+          error_after: {count: 3}
+          colour: red
+"#,
+            |root, cx| {
+                let mut m = YmlMeta::default();
+                decode_yml(root, cx, &mut m);
+                m
+            },
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "models/sources.yml:19:42: invalid period `week`: expected minute, hour or day",
+                "models/sources.yml:20:24: `error_after` needs both `count` and `period`",
+                "models/sources.yml:21:11: unknown key `colour` in freshness",
+            ]
+        );
+        let f = &meta.sources[0].freshness;
+        let after = |count: u64, period: &str| Some(After { count, period: period.into() });
+        let orders = f.get("orders").unwrap();
+        assert_eq!(orders.loaded_at_field.as_deref(), Some("_loaded_at"));
+        assert_eq!((orders.warn_after.clone(), orders.error_after.clone()), (after(6, "hour"), after(1, "day")));
+        let items = f.get("items").unwrap();
+        assert_eq!(items.loaded_at_field.as_deref(), Some("updated_at"));
+        assert_eq!((items.warn_after.clone(), items.error_after.clone()), (after(30, "minute"), after(1, "day")));
+        assert_eq!(items.filter.as_deref(), Some("kind = 'x'"));
+        assert!(!f.contains_key("notes"));
     }
 
     #[test]
