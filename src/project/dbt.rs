@@ -491,6 +491,9 @@ pub struct YmlMeta {
     pub seeds: Vec<(Spanned<String>, Option<String>, NodeConfig)>,
     pub snapshots: Vec<(Spanned<String>, NodeConfig)>,
     pub sources: Vec<SourceMeta>,
+    /// The project's `{% docs %}` blocks by name, for `{{ doc('name') }}`
+    /// in descriptions (read before the schema files).
+    pub docs: std::collections::BTreeMap<String, String>,
 }
 
 /// Decodes one schema file (`models/schema.yml`).
@@ -526,7 +529,7 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
                 .help = Some("describe each model in one schema file".into());
                 continue;
             }
-            let description: Option<String> = m.opt(cx, "description");
+            let description = m.node("description").and_then(|n| describe(n, cx, &out.docs));
             let mut config = NodeConfig::default();
             if let Some(c) = m.node("config") {
                 decode_config(c, cx, r, &mut config);
@@ -540,7 +543,7 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
             let mut columns = Vec::new();
             if let Some(cols) = m.node("columns") {
                 for c in items(cols, cx, "columns") {
-                    if let Some(col) = decode_column(c, cx) {
+                    if let Some(col) = decode_column(c, cx, &out.docs) {
                         columns.push(col);
                     }
                 }
@@ -590,7 +593,7 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
     }
     if let Some(list) = f.node("sources") {
         for item in items(list, cx, "sources") {
-            if let Some(s) = decode_source(item, cx) {
+            if let Some(s) = decode_source(item, cx, &out.docs) {
                 out.sources.push(s);
             }
         }
@@ -639,11 +642,11 @@ fn decode_config(node: &Node, cx: &mut Cx, r: Resource, c: &mut NodeConfig) {
     }
 }
 
-fn decode_column(node: &Node, cx: &mut Cx) -> Option<ColumnMeta> {
+fn decode_column(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<ColumnMeta> {
     let mut c = Fields::new(node, cx, "a column")?;
     let name: Spanned<String> = c.req(cx, "name")?;
     c.what = format!("column `{}`", name.v);
-    let description: Option<String> = c.opt(cx, "description");
+    let description = c.node("description").and_then(|n| describe(n, cx, docs));
     let data_type: Option<Spanned<String>> = c.opt(cx, "data_type");
     let mut tests = Vec::new();
     for key in ["tests", "data_tests"] {
@@ -870,11 +873,11 @@ fn scalar(n: &Node) -> String {
     }
 }
 
-fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
+fn decode_source(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<SourceMeta> {
     let mut f = Fields::new(node, cx, "a source")?;
     let name: Spanned<String> = f.req(cx, "name")?;
     f.what = format!("source `{}`", name.v);
-    let _: Option<String> = f.opt(cx, "description");
+    let _ = f.node("description").and_then(|n| describe(n, cx, docs));
     let schema: Option<String> = f.opt(cx, "schema");
     let source_fresh = decode_freshness(&mut f, cx);
     let mut tables = Vec::new();
@@ -885,7 +888,7 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
             let Some(mut tf) = Fields::new(t, cx, "a source table") else { continue };
             let Some(tname) = tf.req::<Spanned<String>>(cx, "name") else { continue };
             tf.what = format!("table `{}` of source `{}`", tname.v, name.v);
-            let _: Option<String> = tf.opt(cx, "description");
+            let _ = tf.node("description").and_then(|n| describe(n, cx, docs));
             if let Some(id) = tf.opt::<String>(cx, "identifier") {
                 identifiers.insert(tname.v.clone(), id);
             }
@@ -900,7 +903,7 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
             }
             if let Some(cols) = tf.node("columns") {
                 for c in items(cols, cx, "columns") {
-                    tested |= decode_column(c, cx).is_some_and(|c| !c.tests.is_empty());
+                    tested |= decode_column(c, cx, docs).is_some_and(|c| !c.tests.is_empty());
                 }
             }
             if tested {
@@ -1065,6 +1068,112 @@ fn freshness_spec(n: &Node, cx: &mut Cx) -> Option<FreshnessSpec> {
     let filter: Option<String> = fr.opt(cx, "filter");
     fr.finish(cx, |_| None);
     Some(FreshnessSpec { warn_after, error_after, filter })
+}
+
+// ---------------------------------------------------------------- doc blocks
+
+/// The project's doc blocks by name.
+type Docs = std::collections::BTreeMap<String, String>;
+
+/// A `{% docs NAME %}…{% enddocs %}` block of a Markdown file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocBlock {
+    pub name: String,
+    /// What is between the tags, without the whitespace around it.
+    pub text: String,
+    /// The opening tag's byte range.
+    pub at: std::ops::Range<usize>,
+}
+
+/// The doc blocks of a Markdown file (text outside them is not read, as in
+/// dbt); a block without its `{% enddocs %}` is an error at its opening tag.
+pub fn doc_blocks(text: &str) -> Result<Vec<DocBlock>, (std::ops::Range<usize>, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, std::ops::Range<usize>)> = None;
+    let mut from = 0;
+    while let Some(i) = text[from..].find("{%") {
+        let start = from + i;
+        let Some(end) = text[start..].find("%}").map(|j| start + j + 2) else { break };
+        let inner = text[start + 2..end - 2].trim_matches(['-', '+', ' ', '\n', '\t', '\r']);
+        from = end;
+        if let Some(name) = inner.strip_prefix("docs ").map(str::trim) {
+            if let Some((n, at)) = &open {
+                return Err((at.clone(), format!("doc block `{n}` has no {{% enddocs %}} before the next block")));
+            }
+            if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                return Err((start..end, format!("`{name}` is not a doc block name (letters, digits and _)")));
+            }
+            open = Some((name.to_string(), start..end));
+        } else if inner == "enddocs" {
+            let Some((name, at)) = open.take() else {
+                return Err((start..end, "{% enddocs %} without a {% docs NAME %} before it".into()));
+            };
+            out.push(DocBlock { name, text: text[at.end..start].trim().to_string(), at });
+        }
+    }
+    if let Some((n, at)) = open {
+        return Err((at, format!("doc block `{n}` has no {{% enddocs %}}")));
+    }
+    Ok(out)
+}
+
+/// A description, with each `{{ doc('name') }}` replaced by that doc
+/// block's text (dbt renders descriptions so); an unknown name is an error
+/// at the call.
+fn describe(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<String> {
+    let text = <String as super::tree::Decode>::decode(node, cx, Some("description"))?;
+    if !text.contains("{{") {
+        return Some(text);
+    }
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("{{") {
+        let Some(j) = rest[i..].find("}}").map(|j| i + j + 2) else { break };
+        out.push_str(&rest[..i]);
+        let call = &rest[i..j];
+        match doc_call(call) {
+            Some(name) => match docs.get(&name) {
+                Some(d) => out.push_str(d),
+                None => {
+                    // The call's place in the file, when it is written there as is.
+                    let raw = cx.src.text.get(node.span.clone()).unwrap_or_default();
+                    let span = match raw.find(call) {
+                        Some(k) => node.span.start + k..node.span.start + k + call.len(),
+                        None => node.span.clone(),
+                    };
+                    let names: Vec<&str> = docs.keys().map(String::as_str).collect();
+                    cx.error(span, format!("unknown doc `{name}` in {{{{ doc() }}}}")).help =
+                        crate::error::suggest(&name, &names).or_else(|| {
+                            Some("write it as {% docs NAME %}…{% enddocs %} in a .md file under the model paths".into())
+                        });
+                    out.push_str(call);
+                }
+            },
+            None => out.push_str(call),
+        }
+        rest = &rest[j..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// `{{ doc('name') }}` (or `doc("project", "name")`, `{{- … -}}`) → `name`.
+fn doc_call(call: &str) -> Option<String> {
+    let inner = call.strip_prefix("{{")?.strip_suffix("}}")?.trim_matches(['-', ' ', '\n', '\t', '\r']);
+    let args = inner.strip_prefix("doc")?.trim_start().strip_prefix('(')?.strip_suffix(')')?;
+    let mut names = Vec::new();
+    for a in args.split(',') {
+        let a = a.trim();
+        let q = a.chars().next()?;
+        if (q != '\'' && q != '"') || a.len() < 2 || !a.ends_with(q) {
+            return None;
+        }
+        names.push(a[1..a.len() - 1].to_string());
+    }
+    match names.len() {
+        1 | 2 => names.pop(),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------- profiles
@@ -1661,6 +1770,16 @@ sources:
         assert_eq!((items.warn_after.clone(), items.error_after.clone()), (after(30, "minute"), after(1, "day")));
         assert_eq!(items.filter.as_deref(), Some("kind = 'x'"));
         assert!(!f.contains_key("notes"));
+        let got = doc_blocks("intro\n{% docs a %}\n  One.\n{% enddocs %}\n{%- docs b -%}Two{%- enddocs -%}").unwrap();
+        let names: Vec<(&str, &str)> = got.iter().map(|b| (b.name.as_str(), b.text.as_str())).collect();
+        assert_eq!(names, vec![("a", "One."), ("b", "Two")]);
+        assert_eq!(
+            doc_blocks("x {% docs a %} y").unwrap_err(),
+            (2..14, "doc block `a` has no {% enddocs %}".to_string())
+        );
+        assert_eq!(doc_call("{{ doc('a') }}").as_deref(), Some("a"));
+        assert_eq!(doc_call("{{- doc(\"proj\", \"b\") -}}").as_deref(), Some("b"));
+        assert_eq!(doc_call("{{ var('a') }}"), None);
     }
 
     #[test]

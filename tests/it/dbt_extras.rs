@@ -1,6 +1,6 @@
 //! What runs around a dbt project's models, on a copy of
 //! `tests/cases/dbt-extras` (never modified): `sluice source freshness` and
-//! its `target/sources.json`.
+//! its `target/sources.json`, and `{{ doc() }}` blocks in descriptions.
 
 use crate::db::{Kind, TestDb};
 use crate::support::{Out, TestProject};
@@ -8,6 +8,7 @@ use crate::support::{Out, TestProject};
 per_backend!(
     [sqlite => Sqlite, postgres => Postgres, mariadb => Mysql]
     dbt_source_freshness_judges_each_table,
+    dbt_doc_blocks_fill_descriptions,
 );
 
 const CASE: &str = "tests/cases/dbt-extras";
@@ -129,4 +130,56 @@ fn dbt_source_freshness_judges_each_table(kind: Kind) {
     assert!(out.stderr.contains("`recent`"), "{}", out.stderr);
     let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CASE);
     assert!(!case.join("target").exists() && !case.join("extras.db").exists());
+}
+
+/// `{{ doc('name') }}` in model and column descriptions, from the
+/// `{% docs %}` blocks of `models/docs.md`: in manifest.json and the docs site.
+fn dbt_doc_blocks_fill_descriptions(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = TestProject::copy_of(CASE);
+    sluice(&p, &db, &["seed"]).expect_code(0);
+    let m = json(&p, "target/manifest.json");
+    let loads = &m["nodes"]["model.extras.loads"];
+    assert_eq!(loads["description"], "What the loader wrote: one row per feed, with when it last loaded.");
+    assert_eq!(
+        loads["columns"]["loaded_at"]["description"],
+        "When the feed's newest rows arrived (the warehouse's clock). Used by the source freshness checks."
+    );
+    assert_eq!(loads["columns"]["feed"]["description"], "The feed's name.");
+    assert_eq!(
+        m["docs"]["doc.extras.loaded_at"]["block_contents"],
+        "When the feed's newest rows arrived (the warehouse's clock)."
+    );
+
+    sluice(&p, &db, &["docs"]).expect_code(0);
+    let page = p.read("target/docs/nodes/model.extras.loads.html");
+    assert!(page.contains("What the loader wrote: one row per feed"), "{page}");
+    assert!(page.contains("When the feed&#39;s newest rows arrived"), "{page}");
+    assert!(!page.contains("doc("), "{page}");
+    let index = p.read("target/docs/index.html");
+    assert!(index.contains("What the loader wrote: one row per feed"), "{index}");
+}
+
+/// An unknown doc name, a doc block defined twice and one left open are
+/// errors at their file:line:col.
+#[test]
+fn dbt_doc_block_mistakes_are_placed() {
+    let p = TestProject::copy_of(CASE);
+    let schema = p.read("models/schema.yml").replace("doc(\"loaded_at\")", "doc(\"loaded_on\")");
+    p.write("models/schema.yml", &schema);
+    p.write("models/more.md", "{% docs loads %}\nagain\n{% enddocs %}\n\n{% docs open %}\nno end\n");
+    let out = p.run(&["check"]);
+    out.expect_code(2);
+    for line in [
+        "models/schema.yml:9:23: unknown doc `loaded_on` in {{ doc() }}",
+        "did you mean `loaded_at`?",
+        "models/more.md:5:1: doc block `open` has no {% enddocs %}",
+    ] {
+        assert!(out.stdout.contains(line), "missing `{line}` in\n{}", out.stdout);
+    }
+    let q = TestProject::copy_of(CASE);
+    q.write("models/more.md", "{% docs loads %}\nagain\n{% enddocs %}\n");
+    let out = q.run(&["check"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("models/more.md:1:1: doc `loads` is defined twice"), "{}", out.stdout);
 }
