@@ -52,7 +52,7 @@ pub fn test_id(project: &Project, name: &str) -> String {
     format!("test.{}.{name}", project.name())
 }
 
-fn metadata(project: &Project, schema: &str, invocation: &str) -> Value {
+pub(super) fn metadata(project: &Project, schema: &str, invocation: &str) -> Value {
     json!({
         "dbt_schema_version": schema,
         "dbt_version": "1.11.0",
@@ -221,10 +221,21 @@ pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: 
             );
         }
     }
+    let docs: serde_json::Map<String, Value> = project
+        .meta
+        .docs
+        .iter()
+        .map(|(name, text)| {
+            let id = format!("doc.{}.{name}", project.name());
+            let doc = json!({ "unique_id": id, "name": name, "resource_type": "doc", "package_name": project.name(), "block_contents": text });
+            (id, doc)
+        })
+        .collect();
     json!({
         "metadata": metadata(project, MANIFEST_SCHEMA, invocation),
         "nodes": nodes,
         "sources": sources,
+        "docs": docs,
         "macros": {},
         "exposures": {},
         "metrics": {},

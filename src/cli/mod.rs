@@ -10,6 +10,7 @@ mod check;
 mod dag;
 mod docs;
 mod export;
+mod freshness;
 mod infer;
 mod init;
 mod load;
@@ -108,6 +109,8 @@ pub enum Command {
     Snapshot(models::Selection),
     /// Run data tests: generic tests from the models files and tests/*.sql.
     Test(models::Selection),
+    /// dbt projects' sources: `source freshness` checks how recently each source table was loaded (like `dbt source freshness`).
+    Source(freshness::SourceArgs),
     /// Run the scheduler, a worker and the API in one process (the embedded default).
     Serve(services::ServeArgs),
     /// Run the scheduler alone: fire triggers into the state store (a second one is a hot standby).
@@ -164,6 +167,7 @@ pub fn main() -> i32 {
         Command::Seed(a) => models::seed(a),
         Command::Snapshot(a) => models::snapshot(a),
         Command::Test(a) => models::test(a),
+        Command::Source(a) => freshness::run(a),
         Command::Serve(a) => services::serve(a),
         Command::Scheduler(a) => services::scheduler(a),
         Command::Worker(a) => services::worker(a),

@@ -508,6 +508,9 @@ pub struct YmlMeta {
     pub seeds: Vec<(Spanned<String>, Option<String>, NodeConfig)>,
     pub snapshots: Vec<(Spanned<String>, NodeConfig)>,
     pub sources: Vec<SourceMeta>,
+    /// The project's `{% docs %}` blocks by name, for `{{ doc('name') }}`
+    /// in descriptions (read before the schema files).
+    pub docs: std::collections::BTreeMap<String, String>,
 }
 
 /// Decodes one schema file (`models/schema.yml`).
@@ -543,7 +546,7 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
                 .help = Some("describe each model in one schema file".into());
                 continue;
             }
-            let description: Option<String> = m.opt(cx, "description");
+            let description = m.node("description").and_then(|n| describe(n, cx, &out.docs));
             let mut config = NodeConfig::default();
             if let Some(c) = m.node("config") {
                 decode_config(c, cx, r, &mut config);
@@ -557,7 +560,7 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
             let mut columns = Vec::new();
             if let Some(cols) = m.node("columns") {
                 for c in items(cols, cx, "columns") {
-                    if let Some(col) = decode_column(c, cx) {
+                    if let Some(col) = decode_column(c, cx, &out.docs) {
                         columns.push(col);
                     }
                 }
@@ -607,7 +610,7 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
     }
     if let Some(list) = f.node("sources") {
         for item in items(list, cx, "sources") {
-            if let Some(s) = decode_source(item, cx) {
+            if let Some(s) = decode_source(item, cx, &out.docs) {
                 out.sources.push(s);
             }
         }
@@ -656,11 +659,11 @@ fn decode_config(node: &Node, cx: &mut Cx, r: Resource, c: &mut NodeConfig) {
     }
 }
 
-fn decode_column(node: &Node, cx: &mut Cx) -> Option<ColumnMeta> {
+fn decode_column(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<ColumnMeta> {
     let mut c = Fields::new(node, cx, "a column")?;
     let name: Spanned<String> = c.req(cx, "name")?;
     c.what = format!("column `{}`", name.v);
-    let description: Option<String> = c.opt(cx, "description");
+    let description = c.node("description").and_then(|n| describe(n, cx, docs));
     let data_type: Option<Spanned<String>> = c.opt(cx, "data_type");
     let mut tests = Vec::new();
     for key in ["tests", "data_tests"] {
@@ -887,13 +890,13 @@ fn scalar(n: &Node) -> String {
     }
 }
 
-fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
+fn decode_source(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<SourceMeta> {
     let mut f = Fields::new(node, cx, "a source")?;
     let name: Spanned<String> = f.req(cx, "name")?;
     f.what = format!("source `{}`", name.v);
-    let _: Option<String> = f.opt(cx, "description");
+    let _ = f.node("description").and_then(|n| describe(n, cx, docs));
     let schema: Option<String> = f.opt(cx, "schema");
-    let source_fresh = decode_freshness(&mut f, cx, None);
+    let source_fresh = decode_freshness(&mut f, cx);
     let mut tables = Vec::new();
     let mut identifiers = std::collections::BTreeMap::new();
     let mut freshness = std::collections::BTreeMap::new();
@@ -902,11 +905,11 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
             let Some(mut tf) = Fields::new(t, cx, "a source table") else { continue };
             let Some(tname) = tf.req::<Spanned<String>>(cx, "name") else { continue };
             tf.what = format!("table `{}` of source `{}`", tname.v, name.v);
-            let _: Option<String> = tf.opt(cx, "description");
+            let _ = tf.node("description").and_then(|n| describe(n, cx, docs));
             if let Some(id) = tf.opt::<String>(cx, "identifier") {
                 identifiers.insert(tname.v.clone(), id);
             }
-            if let Some(fr) = decode_freshness(&mut tf, cx, source_fresh.as_ref()) {
+            if let Some(fr) = decode_freshness(&mut tf, cx).over(&source_fresh) {
                 freshness.insert(tname.v.clone(), fr);
             }
             let mut tested = false;
@@ -917,13 +920,13 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
             }
             if let Some(cols) = tf.node("columns") {
                 for c in items(cols, cx, "columns") {
-                    tested |= decode_column(c, cx).is_some_and(|c| !c.tests.is_empty());
+                    tested |= decode_column(c, cx, docs).is_some_and(|c| !c.tests.is_empty());
                 }
             }
             if tested {
                 cx.warn(t.span.clone(), "tests on sources are not run yet; test the staging models that read them");
             }
-            tf.allow(&["meta", "tags", "config", "quoting", "loader", "docs"]);
+            tf.allow(&["meta", "tags", "quoting", "loader", "docs"]);
             tf.finish(cx, |k| match k {
                 "external" => Some("external tables are not supported".into()),
                 _ => None,
@@ -931,7 +934,7 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
             tables.push(tname);
         }
     }
-    f.allow(&["meta", "tags", "config", "quoting", "loader", "docs"]);
+    f.allow(&["meta", "tags", "quoting", "loader", "docs"]);
     f.finish(cx, |k| match k {
         "database" => Some("sources are read from the target's database".into()),
         "overrides" => Some("overriding a package's sources is not supported".into()),
@@ -942,56 +945,252 @@ fn decode_source(node: &Node, cx: &mut Cx) -> Option<SourceMeta> {
     Some(SourceMeta { name, schema, tables, identifiers, freshness })
 }
 
-/// How old a source table's newest row may be (`freshness:` with `loaded_at_field`).
+/// How old a source table's newest row may be (dbt's `freshness:` with
+/// `loaded_at_field`), after the table's settings were merged over its
+/// source's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Freshness {
+    /// The column whose newest value says when the table was last loaded.
     pub loaded_at_field: Option<String>,
-    pub warn_after: Option<std::time::Duration>,
-    pub error_after: Option<std::time::Duration>,
+    pub warn_after: Option<After>,
+    pub error_after: Option<After>,
+    /// A SQL condition: only the rows it keeps are looked at.
+    pub filter: Option<String>,
 }
 
-fn decode_freshness(f: &mut Fields, cx: &mut Cx, inherited: Option<&Freshness>) -> Option<Freshness> {
-    let field: Option<String> = f.opt(cx, "loaded_at_field");
-    let mut out = inherited.cloned();
+/// A freshness threshold as written (`{count: 12, period: hour}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct After {
+    pub count: u64,
+    /// `minute`, `hour` or `day`.
+    pub period: String,
+}
+
+impl After {
+    pub fn duration(&self) -> std::time::Duration {
+        let secs = match self.period.as_str() {
+            "minute" => 60,
+            "hour" => 3600,
+            _ => 86400,
+        };
+        std::time::Duration::from_secs(self.count.saturating_mul(secs))
+    }
+}
+
+/// What one level (a source, or one of its tables) says about freshness:
+/// `None` where it says nothing; `freshness: null` is `Some(None)`.
+#[derive(Debug, Clone, Default)]
+struct FreshnessLevel {
+    loaded_at_field: Option<String>,
+    freshness: Option<Option<FreshnessSpec>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct FreshnessSpec {
+    warn_after: Option<After>,
+    error_after: Option<After>,
+    filter: Option<String>,
+}
+
+impl FreshnessLevel {
+    /// The table's level over its source's, as dbt merges them: the table's
+    /// `loaded_at_field` wins; its `freshness` thresholds and `filter` each
+    /// replace the source's, and `freshness: null` turns the check off.
+    fn over(&self, source: &FreshnessLevel) -> Option<Freshness> {
+        let spec = match (&self.freshness, &source.freshness) {
+            (Some(None), _) => return None,
+            (Some(Some(t)), Some(Some(s))) => FreshnessSpec {
+                warn_after: t.warn_after.clone().or_else(|| s.warn_after.clone()),
+                error_after: t.error_after.clone().or_else(|| s.error_after.clone()),
+                filter: t.filter.clone().or_else(|| s.filter.clone()),
+            },
+            (Some(Some(t)), _) => t.clone(),
+            (None, Some(Some(s))) => s.clone(),
+            (None, _) => return None,
+        };
+        if spec.warn_after.is_none() && spec.error_after.is_none() {
+            return None;
+        }
+        Some(Freshness {
+            loaded_at_field: self.loaded_at_field.clone().or_else(|| source.loaded_at_field.clone()),
+            warn_after: spec.warn_after,
+            error_after: spec.error_after,
+            filter: spec.filter,
+        })
+    }
+}
+
+/// Reads `loaded_at_field` and `freshness` of a source or a table, at its
+/// top level or under `config:` (dbt 1.10+), with the other configs a
+/// source has.
+fn decode_freshness(f: &mut Fields, cx: &mut Cx) -> FreshnessLevel {
+    let mut out = FreshnessLevel { loaded_at_field: f.opt(cx, "loaded_at_field"), freshness: None };
     if let Some(n) = f.node("freshness") {
+        out.freshness = Some(freshness_spec(n, cx));
+    }
+    if let Some(c) = f.node("config") {
+        if matches!(c.v, V::Null) {
+            return out;
+        }
+        let Some(mut cf) = Fields::new(c, cx, "config") else { return out };
+        if let Some(field) = cf.opt::<String>(cx, "loaded_at_field") {
+            out.loaded_at_field = Some(field);
+        }
+        if let Some(n) = cf.node("freshness") {
+            out.freshness = Some(freshness_spec(n, cx));
+        }
+        cf.allow(&["enabled", "event_time", "meta", "tags"]);
+        cf.finish(cx, |k| match k {
+            "loaded_at_query" => Some("`loaded_at_query` is not supported: give `loaded_at_field`".into()),
+            _ => None,
+        });
+    }
+    out
+}
+
+fn freshness_spec(n: &Node, cx: &mut Cx) -> Option<FreshnessSpec> {
+    if matches!(n.v, V::Null) {
+        return None;
+    }
+    let mut fr = Fields::new(n, cx, "freshness")?;
+    let after = |fr: &mut Fields, cx: &mut Cx, key: &'static str| -> Option<After> {
+        let n = fr.node(key)?;
         if matches!(n.v, V::Null) {
             return None;
         }
-        let mut fr = Fields::new(n, cx, "freshness")?;
-        let after = |fr: &mut Fields, cx: &mut Cx, key: &'static str| -> Option<std::time::Duration> {
-            let n = fr.node(key)?;
-            let mut a = Fields::new(n, cx, key.to_string())?;
-            let count: Option<u64> = a.req(cx, "count");
-            let period: Option<Spanned<String>> = a.req(cx, "period");
-            a.finish(cx, |_| None);
-            let secs = match period.as_ref().map(|p| p.v.as_str()) {
-                Some("minute") => 60,
-                Some("hour") => 3600,
-                Some("day") => 86400,
-                Some(_) => {
-                    let p = period.expect("matched");
-                    cx.error(p.loc.start as usize..p.loc.end as usize, "period is minute, hour or day");
-                    return None;
-                }
-                None => return None,
-            };
-            Some(std::time::Duration::from_secs(count? * secs))
+        let mut a = Fields::new(n, cx, key.to_string())?;
+        let count: Option<u64> = a.opt(cx, "count");
+        let period: Option<Spanned<String>> = a.opt(cx, "period");
+        a.finish(cx, |_| None);
+        // dbt allows both absent (no threshold); one without the other is a mistake.
+        let (count, period) = match (count, period) {
+            (None, None) => return None,
+            (Some(c), Some(p)) => (c, p),
+            _ => {
+                cx.error(n.span.clone(), format!("`{key}` needs both `count` and `period`"));
+                return None;
+            }
         };
-        let warn_after = after(&mut fr, cx, "warn_after");
-        let error_after = after(&mut fr, cx, "error_after");
-        if let Some(sp) = fr.key_span("filter") {
-            cx.error(sp, "freshness `filter` is not supported");
+        if !matches!(period.v.as_str(), "minute" | "hour" | "day") {
+            cx.error(
+                period.loc.start as usize..period.loc.end as usize,
+                format!("invalid period `{}`: expected minute, hour or day", period.v),
+            );
+            return None;
         }
-        fr.allow(&["filter"]);
-        fr.finish(cx, |_| None);
-        out = Some(Freshness { loaded_at_field: None, warn_after, error_after });
+        Some(After { count, period: period.v })
+    };
+    let warn_after = after(&mut fr, cx, "warn_after");
+    let error_after = after(&mut fr, cx, "error_after");
+    let filter: Option<String> = fr.opt(cx, "filter");
+    fr.finish(cx, |_| None);
+    Some(FreshnessSpec { warn_after, error_after, filter })
+}
+
+// ---------------------------------------------------------------- doc blocks
+
+/// The project's doc blocks by name.
+type Docs = std::collections::BTreeMap<String, String>;
+
+/// A `{% docs NAME %}…{% enddocs %}` block of a Markdown file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocBlock {
+    pub name: String,
+    /// What is between the tags, without the whitespace around it.
+    pub text: String,
+    /// The opening tag's byte range.
+    pub at: std::ops::Range<usize>,
+}
+
+/// The doc blocks of a Markdown file (text outside them is not read, as in
+/// dbt); a block without its `{% enddocs %}` is an error at its opening tag.
+pub fn doc_blocks(text: &str) -> Result<Vec<DocBlock>, (std::ops::Range<usize>, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, std::ops::Range<usize>)> = None;
+    let mut from = 0;
+    while let Some(i) = text[from..].find("{%") {
+        let start = from + i;
+        let Some(end) = text[start..].find("%}").map(|j| start + j + 2) else { break };
+        let inner = text[start + 2..end - 2].trim_matches(['-', '+', ' ', '\n', '\t', '\r']);
+        from = end;
+        if let Some(name) = inner.strip_prefix("docs ").map(str::trim) {
+            if let Some((n, at)) = &open {
+                return Err((at.clone(), format!("doc block `{n}` has no {{% enddocs %}} before the next block")));
+            }
+            if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                return Err((start..end, format!("`{name}` is not a doc block name (letters, digits and _)")));
+            }
+            open = Some((name.to_string(), start..end));
+        } else if inner == "enddocs" {
+            let Some((name, at)) = open.take() else {
+                return Err((start..end, "{% enddocs %} without a {% docs NAME %} before it".into()));
+            };
+            out.push(DocBlock { name, text: text[at.end..start].trim().to_string(), at });
+        }
     }
-    if let Some(fr) = out.as_mut()
-        && field.is_some()
-    {
-        fr.loaded_at_field = field;
+    if let Some((n, at)) = open {
+        return Err((at, format!("doc block `{n}` has no {{% enddocs %}}")));
     }
-    out
+    Ok(out)
+}
+
+/// A description, with each `{{ doc('name') }}` replaced by that doc
+/// block's text (dbt renders descriptions so); an unknown name is an error
+/// at the call.
+fn describe(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<String> {
+    let text = <String as super::tree::Decode>::decode(node, cx, Some("description"))?;
+    if !text.contains("{{") {
+        return Some(text);
+    }
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("{{") {
+        let Some(j) = rest[i..].find("}}").map(|j| i + j + 2) else { break };
+        out.push_str(&rest[..i]);
+        let call = &rest[i..j];
+        match doc_call(call) {
+            Some(name) => match docs.get(&name) {
+                Some(d) => out.push_str(d),
+                None => {
+                    // The call's place in the file, when it is written there as is.
+                    let raw = cx.src.text.get(node.span.clone()).unwrap_or_default();
+                    let span = match raw.find(call) {
+                        Some(k) => node.span.start + k..node.span.start + k + call.len(),
+                        None => node.span.clone(),
+                    };
+                    let names: Vec<&str> = docs.keys().map(String::as_str).collect();
+                    cx.error(span, format!("unknown doc `{name}` in {{{{ doc() }}}}")).help =
+                        crate::error::suggest(&name, &names).or_else(|| {
+                            Some("write it as {% docs NAME %}…{% enddocs %} in a .md file under the model paths".into())
+                        });
+                    out.push_str(call);
+                }
+            },
+            None => out.push_str(call),
+        }
+        rest = &rest[j..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// `{{ doc('name') }}` (or `doc("project", "name")`, `{{- … -}}`) → `name`.
+fn doc_call(call: &str) -> Option<String> {
+    let inner = call.strip_prefix("{{")?.strip_suffix("}}")?.trim_matches(['-', ' ', '\n', '\t', '\r']);
+    let args = inner.strip_prefix("doc")?.trim_start().strip_prefix('(')?.strip_suffix(')')?;
+    let mut names = Vec::new();
+    for a in args.split(',') {
+        let a = a.trim();
+        let q = a.chars().next()?;
+        if (q != '\'' && q != '"') || a.len() < 2 || !a.ends_with(q) {
+            return None;
+        }
+        names.push(a[1..a.len() - 1].to_string());
+    }
+    match names.len() {
+        1 | 2 => names.pop(),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------- profiles
@@ -1535,7 +1734,69 @@ sources:
         assert_eq!(s.identifiers.get("orders").map(String::as_str), Some("raw_orders"));
         let fr = s.freshness.get("orders").unwrap();
         assert_eq!(fr.loaded_at_field.as_deref(), Some("_loaded_at"));
-        assert_eq!(fr.warn_after, Some(std::time::Duration::from_secs(12 * 3600)));
+        assert_eq!(fr.warn_after.as_ref().map(After::duration), Some(std::time::Duration::from_secs(12 * 3600)));
+    }
+
+    #[test]
+    fn source_freshness_merges_tables_over_sources() {
+        let (meta, errs) = cx_run(
+            "models/sources.yml",
+            r#"sources:
+  - name: shop
+    loaded_at_field: _loaded_at
+    config:
+      freshness:
+        warn_after: {count: 6, period: hour}
+        error_after: {count: 1, period: day}
+    tables:
+      - name: orders
+      - name: items
+        loaded_at_field: updated_at
+        freshness:
+          warn_after: {count: 30, period: minute}
+          filter: "kind = 'x'"
+      - name: notes
+        freshness: null
+      - name: bad
+        freshness:
+          warn_after: {count: 2, period: week}
+          error_after: {count: 3}
+          colour: red
+"#,
+            |root, cx| {
+                let mut m = YmlMeta::default();
+                decode_yml(root, cx, &mut m);
+                m
+            },
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "models/sources.yml:19:42: invalid period `week`: expected minute, hour or day",
+                "models/sources.yml:20:24: `error_after` needs both `count` and `period`",
+                "models/sources.yml:21:11: unknown key `colour` in freshness",
+            ]
+        );
+        let f = &meta.sources[0].freshness;
+        let after = |count: u64, period: &str| Some(After { count, period: period.into() });
+        let orders = f.get("orders").unwrap();
+        assert_eq!(orders.loaded_at_field.as_deref(), Some("_loaded_at"));
+        assert_eq!((orders.warn_after.clone(), orders.error_after.clone()), (after(6, "hour"), after(1, "day")));
+        let items = f.get("items").unwrap();
+        assert_eq!(items.loaded_at_field.as_deref(), Some("updated_at"));
+        assert_eq!((items.warn_after.clone(), items.error_after.clone()), (after(30, "minute"), after(1, "day")));
+        assert_eq!(items.filter.as_deref(), Some("kind = 'x'"));
+        assert!(!f.contains_key("notes"));
+        let got = doc_blocks("intro\n{% docs a %}\n  One.\n{% enddocs %}\n{%- docs b -%}Two{%- enddocs -%}").unwrap();
+        let names: Vec<(&str, &str)> = got.iter().map(|b| (b.name.as_str(), b.text.as_str())).collect();
+        assert_eq!(names, vec![("a", "One."), ("b", "Two")]);
+        assert_eq!(
+            doc_blocks("x {% docs a %} y").unwrap_err(),
+            (2..14, "doc block `a` has no {% enddocs %}".to_string())
+        );
+        assert_eq!(doc_call("{{ doc('a') }}").as_deref(), Some("a"));
+        assert_eq!(doc_call("{{- doc(\"proj\", \"b\") -}}").as_deref(), Some("b"));
+        assert_eq!(doc_call("{{ var('a') }}"), None);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct Meta {
     pub models: Vec<ModelMeta>,
     pub sources: Vec<SourceMeta>,
     pub seeds: Vec<SeedMeta>,
+    /// dbt's `{% docs %}` blocks by name (already put into the descriptions
+    /// that call them; kept for the manifest's `docs`).
+    pub docs: std::collections::BTreeMap<String, String>,
 }
 
 impl Meta {

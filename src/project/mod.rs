@@ -539,6 +539,34 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
     let mut yml_dirs: Vec<&String> = dbtp.model_paths.iter().collect();
     yml_dirs.extend(&dbtp.seed_paths);
     yml_dirs.extend(&dbtp.snapshot_paths);
+    // Their `{{ doc('name') }}` calls read the `{% docs %}` blocks of the
+    // .md files there (and under the macro paths), so those come first.
+    let mut doc_dirs = yml_dirs.clone();
+    doc_dirs.extend(&dbtp.macro_paths);
+    doc_dirs.sort();
+    doc_dirs.dedup();
+    let mut doc_at: std::collections::BTreeMap<String, String> = Default::default();
+    for ddir in doc_dirs {
+        for rel in list_files(dir, Path::new(ddir), "md", true)? {
+            let id = read_file(&mut sources, dir, &rel)?;
+            let src = sources.get(id);
+            match dbt::doc_blocks(&src.text) {
+                Ok(blocks) => {
+                    for b in blocks {
+                        if let Some(first) = doc_at.get(&b.name) {
+                            let mut d = src.diag(b.at.clone(), format!("doc `{}` is defined twice", b.name));
+                            d.help = Some(format!("the first is in {first}; give each doc block its own name"));
+                            diagnostics.push(d);
+                            continue;
+                        }
+                        doc_at.insert(b.name.clone(), src.name.clone());
+                        yml.docs.insert(b.name, b.text);
+                    }
+                }
+                Err((span, msg)) => diagnostics.push(src.diag(span, msg)),
+            }
+        }
+    }
     for ydir in yml_dirs {
         for ext in ["yml", "yaml"] {
             for rel in list_files(dir, Path::new(ydir), ext, true)? {
@@ -553,7 +581,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
             }
         }
     }
-    let mut meta = Meta { sources: std::mem::take(&mut yml.sources), ..Meta::default() };
+    let mut meta = Meta { sources: std::mem::take(&mut yml.sources), docs: yml.docs.clone(), ..Meta::default() };
     if let Some(t) = &target {
         for s in &mut meta.sources {
             if let Some(schema) = &s.schema {

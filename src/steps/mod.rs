@@ -8,6 +8,7 @@ pub mod clean;
 pub mod command;
 pub mod data_tests;
 pub mod export;
+pub mod freshness;
 pub mod ingest;
 pub mod load;
 pub mod models;

@@ -48,6 +48,7 @@ mod db_source;
 mod dbt;
 mod dbt_build;
 mod dbt_docs;
+mod dbt_extras;
 mod deploy;
 mod docs;
 mod examples;

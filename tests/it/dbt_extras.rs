@@ -1,0 +1,185 @@
+//! What runs around a dbt project's models, on a copy of
+//! `tests/cases/dbt-extras` (never modified): `sluice source freshness` and
+//! its `target/sources.json`, and `{{ doc() }}` blocks in descriptions.
+
+use crate::db::{Kind, TestDb};
+use crate::support::{Out, TestProject};
+
+per_backend!(
+    [sqlite => Sqlite, postgres => Postgres, mariadb => Mysql]
+    dbt_source_freshness_judges_each_table,
+    dbt_doc_blocks_fill_descriptions,
+);
+
+const CASE: &str = "tests/cases/dbt-extras";
+
+fn sluice(p: &TestProject, db: &TestDb, args: &[&str]) -> Out {
+    let (t, var) = match db.kind {
+        Kind::Sqlite => ("lite", "EXTRAS_SQLITE"),
+        Kind::Postgres => ("pg", "EXTRAS_SCHEMA"),
+        Kind::Mysql => ("maria", "EXTRAS_SCHEMA"),
+    };
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--target", t]);
+    p.run_env(&all, &[(var, db.name.as_str())])
+}
+
+fn json(p: &TestProject, rel: &str) -> serde_json::Value {
+    serde_json::from_str(&p.read(rel)).unwrap()
+}
+
+/// The result sources.json gives a source table.
+fn result<'a>(doc: &'a serde_json::Value, table: &str) -> &'a serde_json::Value {
+    let id = format!("source.extras.feeds.{table}");
+    let r = doc["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == id.as_str());
+    r.unwrap_or_else(|| panic!("no {id} in {doc}"))
+}
+
+/// `freshness` on a source and its tables (merged as dbt merges them, also
+/// under `config:`), `filter`, `loaded_at_field` per table; pass, warn,
+/// error and a runtime error; `--select source:…` and `--exclude`.
+fn dbt_source_freshness_judges_each_table(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = TestProject::copy_of(CASE);
+    sluice(&p, &db, &["check"]).expect_code(0);
+    sluice(&p, &db, &["seed"]).expect_code(0);
+    sluice(&p, &db, &["transform"]).expect_code(0);
+
+    let out = sluice(&p, &db, &["source", "freshness"]);
+    out.expect_code(1);
+    let line = |table: &str| {
+        let name = format!(" feeds.{table} ");
+        out.stdout.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{table} in\n{}", out.stdout))
+    };
+    assert!(line("recent").starts_with("PASS "), "{}", out.stdout);
+    assert!(line("recent").contains("warn after 6 hour, error after 1 day"), "{}", out.stdout);
+    assert!(line("lagging").starts_with("WARN "), "{}", out.stdout);
+    assert!(line("lagging").contains("warn after 12 hour, error after 2 day"), "{}", out.stdout);
+    assert!(line("stale").starts_with("ERROR "), "{}", out.stdout);
+    assert!(line("old_events").starts_with("ERROR "), "{}", out.stdout);
+    assert!(line("old_events").contains("newest 2020-01-03T09:15:00"), "{}", out.stdout);
+    assert!(line("missing").starts_with("ERROR ") && line("missing").contains("runtime error"), "{}", out.stdout);
+    assert!(!out.stdout.contains("feeds.unwatched"), "{}", out.stdout);
+    assert!(out.stdout.contains("PASS=1 WARN=1 ERROR=3 SKIP=0 TOTAL=5"), "{}", out.stdout);
+
+    let doc = json(&p, "target/sources.json");
+    assert!(doc["metadata"]["dbt_schema_version"].as_str().unwrap().ends_with("/sources/v3.json"), "{doc}");
+    assert!(doc["elapsed_time"].as_f64().is_some(), "{doc}");
+    assert_eq!(doc["results"].as_array().unwrap().len(), 5, "{doc}");
+    let recent = result(&doc, "recent");
+    assert_eq!(recent["status"], "pass");
+    let age = recent["max_loaded_at_time_ago_in_s"].as_f64().unwrap();
+    assert!((3590.0..6.0 * 3600.0).contains(&age), "{recent}");
+    assert_eq!(
+        recent["criteria"],
+        serde_json::json!({
+            "warn_after": {"count": 6, "period": "hour"},
+            "error_after": {"count": 1, "period": "day"},
+            "filter": "feed = 'recent'"
+        })
+    );
+    assert!(recent["max_loaded_at"].as_str().unwrap().ends_with("+00:00"), "{recent}");
+    assert!(recent["snapshotted_at"].as_str().unwrap() > recent["max_loaded_at"].as_str().unwrap(), "{recent}");
+    assert_eq!(recent["timing"][1]["name"], "execute");
+    let lagging = result(&doc, "lagging");
+    assert_eq!(lagging["status"], "warn");
+    let age = lagging["max_loaded_at_time_ago_in_s"].as_f64().unwrap();
+    assert!((30.0 * 3600.0 - 10.0..48.0 * 3600.0).contains(&age), "{lagging}");
+    assert_eq!(lagging["criteria"]["error_after"], serde_json::json!({"count": 2, "period": "day"}));
+    assert_eq!(result(&doc, "stale")["status"], "error");
+    assert_eq!(result(&doc, "stale")["criteria"]["filter"], "feed = 'lagging'");
+    let old = result(&doc, "old_events");
+    assert_eq!(old["status"], "error");
+    assert!(old["max_loaded_at"].as_str().unwrap().starts_with("2020-01-03T09:15:00"), "{old}");
+    let missing = result(&doc, "missing");
+    assert_eq!(missing["status"], "runtime error");
+    assert!(missing["error"].as_str().unwrap().contains("no_such_table"), "{missing}");
+
+    // One table; a whole source less some tables; --output elsewhere.
+    let out = sluice(&p, &db, &["source", "freshness", "--select", "source:feeds.recent"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("PASS=1 WARN=0 ERROR=0 SKIP=0 TOTAL=1"), "{}", out.stdout);
+    assert_eq!(json(&p, "target/sources.json")["results"].as_array().unwrap().len(), 1);
+    let out = sluice(
+        &p,
+        &db,
+        &[
+            "source",
+            "freshness",
+            "-s",
+            "source:feeds",
+            "--exclude",
+            "source:feeds.stale",
+            "source:feeds.old_events",
+            "source:feeds.missing",
+            "-o",
+            "out/fresh.json",
+        ],
+    );
+    out.expect_code(0);
+    assert!(out.stdout.contains("PASS=1 WARN=1 ERROR=0 SKIP=0 TOTAL=2"), "{}", out.stdout);
+    assert_eq!(json(&p, "out/fresh.json")["results"].as_array().unwrap().len(), 2);
+
+    // Selectors that name no source table are refused with the choices.
+    let out = sluice(&p, &db, &["source", "freshness", "--select", "loads"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("`loads` does not name a source: select sources with source:NAME"), "{}", out.stderr);
+    let out = sluice(&p, &db, &["source", "freshness", "--select", "source:feeds.recnt"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("source `feeds` has no table `recnt`"), "{}", out.stderr);
+    assert!(out.stderr.contains("`recent`"), "{}", out.stderr);
+    let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CASE);
+    assert!(!case.join("target").exists() && !case.join("extras.db").exists());
+}
+
+/// `{{ doc('name') }}` in model and column descriptions, from the
+/// `{% docs %}` blocks of `models/docs.md`: in manifest.json and the docs site.
+fn dbt_doc_blocks_fill_descriptions(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = TestProject::copy_of(CASE);
+    sluice(&p, &db, &["seed"]).expect_code(0);
+    let m = json(&p, "target/manifest.json");
+    let loads = &m["nodes"]["model.extras.loads"];
+    assert_eq!(loads["description"], "What the loader wrote: one row per feed, with when it last loaded.");
+    assert_eq!(
+        loads["columns"]["loaded_at"]["description"],
+        "When the feed's newest rows arrived (the warehouse's clock). Used by the source freshness checks."
+    );
+    assert_eq!(loads["columns"]["feed"]["description"], "The feed's name.");
+    assert_eq!(
+        m["docs"]["doc.extras.loaded_at"]["block_contents"],
+        "When the feed's newest rows arrived (the warehouse's clock)."
+    );
+
+    sluice(&p, &db, &["docs"]).expect_code(0);
+    let page = p.read("target/docs/nodes/model.extras.loads.html");
+    assert!(page.contains("What the loader wrote: one row per feed"), "{page}");
+    assert!(page.contains("When the feed&#39;s newest rows arrived"), "{page}");
+    assert!(!page.contains("doc("), "{page}");
+    let index = p.read("target/docs/index.html");
+    assert!(index.contains("What the loader wrote: one row per feed"), "{index}");
+}
+
+/// An unknown doc name, a doc block defined twice and one left open are
+/// errors at their file:line:col.
+#[test]
+fn dbt_doc_block_mistakes_are_placed() {
+    let p = TestProject::copy_of(CASE);
+    let schema = p.read("models/schema.yml").replace("doc(\"loaded_at\")", "doc(\"loaded_on\")");
+    p.write("models/schema.yml", &schema);
+    p.write("models/more.md", "{% docs loads %}\nagain\n{% enddocs %}\n\n{% docs open %}\nno end\n");
+    let out = p.run(&["check"]);
+    out.expect_code(2);
+    for line in [
+        "models/schema.yml:9:23: unknown doc `loaded_on` in {{ doc() }}",
+        "did you mean `loaded_at`?",
+        "models/more.md:5:1: doc block `open` has no {% enddocs %}",
+    ] {
+        assert!(out.stdout.contains(line), "missing `{line}` in\n{}", out.stdout);
+    }
+    let q = TestProject::copy_of(CASE);
+    q.write("models/more.md", "{% docs loads %}\nagain\n{% enddocs %}\n");
+    let out = q.run(&["check"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("models/more.md:1:1: doc `loads` is defined twice"), "{}", out.stdout);
+}
