@@ -82,7 +82,7 @@ fn relation_name(project: &Project, n: &crate::plan::ModelNode, schema: &str) ->
     }
     let kind = project.dbt.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
     let (open, close) = if matches!(kind, "mysql" | "mariadb") { ('`', '`') } else { ('"', '"') };
-    let naming = crate::warehouse::Naming { open, close, schema: Some(schema.to_string()) };
+    let naming = crate::warehouse::Naming { open, close, schema: Some(schema.to_string()).filter(|s| !s.is_empty()) };
     json!(n.relation(&naming))
 }
 

@@ -32,6 +32,9 @@ pub struct DocsArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub state: super::services::StateArgs,
+    /// Do not connect to the warehouse: the site then has no row counts.
+    #[arg(long)]
+    pub no_rows: bool,
 }
 
 /// Writes the site and prints where.
@@ -58,6 +61,14 @@ pub fn run(a: DocsArgs) -> Result<i32> {
         }
     }
     add_pipeline_steps(&project, &plan, &mut m);
+    add_dashboards(&project, &plan, &mut m);
+    if !a.no_rows {
+        for (id, rows) in row_counts(&project, &plan, a.sel.connection.as_deref()) {
+            if let Some(node) = m["nodes"].get_mut(&id) {
+                node["sluice_rows"] = Value::from(rows);
+            }
+        }
+    }
     // Sluice's own: each model's last build, from the state store's runs.
     for (model, b) in last_builds(&project, a.state.state.as_deref()) {
         let id = super::artifacts::node_id(&project, "model", &model);
@@ -134,6 +145,71 @@ fn add_pipeline_steps(project: &Project, plan: &crate::plan::Plan, m: &mut Value
             });
         }
     }
+}
+
+/// Sluice's own: each published model (`publish = true`: charted on the
+/// dashboard and served at `/api/data/<model>`) as a `dashboard.<model>`
+/// node after it, so the lineage ends where people read the data.
+fn add_dashboards(project: &Project, plan: &crate::plan::Plan, m: &mut Value) {
+    for n in &plan.models.nodes {
+        if n.kind != NodeKind::Model || !project.meta.model(&n.name).is_some_and(|x| x.publish) {
+            continue;
+        }
+        let model = super::artifacts::node_id(project, "model", &n.name);
+        let id = format!("dashboard.{}", n.name);
+        if let Some(c) = m["child_map"].get_mut(&model).and_then(|c| c.as_array_mut()) {
+            c.push(Value::String(id.clone()));
+        }
+        m["parent_map"][&id] = serde_json::json!([model]);
+        m["child_map"][&id] = serde_json::json!([]);
+        m["nodes"][&id] = serde_json::json!({
+            "unique_id": id,
+            "resource_type": "dashboard",
+            "name": n.name,
+            "description": format!("charted on the dashboard (/ui) and served at /api/data/{}", n.name),
+        });
+    }
+}
+
+/// Each table's rows now (models built as tables or incrementally, seeds,
+/// snapshots; views are not run), by node id. A warehouse that cannot be
+/// reached is a warning: the site is written without counts.
+fn row_counts(project: &Project, plan: &crate::plan::Plan, connection: Option<&str>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let url = match project.connection_url(connection) {
+        Ok(u) => u,
+        Err(_) => return out,
+    };
+    let mut wh = match warehouse::connect(&url, &project.dir) {
+        Ok(w) => w,
+        Err(e) => {
+            errln!("warning: no row counts in the docs: {}", e.chain());
+            return out;
+        }
+    };
+    let resolve = WarehouseResolve::new(project, &plan.models, wh.naming(), outside_run(project));
+    if resolve.use_schema(wh.as_mut(), None).is_err() {
+        return out;
+    }
+    for n in &plan.models.nodes {
+        let table = match n.kind {
+            NodeKind::Seed | NodeKind::Snapshot => true,
+            NodeKind::Model => {
+                matches!(n.materialized, crate::project::Materialized::Table | crate::project::Materialized::Incremental)
+            }
+        };
+        if !table {
+            continue;
+        }
+        let mut c = crate::warehouse::CountSink::default();
+        // A node not built yet has no table: no count, no warning.
+        if wh.query(&format!("SELECT COUNT(*) FROM {}", resolve.relation(&n.name)), &mut c).is_ok()
+            && let Some(rows) = c.0
+        {
+            out.insert(super::artifacts::node_id(project, n.kind.name(), &n.name), rows);
+        }
+    }
+    out
 }
 
 /// A pipeline's load step as `load.<pipeline>.<step>`, before the models
@@ -297,6 +373,7 @@ pub fn site(project: &Project, m: &Value) -> Vec<(String, String)> {
         ("test", "Tests"),
         ("load", "Loads"),
         ("export", "Exports"),
+        ("dashboard", "Dashboards"),
     ] {
         let of: Vec<&&String> = all.iter().filter(|(_, v)| v["resource_type"] == kind).map(|(k, _)| k).collect();
         let _ = write!(body, "<h2>{title} ({})</h2>\n<ul>\n", of.len());
@@ -319,6 +396,9 @@ pub fn site(project: &Project, m: &Value) -> Vec<(String, String)> {
             let _ = writeln!(b, "<p>materialized: {}</p>", esc(mat));
         }
         let _ = writeln!(b, "<p>file: {}</p>", esc(str_of(v, "original_file_path")));
+        if let Some(rows) = v["sluice_rows"].as_u64() {
+            let _ = writeln!(b, "<p class=\"rows\">rows: {rows} (when these docs were written)</p>");
+        }
         if let Some(lb) = v.get("sluice_last_build") {
             let _ = writeln!(
                 b,
@@ -468,6 +548,7 @@ fn lineage(
             "seed" => "#f0f0d0",
             "snapshot" => "#f0e0f0",
             "export" | "load" => "#f8e0d0",
+            "dashboard" => "#fff0c0",
             _ => "#dde8f8",
         };
         let _ = writeln!(

@@ -134,6 +134,27 @@ pub trait RowSink {
     fn row(&mut self, vals: &[Val]) -> Result<()>;
 }
 
+/// Keeps the first value of a one-number query (`SELECT COUNT(*) …`).
+#[derive(Debug, Default)]
+pub struct CountSink(pub Option<u64>);
+
+impl RowSink for CountSink {
+    fn columns(&mut self, _names: &[String]) -> Result<()> {
+        Ok(())
+    }
+    fn row(&mut self, vals: &[Val]) -> Result<()> {
+        if self.0.is_none() {
+            self.0 = match vals.first() {
+                Some(Val::Int(i)) => u64::try_from(*i).ok(),
+                Some(Val::Dec(d) | Val::Text(d)) => d.parse().ok(),
+                Some(Val::Float(f)) => Some(*f as u64),
+                _ => None,
+            };
+        }
+        Ok(())
+    }
+}
+
 /// A delimited text export a warehouse may write straight from its server
 /// (`Warehouse::copy_text`).
 pub struct TextCopy<'a> {

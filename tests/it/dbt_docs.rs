@@ -113,4 +113,36 @@ fn docs_show_state_store_builds_and_loads_and_pipeline_steps_in_lineage() {
     assert!(index.contains("<title>sales_aggregation.extract_csv → stg_in_store</title>"), "{index}");
     let load = p.read("target/docs/nodes/load.sales_aggregation.extract_csv.html");
     assert!(load.contains("(300 rows loaded, 0 rejected; run "), "{load}");
+    // Each table's rows, counted in the warehouse when the docs are written.
+    let rows = std::process::Command::new("sqlite3")
+        .arg(p.file(".sluice/warehouse.db"))
+        .arg("SELECT COUNT(*) FROM aggregated_sales")
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&rows.stdout).trim().to_string();
+    assert!(rows.parse::<u64>().unwrap() > 0);
+    assert!(page.contains(&format!("<p class=\"rows\">rows: {rows} (when these docs were written)</p>")), "{page}");
+    p.run(&["docs", "--no-rows"]).expect_code(0);
+    assert!(!p.read("target/docs/nodes/model.airflow-sales.aggregated_sales.html").contains("class=\"rows\""));
+}
+
+#[test]
+fn docs_end_the_lineage_at_the_dashboard_of_published_models() {
+    let p = TestProject::copy_of("examples/retail");
+    p.run(&["docs", "--no-rows"]).expect_code(0);
+    let index = p.read("target/docs/index.html");
+    let published: Vec<String> = std::fs::read_to_string(p.file("models/schema.toml"))
+        .unwrap()
+        .split("[models.")
+        .skip(1)
+        .filter(|m| m.contains("publish = true"))
+        .map(|m| m.split(']').next().unwrap().to_string())
+        .collect();
+    assert!(!published.is_empty());
+    assert!(index.contains(&format!("<h2>Dashboards ({})</h2>", published.len())), "{index}");
+    for m in &published {
+        assert!(index.contains(&format!("<title>{m} → {m}</title>")), "{m} in {index}");
+        let page = p.read(&format!("target/docs/nodes/dashboard.{m}.html"));
+        assert!(page.contains(&format!("served at /api/data/{m}")), "{page}");
+    }
 }
