@@ -173,7 +173,8 @@ pub const ROUTE_KEYS: &[&str] = &["path", "model", "pipeline"];
 pub const CHART_KEYS: &[&str] = &["title", "model", "type", "x", "y", "group", "sort", "limit"];
 
 /// Paths the API owns; a route may not take them.
-pub const RESERVED_PATHS: &[&str] = &["/api", "/healthz", "/readyz", "/metrics", "/ui", "/login", "/logout", "/assets"];
+pub const RESERVED_PATHS: &[&str] =
+    &["/api", "/healthz", "/readyz", "/metrics", "/ui", "/login", "/logout", "/assets", "/docs"];
 
 /// Decodes the serving keys of `sluice.toml` (`t` is its top table).
 pub fn decode_serve(t: &mut Fields, cx: &mut Cx) -> ServeConfig {
@@ -478,7 +479,7 @@ model = "m"
                 "sluice.toml:6:12: invalid origin \"app.example.com\" [an origin is scheme://host[:port], e.g. \"https://app.example.com\", or \"*\"]",
                 "sluice.toml:9:1: `rate` must be 0 (no limit) or more",
                 "sluice.toml:10:1: unknown key `bdy` in [limits] [did you mean `body`?]",
-                "sluice.toml:13:8: invalid route path \"/api/sales\": `/api` belongs to the API (reserved: /api, /healthz, /readyz, /metrics, /ui, /login, /logout, /assets)",
+                "sluice.toml:13:8: invalid route path \"/api/sales\": `/api` belongs to the API (reserved: /api, /healthz, /readyz, /metrics, /ui, /login, /logout, /assets, /docs)",
                 "sluice.toml:16:1: a route needs `model` (GET: a published model's rows) or `pipeline` (POST: start a run)",
                 "sluice.toml:21:8: invalid value \"pie\" for `type` [did you mean `line`? (valid choices: bar, line, table)]",
                 "sluice.toml:23:1: a bar chart needs `x` and `y` [x = \"product_name\", y = [\"revenue\"] (columns declared for the model)]",

@@ -1,8 +1,8 @@
-//! The HTTP layer: the control API, published data, the dashboard, metrics
-//! and the OpenAPI document, served by axum on a small runtime of its own.
-//! It sits above `orchestrate` (runs, triggers) and below `cli`. Handlers
-//! never block the runtime: the state store and the warehouses are called on
-//! blocking threads (`http::blocking`).
+//! The HTTP layer: the control API, published data, the dashboard, the
+//! `sluice docs` site, metrics and the OpenAPI document, served by axum on
+//! a small runtime of its own. It sits above `orchestrate` (runs, triggers)
+//! and below `cli`. Handlers never block the runtime: the state store and
+//! the warehouses are called on blocking threads (`http::blocking`).
 //!
 //! Every request passes, outermost first: `json_errors` (every error is
 //! `{"error": …}` JSON), the request metrics, `cors`, `guard` (header limit,
@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod data;
+pub mod docs;
 pub mod events;
 pub mod http;
 pub mod metrics;
@@ -140,6 +141,9 @@ pub fn router(state: Arc<State>, project: Arc<Shared>, access: Access) -> axum::
         .route("/ui", get(dashboard::index))
         .route("/ui/", get(dashboard::index))
         .route("/assets/{*file}", get(dashboard::asset))
+        .route("/docs", get(docs::redirect))
+        .route("/docs/", get(docs::index))
+        .route("/docs/{*path}", get(docs::page))
         .fallback(api::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(limits.body))
         .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))

@@ -158,6 +158,20 @@ ALTER TABLE sluice_workers ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';
 CREATE INDEX sluice_tasks_pool ON sluice_tasks (pool, status)
 ",
     ),
+    (
+        4,
+        "claiming reads ready tasks in claim order from an index of ready tasks only",
+        // The claim's `ORDER BY next_try_at, run_id, position LIMIT 1` is
+        // served in order by this index (the claim turns sorting off), so a
+        // claim reads the first ready task it may take and stops, whatever
+        // the planner estimates from statistics taken before a burst of
+        // runs; it used to read and sort every ready task for each claim.
+        // The (pool, status) index served no query and cost every update.
+        "
+DROP INDEX sluice_tasks_pool;
+CREATE INDEX sluice_tasks_claim ON sluice_tasks (next_try_at, run_id, position) WHERE status = 'ready'
+",
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -9,6 +9,7 @@ per_backend!(
     [sqlite => Sqlite, postgres => Postgres, mariadb => Mysql]
     dbt_build_runs_nodes_and_tests_in_dag_order,
     dbt_build_failing_test_skips_children,
+    dbt_build_runs_independent_nodes_at_once,
 );
 
 const CASE: &str = "tests/cases/dbt-jaffle";
@@ -48,7 +49,11 @@ fn dbt_build_runs_nodes_and_tests_in_dag_order(kind: Kind) {
     assert!(at("stg_orders ") < at("PASS  unique_stg_orders_order_id"));
     assert!(at("PASS  unique_stg_orders_order_id") < at("customers "));
     assert!(at("customers ") < at("PASS  unique_customers_customer_id"));
-    assert!(at("PASS  unique_customers_customer_id") < at("orders "));
+    // orders reads stg_payments: after its tests (customers may run beside it).
+    assert!(at("PASS  unique_stg_payments_payment_id") < at("orders "));
+    // A relationships test reads both models: after the later of them.
+    let rel = at("PASS  relationships_orders_customer_id__customer_id__ref_customers_");
+    assert!(at("orders ") < rel && at("customers ") < rel, "{}", out.stdout);
     assert!(at("orders ") < at("PASS  assert_order_amounts_are_not_negative"));
     assert!(at("stg_orders ") < at("orders_snapshot "));
     // 3 seeds, 5 models, 1 snapshot and 17 tests.
@@ -181,10 +186,139 @@ fn dbt_build_failing_test_skips_children(kind: Kind) {
     );
     assert!(out.stdout.contains("PASS=0 WARN=0 ERROR=1 SKIP=14 TOTAL=15"), "{}", out.stdout);
 
-    // --fail-fast: everything after the first failure is skipped.
-    let out = sluice(&p, &db, &["build", "--fail-fast"]);
+    // --fail-fast: everything after the first failure is skipped (one
+    // thread: in the project's order; with more, what started runs on).
+    let out = sluice(&p, &db, &["build", "--fail-fast", "--threads", "1"]);
     assert_ne!(out.code, 0, "{}", out.stdout);
     assert!(out.stdout.contains("stg_payments                 SKIP    (--fail-fast"), "{}", out.stdout);
+}
+
+/// A dbt project of three slow independent models (a second's sleep on
+/// PostgreSQL and MariaDB), one model reading all three, and a model whose
+/// error-severity test fails, with a child.
+fn parallel_project() -> TestProject {
+    let p = TestProject::new();
+    p.write(
+        "dbt_project.yml",
+        "name: 'par'\nversion: '1.0.0'\nconfig-version: 2\nprofile: 'par'\nmodels:\n  par:\n    +materialized: table\n",
+    );
+    let jaffle =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CASE).join("profiles.yml"));
+    p.write("profiles.yml", &jaffle.unwrap().replace("jaffle_shop:", "par:"));
+    p.write(
+        "macros/pause.sql",
+        "{% macro pause() %}{% if target.type == 'postgres' %}from (select pg_sleep(1)) as pause\
+         {% elif target.type != 'sqlite' %}from (select sleep(1) as z) as pause{% endif %}{% endmacro %}\n",
+    );
+    for (name, id) in [("slow_a", 1), ("slow_b", 1), ("slow_c", 1)] {
+        p.write(&format!("models/{name}.sql"), &format!("select {id} as id {{{{ pause() }}}}\n"));
+    }
+    p.write(
+        "models/joined.sql",
+        "select a.id from {{ ref('slow_a') }} a join {{ ref('slow_b') }} b on a.id = b.id \
+         join {{ ref('slow_c') }} c on a.id = c.id\n",
+    );
+    p.write("models/bad_parent.sql", "select 1 as id\n");
+    p.write("models/bad_child.sql", "select id from {{ ref('bad_parent') }}\n");
+    p.write("tests/bad_parent_is_empty.sql", "select * from {{ ref('bad_parent') }}\n");
+    p.write(
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: slow_a\n    columns:\n      - name: id\n        tests: [not_null]\n  \
+         - name: joined\n    columns:\n      - name: id\n        tests: [unique]\n",
+    );
+    p
+}
+
+/// Where a node is in run_results.json: its index and result.
+fn result<'a>(rr: &'a serde_json::Value, id: &str) -> (usize, &'a serde_json::Value) {
+    let all = rr["results"].as_array().unwrap();
+    let k = all.iter().position(|r| r["unique_id"] == id).unwrap_or_else(|| panic!("no {id} in {rr}"));
+    (k, &all[k])
+}
+
+/// A result's execute phase, as RFC 3339 times (they sort as text).
+fn span(r: &serde_json::Value) -> (String, String) {
+    let t = &r["timing"][1];
+    (t["started_at"].as_str().unwrap().to_string(), t["completed_at"].as_str().unwrap().to_string())
+}
+
+/// `sluice build` runs independent nodes at once on the profile's threads
+/// (SQLite: one at a time), a node's tests after it on its thread, a
+/// node's children after its tests; a failing test skips its model's child
+/// but not the independent nodes; --fail-fast starts nothing new.
+fn dbt_build_runs_independent_nodes_at_once(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = parallel_project();
+    let out = sluice(&p, &db, &["build"]);
+    out.expect_code(3);
+    assert!(out.stdout.contains("FAIL  bad_parent_is_empty"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("bad_child                    SKIP    (upstream `bad_parent` failed)"),
+        "{}",
+        out.stdout
+    );
+    // 5 models built (slow_a..c, joined, bad_parent), 2 tests pass, 1 fails, bad_child skipped.
+    assert!(out.stdout.contains("PASS=7 WARN=0 ERROR=1 SKIP=1 TOTAL=9"), "{}", out.stdout);
+    assert_eq!(db.count("joined"), 1);
+
+    let rr = json(&p, "target/run_results.json");
+    let id = |n: &str| format!("model.par.{n}");
+    let slow: Vec<(usize, &serde_json::Value)> =
+        ["slow_a", "slow_b", "slow_c"].iter().map(|n| result(&rr, &id(n))).collect();
+    let (jk, joined) = result(&rr, &id("joined"));
+    let (tk, test) = result(&rr, "test.par.not_null_slow_a_id");
+    let (ak, slow_a) = slow[0];
+    // Results in the order nodes ended: a test after its node, on its
+    // thread; a child after its parents and their tests.
+    assert!(ak < tk && tk < jk, "{rr}");
+    assert_eq!(test["thread_id"], slow_a["thread_id"]);
+    assert!(span(test).0 >= span(slow_a).1, "{rr}");
+    for (k, r) in &slow {
+        assert!(*k < jk && span(joined).0 >= span(r).1, "{rr}");
+    }
+    assert!(span(joined).0 >= span(test).1, "{rr}");
+    if kind == Kind::Sqlite {
+        assert_eq!(rr["threads"], 1);
+        assert!(rr["results"].as_array().unwrap().iter().all(|r| r["thread_id"] == "Thread-1"), "{rr}");
+        // One at a time: each slow model ended before the next started.
+        let mut spans: Vec<(String, String)> = slow.iter().map(|(_, r)| span(r)).collect();
+        spans.sort();
+        assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "{spans:?}");
+    } else {
+        assert_eq!(rr["threads"], 4);
+        // At once: every two slow models' runs overlap, on different threads.
+        for (x, (_, a)) in slow.iter().enumerate() {
+            for (_, b) in &slow[x + 1..] {
+                let (sa, sb) = (span(a), span(b));
+                assert!(sa.0 < sb.1 && sb.0 < sa.1, "{sa:?} and {sb:?} do not overlap: {rr}");
+                assert_ne!(a["thread_id"], b["thread_id"], "{rr}");
+            }
+        }
+    }
+
+    // --fail-fast: after the failure nothing starts. joined waits for the
+    // slow models (a second each), bad_parent fails at once: with four
+    // threads all roots start together and joined is skipped; with one,
+    // every node after the failure is.
+    let out = sluice(&p, &db, &["build", "--fail-fast"]);
+    out.expect_code(3);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let failed = lines.iter().position(|l| l.starts_with("FAIL  bad_parent_is_empty")).unwrap();
+    if kind == Kind::Sqlite {
+        let rest: Vec<&&str> =
+            lines[failed + 1..].iter().filter(|l| !l.starts_with("Done in") && !l.starts_with(' ')).collect();
+        assert!(rest.iter().all(|l| l.contains(" SKIP ")), "{}", out.stdout);
+    } else {
+        assert!(out.stdout.contains("joined                       SKIP    (--fail-fast"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("bad_child                    SKIP    (upstream `bad_parent` failed)"),
+            "{}",
+            out.stdout
+        );
+    }
+    let rr = json(&p, "target/run_results.json");
+    assert_eq!(result(&rr, &id("joined")).1["status"], "skipped");
+    assert_eq!(result(&rr, "test.par.unique_joined_id").1["status"], "skipped");
 }
 
 /// `sluice ls` lists what a selection names, without connecting.

@@ -555,3 +555,90 @@ fn openapi_fuzzing_finds_no_server_error(state: Kind) {
     // The server is still well.
     assert_eq!(s.call("", "GET /healthz", "").code, 200);
 }
+
+/// `/docs/` serves what `sluice docs generate` wrote into target/docs: with
+/// the `read` scope (a token or the dashboard's session), HTML with its
+/// content type and a CSP without scripts, the node pages its links name;
+/// never a file outside the folder (`..` in any spelling, a symlink out of
+/// it, hidden files) nor a type the site is not made of.
+#[test]
+fn docs_site_served_with_read_scope_and_nothing_outside_it() {
+    let s = Server::start(Kind::Sqlite, Kind::Sqlite, "[limits]\nrate = 0\n");
+    let get = |token: &str, path: &str| s.call(token, &format!("GET {path}"), "");
+    // Before the site is generated: a 404 that says what to do.
+    let msg = get(&s.read, "/docs/").error(404);
+    assert!(msg.contains("run `sluice docs generate`"), "{msg}");
+    s.p.run(&["docs", "generate"]).expect_code(0);
+
+    // Scope: none → 401; read, trigger → 200.
+    let msg = get("", "/docs/").error(401);
+    assert!(msg.contains("needs a token with scope `read`"), "{msg}");
+    get("sluice_0000", "/docs/").error(401);
+    let index = get(&s.read, "/docs/");
+    assert_eq!(index.code, 200, "{index:?}");
+    assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(index.header("x-content-type-options"), Some("nosniff"));
+    let csp = index.header("content-security-policy").unwrap();
+    assert!(csp.starts_with("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+    assert!(index.body.contains("<h1>shop</h1>"), "{}", index.body);
+    assert_eq!(index.body, s.p.read("target/docs/index.html"), "the file as written");
+    assert_eq!(get(&s.trigger, "/docs/index.html").body, index.body);
+    // `/docs` sends the browser to `/docs/`, where the relative links work.
+    let r = get(&s.read, "/docs");
+    assert!((300..400).contains(&r.code) && r.header("location") == Some("/docs/"), "{r:?}");
+
+    // The model's page, by the link the index gives.
+    let link = "nodes/model.shop.by_product.html";
+    assert!(index.body.contains(&format!("href=\"{link}\"")), "{}", index.body);
+    let page = get(&s.read, &format!("/docs/{link}"));
+    assert_eq!(page.code, 200, "{page:?}");
+    assert!(page.body.contains("group by product"), "the model's SQL: {}", page.body);
+    // An unchanged page is not sent again.
+    let tag = page.header("etag").unwrap().to_string();
+    let again = s.call(&s.read, &format!("GET /docs/{link}\nIf-None-Match: {tag}"), "");
+    assert_eq!(again.code, 304, "{again:?}");
+
+    // Nothing outside target/docs, however the path is spelled.
+    s.p.write("target/docs/.secret.html", "hidden");
+    s.p.write("target/docs/run.js", "alert(1)");
+    s.p.write("outside.html", "hidden outside");
+    std::os::unix::fs::symlink(s.p.file("sluice.toml"), s.p.file("target/docs/leak.html")).unwrap();
+    std::os::unix::fs::symlink(s.p.path(), s.p.file("target/docs/up")).unwrap();
+    let toml = s.p.read("sluice.toml");
+    for path in [
+        "/docs/../sluice.toml",
+        "/docs/%2e%2e/sluice.toml",
+        "/docs/%2E%2E%2Fsluice.toml",
+        "/docs/nodes/..%2f..%2fsluice.toml",
+        "/docs/..%5csluice.toml",
+        "/docs//etc/passwd",
+        "/docs/%2fetc%2fpasswd",
+        "/docs/leak.html",
+        "/docs/up/sluice.toml",
+        "/docs/up/outside.html",
+        "/docs/.secret.html",
+        "/docs/run.js",
+        "/docs/nodes",
+        "/docs/nodes/missing.html",
+    ] {
+        let a = get(&s.read, path);
+        assert!(a.code == 404 || a.code == 400, "{path}: {a:?}");
+        assert!(!a.body.contains("[[routes]]") && !a.body.contains("hidden") && !a.body.contains("alert"), "{path}");
+        assert!(a.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{path}: {a:?}");
+    }
+    assert!(toml.contains("[[routes]]"), "the check above would see the file");
+
+    // The dashboard links to it, and its session is enough.
+    let ui = get("", "/ui/");
+    assert!(ui.body.contains("href=\"/docs/\""), "{}", ui.body);
+    let login = request(
+        &s.addr,
+        "POST /login\nContent-Type: application/json",
+        format!("{{\"token\":\"{}\"}}", s.read).as_bytes(),
+    );
+    assert_eq!(login.code, 200, "{login:?}");
+    let cookie = login.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let with_session = request(&s.addr, &format!("GET /docs/{link}\nCookie: {cookie}"), b"");
+    assert_eq!(with_session.code, 200, "{with_session:?}");
+    assert_eq!(with_session.body, page.body);
+}

@@ -26,6 +26,7 @@ per_backend!(
     event_triggers_fire_once_per_batch_of_events,
     a_late_result_is_used_when_nobody_took_the_task,
     a_dead_local_run_is_ended_and_the_queued_run_starts,
+    workers_claim_only_their_pools_in_claim_order,
 );
 
 /// A store of its own: a SQLite file, or a PostgreSQL schema.
@@ -511,4 +512,49 @@ fn no_task_is_taken_right_after_the_store_was_unreachable() {
     st.renew("w1", 300).unwrap();
     assert!(st.finish(&c, &ok("done")).unwrap());
     assert_eq!(st.run(&id).unwrap().unwrap().status, "success");
+}
+
+/// A worker claims only tasks of the pools it serves (one or several), in
+/// claim order (older runs first, then step position); `Pools::All` claims
+/// any. The claim reads ready tasks through the claim index.
+fn workers_claim_only_their_pools_in_claim_order(kind: Kind) {
+    let store = Store::new(kind);
+    let st = store.open();
+    let in_pool = |step: &str, pool: &str| NewTask { pool: pool.into(), ..task(step, &[], 0) };
+    let only = |p: &[&str]| Pools::Only(p.iter().map(|x| x.to_string()).collect());
+    let first = st
+        .enqueue(&run(
+            pipeline("p", None, None),
+            vec![in_pool("a1", "a"), in_pool("b1", "b"), in_pool("d1", "default"), in_pool("a2", "a")],
+            None,
+        ))
+        .unwrap()
+        .unwrap();
+    let second = st.enqueue(&run(pipeline("q", None, None), vec![in_pool("b2", "b")], None)).unwrap().unwrap();
+    let step = |c: Option<Claim>| c.map(|c| (c.run_id, c.step));
+    assert_eq!(step(st.claim("w", &only(&["c"]), 30_000).unwrap()), None, "no task in pool c");
+    assert_eq!(step(st.claim("w", &only(&[]), 30_000).unwrap()), None, "no pool, no task");
+    assert_eq!(step(st.claim("w", &only(&["b"]), 30_000).unwrap()), Some((first.clone(), "b1".into())));
+    assert_eq!(step(st.claim("w", &only(&["b"]), 30_000).unwrap()), Some((second.clone(), "b2".into())));
+    assert_eq!(step(st.claim("w", &only(&["b"]), 30_000).unwrap()), None);
+    // Two pools: their tasks in order, nothing of the others.
+    assert_eq!(step(st.claim("w", &only(&["default", "a"]), 30_000).unwrap()), Some((first.clone(), "a1".into())));
+    assert_eq!(step(st.claim("w", &only(&["a", "default"]), 30_000).unwrap()), Some((first.clone(), "d1".into())));
+    let b3 = st.enqueue(&run(pipeline("r", None, None), vec![in_pool("b3", "b")], None)).unwrap().unwrap();
+    assert_eq!(step(st.claim("w", &only(&["a", "default"]), 30_000).unwrap()), Some((first, "a2".into())));
+    assert_eq!(step(st.claim("w", &only(&["a", "default"]), 30_000).unwrap()), None);
+    assert_eq!(step(st.claim("w", &Pools::All, 30_000).unwrap()), Some((b3, "b3".into())));
+    let indexes: Vec<String> = st
+        .db
+        .tx(|t| {
+            let sql = if kind == Kind::Sqlite {
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sluice_tasks' ORDER BY 1"
+            } else {
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'sluice_tasks' ORDER BY 1"
+            };
+            Ok(t.query(sql, &[])?.iter().map(|r| r[0].string()).collect())
+        })
+        .unwrap();
+    assert!(indexes.iter().any(|i| i == "sluice_tasks_claim"), "{indexes:?}");
+    assert!(!indexes.iter().any(|i| i == "sluice_tasks_pool"), "{indexes:?}");
 }
