@@ -195,7 +195,10 @@ fn row_counts(project: &Project, plan: &crate::plan::Plan, connection: Option<&s
         let table = match n.kind {
             NodeKind::Seed | NodeKind::Snapshot => true,
             NodeKind::Model => {
-                matches!(n.materialized, crate::project::Materialized::Table | crate::project::Materialized::Incremental)
+                matches!(
+                    n.materialized,
+                    crate::project::Materialized::Table | crate::project::Materialized::Incremental
+                )
             }
         };
         if !table {

@@ -531,26 +531,38 @@ fn metrics_pass_promtool_and_services_log_json() {
 /// them to a running server: none may get a 500.
 fn openapi_fuzzing_finds_no_server_error(state: Kind) {
     let s = Server::start(state, Kind::Sqlite, "[limits]\nrate = 0\n");
-    let out = std::process::Command::new(need("schemathesis"))
-        .current_dir(s.p.path())
-        .env("SCHEMATHESIS_HOOKS", "")
-        .args([
-            "run",
-            &format!("http://{}/api/openapi.json", s.addr),
-            "--checks",
-            "not_a_server_error",
-            "--max-examples",
-            "25",
-            "--workers",
-            "2",
-            "--header",
-            &format!("Authorization: Bearer {}", s.admin),
-            "--no-color",
-        ])
-        .output()
-        .expect("schemathesis runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "schemathesis found problems:\n{text}\n--- server\n{}", s.svc.output());
+    let run = || {
+        let out = std::process::Command::new(need("schemathesis"))
+            .current_dir(s.p.path())
+            .env("SCHEMATHESIS_HOOKS", "")
+            .args([
+                "run",
+                &format!("http://{}/api/openapi.json", s.addr),
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "25",
+                "--workers",
+                "2",
+                "--header",
+                &format!("Authorization: Bearer {}", s.admin),
+                "--no-color",
+            ])
+            .output()
+            .expect("schemathesis runs");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (mut ok, mut text) = run();
+    // The fuzzer's own crash inside CPython's `ast` (hypothesis describing a
+    // strategy, seen now and then on this Python) says nothing of the server:
+    // run it once more. Any finding about the server fails at once.
+    if !ok && text.contains("SystemError: AST constructor recursion depth mismatch") && !text.contains("Server error") {
+        (ok, text) = run();
+    }
+    assert!(ok, "schemathesis found problems:\n{text}\n--- server\n{}", s.svc.output());
     assert!(text.contains("passed"), "{text}");
     // The server is still well.
     assert_eq!(s.call("", "GET /healthz", "").code, 200);
