@@ -12,6 +12,7 @@ use crate::steps::models::{BuildRequest, ModelResult, ModelState, build as build
 use crate::steps::nodes::{describe, failing_rows};
 
 use super::artifacts::{self, NodeRun};
+use super::hooks::RunHooks;
 use super::models::{Selection, connect, open};
 use super::progress::format_duration;
 
@@ -58,6 +59,13 @@ pub fn run(a: BuildArgs) -> Result<i32> {
         }
     }
     let mut wh = connect(&project, a.sel.connection.as_deref())?;
+    let mut hooks = RunHooks::start(&project, &plan, a.sel.connection.as_deref(), Some(wh.as_mut()))?;
+    // A failed on-run-start hook skips every node, as in dbt.
+    let order: Vec<usize> = if hooks.start_failed() {
+        Vec::new()
+    } else {
+        g.order.iter().filter(|i| chosen.contains(i)).copied().collect()
+    };
     let conn = a.sel.connection.clone();
     let connect_again = || connect(&project, conn.as_deref());
     let run_vars = outside_run(&project);
@@ -109,7 +117,7 @@ pub fn run(a: BuildArgs) -> Result<i32> {
         }
         Ok(failed)
     };
-    for &i in g.order.iter().filter(|i| chosen.contains(i)) {
+    for &i in &order {
         let n = &g.nodes[i];
         let id = artifacts::node_id(&project, n.kind.name(), &n.name);
         let tests: Vec<(TestCase, Vec<usize>)> = after.remove(&i).unwrap_or_default();
@@ -257,9 +265,11 @@ pub fn run(a: BuildArgs) -> Result<i32> {
             stopped = a.fail_fast;
         }
     }
-    if !loose.is_empty() && !stopped && run_tests(loose, wh.as_mut(), &mut t, &mut runs)? {
+    if !loose.is_empty() && !stopped && !hooks.start_failed() && run_tests(loose, wh.as_mut(), &mut t, &mut runs)? {
         fail(&mut code, crate::error::Kind::Data);
     }
+    hooks.end(Some(wh.as_mut()), &runs)?;
+    let (runs, code) = hooks.finish(runs, code);
     artifacts::write(&project, &plan, "build", &runs, started.elapsed(), Default::default())?;
     let total = t.pass + t.warn + t.error + t.skip;
     outln!(

@@ -12,7 +12,8 @@ use crate::project::dbt::{After, Freshness};
 use crate::steps::freshness::{self, Checked, Status};
 use crate::steps::models::outside_run;
 
-use super::artifacts;
+use super::artifacts::{self, NodeRun};
+use super::hooks::RunHooks;
 use super::models::{Selection, connect, open};
 use super::progress::format_duration;
 
@@ -59,8 +60,23 @@ fn freshness(a: FreshnessArgs) -> Result<i32> {
         outln!("no source tables with a freshness and a loaded_at_field selected");
     }
     let mut wh = connect(&project, a.sel.connection.as_deref())?;
+    // dbt runs the project's hooks around source freshness too (since 1.10).
+    let mut hooks = RunHooks::start(&project, &plan, a.sel.connection.as_deref(), Some(wh.as_mut()))?;
+    let targets = if hooks.start_failed() { Vec::new() } else { selected.targets };
     let mut print = |c: &Checked| outln!("{}", line(c));
-    let results = freshness::check(&project, &plan, wh.as_mut(), selected.targets, outside_run(&project), &mut print);
+    let results = freshness::check(&project, &plan, wh.as_mut(), targets, outside_run(&project), &mut print);
+    let done: Vec<NodeRun> = results
+        .iter()
+        .map(|c| {
+            let id = artifacts::source_id(&project, &c.target.source, &c.target.table);
+            match &c.outcome {
+                Ok(m) => NodeRun::ended(id, m.status.name(), String::new(), c.duration),
+                Err(e) => NodeRun::ended(id, "runtime error", e.chain(), c.duration),
+            }
+        })
+        .collect();
+    hooks.end(Some(wh.as_mut()), &done)?;
+    let (_, hooks_code) = hooks.finish(Vec::new(), 0);
     let count = |s: Status| results.iter().filter(|r| r.outcome.as_ref().is_ok_and(|m| m.status == s)).count();
     let (pass, warn) = (count(Status::Pass), count(Status::Warn));
     let error = results.len() - pass - warn;
@@ -81,7 +97,7 @@ fn freshness(a: FreshnessArgs) -> Result<i32> {
         format_duration(started.elapsed()),
         results.len()
     );
-    Ok(if error > 0 { 1 } else { 0 })
+    Ok(if error > 0 { 1 } else { hooks_code })
 }
 
 fn line(c: &Checked) -> String {

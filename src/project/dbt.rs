@@ -64,6 +64,17 @@ pub struct DbtProject {
     pub models: Option<ConfigTree>,
     pub seeds: Option<ConfigTree>,
     pub snapshots: Option<ConfigTree>,
+    /// `on-run-start`/`on-run-end`: SQL templates run before and after the
+    /// nodes of `build`, `transform`, `seed`, `snapshot`, `test` and
+    /// `source freshness`.
+    pub hooks: RunHooks,
+}
+
+/// dbt's `on-run-start` and `on-run-end`, each a statement or a list of them.
+#[derive(Debug, Clone, Default)]
+pub struct RunHooks {
+    pub start: Vec<Spanned<String>>,
+    pub end: Vec<Spanned<String>>,
 }
 
 /// A config tree of `dbt_project.yml` (`models:`, `seeds:`, `snapshots:`):
@@ -443,6 +454,29 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> DbtProject {
     if let Some(n) = f.node("data_tests").or_else(|| f.node("tests")) {
         let _ = decode_tree(n, cx, Resource::Test, &name);
     }
+    for (key, into) in [("on-run-start", &mut p.hooks.start), ("on-run-end", &mut p.hooks.end)] {
+        let Some(n) = f.node(key) else { continue };
+        let items: Vec<&Node> = match &n.v {
+            V::Array(a) => a.iter().collect(),
+            V::Null => Vec::new(),
+            _ => vec![n],
+        };
+        for it in items {
+            match &it.v {
+                V::Str(sql) => into.push(Spanned { v: sql.clone(), loc: cx.loc(&it.span) }),
+                V::Null => {}
+                _ => {
+                    cx.error(
+                        it.span.clone(),
+                        format!(
+                            "wrong type for `{key}`: expected a SQL statement or a list of them, found {}",
+                            it.type_name()
+                        ),
+                    );
+                }
+            }
+        }
+    }
     if let Some(n) = f.node("target-path")
         && !matches!(&n.v, V::Str(s) if s == "target")
     {
@@ -463,7 +497,6 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> DbtProject {
         "sources",
     ]);
     f.finish(cx, |k| match k {
-        "on-run-start" | "on-run-end" => Some("hooks are not supported: run the statements in a `sql` step".into()),
         "dispatch" => Some("dispatching to packages is not supported: sluice runs no dbt packages".into()),
         "quoting" => Some("sluice always quotes identifiers".into()),
         "exposures" | "metrics" | "semantic-models" | "saved-queries" => {
@@ -1622,10 +1655,13 @@ mod tests {
     fn project_file_paths_vars_and_config_trees() {
         let (p, errs) = cx_run(
             "dbt_project.yml",
-            "name: jaffle\nversion: '1.0'\nprofile: jaffle\nmodel-paths: [\"models\"]\nvars:\n  a: 1\n  jaffle:\n    b: x\nmodels:\n  jaffle:\n    +materialized: table\n    staging:\n      materialized: view\n      +tags: [stg]\n      stg_orders:\n        +enabled: false\non-run-end: [\"x\"]\n",
+            "name: jaffle\nversion: '1.0'\nprofile: jaffle\nmodel-paths: [\"models\"]\nvars:\n  a: 1\n  jaffle:\n    b: x\nmodels:\n  jaffle:\n    +materialized: table\n    staging:\n      materialized: view\n      +tags: [stg]\n      stg_orders:\n        +enabled: false\non-run-end: [\"x\", \"y\"]\non-run-start: \"z\"\nquoting: {}\n",
             decode_project,
         );
-        assert_eq!(errs, vec!["dbt_project.yml:17:1: unknown key `on-run-end` in dbt_project.yml"]);
+        assert_eq!(errs, vec!["dbt_project.yml:19:1: unknown key `quoting` in dbt_project.yml"]);
+        let end: Vec<&str> = p.hooks.end.iter().map(|h| h.v.as_str()).collect();
+        assert_eq!(end, vec!["x", "y"]);
+        assert_eq!(p.hooks.start.iter().map(|h| h.v.as_str()).collect::<Vec<_>>(), vec!["z"]);
         assert_eq!(p.vars.get("a"), Some(&serde_json::json!(1)));
         assert_eq!(p.vars.get("b"), Some(&serde_json::json!("x")));
         let t = p.models.unwrap();

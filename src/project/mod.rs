@@ -59,6 +59,8 @@ pub struct Project {
     pub env: Env,
     /// The profile target, when the folder is a dbt project (`dbt_project.yml`).
     pub dbt: Option<dbt::DbtTarget>,
+    /// A dbt project's `on-run-start`/`on-run-end`.
+    pub run_hooks: dbt::RunHooks,
     /// Every problem found, errors and warnings.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -187,6 +189,7 @@ impl Project {
             meta,
             env,
             dbt: None,
+            run_hooks: Default::default(),
             diagnostics,
         })
     }
@@ -719,6 +722,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
         meta,
         env,
         dbt: target,
+        run_hooks: dbtp.hooks.clone(),
         diagnostics,
     })
 }

@@ -1,6 +1,7 @@
 //! What runs around a dbt project's models, on a copy of
 //! `tests/cases/dbt-extras` (never modified): `sluice source freshness` and
-//! its `target/sources.json`, and `{{ doc() }}` blocks in descriptions.
+//! its `target/sources.json`, `{{ doc() }}` blocks in descriptions,
+//! and `on-run-start`/`on-run-end`.
 
 use crate::db::{Kind, TestDb};
 use crate::support::{Out, TestProject};
@@ -9,6 +10,7 @@ per_backend!(
     [sqlite => Sqlite, postgres => Postgres, mariadb => Mysql]
     dbt_source_freshness_judges_each_table,
     dbt_doc_blocks_fill_descriptions,
+    dbt_on_run_hooks_run_around_commands,
 );
 
 const CASE: &str = "tests/cases/dbt-extras";
@@ -182,4 +184,71 @@ fn dbt_doc_block_mistakes_are_placed() {
     let out = q.run(&["check"]);
     out.expect_code(2);
     assert!(out.stdout.contains("models/more.md:1:1: doc `loads` is defined twice"), "{}", out.stdout);
+}
+
+/// `on-run-start` (a list: a statement and a macro call with `target`) and
+/// `on-run-end` (with `results`) around seed, transform, snapshot, test,
+/// build and source freshness; their results in run_results.json; a failing
+/// `on-run-start` skips the nodes, `on-run-end` still runs, the command fails.
+fn dbt_on_run_hooks_run_around_commands(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = TestProject::copy_of(CASE);
+    let log = |db: &TestDb| db.rows("SELECT event, detail FROM run_log");
+    let target = match kind {
+        Kind::Sqlite => "lite",
+        Kind::Postgres => "pg",
+        Kind::Mysql => "maria",
+    };
+    let out = sluice(&p, &db, &["seed"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("extras-on-run-start-1"), "{}", out.stdout);
+    assert_eq!(log(&db), vec![vec!["start", target], vec!["end", "1"]]);
+    let rr = json(&p, "target/run_results.json");
+    let ids: Vec<&str> = rr["results"].as_array().unwrap().iter().map(|r| r["unique_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "operation.extras.extras-on-run-start-0",
+            "operation.extras.extras-on-run-start-1",
+            "seed.extras.events",
+            "operation.extras.extras-on-run-end-0"
+        ]
+    );
+    assert!(rr["results"][1]["message"].as_str().unwrap().contains(&format!("values ('start', '{target}')")), "{rr}");
+
+    sluice(&p, &db, &["transform"]).expect_code(0);
+    sluice(&p, &db, &["snapshot"]).expect_code(0);
+    sluice(&p, &db, &["test"]).expect_code(0);
+    sluice(&p, &db, &["source", "freshness", "--select", "source:feeds.recent"]).expect_code(0);
+    let ends: Vec<String> = log(&db).into_iter().filter(|r| r[0] == "end").map(|r| r[1].clone()).collect();
+    // seed: 1 seed; transform: 2 models; snapshot: 1; test: none; freshness: 1 table.
+    assert_eq!(ends, ["1", "2", "1", "0", "1"]);
+    assert_eq!(log(&db).iter().filter(|r| r[0] == "start").count(), 5);
+
+    // A failing on-run-start: no node runs, on-run-end does, the command fails.
+    let q = TestProject::copy_of(CASE);
+    let project = q.read("dbt_project.yml").replace(
+        "  - \"{{ log_event('start', target.name) }}\"\n",
+        "  - \"{{ log_event('start', target.name) }}\"\n  - \"insert into no_such_table values (1)\"\n",
+    );
+    q.write("dbt_project.yml", &project);
+    let db2 = TestDb::new(kind);
+    let out = sluice(&q, &db2, &["build"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("extras-on-run-start-2"), "{}", out.stdout);
+    assert!(out.stdout.contains("skipping every node: an on-run-start hook failed"), "{}", out.stdout);
+    assert!(out.stdout.contains("no_such_table"), "{}", out.stdout);
+    // No node ran, so on-run-end's `results` is empty.
+    assert_eq!(log(&db2), vec![vec!["start", target], vec!["end", "0"]]);
+    let rr = json(&q, "target/run_results.json");
+    assert_eq!(rr["results"][2]["status"], "error");
+    assert!(!out.stdout.contains("events "), "{}", out.stdout);
+    let tables = match kind {
+        Kind::Sqlite => "SELECT count(*) FROM sqlite_master WHERE name = 'loads'".to_string(),
+        _ => format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{}' AND table_name = 'loads'",
+            db2.name
+        ),
+    };
+    assert_eq!(db2.rows(&tables), vec![vec!["0"]]);
 }

@@ -1,0 +1,116 @@
+//! dbt's `on-run-start` and `on-run-end` (from `dbt_project.yml`): each
+//! statement rendered with the project's Jinja (macros, `target`, `var()`,
+//! `env_var()`; at the end also `schemas`, `database_schemas` and
+//! `results`) and run in order on one connection. The first that fails ends
+//! the list. This module does not print; the command line reports.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::project::Project;
+use crate::template::{Call, Resolve};
+use crate::warehouse::Warehouse;
+
+use super::models::WarehouseResolve;
+
+/// Which of the two lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Start,
+    End,
+}
+
+impl When {
+    /// The key in `dbt_project.yml`.
+    pub fn key(self) -> &'static str {
+        match self {
+            When::Start => "on-run-start",
+            When::End => "on-run-end",
+        }
+    }
+}
+
+/// One hook that ran (or failed).
+#[derive(Debug)]
+pub struct HookResult {
+    /// As dbt names it: `<project>-on-run-start-0`.
+    pub name: String,
+    /// The SQL sent, or why it could not render or run.
+    pub outcome: Result<String>,
+    pub duration: Duration,
+}
+
+/// Whether the project has hooks of this kind.
+pub fn any(project: &Project, when: When) -> bool {
+    !hooks(project, when).is_empty()
+}
+
+fn hooks(project: &Project, when: When) -> &[crate::project::tree::Spanned<String>] {
+    match when {
+        When::Start => &project.run_hooks.start,
+        When::End => &project.run_hooks.end,
+    }
+}
+
+/// Runs the hooks of `when` on `wh`. `results` is what the command did to
+/// each node (dbt's `results`, for `on-run-end`).
+pub fn run(
+    project: &Project,
+    plan: &Plan,
+    wh: &mut dyn Warehouse,
+    when: When,
+    results: serde_json::Value,
+    run: crate::template::RunVars,
+) -> Vec<HookResult> {
+    let list = hooks(project, when);
+    if list.is_empty() {
+        return Vec::new();
+    }
+    let mut renderer = match crate::plan::renderer(project) {
+        Ok(r) => r,
+        Err((f, e)) => {
+            return vec![HookResult {
+                name: format!("{}-{}-0", project.name(), when.key()),
+                outcome: Err(Error::user(format!("{f}: {}", e.message))),
+                duration: Duration::ZERO,
+            }];
+        }
+    };
+    if when == When::End {
+        let (schema, database) =
+            project.dbt.as_ref().map(|t| (t.schema.clone(), t.database.clone())).unwrap_or_default();
+        renderer.add_global("schemas", serde_json::json!([schema]));
+        renderer.add_global("database_schemas", serde_json::json!([[database, schema]]));
+        renderer.add_global("results", results);
+    }
+    let resolve: Arc<dyn Resolve> = Arc::new(WarehouseResolve::new(project, &plan.models, wh.naming(), run));
+    let mut out = Vec::new();
+    for (i, hook) in list.iter().enumerate() {
+        let t0 = Instant::now();
+        let pos = project.sources.position(&hook.loc);
+        let call =
+            Call { resolve: resolve.clone(), this: String::new(), is_incremental: false, config: Default::default() };
+        let outcome = renderer
+            .render(crate::project::dbt::DBT_PROJECT_FILE, &hook.v, &call)
+            .map_err(|e| Error::user(format!("{pos}: {} hook: {}", when.key(), e.message)))
+            .and_then(|r| {
+                let sql = r.sql.trim().to_string();
+                if !sql.is_empty() {
+                    wh.execute(&sql).map_err(|e| e.context(format!("{} hook ({pos}) `{sql}`", when.key())))?;
+                }
+                Ok(sql)
+            });
+        let failed = outcome.is_err();
+        out.push(HookResult {
+            name: format!("{}-{}-{i}", project.name(), when.key()),
+            outcome,
+            duration: t0.elapsed(),
+        });
+        if failed {
+            break;
+        }
+    }
+    out
+}
