@@ -524,6 +524,9 @@ pub struct YmlMeta {
     pub seeds: Vec<(Spanned<String>, Option<String>, NodeConfig)>,
     pub snapshots: Vec<(Spanned<String>, NodeConfig)>,
     pub sources: Vec<SourceMeta>,
+    /// What the schema files say about seeds and snapshots (description,
+    /// columns, tests), in a model's terms.
+    pub described: Vec<ModelMeta>,
     /// The project's `{% docs %}` blocks by name, for `{{ doc('name') }}`
     /// in descriptions (read before the schema files).
     pub docs: std::collections::BTreeMap<String, String>,
@@ -608,12 +611,20 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
                     config,
                 )),
                 Resource::Seed | Resource::Snapshot => {
-                    if !tests.is_empty() || columns.iter().any(|c| !c.tests.is_empty()) {
-                        cx.warn(
-                            item.span.clone(),
-                            format!("tests on a {} are not run yet; test the models that use it", r.name()),
-                        );
-                    }
+                    // Its description, columns and tests, as a model's.
+                    out.described.push(named(ModelMeta {
+                        name: name.clone(),
+                        description: description.clone(),
+                        materialized: None,
+                        unique_key: None,
+                        tags: Vec::new(),
+                        on_schema_change: None,
+                        publish: false,
+                        tests,
+                        columns,
+                        pre_hook: Vec::new(),
+                        post_hook: Vec::new(),
+                    }));
                     if r == Resource::Seed {
                         out.seeds.push((name, description, config));
                     } else {

@@ -655,6 +655,10 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
         }
         let cfg = merge.snapshot(&m.name, &rel, &mut used);
         if cfg.enabled != Some(false) {
+            // Its schema file's columns and tests, run after it as a model's are.
+            if let Some(y) = merge.yml.described.iter().find(|y| y.name.v == m.name) {
+                meta.models.push(dbt::model_meta(&m.name, y.name.loc.clone(), Some(y.clone()), &cfg));
+            }
             snapshots.push(m);
         }
     }
@@ -701,6 +705,9 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
             if !cfg.column_types.is_empty() {
                 let loc = tree::Loc { file: main_id, start: 0, end: 0 };
                 meta.seeds.push(dbt::seed_meta(&name, loc, &cfg, &mut diagnostics, &sources));
+            }
+            if let Some(y) = merge.yml.described.iter().find(|y| y.name.v == name) {
+                meta.models.push(dbt::model_meta(&name, y.name.loc.clone(), Some(y.clone()), &cfg));
             }
             seeds.push(Seed { name, path: rel });
         }
