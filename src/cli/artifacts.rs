@@ -75,6 +75,17 @@ fn fqn(project: &Project, path: &str, name: &str) -> Vec<String> {
     out
 }
 
+/// A node's relation as dbt writes it in `relation_name` (none for ephemeral models).
+fn relation_name(project: &Project, n: &crate::plan::ModelNode, schema: &str) -> Value {
+    if n.kind == crate::plan::NodeKind::Model && n.materialized == crate::project::Materialized::Ephemeral {
+        return Value::Null;
+    }
+    let kind = project.dbt.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
+    let (open, close) = if matches!(kind, "mysql" | "mariadb") { ('`', '`') } else { ('"', '"') };
+    let naming = crate::warehouse::Naming { open, close, schema: Some(schema.to_string()) };
+    json!(n.relation(&naming))
+}
+
 /// The manifest: every model, seed, snapshot and test, with its dependencies.
 pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: &str) -> Value {
     let g = &plan.models;
@@ -121,13 +132,14 @@ pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: 
                 "unique_id": id,
                 "resource_type": kind,
                 "name": n.name,
-                "alias": n.name,
+                "alias": n.identifier(),
                 "package_name": project.name(),
                 "path": n.path.split_once('/').map(|(_, r)| r).unwrap_or(&n.path),
                 "original_file_path": n.path,
                 "fqn": fqn(project, &n.path, &n.name),
-                "schema": schema,
+                "schema": n.schema.clone().unwrap_or_else(|| schema.clone()),
                 "database": database,
+                "relation_name": relation_name(project, n, &schema),
                 "tags": n.tags,
                 "description": description,
                 "raw_code": raw_code,

@@ -182,7 +182,14 @@ pub fn compile(a: CompileArgs) -> Result<i32> {
     let url = project.connection_url(a.sel.connection.as_deref())?;
     let naming = warehouse::naming_for(&url);
     let renderer = crate::plan::renderer(&project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
-    let resolve = Arc::new(WarehouseResolve::new(&project, &plan.models, naming, outside_run(&project)));
+    let mut resolve = WarehouseResolve::new(&project, &plan.models, naming, outside_run(&project));
+    // As dbt compile does, run_query() runs its queries.
+    if crate::steps::models::uses_run_query(&project) {
+        let conn = connect(&project, a.sel.connection.as_deref())
+            .map_err(|e| e.context("the project calls run_query(), which needs the warehouse to compile"))?;
+        resolve.queries = Some(std::sync::Mutex::new(conn));
+    }
+    let resolve = Arc::new(resolve);
     let chosen = crate::plan::select(&plan.models, &a.sel.select, &a.sel.exclude).map_err(Error::user)?;
     let mut wh: Option<Box<dyn Warehouse>> = None;
     let mut n = 0;

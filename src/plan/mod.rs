@@ -159,9 +159,27 @@ pub struct ModelNode {
     /// dbt's hooks: SQL templates run before and after the model's build.
     pub pre_hook: Vec<String>,
     pub post_hook: Vec<String>,
+    /// The schema the node is built in (dbt projects, from
+    /// `generate_schema_name`); `None`: the connection's own.
+    pub schema: Option<String>,
+    /// The relation's name when it is not the node's (dbt's `alias`).
+    pub alias: Option<String>,
 }
 
 impl ModelNode {
+    /// The name of the node's table or view in the database.
+    pub fn identifier(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.name)
+    }
+
+    /// How the node's relation is written in SQL, given the warehouse's naming.
+    pub fn relation(&self, naming: &crate::warehouse::Naming) -> String {
+        match &self.schema {
+            Some(s) => format!("{}.{}", naming.quote(s), naming.quote(self.identifier())),
+            None => naming.relation(self.identifier()),
+        }
+    }
+
     /// The node's config as templates see it (`config.get()`).
     pub fn template_config(&self) -> crate::template::FileConfig {
         crate::template::FileConfig {

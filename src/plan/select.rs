@@ -146,6 +146,8 @@ mod tests {
             snapshot: None,
             pre_hook: vec![],
             post_hook: vec![],
+            schema: None,
+            alias: None,
         };
         let nodes = vec![
             node("a", "models/staging/a.sql", &[]),

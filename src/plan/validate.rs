@@ -397,8 +397,12 @@ pub fn read_schema_file(path: &std::path::Path, shown: &str, env: &crate::secret
 
 /// The renderer of the project's SQL files, with its macros compiled.
 pub fn renderer(p: &Project) -> std::result::Result<template::Renderer, (String, template::TemplateError)> {
-    let macros: Vec<(String, String)> =
+    let mut macros: Vec<(String, String)> =
         p.macros.iter().map(|m| (p.sources.get(m.file).name.clone(), p.sources.get(m.file).text.clone())).collect();
+    if p.dbt.is_some() {
+        let defined: Vec<String> = macros.iter().flat_map(|(_, text)| template::macro_names(text)).collect();
+        macros.push((template::DBT_BUILTINS_FILE.to_string(), template::dbt_builtin_macros(&defined)));
+    }
     let mut r =
         template::Renderer::new(&macros, p.config.vars.clone()).map_err(|e| (e.file.clone().unwrap_or_default(), e))?;
     if let Some(t) = &p.dbt {
@@ -413,6 +417,142 @@ pub fn renderer(p: &Project) -> std::result::Result<template::Renderer, (String,
         r.add_dbt_globals(target, p.env.clone());
     }
     Ok(r)
+}
+
+/// Gives each node of a dbt project its schema and relation name, as dbt
+/// does: `generate_schema_name(custom, node)` and `generate_alias_name(alias,
+/// node)`, the project's own macros when it defines them; a snapshot's
+/// `target_schema` as written.
+fn name_dbt_nodes(
+    p: &Project,
+    target: &crate::project::dbt::DbtTarget,
+    r: &template::Renderer,
+    file_naming: &BTreeMap<String, template::FileConfig>,
+    nodes: &mut [ModelNode],
+    d: &mut Vec<Diagnostic>,
+) {
+    let defined: BTreeSet<String> = p
+        .macros
+        .iter()
+        .flat_map(|m| template::macro_names(&p.sources.get(m.file).text))
+        .filter(|n| n == "generate_schema_name" || n == "generate_alias_name")
+        .collect();
+    let resolve: Arc<dyn template::Resolve> = Arc::new(template::Quoting(Arc::new(|n: &str| quote_ident(n))));
+    let project_name = p.config.name.as_ref().map(|n| n.v.clone()).unwrap_or_default();
+    for node in nodes.iter_mut() {
+        let given = p.dbt_naming.get(&node.name).cloned().unwrap_or_default();
+        let own = file_naming.get(&node.name);
+        let custom = own.and_then(|c| c.schema.clone()).or(given.schema);
+        let target_schema = own.and_then(|c| c.target_schema.clone()).or(given.target_schema);
+        let alias = own.and_then(|c| c.alias.clone()).or(given.alias);
+        let kind = node.kind.name();
+        let node_json = serde_json::json!({
+            "name": node.name,
+            "resource_type": kind,
+            "unique_id": format!("{kind}.{project_name}.{}", node.name),
+            "package_name": project_name,
+            "fqn": if given.fqn.is_empty() { vec![project_name.clone(), node.name.clone()] } else { given.fqn.clone() },
+            "path": node.path,
+            "original_file_path": node.path,
+            "version": null,
+            "config": {
+                "schema": custom,
+                "alias": alias,
+                "materialized": node.materialized.name(),
+                "tags": node.tags,
+            },
+        });
+        let call = template::Call {
+            resolve: resolve.clone(),
+            this: quote_ident(&node.name),
+            is_incremental: false,
+            config: node.template_config(),
+        };
+        let macro_diag = |e: template::TemplateError, d: &mut Vec<Diagnostic>| {
+            let f = e.file.clone().and_then(|f| p.sources.files.iter().find(|x| x.name == f));
+            let mut x = match f {
+                Some(f) => template_diag(f, &e),
+                None => Diagnostic::new(node.path.clone(), 0, 0, e.message.clone()),
+            };
+            x.message = format!("naming {kind} `{}`: {}", node.name, x.message);
+            d.push(x);
+        };
+        let schema = match (&target_schema, defined.contains("generate_schema_name")) {
+            (Some(s), _) if kind == "snapshot" => Some(s.clone()),
+            (_, false) => Some(match &custom {
+                None => target.schema.clone(),
+                Some(c) => format!("{}_{}", target.schema, c.trim()),
+            }),
+            (_, true) => {
+                let custom = custom.clone().map(serde_json::Value::from).unwrap_or(serde_json::Value::Null);
+                match r.call_macro(&node.path, "generate_schema_name", &[custom, node_json.clone()], &call) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        macro_diag(e, d);
+                        None
+                    }
+                }
+            }
+        };
+        let ident = if defined.contains("generate_alias_name") {
+            let a = alias.clone().map(serde_json::Value::from).unwrap_or(serde_json::Value::Null);
+            match r.call_macro(&node.path, "generate_alias_name", &[a, node_json], &call) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    macro_diag(e, d);
+                    None
+                }
+            }
+        } else {
+            Some(alias.map(|a| a.trim().to_string()).unwrap_or_else(|| node.name.clone()))
+        };
+        if let Some(s) = schema {
+            if s.is_empty() {
+                d.push(Diagnostic::new(
+                    node.path.clone(),
+                    0,
+                    0,
+                    format!("{kind} `{}` has an empty schema name", node.name),
+                ));
+            }
+            node.schema = Some(s);
+        }
+        if let Some(i) = ident {
+            if i.is_empty() {
+                d.push(Diagnostic::new(node.path.clone(), 0, 0, format!("{kind} `{}` has an empty alias", node.name)));
+            } else if i != node.name {
+                node.alias = Some(i);
+            }
+        }
+    }
+    // Without custom schemas, nodes are named as in a Sluice project (the
+    // connection's schema); with them, every node is qualified, so a ref
+    // reads the right schema whichever schema the reader is built in.
+    if nodes.iter().all(|n| n.schema.as_deref().is_none_or(|s| s == target.schema)) {
+        for n in nodes.iter_mut() {
+            n.schema = None;
+        }
+    }
+    // Two nodes may not land on one relation.
+    let mut seen: BTreeMap<(Option<String>, String), &str> = BTreeMap::new();
+    for n in nodes.iter() {
+        if n.kind == NodeKind::Model && n.materialized == Materialized::Ephemeral {
+            continue;
+        }
+        let key = (n.schema.clone(), n.identifier().to_string());
+        if let Some(other) = seen.insert(key.clone(), &n.name) {
+            let at = key.0.map(|s| format!("{s}.")).unwrap_or_default();
+            d.push(
+                Diagnostic::new(
+                    n.path.clone(),
+                    0,
+                    0,
+                    format!("`{}` and `{other}` are both built as {at}{}", n.name, key.1),
+                )
+                .with_help("give one of them another alias or schema"),
+            );
+        }
+    }
 }
 
 /// Renders every model, snapshot and singular test (with neutral quoting) to
@@ -484,7 +624,11 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
         snapshot: None,
         pre_hook: Vec::new(),
         post_hook: Vec::new(),
+        schema: None,
+        alias: None,
     };
+    // What files' own config() say of their schema and alias (dbt projects).
+    let mut file_naming: BTreeMap<String, template::FileConfig> = BTreeMap::new();
     for (i, s) in p.seeds.iter().enumerate() {
         let mut node = blank(&s.name, NodeKind::Seed, i, crate::project::show(&p.dir, &s.path));
         node.materialized = Materialized::Table;
@@ -515,18 +659,18 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                 match r.render(&file.name, &file.text, &call) {
                     Ok(out) => {
                         let c = out.config;
-                        if let Some(schema) = &c.schema {
-                            let mut x = Diagnostic::new(
-                                file.name.clone(),
-                                0,
-                                0,
-                                format!(
-                                    "config(schema='{schema}') is read, but sluice builds every node in the connection's schema (custom schemas are not applied yet)"
-                                ),
+                        if p.dbt.is_none() && (c.schema.is_some() || c.alias.is_some() || c.target_schema.is_some()) {
+                            d.push(
+                                Diagnostic::new(
+                                    file.name.clone(),
+                                    0,
+                                    0,
+                                    "config(schema=…) and config(alias=…) apply to dbt projects; a Sluice project builds every model in its connection's schema, named after its file",
+                                )
+                                .with_help("point the model's connection at another schema, or rename the file"),
                             );
-                            x.severity = crate::error::Severity::Warning;
-                            d.push(x);
                         }
+                        file_naming.insert(m.name.clone(), c.clone());
                         if let Some(sev) = &c.severity {
                             let mut x = Diagnostic::new(
                                 file.name.clone(),
@@ -592,6 +736,9 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
             }
             add(d, node, refs, &mut nodes);
         }
+    }
+    if let (Some(target), Some(r)) = (&p.dbt, &renderer) {
+        name_dbt_nodes(p, target, r, &file_naming, &mut nodes, d);
     }
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let mut dag = Dag { names: names.clone(), deps: vec![Vec::new(); names.len()] };

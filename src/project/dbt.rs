@@ -49,6 +49,31 @@ pub struct DbtTarget {
     pub file: String,
 }
 
+/// Where a dbt node's relation goes as its configs say, before
+/// `generate_schema_name` and `generate_alias_name` make the names.
+#[derive(Debug, Clone, Default)]
+pub struct NodeNaming {
+    pub schema: Option<String>,
+    /// A snapshot's `target_schema`, used as written.
+    pub target_schema: Option<String>,
+    pub alias: Option<String>,
+    /// dbt's `fqn`: the project's name, the folders under the node path, the name.
+    pub fqn: Vec<String>,
+}
+
+impl NodeNaming {
+    pub fn new(project: &str, cfg: &NodeConfig, rel: &Path, roots: &[String]) -> NodeNaming {
+        let mut fqn = vec![project.to_string()];
+        fqn.extend(tree_parts(rel, roots));
+        NodeNaming {
+            schema: cfg.schema.as_ref().map(|s| s.v.clone()),
+            target_schema: cfg.target_schema.as_ref().map(|s| s.v.clone()),
+            alias: cfg.alias.as_ref().map(|s| s.v.clone()),
+            fqn,
+        }
+    }
+}
+
 /// `dbt_project.yml`, decoded.
 #[derive(Debug, Clone, Default)]
 pub struct DbtProject {
@@ -89,7 +114,11 @@ pub struct ConfigTree {
 #[derive(Debug, Clone, Default)]
 pub struct NodeConfig {
     pub materialized: Option<Materialized>,
+    /// dbt's custom schema: the node's schema is `generate_schema_name(schema, node)`.
     pub schema: Option<Spanned<String>>,
+    /// A snapshot's `target_schema`: its schema, taken as written.
+    pub target_schema: Option<Spanned<String>>,
+    /// The relation's name, when not the node's (`generate_alias_name`).
     pub alias: Option<Spanned<String>>,
     /// Added to (never replacing) the tags of enclosing folders, as in dbt.
     pub tags: Vec<String>,
@@ -110,7 +139,7 @@ impl NodeConfig {
         macro_rules! take {
             ($($f:ident),*) => { $( if more.$f.is_some() { self.$f = more.$f.clone(); } )* };
         }
-        take!(materialized, schema, alias, enabled, on_schema_change, unique_key, severity);
+        take!(materialized, schema, target_schema, alias, enabled, on_schema_change, unique_key, severity);
         self.pre_hook.extend(more.pre_hook.iter().cloned());
         self.post_hook.extend(more.post_hook.iter().cloned());
         for t in &more.tags {
@@ -236,21 +265,9 @@ fn config_key(c: &mut NodeConfig, r: Resource, key: &Key, value: &Node, cx: &mut
     }
     match name {
         "materialized" => c.materialized = one_of(value, cx, "materialized", MATERIALIZED),
-        "schema" | "target_schema" => {
-            c.schema = <Spanned<String> as super::tree::Decode>::decode(value, cx, Some(name));
-            if c.schema.is_some() {
-                cx.warn(
-                    value.span.clone(),
-                    format!("`{name}` is read, but sluice builds every node in the target's schema (custom schemas are not applied yet)"),
-                );
-            }
-        }
-        "alias" => {
-            c.alias = <Spanned<String> as super::tree::Decode>::decode(value, cx, Some(name));
-            if c.alias.is_some() {
-                cx.error(value.span.clone(), "`alias` is not supported yet: a node's table is named after its file");
-            }
-        }
+        "schema" => c.schema = <Spanned<String> as super::tree::Decode>::decode(value, cx, Some(name)),
+        "target_schema" => c.target_schema = <Spanned<String> as super::tree::Decode>::decode(value, cx, Some(name)),
+        "alias" => c.alias = <Spanned<String> as super::tree::Decode>::decode(value, cx, Some(name)),
         "tags" => c.tags = string_or_list(value, cx, "tags").unwrap_or_default(),
         "pre-hook" | "pre_hook" => c.pre_hook = string_or_list(value, cx, name).unwrap_or_default(),
         "post-hook" | "post_hook" => c.post_hook = string_or_list(value, cx, name).unwrap_or_default(),

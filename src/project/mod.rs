@@ -61,6 +61,9 @@ pub struct Project {
     pub dbt: Option<dbt::DbtTarget>,
     /// A dbt project's `on-run-start`/`on-run-end`.
     pub run_hooks: dbt::RunHooks,
+    /// A dbt project's models, seeds and snapshots by name: the schema and
+    /// alias their configs give (validation turns them into relation names).
+    pub dbt_naming: std::collections::BTreeMap<String, dbt::NodeNaming>,
     /// Every problem found, errors and warnings.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -190,6 +193,7 @@ impl Project {
             env,
             dbt: None,
             run_hooks: Default::default(),
+            dbt_naming: Default::default(),
             diagnostics,
         })
     }
@@ -593,6 +597,8 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
     }
     let merge = dbt::Merge { dbt: &dbtp, yml };
     let mut used = Vec::new();
+    let project_name = dbtp.name.as_ref().map(|n| n.v.clone()).unwrap_or_default();
+    let mut dbt_naming = std::collections::BTreeMap::new();
 
     let mut models = Vec::new();
     let mut disabled: Vec<String> = Vec::new();
@@ -611,6 +617,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
                 continue;
             }
             let loc = tree::Loc { file: m.file, start: 0, end: 0 };
+            dbt_naming.insert(m.name.clone(), dbt::NodeNaming::new(&project_name, &cfg, &rel, &dbtp.model_paths));
             meta.models.push(dbt::model_meta(&m.name, loc, ym, &cfg));
             models.push(m);
         }
@@ -659,6 +666,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
             if let Some(y) = merge.yml.described.iter().find(|y| y.name.v == m.name) {
                 meta.models.push(dbt::model_meta(&m.name, y.name.loc.clone(), Some(y.clone()), &cfg));
             }
+            dbt_naming.insert(m.name.clone(), dbt::NodeNaming::new(&project_name, &cfg, &rel, &dbtp.snapshot_paths));
             snapshots.push(m);
         }
     }
@@ -702,6 +710,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
             if cfg.enabled == Some(false) {
                 continue;
             }
+            dbt_naming.insert(name.clone(), dbt::NodeNaming::new(&project_name, &cfg, &rel, &dbtp.seed_paths));
             if !cfg.column_types.is_empty() {
                 let loc = tree::Loc { file: main_id, start: 0, end: 0 };
                 meta.seeds.push(dbt::seed_meta(&name, loc, &cfg, &mut diagnostics, &sources));
@@ -730,6 +739,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
         env,
         dbt: target,
         run_hooks: dbtp.hooks.clone(),
+        dbt_naming,
         diagnostics,
     })
 }

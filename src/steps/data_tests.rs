@@ -137,8 +137,14 @@ fn literal(s: &str) -> String {
 
 /// The query returning a generic test's failing rows (`None`: a check done on
 /// one value instead — row counts and freshness).
-pub fn failing_rows_sql(wh: &dyn Warehouse, model: &str, column: Option<&str>, kind: &TestKind) -> Option<String> {
-    let rel = wh.relation(model);
+pub fn failing_rows_sql(
+    wh: &dyn Warehouse,
+    resolve: &WarehouseResolve,
+    model: &str,
+    column: Option<&str>,
+    kind: &TestKind,
+) -> Option<String> {
+    let rel = resolve.relation(model);
     let q = |c: &str| wh.quote(c);
     let col = column.map(q).unwrap_or_default();
     Some(match kind {
@@ -155,7 +161,7 @@ pub fn failing_rows_sql(wh: &dyn Warehouse, model: &str, column: Option<&str>, k
         }
         TestKind::Relationships { to, field } => format!(
             "SELECT c.{col} FROM {rel} c LEFT JOIN {} p ON c.{col} = p.{} WHERE c.{col} IS NOT NULL AND p.{} IS NULL",
-            wh.relation(to),
+            resolve.relation(to),
             q(field),
             q(field)
         ),
@@ -213,6 +219,7 @@ pub fn run(
 ) -> Result<Vec<TestResult>> {
     let renderer = crate::plan::renderer(project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
     let resolve = Arc::new(WarehouseResolve::new(project, &plan.models, wh.naming(), run));
+    resolve.use_schema(wh, None)?;
     let mut out = Vec::new();
     for case in cases {
         let t0 = Instant::now();
@@ -268,7 +275,7 @@ fn run_one(
             }
             match kind {
                 TestKind::RowCount { min, max } => {
-                    let sql = format!("SELECT COUNT(*) AS n FROM {}", wh.relation(model));
+                    let sql = format!("SELECT COUNT(*) AS n FROM {}", resolve.relation(model));
                     let c = collect_rows(wh, &sql)?;
                     let n: u64 = c.rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0);
                     let low = min.is_some_and(|m| n < m);
@@ -292,7 +299,7 @@ fn run_one(
                 }
                 TestKind::Freshness { max_age } => {
                     let col = case.column.as_deref().expect("freshness is on a column");
-                    let sql = format!("SELECT MAX({}) AS latest FROM {}", wh.quote(col), wh.relation(model));
+                    let sql = format!("SELECT MAX({}) AS latest FROM {}", wh.quote(col), resolve.relation(model));
                     let c = collect_rows(wh, &sql)?;
                     let latest = c.rows.first().map(|r| r[0].clone()).unwrap_or_else(|| "NULL".into());
                     // With a zone (PostgreSQL, SQLite) or without (MySQL: UTC).
@@ -336,7 +343,9 @@ fn run_one(
                         }
                     });
                 }
-                k => failing_rows_sql(wh, model, case.column.as_deref(), k).expect("a row query for this kind"),
+                k => {
+                    failing_rows_sql(wh, resolve, model, case.column.as_deref(), k).expect("a row query for this kind")
+                }
             }
         }
     };

@@ -29,6 +29,14 @@ pub struct WarehouseResolve {
     pub source_schema: BTreeMap<String, Option<String>>,
     /// `(source, table)` → the table's name in the database, where it differs.
     pub source_identifier: BTreeMap<(String, String), String>,
+    /// Nodes built in a schema of their own or under an alias (dbt
+    /// projects) → their relation.
+    pub placed: BTreeMap<String, String>,
+    /// The schemas nodes are built in (dbt projects' custom schemas).
+    pub schemas: BTreeSet<String>,
+    /// The connection `run_query()` runs on (its own, shared by the build's
+    /// threads), when the project calls it.
+    pub queries: Option<Mutex<Box<dyn Warehouse>>>,
 }
 
 impl WarehouseResolve {
@@ -36,6 +44,14 @@ impl WarehouseResolve {
     /// today in the project's zone outside a run: `outside_run`).
     pub fn new(project: &Project, graph: &ModelGraph, naming: Naming, run: crate::template::RunVars) -> Self {
         WarehouseResolve {
+            queries: None,
+            schemas: graph.nodes.iter().filter_map(|n| n.schema.clone()).collect(),
+            placed: graph
+                .nodes
+                .iter()
+                .filter(|n| n.schema.is_some() || n.alias.is_some())
+                .map(|n| (n.name.clone(), n.relation(&naming)))
+                .collect(),
             naming,
             ephemeral: graph
                 .nodes
@@ -57,11 +73,25 @@ impl WarehouseResolve {
     pub fn cte_name(&self, model: &str) -> String {
         self.naming.quote(&format!("__sluice_eph_{model}"))
     }
+
+    /// A node's relation (or a load step's table, by its name).
+    pub fn relation(&self, name: &str) -> String {
+        self.placed.get(name).cloned().unwrap_or_else(|| self.naming.relation(name))
+    }
+
+    /// Makes `wh` build in `schema` (`None`: its own), every schema of the
+    /// project's nodes being there to read (made, or attached on SQLite).
+    pub fn use_schema(&self, wh: &mut dyn Warehouse, schema: Option<&str>) -> Result<()> {
+        for s in &self.schemas {
+            wh.use_schema(Some(s))?;
+        }
+        wh.use_schema(schema)
+    }
 }
 
 impl Resolve for WarehouseResolve {
     fn model(&self, name: &str) -> String {
-        if self.ephemeral.contains(name) { self.cte_name(name) } else { self.naming.relation(name) }
+        if self.ephemeral.contains(name) { self.cte_name(name) } else { self.relation(name) }
     }
     fn source(&self, source: &str, table: &str) -> String {
         let table =
@@ -74,6 +104,59 @@ impl Resolve for WarehouseResolve {
     fn run(&self) -> crate::template::RunVars {
         self.run.clone()
     }
+    fn run_query(&self, sql: &str) -> std::result::Result<template::QueryTable, String> {
+        let Some(conn) = &self.queries else {
+            return Err("run_query() runs in models and the macros they call, not here".into());
+        };
+        let mut wh = conn.lock().map_err(|_| "the query connection failed earlier".to_string())?;
+        let mut t = TableSink::default();
+        wh.query(sql, &mut t).map_err(|e| e.chain())?;
+        Ok(t.0)
+    }
+}
+
+/// Collects a query's rows for `run_query()`: numbers as numbers, the rest
+/// as the text Sluice writes them in.
+#[derive(Default)]
+struct TableSink(template::QueryTable, Vec<u8>);
+
+impl crate::warehouse::RowSink for TableSink {
+    fn columns(&mut self, names: &[String]) -> Result<()> {
+        self.0.columns = names.to_vec();
+        Ok(())
+    }
+    fn row(&mut self, vals: &[crate::types::Val]) -> Result<()> {
+        use crate::types::Val;
+        let row = vals
+            .iter()
+            .map(|v| match v {
+                Val::Null => serde_json::Value::Null,
+                Val::Int(i) => serde_json::json!(i),
+                Val::Bool(b) => serde_json::json!(b),
+                Val::Float(f) if f.is_finite() => serde_json::json!(f),
+                // A whole decimal (`sum()` of integers on MariaDB) stays whole.
+                Val::Dec(d) => match (d.parse::<i64>(), d.parse::<f64>()) {
+                    (Ok(i), _) => serde_json::json!(i),
+                    (_, Ok(f)) => serde_json::json!(f),
+                    _ => serde_json::json!(d),
+                },
+                Val::Text(t) => serde_json::json!(t),
+                v => {
+                    self.1.clear();
+                    crate::warehouse::format_val(&mut self.1, v);
+                    serde_json::json!(String::from_utf8_lossy(&self.1))
+                }
+            })
+            .collect();
+        self.0.rows.push(row);
+        Ok(())
+    }
+}
+
+/// Whether any model or macro calls `run_query()` (then a build opens a
+/// connection for it).
+pub fn uses_run_query(project: &Project) -> bool {
+    project.models.iter().chain(&project.macros).any(|m| project.sources.get(m.file).text.contains("run_query"))
 }
 
 /// What templates see outside a pipeline run (`transform`, `compile`, `test`,
@@ -97,7 +180,8 @@ pub fn incremental_target(
     if n.kind != NodeKind::Model || n.materialized != Materialized::Incremental || full_refresh {
         return Ok(None);
     }
-    wh.table_schema(&n.name)
+    wh.use_schema(n.schema.as_deref())?;
+    wh.table_schema(n.identifier())
 }
 
 /// Renders a model (or snapshot) with its ephemeral dependencies inlined as CTEs.
@@ -113,12 +197,8 @@ pub fn render_node(
     let file = file_of(project, n).ok_or_else(|| Error::internal(format!("`{}` has no SQL file", n.name)))?;
     let src = project.sources.get(file);
     let r: Arc<dyn Resolve> = resolve.clone();
-    let call = Call {
-        resolve: r.clone(),
-        this: resolve.naming.relation(&n.name),
-        is_incremental,
-        config: n.template_config(),
-    };
+    let call =
+        Call { resolve: r.clone(), this: resolve.relation(&n.name), is_incremental, config: n.template_config() };
     let out = renderer.render(&src.name, &src.text, &call).map_err(|e| template_error(project, &src.name, &e))?;
     // Ephemeral models this one reaches through ephemeral models, in build order.
     let mut need = BTreeSet::new();
@@ -236,7 +316,11 @@ pub fn build(req: &BuildRequest) -> Result<Vec<ModelResult>> {
     let first = (req.connect)()?;
     let threads =
         if first.backend() == crate::warehouse::Backend::Sqlite { 1 } else { req.threads.max(1).min(todo.len()) };
-    let resolve = Arc::new(WarehouseResolve::new(req.project, g, first.naming(), req.run.clone()));
+    let mut resolve = WarehouseResolve::new(req.project, g, first.naming(), req.run.clone());
+    if uses_run_query(req.project) {
+        resolve.queries = Some(Mutex::new((req.connect)()?));
+    }
+    let resolve = Arc::new(resolve);
     let set: BTreeSet<usize> = todo.iter().copied().collect();
     // Dependencies among the models being built (others are taken as built).
     let deps: BTreeMap<usize, Vec<usize>> =
@@ -356,6 +440,7 @@ fn build_one(
     // The SQL sent, once rendered: a failure in the database is placed in it.
     let mut sent: Option<String> = None;
     let res = (|| -> Result<String> {
+        timed(db, || resolve.use_schema(wh, n.schema.as_deref()))?;
         run_hooks(req.project, renderer, resolve, wh, n, &n.pre_hook, "pre-hook", db)?;
         let built = build_model(req, renderer, resolve, wh, i, db, &mut sent)?;
         run_hooks(req.project, renderer, resolve, wh, n, &n.post_hook, "post-hook", db)?;
@@ -384,12 +469,8 @@ fn run_hooks(
 ) -> Result<()> {
     for hook in hooks {
         let r: Arc<dyn Resolve> = resolve.clone();
-        let call = Call {
-            resolve: r,
-            this: resolve.naming.relation(&n.name),
-            is_incremental: false,
-            config: n.template_config(),
-        };
+        let call =
+            Call { resolve: r, this: resolve.relation(&n.name), is_incremental: false, config: n.template_config() };
         let sql = renderer.render(&n.path, hook, &call).map_err(|e| template_error(project, &n.path, &e))?.sql;
         if sql.trim().is_empty() {
             continue;
@@ -416,7 +497,7 @@ fn build_model(
             Materialized::View | Materialized::Table => {
                 let sql: &str = sent.insert(render_node(req.project, g, renderer, resolve, i, false)?);
                 let build = Build { kind: n.materialized, contract: n.contract.as_ref(), unique_key: None };
-                timed(db, || wh.materialize(&n.name, sql, &build))?;
+                timed(db, || wh.materialize(n.identifier(), sql, &build))?;
                 Ok(n.materialized.name().to_string())
             }
             Materialized::Incremental => {
@@ -433,7 +514,7 @@ fn build_model(
                             contract: n.contract.as_ref(),
                             unique_key: n.unique_key.as_deref(),
                         };
-                        timed(db, || wh.materialize(&n.name, sql, &build))?;
+                        timed(db, || wh.materialize(n.identifier(), sql, &build))?;
                         Ok(if req.full_refresh {
                             "incremental, rebuilt (full refresh)".into()
                         } else {
@@ -573,7 +654,7 @@ fn source_place(source: &str, sql: &str, line: usize, col: usize) -> Option<(usi
 /// Adds (or merges) an incremental model's new rows into its table.
 fn incremental(wh: &mut dyn Warehouse, n: &ModelNode, sql: &str, table_cols: &[Column]) -> Result<String> {
     let d = wh.dialect();
-    let rel = wh.relation(&n.name);
+    let rel = wh.relation(n.identifier());
     let query_cols = wh.query_columns(sql)?;
     let has = |cols: &[Column], name: &str| cols.iter().any(|c| c.name == name);
     let new: Vec<&Column> = query_cols.iter().filter(|c| !has(table_cols, &c.name)).collect();
@@ -621,7 +702,7 @@ fn incremental(wh: &mut dyn Warehouse, n: &ModelNode, sql: &str, table_cols: &[C
     let tmp = format!("__sluice_inc_{}", n.name);
     wh.execute(&d.drop_temp(&tmp))?;
     if let Some(key) = &n.unique_key {
-        wh.execute(&d.unique_index(&format!("{}__sluice_key", n.name), &rel, key))?;
+        wh.execute(&d.unique_index(&format!("{}__sluice_key", n.identifier()), &rel, key))?;
     }
     wh.execute(&d.create_temp_as(&tmp, sql))?;
     let tmp_rel = d.temp_relation(&tmp);

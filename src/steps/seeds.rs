@@ -68,7 +68,7 @@ pub fn load_seeds(
             schema = Some(inferred);
         }
         let spec = LoadSpec {
-            table: seed.name.clone(),
+            table: n.identifier().to_string(),
             schema,
             mode: LoadMode::Replace,
             key: Vec::new(),
@@ -84,10 +84,13 @@ pub fn load_seeds(
         };
         let input = Input::file(&path, &label);
         let meter: Arc<dyn Meter> = Arc::new(NoMeter);
-        let result = load(wh, &spec, std::slice::from_ref(&input), &meter)
+        let result = wh
+            .use_schema(n.schema.as_deref())
+            .and_then(|()| load(wh, &spec, std::slice::from_ref(&input), &meter))
             .map(|r| r.loaded)
             .map_err(|e| e.context(format!("seed `{}`", seed.name)));
         out.push(SeedResult { name: seed.name.clone(), result });
     }
+    wh.use_schema(None)?;
     Ok(out)
 }

@@ -16,8 +16,21 @@ use crate::project::Project;
 use crate::types::ColumnType;
 use crate::warehouse::Warehouse;
 
-pub const VALID_FROM: &str = "valid_from";
-pub const VALID_TO: &str = "valid_to";
+/// The columns a snapshot adds to its query's: when a version became
+/// current and stopped being (NULL while it is), and, in a dbt project,
+/// `dbt_updated_at` (the version's `updated_at`, or the snapshot's time).
+#[derive(Debug, Clone, Copy)]
+pub struct History {
+    pub from: &'static str,
+    pub to: &'static str,
+    pub updated: Option<&'static str>,
+}
+
+/// A Sluice project's snapshot columns.
+pub const SLUICE_HISTORY: History = History { from: "valid_from", to: "valid_to", updated: None };
+/// A dbt project's, named as dbt names them.
+pub const DBT_HISTORY: History =
+    History { from: "dbt_valid_from", to: "dbt_valid_to", updated: Some("dbt_updated_at") };
 
 /// What one snapshot did.
 #[derive(Debug)]
@@ -52,16 +65,27 @@ pub fn run_snapshots(
                 .as_ref()
                 .ok_or_else(|| Error::user(format!("snapshot `{}` has no unique_key/strategy", n.name)))?;
             let sql = render_node(project, g, &renderer, &resolve, i, false)?;
-            snapshot(wh, &n.name, &sql, cfg, now)
+            resolve.use_schema(wh, n.schema.as_deref())?;
+            let history = if project.dbt.is_some() { DBT_HISTORY } else { SLUICE_HISTORY };
+            snapshot(wh, n.identifier(), &sql, cfg, &history, now)
         })()
         .map_err(|e| e.context(format!("snapshot `{}` ({})", n.name, n.path)));
         out.push(SnapshotResult { name: n.name.clone(), result });
     }
+    wh.use_schema(None)?;
     Ok(out)
 }
 
 /// Takes one snapshot of `sql` into table `name`.
-pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotConfig, now: i64) -> Result<String> {
+pub fn snapshot(
+    wh: &mut dyn Warehouse,
+    name: &str,
+    sql: &str,
+    cfg: &SnapshotConfig,
+    history: &History,
+    now: i64,
+) -> Result<String> {
+    let (valid_from, valid_to) = (history.from, history.to);
     let d = wh.dialect();
     let q = |c: &str| d.quote(c);
     let rel = wh.relation(name);
@@ -80,10 +104,8 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
     {
         return Err(Error::user(format!("updated_at `{updated_at}` is not a column of the snapshot's query")));
     }
-    if cols.iter().any(|c| c == VALID_FROM || c == VALID_TO) {
-        return Err(Error::user(format!(
-            "the snapshot's query has a `{VALID_FROM}` or `{VALID_TO}` column; sluice adds those"
-        )));
+    if let Some(c) = cols.iter().find(|c| *c == valid_from || *c == valid_to || Some(c.as_str()) == history.updated) {
+        return Err(Error::user(format!("the snapshot's query has a `{c}` column; sluice adds that one")));
     }
     let now_lit = d.timestamp_literal(now);
     let col_list = |prefix: &str| cols.iter().map(|c| format!("{prefix}{}", q(c))).collect::<Vec<_>>().join(", ");
@@ -102,14 +124,21 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
         for c in &mut schema.columns {
             c.nullable = true;
         }
-        schema.columns.push(crate::types::Column::new(VALID_FROM, vf_type));
-        schema.columns.push(crate::types::Column::new(VALID_TO, vf_type));
+        schema.columns.push(crate::types::Column::new(valid_from, vf_type));
+        let updated = match history.updated {
+            Some(u) => {
+                schema.columns.push(crate::types::Column::new(u, vf_type));
+                format!(", {vf} AS {}", q(u))
+            }
+            None => String::new(),
+        };
+        schema.columns.push(crate::types::Column::new(valid_to, vf_type));
         let select = format!(
-            "SELECT {}, {vf} AS {}, CAST(NULL AS {}) AS {} FROM (\n{body}\n) s",
+            "SELECT {}, {vf} AS {}{updated}, CAST(NULL AS {}) AS {} FROM (\n{body}\n) s",
             col_list("s."),
-            q(VALID_FROM),
+            q(valid_from),
             d.sql_type(vf_type),
-            q(VALID_TO)
+            q(valid_to)
         );
         for stmt in crate::warehouse::build_table_sql(d, &rel, &select, Some(&schema)) {
             wh.execute(&stmt)?;
@@ -157,16 +186,16 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
         // The new version's updated_at closes the old one.
         Strategy::Timestamp { updated_at } => d.update_from(
             &rel,
-            VALID_TO,
+            valid_to,
             &format!("s.{}", q(updated_at)),
             &format!("{stage} s"),
             &key_match("s", &rel),
-            &format!("{rel}.{} IS NULL AND {changed}", q(VALID_TO)),
+            &format!("{rel}.{} IS NULL AND {changed}", q(valid_to)),
         ),
         Strategy::Check { .. } => format!(
             "UPDATE {rel} SET {} = {now_lit} WHERE {} IS NULL AND EXISTS (SELECT 1 FROM {stage} s WHERE {} AND {changed})",
-            q(VALID_TO),
-            q(VALID_TO),
+            q(valid_to),
+            q(valid_to),
             key_match("s", &rel)
         ),
     };
@@ -174,19 +203,23 @@ pub fn snapshot(wh: &mut dyn Warehouse, name: &str, sql: &str, cfg: &SnapshotCon
     if cfg.invalidate_hard_deletes {
         statements.push(format!(
             "UPDATE {rel} SET {} = {now_lit} WHERE {} IS NULL AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {})",
-            q(VALID_TO),
-            q(VALID_TO),
+            q(valid_to),
+            q(valid_to),
             key_match("s", &rel)
         ));
     }
+    let (updated_col, updated_val) = match history.updated {
+        Some(u) => (format!(", {}", q(u)), format!(", {new_from}")),
+        None => (String::new(), String::new()),
+    };
     statements.push(format!(
-        "INSERT INTO {rel} ({}, {}, {}) SELECT {}, {new_from}, NULL FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {rel} c WHERE {} AND c.{} IS NULL)",
+        "INSERT INTO {rel} ({}, {}{updated_col}, {}) SELECT {}, {new_from}{updated_val}, NULL FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {rel} c WHERE {} AND c.{} IS NULL)",
         col_list(""),
-        q(VALID_FROM),
-        q(VALID_TO),
+        q(valid_from),
+        q(valid_to),
         col_list("s."),
         key_match("c", "s"),
-        q(VALID_TO)
+        q(valid_to)
     ));
     wh.execute(&d.drop_temp(&tmp))?;
     wh.execute(&d.create_temp_as(&tmp, body))?;

@@ -25,6 +25,27 @@ pub trait Resolve: Send + Sync {
     fn run(&self) -> RunVars {
         RunVars::default()
     }
+    /// dbt's `execute`: whether this render makes SQL to run (false while
+    /// the project is only read for its refs and configs).
+    fn execute(&self) -> bool {
+        true
+    }
+    /// Runs `run_query(sql)`'s query. A resolver that does not `execute`
+    /// gives an empty table; one that executes without a connection for
+    /// queries says where `run_query()` works.
+    fn run_query(&self, sql: &str) -> Result<QueryTable, String> {
+        let _ = sql;
+        Err("run_query() runs in models and the macros they call, not here".into())
+    }
+}
+
+/// What `run_query()` returns: the query's columns and rows (dbt gives an
+/// Agate table; templates read it as `table.rows`, `table.columns[0].values()`,
+/// `table.column_names`, `row[0]` or `row['name']`, or iterate its rows).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryTable {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
 }
 
 /// What templates know about the run they are rendered for.
@@ -47,6 +68,113 @@ impl Resolve for Quoting {
     }
     fn source(&self, _source: &str, table: &str) -> String {
         (self.0)(table)
+    }
+    fn execute(&self) -> bool {
+        false
+    }
+    fn run_query(&self, _sql: &str) -> Result<QueryTable, String> {
+        Ok(QueryTable::default())
+    }
+}
+
+/// `run_query()`'s table in templates.
+#[derive(Debug)]
+struct TableObj(Arc<QueryTable>);
+
+/// One row: by position (`row[0]`) or column name (`row['id']`).
+#[derive(Debug)]
+struct RowObj(Arc<QueryTable>, usize);
+
+/// One column: `.name`, `.values()`.
+#[derive(Debug)]
+struct ColumnObj(Arc<QueryTable>, usize);
+
+fn cell(v: &serde_json::Value) -> Value {
+    Value::from(minijinja::value::Serde(v.clone()))
+}
+
+impl Object for TableObj {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Seq
+    }
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let t = &self.0;
+        if let Some(i) = key.as_usize() {
+            return (i < t.rows.len()).then(|| Value::from_object(RowObj(t.clone(), i)));
+        }
+        match key.as_str()? {
+            "rows" => Some(Value::from(
+                (0..t.rows.len()).map(|i| Value::from_object(RowObj(t.clone(), i))).collect::<Vec<_>>(),
+            )),
+            "columns" => Some(Value::from(
+                (0..t.columns.len()).map(|i| Value::from_object(ColumnObj(t.clone(), i))).collect::<Vec<_>>(),
+            )),
+            "column_names" => Some(Value::from(t.columns.clone())),
+            _ => None,
+        }
+    }
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        let t = self.0.clone();
+        minijinja::value::Enumerator::Iter(Box::new(
+            (0..t.rows.len()).map(move |i| Value::from_object(RowObj(t.clone(), i))),
+        ))
+    }
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.0.rows.len())
+    }
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        _args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        match method {
+            "print_table" => Ok(Value::from("")),
+            m => Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!("run_query()'s table has no method `{m}` (it has rows, columns, column_names, print_table())"),
+            )),
+        }
+    }
+}
+
+impl Object for RowObj {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Seq
+    }
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let row = &self.0.rows[self.1];
+        let i = match key.as_usize() {
+            Some(i) => i,
+            None => self.0.columns.iter().position(|c| Some(c.as_str()) == key.as_str())?,
+        };
+        row.get(i).map(cell)
+    }
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(self.0.rows[self.1].iter().map(cell).collect())
+    }
+}
+
+impl Object for ColumnObj {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Plain
+    }
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        (key.as_str()? == "name").then(|| Value::from(self.0.columns[self.1].clone()))
+    }
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        _args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        match method {
+            "values" => Ok(Value::from(self.0.rows.iter().map(|r| cell(&r[self.1])).collect::<Vec<_>>())),
+            m => Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!("a column of run_query()'s table has no method `{m}` (it has name, values())"),
+            )),
+        }
     }
 }
 
@@ -85,8 +213,12 @@ pub struct FileConfig {
     pub updated_at: Option<String>,
     pub check_cols: Option<Vec<String>>,
     pub invalidate_hard_deletes: Option<bool>,
-    /// dbt's `schema`/`target_schema`: read, not applied yet (reported by validation).
+    /// dbt's custom schema (`generate_schema_name` makes the schema's name).
     pub schema: Option<String>,
+    /// A snapshot's `target_schema`: its schema, as written.
+    pub target_schema: Option<String>,
+    /// The relation's name, when not the file's (`generate_alias_name`).
+    pub alias: Option<String>,
     /// dbt's `pre_hook`/`post_hook`: SQL templates run around the build.
     pub pre_hook: Vec<String>,
     pub post_hook: Vec<String>,
@@ -257,7 +389,9 @@ fn config_value(c: &FileConfig, key: &str) -> Option<Value> {
         "check_cols" => list(&c.check_cols),
         "invalidate_hard_deletes" => c.invalidate_hard_deletes.map(Value::from),
         "severity" => some(&c.severity),
-        "schema" | "target_schema" => some(&c.schema),
+        "schema" => some(&c.schema),
+        "target_schema" => some(&c.target_schema),
+        "alias" => some(&c.alias),
         "pre_hook" | "pre-hook" if !c.pre_hook.is_empty() => Some(Value::from(c.pre_hook.clone())),
         "post_hook" | "post-hook" if !c.post_hook.is_empty() => Some(Value::from(c.post_hook.clone())),
         _ => None,
@@ -502,20 +636,26 @@ fn record_config(state: &State, kwargs: Kwargs) -> Result<(), minijinja::Error> 
                 }
                 g.config.severity = Some(v);
             }
-            // dbt's: read, no effect on what is built (every node is
-            // built in the connection's schema; documentation keys).
-            "target_schema" | "schema" => g.config.schema = Some(kwargs.get::<Value>(key)?.to_string()),
+            "schema" => g.config.schema = opt_string(kwargs.get::<Value>(key)?),
+            "target_schema" => g.config.target_schema = opt_string(kwargs.get::<Value>(key)?),
+            "alias" => g.config.alias = opt_string(kwargs.get::<Value>(key)?),
+            // dbt's documentation keys: no effect on what is built.
             "target_database" | "meta" | "docs" | "persist_docs" => {
                 let _: Value = kwargs.get(key)?;
             }
             other => {
                 return Err(bad(format!(
-                    "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes, pre_hook, post_hook, severity)"
+                    "unknown config key `{other}` (known: materialized, unique_key, tags, on_schema_change, strategy, updated_at, check_cols, invalidate_hard_deletes, pre_hook, post_hook, severity, schema, alias)"
                 )));
             }
         }
     }
     Ok(())
+}
+
+/// A config value that may be `none`.
+fn opt_string(v: Value) -> Option<String> {
+    if v.is_none() || v.is_undefined() { None } else { Some(v.to_string()) }
 }
 
 fn strings(v: &Value) -> Result<Vec<String>, minijinja::Error> {
@@ -578,6 +718,53 @@ fn unrename(mut e: TemplateError, renamed: &std::collections::HashMap<String, Ve
     e
 }
 
+/// The name the built-in macros of a dbt project are shown under in messages.
+pub const DBT_BUILTINS_FILE: &str = "(dbt's built-in macros)";
+
+/// dbt's naming macros, as dbt-core defines their behaviour: a project's own
+/// `generate_schema_name` or `generate_alias_name` replaces the default, and
+/// may call `default__generate_schema_name` or `generate_schema_name_for_env`.
+/// Those the project defines itself (`defined`) are left out.
+pub fn dbt_builtin_macros(defined: &[String]) -> String {
+    const MACROS: &[(&str, &str)] = &[
+        (
+            "default__generate_schema_name",
+            "{% macro default__generate_schema_name(custom_schema_name, node) -%}\n\
+             {%- if custom_schema_name is none -%}{{ target.schema }}\n\
+             {%- else -%}{{ target.schema }}_{{ custom_schema_name | trim }}{%- endif -%}\n\
+             {%- endmacro %}\n",
+        ),
+        (
+            "generate_schema_name",
+            "{% macro generate_schema_name(custom_schema_name, node) -%}\n\
+             {{ default__generate_schema_name(custom_schema_name, node) }}\n\
+             {%- endmacro %}\n",
+        ),
+        (
+            "generate_schema_name_for_env",
+            "{% macro generate_schema_name_for_env(custom_schema_name, node) -%}\n\
+             {%- if target.name == 'prod' and custom_schema_name is not none -%}{{ custom_schema_name | trim }}\n\
+             {%- else -%}{{ target.schema }}{%- endif -%}\n\
+             {%- endmacro %}\n",
+        ),
+        (
+            "default__generate_alias_name",
+            "{% macro default__generate_alias_name(custom_alias_name=none, node=none) -%}\n\
+             {%- if custom_alias_name -%}{{ custom_alias_name | trim }}\n\
+             {%- elif node.version -%}{{ node.name ~ '_v' ~ (node.version | string | replace('.', '_')) }}\n\
+             {%- else -%}{{ node.name }}{%- endif -%}\n\
+             {%- endmacro %}\n",
+        ),
+        (
+            "generate_alias_name",
+            "{% macro generate_alias_name(custom_alias_name=none, node=none) -%}\n\
+             {{ default__generate_alias_name(custom_alias_name, node) }}\n\
+             {%- endmacro %}\n",
+        ),
+    ];
+    MACROS.iter().filter(|(n, _)| !defined.iter().any(|d| d == n)).map(|(_, m)| *m).collect()
+}
+
 /// The macro names a macro file defines (`{% macro name(...) %}`).
 pub fn macro_names(source: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -637,6 +824,13 @@ impl Renderer {
                 }),
             }
         });
+        env.add_function("run_query", |state: &State, sql: String| -> Result<Value, minijinja::Error> {
+            let s = session(state)?;
+            match s.resolver().run_query(&sql) {
+                Ok(t) => Ok(Value::from_object(TableObj(Arc::new(t)))),
+                Err(e) => Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("run_query(): {e}"))),
+            }
+        });
         env.add_function("is_incremental", |state: &State| -> Result<bool, minijinja::Error> {
             Ok(session(state)?.is_incremental)
         });
@@ -694,7 +888,6 @@ impl Renderer {
         self.target_schema = text("schema");
         self.target_database = text("database");
         self.env.add_global("target", Value::from(minijinja::value::Serde(target)));
-        self.env.add_global("execute", true);
         self.env.add_global("modules", Value::from_object(PyModule::Modules));
         self.env.add_function(
             "env_var",
@@ -737,6 +930,33 @@ impl Renderer {
 
     /// Renders one file. `name` is the file's name for messages.
     pub fn render(&self, name: &str, source: &str, call: &Call) -> Result<Rendered, TemplateError> {
+        self.render_with(name, source, call, &[])
+    }
+
+    /// Calls one of the project's macros (or a built-in one) with `args`
+    /// and returns what it renders, trimmed: dbt's `generate_schema_name`
+    /// and the like. `file` names the caller in messages.
+    pub fn call_macro(
+        &self,
+        file: &str,
+        name: &str,
+        args: &[serde_json::Value],
+        call: &Call,
+    ) -> Result<String, TemplateError> {
+        let names: Vec<String> = (0..args.len()).map(|i| format!("__sluice_arg{i}")).collect();
+        let source = format!("{{{{ {name}({}) }}}}", names.join(", "));
+        let extra: Vec<(String, Value)> =
+            names.into_iter().zip(args).map(|(n, a)| (n, Value::from(minijinja::value::Serde(a.clone())))).collect();
+        Ok(self.render_with(file, &source, call, &extra)?.sql.trim().to_string())
+    }
+
+    fn render_with(
+        &self,
+        name: &str,
+        source: &str,
+        call: &Call,
+        extra: &[(String, Value)],
+    ) -> Result<Rendered, TemplateError> {
         let session = Arc::new(Session {
             recorder: Mutex::new(Recorder::default()),
             resolve: call.resolve.clone(),
@@ -754,12 +974,17 @@ impl Renderer {
             schema: parts.pop().or_else(|| self.target_schema.clone()),
             database: parts.pop().or_else(|| self.target_database.clone()),
         };
-        let ctx = minijinja::context! {
-            this => Value::from_object(this),
-            logical_date => run.logical_date,
-            run_id => run.run_id,
-            __sluice => Value::from_dyn_object(session.clone())
-        };
+        let mut ctx: std::collections::BTreeMap<String, Value> = [
+            ("this".to_string(), Value::from_object(this)),
+            ("logical_date".to_string(), Value::from(run.logical_date)),
+            ("run_id".to_string(), Value::from(run.run_id)),
+            ("execute".to_string(), Value::from(call.resolve.execute())),
+            ("__sluice".to_string(), Value::from_dyn_object(session.clone())),
+        ]
+        .into_iter()
+        .collect();
+        ctx.extend(extra.iter().cloned());
+        let ctx = Value::from(ctx);
         let full = format!("{}{source}", self.header);
         let out = self.env.render_named_str(name, &full, ctx);
         let rec = std::mem::take(&mut *session.recorder.lock().expect("recorder lock"));
@@ -934,7 +1159,10 @@ mod tests {
                 &call(&q),
             )
             .unwrap();
-        assert_eq!(out.sql, "select 'dev/postgres' as t, 'd' as e -- x");
+        // Reading the project (Quoting) is dbt's parse: `execute` is false.
+        assert_eq!(out.sql, "select 'dev/postgres' as t, 'd' as e");
+        let fixed: Arc<dyn Resolve> = Arc::new(Fixed);
+        assert_eq!(rd.render("m.sql", "{% if execute %}x{% endif %}", &call(&fixed)).unwrap().sql, "x");
         let e = rd.render("m.sql", "{{ env_var('SLUICE_SURELY_UNSET_X') }}", &call(&q)).unwrap_err();
         assert!(e.message.contains("env var `SLUICE_SURELY_UNSET_X` is not set"), "{}", e.message);
     }
@@ -984,6 +1212,44 @@ mod tests {
         assert!(e.message.contains("modules.datetime.timedelta is not supported"), "{}", e.message);
         rd.add_global("schemas", serde_json::json!(["a", "b"]));
         assert_eq!(rd.render("m.sql", "{{ schemas | join(',') }}", &c).unwrap().sql, "a,b");
+    }
+
+    /// A resolver whose queries give a fixed table.
+    struct Fixed;
+    impl Resolve for Fixed {
+        fn model(&self, name: &str) -> String {
+            quote_ident(name)
+        }
+        fn source(&self, _source: &str, table: &str) -> String {
+            quote_ident(table)
+        }
+        fn run_query(&self, sql: &str) -> Result<QueryTable, String> {
+            if sql.contains("nope") {
+                return Err("relation \"nope\" does not exist".into());
+            }
+            Ok(QueryTable {
+                columns: vec!["id".into(), "name".into()],
+                rows: vec![
+                    vec![serde_json::json!(1), serde_json::json!("a")],
+                    vec![serde_json::json!(2), serde_json::json!("b")],
+                ],
+            })
+        }
+    }
+
+    #[test]
+    fn run_query_gives_a_table_when_executing_and_an_empty_one_while_reading() {
+        let src = "{% set t = run_query('select 1') %}{{ execute }}:{{ t | length }}:{{ t.column_names | join(',') }}:\
+                   {% for r in t %}{{ r[0] }}{{ r['name'] }};{% endfor %}{{ t.columns[1].name }}={{ t.columns[1].values() | join('') }}:\
+                   {{ t.rows[1][0] + 1 }}";
+        let q = quoting();
+        let reading = "{% set t = run_query('select 1') %}{{ execute }}:{{ t | length }}:{{ t.rows | length }}";
+        assert_eq!(renderer().render("m.sql", reading, &call(&q)).unwrap().sql, "False:0:0");
+        let fixed: Arc<dyn Resolve> = Arc::new(Fixed);
+        let c = call(&fixed);
+        assert_eq!(renderer().render("m.sql", src, &c).unwrap().sql, "True:2:id,name:1a;2b;name=ab:3");
+        let e = renderer().render("m.sql", "{{ run_query('select * from nope') }}", &c).unwrap_err();
+        assert!(e.message.contains("run_query(): relation \"nope\" does not exist"), "{}", e.message);
     }
 
     #[test]

@@ -174,6 +174,19 @@ pub trait Warehouse: Send {
     fn describe(&self) -> String;
     /// How identifiers and relations are written in this warehouse's SQL.
     fn naming(&self) -> Naming;
+    /// Makes `schema` (created when missing) where this connection's
+    /// relations are made and looked up, until the next call; `None` goes
+    /// back to the connection's own schema. dbt projects build nodes in
+    /// schemas of their own this way.
+    fn use_schema(&mut self, schema: Option<&str>) -> Result<()> {
+        match schema {
+            None => Ok(()),
+            Some(s) => Err(Error::user(format!(
+                "the {} warehouse cannot build in another schema (`{s}`)",
+                self.backend().name()
+            ))),
+        }
+    }
     /// Quotes an identifier.
     fn quote(&self, ident: &str) -> String {
         self.naming().quote(ident)

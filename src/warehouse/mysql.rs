@@ -30,7 +30,10 @@ pub struct Mysql {
     rt: Handle,
     conn: Option<Conn>,
     shown: String,
+    /// The current database (`use_schema` moves it).
     database: String,
+    /// The URL's database: where `use_schema(None)` goes back to.
+    home: String,
     /// Kills the running statement from a second connection.
     interrupt: std::sync::Arc<dyn super::Interrupt>,
     /// Where the last failed statement's error is, when the server says.
@@ -248,7 +251,7 @@ impl Mysql {
         let (conn, opts) = super::block_on_within(&rt, timeout, open(&tls, opts, &shown))
             .ok_or_else(|| super::connect_timed_out(&shown, timeout, "MySQL or MariaDB"))??;
         let interrupt = std::sync::Arc::new(MyInterrupt { rt: rt.clone(), opts, id: conn.id() });
-        let mut m = Mysql { rt, conn: Some(conn), shown, database, interrupt, last_at: None };
+        let mut m = Mysql { rt, conn: Some(conn), shown, home: database.clone(), database, interrupt, last_at: None };
         m.run(
             "SET time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY', NAMES utf8mb4",
             "set up the session",
@@ -338,6 +341,19 @@ impl Warehouse for Mysql {
     fn execute(&mut self, sql: &str) -> Result<()> {
         self.last_at = None;
         self.run(sql, "run SQL")
+    }
+
+    fn use_schema(&mut self, schema: Option<&str>) -> Result<()> {
+        let want = schema.unwrap_or(&self.home).to_string();
+        if want == self.database {
+            return Ok(());
+        }
+        let q = quote(&want);
+        // A database each process makes at once: IF NOT EXISTS takes the race.
+        self.run(&format!("CREATE DATABASE IF NOT EXISTS {q}"), &format!("create database {q}"))?;
+        self.run(&format!("USE {q}"), &format!("use database {q}"))?;
+        self.database = want;
+        Ok(())
     }
 
     fn error_offset(&self, text: &str) -> Option<usize> {

@@ -28,7 +28,12 @@ pub struct Postgres {
     rt: Handle,
     client: Client,
     shown: String,
+    /// Where relations are made and looked up (`use_schema` moves it).
     schema: Option<String>,
+    /// The URL's schema: where `use_schema(None)` goes back to.
+    home: Option<String>,
+    /// Schemas this connection made sure exist.
+    made: BTreeSet<String>,
     /// Text COPY instead of binary (for comparison in benchmarks).
     text_copy: bool,
     /// Cancels the running statement (a cancel request on a new connection).
@@ -201,7 +206,17 @@ impl Postgres {
         });
         let interrupt =
             std::sync::Arc::new(PgInterrupt { rt: rt.clone(), token: client.cancel_token(), tls: connector });
-        let mut pg = Postgres { rt, client, shown, schema, text_copy, interrupt, last_at: Default::default() };
+        let mut pg = Postgres {
+            rt,
+            client,
+            shown,
+            home: schema.clone(),
+            made: schema.iter().cloned().collect(),
+            schema,
+            text_copy,
+            interrupt,
+            last_at: Default::default(),
+        };
         let mut setup = String::from(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1;",
         );
@@ -326,7 +341,7 @@ fn create_table_sql(naming: &Naming, table: &str, schema: &Schema) -> String {
         .iter()
         .map(|c| format!("{} {}{}", naming.quote(&c.name), sql_type(c.ty), if c.nullable { "" } else { " NOT NULL" }))
         .collect();
-    format!("CREATE TABLE {} ({})", naming.quote(table), cols.join(", "))
+    format!("CREATE TABLE {} ({})", naming.relation(table), cols.join(", "))
 }
 
 /// Appends one value in COPY binary form (length, then bytes) for a column of
@@ -683,6 +698,21 @@ impl Warehouse for Postgres {
 
     fn naming(&self) -> Naming {
         Naming { open: '"', close: '"', schema: self.schema.clone() }
+    }
+
+    fn use_schema(&mut self, schema: Option<&str>) -> Result<()> {
+        let want = schema.map(str::to_string).or_else(|| self.home.clone());
+        if want == self.schema {
+            return Ok(());
+        }
+        if let Some(s) = &want
+            && !self.made.contains(s)
+        {
+            create_schema(&self.rt, &self.client, &self.naming().quote(s))?;
+            self.made.insert(s.clone());
+        }
+        self.schema = want;
+        Ok(())
     }
 
     fn execute(&mut self, sql: &str) -> Result<()> {

@@ -27,6 +27,10 @@ pub struct Sqlite {
     interrupt: std::sync::Arc<LiteInterrupt>,
     /// Where the last failed statement's error is, when SQLite says.
     last_at: std::cell::RefCell<Option<ErrorAt>>,
+    /// The attached database relations are made in (`use_schema`); `None`: main.
+    schema: Option<String>,
+    /// Databases attached as schemas (`<schema>.db` beside the main file).
+    attached: BTreeSet<String>,
 }
 
 /// SQLite's interrupt: the running statement fails with SQLITE_INTERRUPT,
@@ -60,7 +64,16 @@ impl Sqlite {
         )
         .map_err(|e| sql_err(e, &format!("set up {url}")))?;
         let interrupt = std::sync::Arc::new(LiteInterrupt(conn.get_interrupt_handle(), Default::default()));
-        Ok(Sqlite { conn, shown: url.to_string(), path: file, load_lock: None, interrupt, last_at: Default::default() })
+        Ok(Sqlite {
+            conn,
+            shown: url.to_string(),
+            path: file,
+            load_lock: None,
+            interrupt,
+            last_at: Default::default(),
+            schema: None,
+            attached: BTreeSet::new(),
+        })
     }
 
     /// Takes the lock file's lock (waiting for it when `wait`); `false` when
@@ -108,10 +121,19 @@ impl Sqlite {
         &mut self.conn
     }
 
+    /// `name` in the current schema, as SQL.
+    fn rel(&self, name: &str) -> String {
+        match &self.schema {
+            Some(s) => format!("{}.{}", quote(s), quote(name)),
+            None => quote(name),
+        }
+    }
+
     fn object_type(&self, name: &str) -> Result<Option<String>> {
+        let master = format!("{}.sqlite_master", quote(self.schema.as_deref().unwrap_or("main")));
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT type FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')")
+            .prepare_cached(&format!("SELECT type FROM {master} WHERE name = ?1 AND type IN ('table', 'view')"))
             .map_err(|e| sql_err(e, "read the schema"))?;
         let mut rows = stmt.query([name]).map_err(|e| sql_err(e, "read the schema"))?;
         match rows.next().map_err(|e| sql_err(e, "read the schema"))? {
@@ -122,8 +144,8 @@ impl Sqlite {
 
     fn drop_relation(&self, name: &str) -> Result<()> {
         match self.object_type(name)?.as_deref() {
-            Some("view") => self.exec(&format!("DROP VIEW {}", quote(name))),
-            Some(_) => self.exec(&format!("DROP TABLE {}", quote(name))),
+            Some("view") => self.exec(&format!("DROP VIEW {}", self.rel(name))),
+            Some(_) => self.exec(&format!("DROP TABLE {}", self.rel(name))),
             None => Ok(()),
         }
     }
@@ -200,13 +222,14 @@ pub fn column_type_of(decl: &str) -> ColumnType {
     }
 }
 
+/// `CREATE TABLE` for `table` (a relation as SQL, quoted).
 fn create_table_sql(table: &str, schema: &Schema) -> String {
     let cols: Vec<String> = schema
         .columns
         .iter()
         .map(|c| format!("{} {}{}", quote(&c.name), sql_type(c.ty), if c.nullable { "" } else { " NOT NULL" }))
         .collect();
-    format!("CREATE TABLE {} ({})", quote(table), cols.join(", "))
+    format!("CREATE TABLE {table} ({})", cols.join(", "))
 }
 
 /// Maps a SQLite error to the crate's error, keeping SQLite's extended result
@@ -241,7 +264,40 @@ impl Warehouse for Sqlite {
     }
 
     fn naming(&self) -> Naming {
-        Naming { open: '"', close: '"', schema: None }
+        Naming { open: '"', close: '"', schema: self.schema.clone() }
+    }
+
+    /// A schema is a database file `<schema>.db` beside the main one (as
+    /// dbt-sqlite's `schema_directory`), attached under the schema's name;
+    /// `main` is the main file.
+    fn use_schema(&mut self, schema: Option<&str>) -> Result<()> {
+        let want = schema.filter(|s| *s != "main").map(str::to_string);
+        if let Some(s) = &want
+            && !self.attached.contains(s)
+        {
+            if s.eq_ignore_ascii_case("temp") || s.contains(['/', '\\', '\0']) || s.starts_with('.') {
+                return Err(Error::user(format!("`{s}` cannot be a SQLite schema: it names a database file")));
+            }
+            let file = match &self.path {
+                Some(p) => p.with_file_name(format!("{s}.db")).to_string_lossy().into_owned(),
+                None => ":memory:".to_string(),
+            };
+            let attached: bool = self
+                .conn
+                .query_row("SELECT count(*) > 0 FROM pragma_database_list WHERE name = ?1", [s], |r| r.get(0))
+                .map_err(|e| sql_err(e, "list attached databases"))?;
+            if !attached {
+                self.conn
+                    .execute("ATTACH DATABASE ?1 AS ?2", [&file, s])
+                    .map_err(|e| sql_err(e, &format!("attach {file} as schema `{s}`")))?;
+                self.conn
+                    .execute_batch(&format!("PRAGMA {}.journal_mode = WAL", quote(s)))
+                    .map_err(|e| sql_err(e, &format!("set up schema `{s}`")))?;
+            }
+            self.attached.insert(s.clone());
+        }
+        self.schema = want;
+        Ok(())
     }
 
     fn execute(&mut self, sql: &str) -> Result<()> {
@@ -353,10 +409,10 @@ impl Warehouse for Sqlite {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT name, type, \"notnull\" FROM pragma_table_info(?1) ORDER BY cid")
+            .prepare("SELECT name, type, \"notnull\" FROM pragma_table_info(?1, ?2) ORDER BY cid")
             .map_err(|e| sql_err(e, "read the table's columns"))?;
         let cols = stmt
-            .query_map([table], |r| {
+            .query_map([table, self.schema.as_deref().unwrap_or("main")], |r| {
                 let name: String = r.get(0)?;
                 let decl: String = r.get(1)?;
                 let notnull: i64 = r.get(2)?;
@@ -375,6 +431,7 @@ impl Warehouse for Sqlite {
             conn: &mut self.conn,
             insert: String::new(),
             table: target.table.to_string(),
+            schema: self.schema.clone(),
             columns: target.columns.iter().map(|c| c.name.clone()).collect(),
             key: target.key.to_vec(),
             merge: target.mode == LoadMode::Merge,
@@ -429,15 +486,26 @@ impl Warehouse for Sqlite {
                     // not exist, and fails only when it is read: compile its
                     // query first, so the build fails instead, at the place.
                     self.conn.prepare(body).map_err(|e| self.fail(e, &what, body))?;
-                    self.exec_as(&format!("CREATE VIEW {} AS\n{body}", quote(name)), &what)?
+                    self.exec_as(&format!("CREATE VIEW {} AS\n{body}", self.rel(name)), &what).map_err(|e| {
+                        if e.to_string().contains("cannot reference objects in database") {
+                            Error::user(format!(
+                                "{e}: a SQLite view reads only the database file of its own schema; make the model a table, or build it in the schema it reads"
+                            ))
+                        } else {
+                            e
+                        }
+                    })?
                 }
                 _ => {
-                    for s in build_table_sql(d, &quote(name), body, build.contract) {
+                    for s in build_table_sql(d, &self.rel(name), body, build.contract) {
                         self.exec_as(&s, &what)?;
                     }
                     if let Some(key) = build.unique_key {
+                        // SQLite names an attached schema's index, not its table.
+                        let index = self.rel(&format!("{name}__sluice_key"));
+                        let k: Vec<String> = key.iter().map(|c| quote(c)).collect();
                         self.exec_as(
-                            &d.unique_index(&format!("{name}__sluice_key"), &quote(name), key),
+                            &format!("CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {} ({})", quote(name), k.join(", ")),
                             &format!("index {name} on its unique key"),
                         )?;
                     }
@@ -482,6 +550,15 @@ impl Dialect for SqliteDialect {
     fn create_temp_as(&self, name: &str, select: &str) -> String {
         format!("CREATE TEMP TABLE {} AS\n{select}", quote(name))
     }
+    fn unique_index(&self, index: &str, table: &str, key: &[String]) -> String {
+        let k: Vec<String> = key.iter().map(|c| quote(c)).collect();
+        // In an attached schema SQLite qualifies the index, never the table.
+        let (index, table) = match table.find("\".\"") {
+            Some(i) if table.starts_with('"') => (format!("{}.{}", &table[..=i], quote(index)), &table[i + 2..]),
+            _ => (quote(index), table),
+        };
+        format!("CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} ({})", k.join(", "))
+    }
     fn temp_relation(&self, name: &str) -> String {
         format!("temp.{}", quote(name))
     }
@@ -517,6 +594,8 @@ struct SqliteLoad<'a> {
     conn: &'a mut Connection,
     insert: String,
     table: String,
+    /// The attached schema the table is in (`None`: main).
+    schema: Option<String>,
     columns: Vec<String>,
     key: Vec<String>,
     merge: bool,
@@ -529,19 +608,35 @@ fn exec(c: &Connection, sql: &str, what: &str) -> Result<()> {
 }
 
 impl SqliteLoad<'_> {
+    /// `name` in the load's schema, as SQL.
+    fn rel(&self, name: &str) -> String {
+        match &self.schema {
+            Some(s) => format!("{}.{}", quote(s), quote(name)),
+            None => quote(name),
+        }
+    }
+
     fn object_type(&self, name: &str) -> Result<Option<String>> {
+        self.object_type_in(name, self.schema.as_deref())
+    }
+
+    fn object_type_in(&self, name: &str, schema: Option<&str>) -> Result<Option<String>> {
+        let master = format!("{}.sqlite_master", quote(schema.unwrap_or("main")));
         self.conn
-            .query_row("SELECT type FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')", [name], |r| {
-                r.get(0)
-            })
+            .query_row(
+                &format!("SELECT type FROM {master} WHERE name = ?1 AND type IN ('table', 'view')"),
+                [name],
+                |r| r.get(0),
+            )
             .map(Some)
             .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
             .map_err(|e| sql_err(e, "read the schema"))
     }
 
     fn setup(&mut self, target: &LoadTarget<'_>) -> Result<()> {
-        let t = quote(target.table);
-        let loads_exist = self.object_type(LOADS_TABLE)?.is_some();
+        let t = self.rel(target.table);
+        // Load records stay in the main database.
+        let loads_exist = self.object_type_in(LOADS_TABLE, None)?.is_some();
         if target.track_loads && !loads_exist {
             exec(
                 self.conn,
@@ -565,7 +660,7 @@ impl SqliteLoad<'_> {
                 if exists {
                     exec(self.conn, &format!("DROP TABLE {t}"), "drop the old table")?;
                 }
-                exec(self.conn, &create_table_sql(target.table, target.schema), "create the table")?;
+                exec(self.conn, &create_table_sql(&t, target.schema), "create the table")?;
                 if target.track_loads || loads_exist {
                     self.conn
                         .execute(&format!("DELETE FROM {} WHERE target = ?1", quote(LOADS_TABLE)), [target.table])
@@ -574,7 +669,7 @@ impl SqliteLoad<'_> {
             }
             LoadMode::Append | LoadMode::Merge => {
                 if !exists {
-                    exec(self.conn, &create_table_sql(target.table, target.schema), "create the table")?;
+                    exec(self.conn, &create_table_sql(&t, target.schema), "create the table")?;
                 } else {
                     self.apply_changes(target)?;
                 }
@@ -600,7 +695,7 @@ impl SqliteLoad<'_> {
     /// Adds and widens columns. SQLite cannot change a column's declared type,
     /// so widening rebuilds the table inside the transaction.
     fn apply_changes(&mut self, target: &LoadTarget<'_>) -> Result<()> {
-        let t = quote(target.table);
+        let t = self.rel(target.table);
         let mut widen = false;
         for c in target.changes {
             match c {
@@ -614,19 +709,21 @@ impl SqliteLoad<'_> {
         }
         if widen {
             let new = format!("{}{}", target.table, super::NEW_SUFFIX);
-            exec(self.conn, &format!("DROP TABLE IF EXISTS {}", quote(&new)), "drop a stale table")?;
-            exec(self.conn, &create_table_sql(&new, target.schema), "create the widened table")?;
+            let new_rel = self.rel(&new);
+            exec(self.conn, &format!("DROP TABLE IF EXISTS {new_rel}"), "drop a stale table")?;
+            exec(self.conn, &create_table_sql(&new_rel, target.schema), "create the widened table")?;
             let cols: Vec<String> = target.schema.columns.iter().map(|c| quote(&c.name)).collect();
             exec(
                 self.conn,
-                &format!("INSERT INTO {} ({1}) SELECT {1} FROM {t}", quote(&new), cols.join(", ")),
+                &format!("INSERT INTO {new_rel} ({0}) SELECT {0} FROM {t}", cols.join(", ")),
                 "copy rows into the widened table",
             )?;
+            // RENAME TO takes the bare name: the table stays in its schema.
             exec(
                 self.conn,
                 &format!(
-                    "PRAGMA legacy_alter_table = ON; DROP TABLE {t}; ALTER TABLE {} RENAME TO {t}; PRAGMA legacy_alter_table = OFF;",
-                    quote(&new)
+                    "PRAGMA legacy_alter_table = ON; DROP TABLE {t}; ALTER TABLE {new_rel} RENAME TO {}; PRAGMA legacy_alter_table = OFF;",
+                    quote(target.table)
                 ),
                 "swap in the widened table",
             )?;
@@ -734,7 +831,7 @@ impl LoadTx for SqliteLoad<'_> {
             if !dups.is_empty() {
                 return Err(super::repeated_merge_keys(label, &self.key, &dups));
             }
-            let t = quote(&self.table);
+            let t = self.rel(&self.table);
             let cond: Vec<String> = keys.iter().map(|k| format!("s.{k} = {t}.{k}")).collect();
             let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
             exec(

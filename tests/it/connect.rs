@@ -118,6 +118,10 @@ fn services_wait_for_a_state_store_that_is_not_there_yet() {
     let mut worker = Service::start(p.path(), "worker", &["worker", "--slots", "1"], &env);
     wait_for(30, "the API to listen", || std::net::TcpStream::connect(&addr).is_ok());
     assert_eq!(http("GET", &addr, "/healthz", None), (200, "ok\n".to_string()));
+    // The API listens before its first attempt at the store has answered.
+    wait_for(30, "the first attempt at the store", || {
+        !http("GET", &addr, "/readyz", None).1.contains("not reached yet")
+    });
     let (code, body) = http("GET", &addr, "/readyz", None);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains(&format!("database \\\"{db}\\\" does not exist")), "{body}");

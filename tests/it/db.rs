@@ -170,6 +170,33 @@ impl TestDb {
     pub fn count(&self, table: &str) -> u64 {
         self.rows(&format!("SELECT COUNT(*) FROM {table}"))[0][0].parse().unwrap()
     }
+
+    /// The schema a dbt project's `generate_schema_name` makes of custom
+    /// schema `custom` (the target's schema, `_`, the custom name; on SQLite
+    /// the target's schema is `main`).
+    pub fn custom_schema(&self, custom: &str) -> String {
+        match self.kind {
+            Kind::Sqlite => format!("main_{custom}"),
+            _ => format!("{}_{custom}", self.name),
+        }
+    }
+
+    /// Rows of a query that may name tables in other schemas as `schema.table`
+    /// (on SQLite each schema is `<schema>.db` beside the database, attached
+    /// here as dbt-sqlite and sluice attach it).
+    pub fn rows_with_schemas(&self, schemas: &[&str], sql: &str) -> Vec<Vec<String>> {
+        match self.kind {
+            Kind::Sqlite => {
+                let dir = std::path::Path::new(&self.name).parent().unwrap();
+                let attach: String = schemas
+                    .iter()
+                    .map(|s| format!("ATTACH '{}' AS \"{s}\"; ", dir.join(format!("{s}.db")).display()))
+                    .collect();
+                self.rows(&format!("{attach}{sql}"))
+            }
+            _ => self.rows(sql),
+        }
+    }
 }
 
 impl Drop for TestDb {
@@ -186,14 +213,37 @@ impl Drop for TestDb {
                         "-d",
                         "test",
                         "-qc",
-                        &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+                        // With the schemas a dbt project made beside it (`<name>_x`).
+                        &format!(
+                            "DO $$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace WHERE nspname = '{0}' OR nspname LIKE '{0}\\_%' LOOP EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP; END $$",
+                            self.name
+                        ),
                     ])
                     .output();
             }
             Kind::Mysql => {
-                let _ = Command::new("mariadb")
-                    .args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("DROP DATABASE IF EXISTS {}", self.name)])
-                    .output();
+                let list = Command::new("mariadb")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-u",
+                        "root",
+                        "-N",
+                        "-B",
+                        "-e",
+                        &format!(
+                            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE '{}\\_%'",
+                            self.name
+                        ),
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let mut drop = format!("DROP DATABASE IF EXISTS {};", self.name);
+                for s in list.lines().filter(|l| !l.is_empty()) {
+                    drop.push_str(&format!(" DROP DATABASE IF EXISTS `{s}`;"));
+                }
+                let _ = Command::new("mariadb").args(["-h", "127.0.0.1", "-u", "root", "-e", &drop]).output();
             }
         }
     }

@@ -10,6 +10,7 @@ per_backend!(
     [sqlite => Sqlite, postgres => Postgres, mariadb => Mysql]
     jaffle_shop_runs_from_its_dbt_folder,
     dbt_macros_use_return_dispatch_config_get_and_this,
+    dbt_nodes_build_in_custom_schemas_under_aliases,
 );
 
 const CASE: &str = "tests/cases/dbt-jaffle";
@@ -36,15 +37,8 @@ fn jaffle_shop_runs_from_its_dbt_folder(kind: Kind) {
     let p = TestProject::copy_of(CASE);
     let out = sluice(&p, &db, &["check"]);
     out.expect_code(0);
-    // The one warning: the snapshot's target_schema is read, not applied yet.
     let text = format!("{}{}", out.stdout, out.stderr);
-    assert!(text.contains("5 models (1 warning)"), "{text}");
-    assert!(
-        text.contains(
-            "snapshots/orders_snapshot.sql: warning: config(schema='snapshots') is read, but sluice builds every node"
-        ),
-        "{text}"
-    );
+    assert!(text.contains("5 models") && !text.contains("warning"), "{text}");
 
     sluice(&p, &db, &["seed"]).expect_code(0);
     let out = sluice(&p, &db, &["transform"]);
@@ -99,8 +93,13 @@ fn jaffle_shop_runs_from_its_dbt_folder(kind: Kind) {
     assert!(compiled.starts_with(&format!("-- built for {t} ({ty}, schema {schema})\n")), "{compiled}");
 
     // The {% snapshot %} block.
+    // (in its custom schema: `<target schema>_snapshots`).
     sluice(&p, &db, &["snapshot"]).expect_code(0);
-    assert_eq!(db.count("orders_snapshot"), 8);
+    let snapshots = db.custom_schema("snapshots");
+    assert_eq!(
+        db.rows_with_schemas(&[&snapshots], &format!("SELECT COUNT(*) FROM {snapshots}.orders_snapshot")),
+        vec![vec!["8"]]
+    );
 
     // --vars overrides dbt_project.yml's vars.
     sluice(&p, &db, &["transform", "--vars", "{start_date: '2018-01-03'}"]).expect_code(0);
@@ -171,7 +170,8 @@ fn features(p: &TestProject, db: &TestDb, args: &[&str]) -> Out {
 /// from other macros), `adapter.dispatch()` to the target's own macro or the
 /// default one, `config.get()`, `this.schema`/`this.identifier` and
 /// `modules.datetime`; `+pre-hook`,
-/// `+post-hook` and `config(pre_hook=…)` run around the build.
+/// `+post-hook` and `config(pre_hook=…)` run around the build; `run_query()`
+/// from a macro and from a model, at build and compile time.
 fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     let db = TestDb::new(kind);
     let p = TestProject::copy_of(FEATURES);
@@ -191,10 +191,170 @@ fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     // Hooks: the project's pre-hook made the log, the model's added to it, then the post-hook.
     assert_eq!(
         db.rows("SELECT model, step FROM hook_log ORDER BY model, step"),
-        vec![vec!["payments_pivot", "post"], vec!["payments_pivot", "pre"], vec!["tree_config", "post"]]
+        vec![
+            vec!["payments_pivot", "post"],
+            vec!["payments_pivot", "pre"],
+            vec!["queried_pivot", "post"],
+            vec!["tree_config", "post"]
+        ]
     );
+    // run_query(): the pivot's columns and figures come from the data, through
+    // a macro (dbt_utils' get_column_values pattern) and straight from the model.
+    assert_eq!(
+        db.rows("SELECT order_id, card_amount, cash_amount, methods, total_columns, first_total, orders, executed FROM queried_pivot ORDER BY order_id"),
+        vec![
+            vec!["1", "10", "5", "2", "order_id/total", "15", "2", "True"],
+            vec!["2", "7", "0", "2", "order_id/total", "15", "2", "True"],
+        ]
+    );
+    // compile runs the queries too (as dbt compile does).
+    features(&p, &db, &["compile", "--select", "queried_pivot"]).expect_code(0);
+    let compiled = p.read("target/compiled/models/queried_pivot.sql");
+    assert!(compiled.contains("as card_amount") && compiled.contains("2 as orders"), "{compiled}");
     // config.get() of a key the file did not set: the schema file's config.
     assert_eq!(db.rows("SELECT materialized FROM tree_config"), vec![vec!["view"]]);
     let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FEATURES);
     assert!(!case.join("target").exists() && !case.join("features.db").exists());
+}
+
+const SCHEMAS: &str = "tests/cases/dbt-schemas";
+
+fn schemas_run(p: &TestProject, db: &TestDb, args: &[&str]) -> Out {
+    let (t, var) = match db.kind {
+        Kind::Sqlite => ("lite", "SCHEMAS_SQLITE"),
+        Kind::Postgres => ("pg", "SCHEMAS_SCHEMA"),
+        Kind::Mysql => ("maria", "SCHEMAS_SCHEMA"),
+    };
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--target", t]);
+    p.run_env(&all, &[(var, db.name.as_str())])
+}
+
+/// `tests/cases/dbt-schemas`: `+schema` on folders, `config(schema=…)` and
+/// `config(alias=…)`, a snapshot's `target_schema`, the project's own
+/// `generate_schema_name` calling dbt's default: each node lands where dbt
+/// puts it, refs and tests read it there, incremental runs find it again.
+fn dbt_nodes_build_in_custom_schemas_under_aliases(kind: Kind) {
+    let db = TestDb::new(kind);
+    let p = TestProject::copy_of(SCHEMAS);
+    let out = schemas_run(&p, &db, &["check"]);
+    out.expect_code(0);
+    assert!(!format!("{}{}", out.stdout, out.stderr).contains("warning"), "{}{}", out.stdout, out.stderr);
+    let home = if kind == Kind::Sqlite { "main".to_string() } else { db.name.clone() };
+    let [staging, marts, reports, history] = ["staging", "marts", "reports", "history"].map(|c| db.custom_schema(c));
+    let all = [staging.as_str(), marts.as_str(), reports.as_str(), history.as_str()];
+    // The project's generate_schema_name puts seeds beside the staging views.
+    let seeds = staging.clone();
+
+    schemas_run(&p, &db, &["seed"]).expect_code(0);
+    let out = schemas_run(&p, &db, &["transform"]);
+    out.expect_code(0);
+    assert_eq!(db.rows_with_schemas(&all, &format!("SELECT COUNT(*) FROM {seeds}.raw_items")), vec![vec!["4"]]);
+    assert_eq!(
+        db.rows_with_schemas(&all, &format!("SELECT id, total FROM {marts}.totals ORDER BY id")),
+        vec![vec!["1", "60"], vec!["2", "25"], vec!["3", "48"], vec!["4", "30"]]
+    );
+    assert_eq!(
+        db.rows_with_schemas(&all, &format!("SELECT id FROM {reports}.top_items ORDER BY id")),
+        vec![vec!["1"], vec!["3"], vec!["4"]]
+    );
+    // The model without a custom schema stays in the target's schema, and
+    // reads the others where they are.
+    assert_eq!(
+        db.rows_with_schemas(&all, "SELECT items, total, in_schema FROM summary"),
+        vec![vec!["3".to_string(), "138".to_string(), home.clone()]]
+    );
+    // The staging folder is views in its own schema; no node is left under
+    // its file name where an alias names it.
+    assert_eq!(db.rows_with_schemas(&all, &format!("SELECT COUNT(*) FROM {staging}.stg_items")), vec![vec!["4"]]);
+    let kinds = match kind {
+        Kind::Sqlite => format!(
+            "SELECT type, name FROM {staging}.sqlite_master UNION ALL SELECT type, name FROM {marts}.sqlite_master ORDER BY 2"
+        ),
+        _ => format!(
+            "SELECT table_type, table_name FROM information_schema.tables WHERE table_schema IN ('{staging}', '{marts}') ORDER BY 2"
+        ),
+    };
+    let found: Vec<Vec<String>> = db
+        .rows_with_schemas(&all, &kinds)
+        .into_iter()
+        .map(|r| vec![r[0].to_ascii_lowercase().replace("base table", "table"), r[1].clone()])
+        .collect();
+    assert_eq!(found, vec![vec!["table", "raw_items"], vec!["view", "stg_items"], vec!["table", "totals"]]);
+
+    // Tests read the nodes in their schemas.
+    let out = schemas_run(&p, &db, &["test"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("tests: 3 passed, 0 warned, 0 failed"), "{}", out.stdout);
+
+    // An incremental run finds its table in its schema and adds to it.
+    let insert = "INSERT INTO raw_items (id, name, price, qty) VALUES (5, 'jug', 20, 2)";
+    match kind {
+        Kind::Sqlite => {
+            let dir = std::path::Path::new(&db.name).parent().unwrap();
+            let attach = format!("ATTACH '{}' AS {seeds}; ", dir.join(format!("{seeds}.db")).display());
+            db.exec(&format!("{attach}{}", insert.replace("raw_items", &format!("{seeds}.raw_items"))));
+        }
+        _ => {
+            db.exec(&insert.replace("raw_items", &format!("{seeds}.raw_items")));
+        }
+    }
+    let out = schemas_run(&p, &db, &["transform", "--select", "stg_items+"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("incremental, merged new rows"), "{}", out.stdout);
+    assert_eq!(
+        db.rows_with_schemas(&all, &format!("SELECT id FROM {reports}.top_items ORDER BY id")),
+        vec![vec!["1"], vec!["3"], vec!["4"], vec!["5"]]
+    );
+
+    // The snapshot's target_schema is taken as written; its history
+    // columns are dbt's.
+    schemas_run(&p, &db, &["snapshot"]).expect_code(0);
+    let price = "UPDATE raw_items SET price = 35 WHERE id = 1";
+    match kind {
+        Kind::Sqlite => {
+            let dir = std::path::Path::new(&db.name).parent().unwrap();
+            let attach = format!("ATTACH '{}' AS {seeds}; ", dir.join(format!("{seeds}.db")).display());
+            db.exec(&format!("{attach}{}", price.replace("raw_items", &format!("{seeds}.raw_items"))));
+        }
+        _ => {
+            db.exec(&price.replace("raw_items", &format!("{seeds}.raw_items")));
+        }
+    }
+    schemas_run(&p, &db, &["snapshot"]).expect_code(0);
+    assert_eq!(
+        db.rows_with_schemas(
+            &all,
+            &format!(
+                "SELECT id, price, CASE WHEN dbt_valid_to IS NULL THEN 'current' ELSE 'closed' END, \
+                 CASE WHEN dbt_updated_at = dbt_valid_from THEN 'same' ELSE 'differs' END \
+                 FROM {history}.items_snapshot WHERE id = 1 ORDER BY dbt_valid_from"
+            )
+        ),
+        vec![vec!["1", "30", "closed", "same"], vec!["1", "35", "current", "same"]]
+    );
+    assert_eq!(
+        db.rows_with_schemas(
+            &all,
+            &format!("SELECT COUNT(*) FROM {history}.items_snapshot WHERE dbt_valid_to IS NULL")
+        ),
+        vec![vec!["5"]]
+    );
+
+    // compile writes the qualified names; the manifest says where each node is.
+    schemas_run(&p, &db, &["compile", "--select", "item_totals"]).expect_code(0);
+    let compiled = p.read("target/compiled/models/marts/item_totals.sql");
+    let quote = |s: &str| if kind == Kind::Mysql { format!("`{s}`") } else { format!("\"{s}\"") };
+    let totals = format!("{}.{}", quote(&marts), quote("totals"));
+    assert!(compiled.contains(&format!("-- built as {totals}")), "{compiled}");
+    assert!(compiled.contains(&format!("from {}.{}", quote(&staging), quote("stg_items"))), "{compiled}");
+    schemas_run(&p, &db, &["build", "--full-refresh"]).expect_code(0);
+    let manifest: serde_json::Value = serde_json::from_str(&p.read("target/manifest.json")).unwrap();
+    let node = &manifest["nodes"]["model.schemas.item_totals"];
+    assert_eq!(node["schema"], serde_json::json!(marts));
+    assert_eq!(node["alias"], "totals");
+    assert_eq!(node["relation_name"], serde_json::json!(totals));
+    assert_eq!(manifest["nodes"]["seed.schemas.raw_items"]["schema"], serde_json::json!(seeds));
+    let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SCHEMAS);
+    assert!(!case.join("target").exists() && !case.join("schemas.db").exists());
 }

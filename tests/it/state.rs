@@ -227,10 +227,12 @@ fn a_lost_lease_hands_the_task_to_another_worker(kind: Kind) {
     );
     // Renewal keeps a lease alive.
     let id2 = st.enqueue(&run(pipeline("p", None, None), vec![task("a", &[], 0)], None)).unwrap().unwrap();
-    let c = st.claim("w3", &Pools::All, 50).unwrap().unwrap();
-    for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(30));
-        st.renew("w3", 50).unwrap();
+    // (Kept alive for 480 ms on a 200 ms lease; a renewal up to 140 ms late
+    // on a busy machine still holds it.)
+    let c = st.claim("w3", &Pools::All, 200).unwrap().unwrap();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(60));
+        st.renew("w3", 200).unwrap();
         assert_eq!(st.reap().unwrap(), 0);
     }
     st.finish(&c, &ok("done")).unwrap();

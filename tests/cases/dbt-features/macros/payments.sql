@@ -15,3 +15,15 @@
 {% macro postgres__warehouse_kind() %}
   {{ return('pg') }}
 {% endmacro %}
+
+{# The pattern of dbt_utils.get_column_values: a query's first column, read
+   only when dbt executes (not while the project is parsed). #}
+{% macro column_values(relation, column) %}
+  {% set query %}select distinct {{ column }} from {{ relation }} order by {{ column }}{% endset %}
+  {% set result = run_query(query) %}
+  {% if execute %}
+    {{ return(result.columns[0].values()) }}
+  {% else %}
+    {{ return([]) }}
+  {% endif %}
+{% endmacro %}

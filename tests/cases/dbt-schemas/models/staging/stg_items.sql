@@ -1,0 +1,1 @@
+select id, name, price, qty from {{ ref('raw_items') }}
