@@ -98,8 +98,13 @@ impl<'a> RunHooks<'a> {
                 own.as_mut()
             }
         };
+        let queries = if hooks::uses_run_query(self.project, when) {
+            Some(super::models::connect(self.project, self.connection.as_deref())?)
+        } else {
+            None
+        };
         let t0 = Instant::now();
-        let done = hooks::run(self.project, self.plan, wh, when, results, outside_run(self.project));
+        let done = hooks::run(self.project, self.plan, wh, when, results, outside_run(self.project), queries);
         let mut runs = Vec::new();
         for h in done {
             let id = format!("operation.{}.{}", self.project.name(), h.name);

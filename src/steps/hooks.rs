@@ -1,8 +1,9 @@
 //! dbt's `on-run-start` and `on-run-end` (from `dbt_project.yml`): each
 //! statement rendered with the project's Jinja (macros, `target`, `var()`,
-//! `env_var()`; at the end also `schemas`, `database_schemas` and
-//! `results`) and run in order on one connection. The first that fails ends
-//! the list. This module does not print; the command line reports.
+//! `env_var()`, `run_query()`; at the end also `schemas`,
+//! `database_schemas` and `results`) and run in order on one connection.
+//! The first that fails ends the list. This module does not print; the
+//! command line reports.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,12 @@ pub fn any(project: &Project, when: When) -> bool {
     !hooks(project, when).is_empty()
 }
 
+/// Whether the hooks (or the macros they may call) use `run_query()`: then
+/// `run` wants a connection for its queries.
+pub fn uses_run_query(project: &Project, when: When) -> bool {
+    hooks(project, when).iter().any(|h| h.v.contains("run_query")) || super::models::uses_run_query(project)
+}
+
 fn hooks(project: &Project, when: When) -> &[crate::project::tree::Spanned<String>] {
     match when {
         When::Start => &project.run_hooks.start,
@@ -55,7 +62,8 @@ fn hooks(project: &Project, when: When) -> &[crate::project::tree::Spanned<Strin
 }
 
 /// Runs the hooks of `when` on `wh`. `results` is what the command did to
-/// each node (dbt's `results`, for `on-run-end`).
+/// each node (dbt's `results`, for `on-run-end`); `queries` is the
+/// connection `run_query()` uses (see `uses_run_query`).
 pub fn run(
     project: &Project,
     plan: &Plan,
@@ -63,6 +71,7 @@ pub fn run(
     when: When,
     results: serde_json::Value,
     run: crate::template::RunVars,
+    queries: Option<Box<dyn Warehouse>>,
 ) -> Vec<HookResult> {
     let list = hooks(project, when);
     if list.is_empty() {
@@ -78,15 +87,33 @@ pub fn run(
             }];
         }
     };
+    let mut resolve = WarehouseResolve::new(project, &plan.models, wh.naming(), run);
+    resolve.queries = queries.map(std::sync::Mutex::new);
     if when == When::End {
+        // The target's schema and the nodes' own (custom schemas).
         let (schema, database) =
             project.dbt.as_ref().map(|t| (t.schema.clone(), t.database.clone())).unwrap_or_default();
-        renderer.add_global("schemas", serde_json::json!([schema]));
-        renderer.add_global("database_schemas", serde_json::json!([[database, schema]]));
+        let mut schemas = vec![schema];
+        schemas.extend(resolve.schemas.iter().filter(|s| !schemas.contains(s)).cloned().collect::<Vec<_>>());
+        let pairs: Vec<[&str; 2]> = schemas.iter().map(|s| [database.as_str(), s.as_str()]).collect();
+        renderer.add_global("database_schemas", serde_json::json!(pairs));
+        renderer.add_global("schemas", serde_json::json!(schemas));
         renderer.add_global("results", results);
     }
-    let resolve: Arc<dyn Resolve> = Arc::new(WarehouseResolve::new(project, &plan.models, wh.naming(), run));
     let mut out = Vec::new();
+    // As dbt, the nodes' schemas exist before on-run-start (and are there
+    // to read, attached, on SQLite).
+    if !resolve.schemas.is_empty()
+        && let Err(e) = resolve.use_schema(wh, None)
+    {
+        out.push(HookResult {
+            name: format!("{}-{}-0", project.name(), when.key()),
+            outcome: Err(e.context("prepare the nodes' schemas for the hooks")),
+            duration: Duration::ZERO,
+        });
+        return out;
+    }
+    let resolve: Arc<dyn Resolve> = Arc::new(resolve);
     for (i, hook) in list.iter().enumerate() {
         let t0 = Instant::now();
         let pos = project.sources.position(&hook.loc);

@@ -192,7 +192,7 @@ fn dbt_doc_block_mistakes_are_placed() {
 }
 
 /// `on-run-start` (a list: a statement and a macro call with `target`) and
-/// `on-run-end` (with `results`) around seed, transform, snapshot, test,
+/// `on-run-end` (with `results`, and `run_query()`) around seed, transform, snapshot, test,
 /// build and source freshness; their results in run_results.json; a failing
 /// `on-run-start` skips the nodes, `on-run-end` still runs, the command fails.
 fn dbt_on_run_hooks_run_around_commands(kind: Kind) {
@@ -207,7 +207,8 @@ fn dbt_on_run_hooks_run_around_commands(kind: Kind) {
     let out = sluice(&p, &db, &["seed"]);
     out.expect_code(0);
     assert!(out.stdout.contains("extras-on-run-start-1"), "{}", out.stdout);
-    assert_eq!(log(&db), vec![vec!["start", target], vec!["end", "1"]]);
+    // The second on-run-end hook counts the log's rows with run_query().
+    assert_eq!(log(&db), vec![vec!["start", target], vec!["end", "1"], vec!["logged", "2"]]);
     let rr = json(&p, "target/run_results.json");
     let ids: Vec<&str> = rr["results"].as_array().unwrap().iter().map(|r| r["unique_id"].as_str().unwrap()).collect();
     assert_eq!(
@@ -216,7 +217,8 @@ fn dbt_on_run_hooks_run_around_commands(kind: Kind) {
             "operation.extras.extras-on-run-start-0",
             "operation.extras.extras-on-run-start-1",
             "seed.extras.events",
-            "operation.extras.extras-on-run-end-0"
+            "operation.extras.extras-on-run-end-0",
+            "operation.extras.extras-on-run-end-1"
         ]
     );
     assert!(rr["results"][1]["message"].as_str().unwrap().contains(&format!("values ('start', '{target}')")), "{rr}");
@@ -244,7 +246,7 @@ fn dbt_on_run_hooks_run_around_commands(kind: Kind) {
     assert!(out.stdout.contains("skipping every node: an on-run-start hook failed"), "{}", out.stdout);
     assert!(out.stdout.contains("no_such_table"), "{}", out.stdout);
     // No node ran, so on-run-end's `results` is empty.
-    assert_eq!(log(&db2), vec![vec!["start", target], vec!["end", "0"]]);
+    assert_eq!(log(&db2), vec![vec!["start", target], vec!["end", "0"], vec!["logged", "2"]]);
     let rr = json(&q, "target/run_results.json");
     assert_eq!(rr["results"][2]["status"], "error");
     assert!(!out.stdout.contains("events "), "{}", out.stdout);
