@@ -938,18 +938,21 @@ fn decode_source(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<SourceMeta> {
     let mut f = Fields::new(node, cx, "a source")?;
     let name: Spanned<String> = f.req(cx, "name")?;
     f.what = format!("source `{}`", name.v);
-    let _ = f.node("description").and_then(|n| describe(n, cx, docs));
+    let description = f.node("description").and_then(|n| describe(n, cx, docs));
     let schema: Option<String> = f.opt(cx, "schema");
     let source_fresh = decode_freshness(&mut f, cx);
     let mut tables = Vec::new();
     let mut identifiers = std::collections::BTreeMap::new();
     let mut freshness = std::collections::BTreeMap::new();
+    let mut table_descriptions = std::collections::BTreeMap::new();
     if let Some(list) = f.node("tables") {
         for t in items(list, cx, "tables") {
             let Some(mut tf) = Fields::new(t, cx, "a source table") else { continue };
             let Some(tname) = tf.req::<Spanned<String>>(cx, "name") else { continue };
             tf.what = format!("table `{}` of source `{}`", tname.v, name.v);
-            let _ = tf.node("description").and_then(|n| describe(n, cx, docs));
+            if let Some(d) = tf.node("description").and_then(|n| describe(n, cx, docs)) {
+                table_descriptions.insert(tname.v.clone(), d);
+            }
             if let Some(id) = tf.opt::<String>(cx, "identifier") {
                 identifiers.insert(tname.v.clone(), id);
             }
@@ -986,7 +989,7 @@ fn decode_source(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<SourceMeta> {
     });
     // dbt's rule: a source without `schema` is in the schema named like it.
     let schema = schema.or_else(|| Some(name.v.clone()));
-    Some(SourceMeta { name, schema, tables, identifiers, freshness })
+    Some(SourceMeta { name, schema, tables, identifiers, freshness, description, table_descriptions })
 }
 
 /// How old a source table's newest row may be (dbt's `freshness:` with

@@ -135,7 +135,7 @@ fn dbt_source_freshness_judges_each_table(kind: Kind) {
     assert!(!case.join("target").exists() && !case.join("extras.db").exists());
 }
 
-/// `{{ doc('name') }}` in model, column and seed descriptions, from the
+/// `{{ doc('name') }}` in model, column, seed and source descriptions, from the
 /// `{% docs %}` blocks of `models/docs.md`: in manifest.json and the docs site.
 fn dbt_doc_blocks_fill_descriptions(kind: Kind) {
     let db = TestDb::new(kind);
@@ -157,12 +157,17 @@ fn dbt_doc_blocks_fill_descriptions(kind: Kind) {
         "When the feed's newest rows arrived (the warehouse's clock)."
     );
     assert_eq!(m["nodes"]["snapshot.extras.loads_snapshot"]["description"], "Each feed's load times as they changed.");
+    let recent = &m["sources"]["source.extras.feeds.recent"];
+    assert_eq!(recent["description"], "The feed that arrives every hour.");
+    assert_eq!(recent["source_description"], "What the loader wrote: one row per feed, with when it last loaded.");
 
     sluice(&p, &db, &["docs"]).expect_code(0);
     let page = p.read("target/docs/nodes/model.extras.loads.html");
     assert!(page.contains("What the loader wrote: one row per feed"), "{page}");
     assert!(page.contains("When the feed&#39;s newest rows arrived"), "{page}");
     assert!(!page.contains("doc("), "{page}");
+    let page = p.read("target/docs/nodes/source.extras.feeds.recent.html");
+    assert!(page.contains("The feed that arrives every hour."), "{page}");
     let index = p.read("target/docs/index.html");
     assert!(index.contains("Events from the app, as exported in 2020."), "{index}");
 }
