@@ -169,6 +169,7 @@ fn dbt_doc_blocks_fill_descriptions(kind: Kind) {
     let page = p.read("target/docs/nodes/source.extras.feeds.recent.html");
     assert!(page.contains("The feed that arrives every hour."), "{page}");
     let index = p.read("target/docs/index.html");
+    assert!(index.contains("Feeds, their freshness, and the app&#39;s events."), "{index}");
     assert!(index.contains("Events from the app, as exported in 2020."), "{index}");
 }
 
