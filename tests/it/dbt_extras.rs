@@ -311,3 +311,24 @@ fn dbt_tests_on_seeds_and_snapshots_run_after_them(kind: Kind) {
     out.expect_code(3);
     assert!(out.stdout.contains("tests: 2 passed, 0 warned, 1 failed"), "{}", out.stdout);
 }
+
+/// `source:NAME+` in the other commands' selectors: what reads the source
+/// and what depends on that (`sluice ls` on a copy of the jaffle case).
+#[test]
+fn dbt_source_selectors_pick_what_reads_a_source() {
+    let p = TestProject::copy_of("tests/cases/dbt-jaffle");
+    let out = p.run(&["ls", "--select", "source:shop+", "--resource-type", "model", "--output", "name"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["stg_payments", "customers", "orders"]);
+    let out = p.run(&["ls", "--select", "source:shop.payments+1", "--output", "name"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout.lines().next(), Some("stg_payments"));
+    assert!(
+        out.stdout.contains("unique_stg_payments_payment_id") && !out.stdout.contains("customers"),
+        "{}",
+        out.stdout
+    );
+    let out = p.run(&["ls", "--select", "source:shop.orders+"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("no model, seed or snapshot reads source `shop.orders`"), "{}", out.stderr);
+}
