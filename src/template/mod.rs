@@ -255,6 +255,8 @@ struct Session {
     macros: Mutex<std::collections::HashMap<String, Value>>,
     /// Values passed to `return()`, found again by the index in their marker.
     returns: Mutex<Vec<Value>>,
+    /// Rendering for a dbt project (dbt's config defaults apply).
+    dbt: bool,
 }
 
 /// What `return(value)` renders: the macro's caller swaps it for the value.
@@ -274,18 +276,28 @@ impl Object for MacroFn {
         let m = s.macros.lock().expect("macros lock").get(&self.name).cloned().ok_or_else(|| {
             minijinja::Error::new(ErrorKind::InvalidOperation, format!("macro `{}` is not loaded", self.name))
         })?;
-        let out = m.call(state, args)?;
-        if let Some(text) = out.as_str()
-            && let Some(i) = text.find(RETURN_MARK)
-        {
-            let rest = &text[i + RETURN_MARK.len()..];
-            let n: usize = rest.split('\u{1}').next().and_then(|d| d.parse().ok()).unwrap_or(usize::MAX);
-            if let Some(v) = s.returns.lock().expect("returns lock").get(n) {
-                return Ok(v.clone());
-            }
+        match m.call(state, args) {
+            Ok(out) => Ok(out),
+            // `return()` stops the macro, as in dbt: what follows it is not run.
+            Err(e) => match returned(&e) {
+                Some(n) => s
+                    .returns
+                    .lock()
+                    .expect("returns lock")
+                    .get(n)
+                    .cloned()
+                    .ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, "return() lost its value")),
+                None => Err(e),
+            },
         }
-        Ok(out)
     }
+}
+
+/// The index of the value `return()` gave, when `e` is its way out of a macro.
+fn returned(e: &minijinja::Error) -> Option<usize> {
+    let d = e.detail()?;
+    let rest = d.strip_prefix(RETURN_MARK)?;
+    rest.split('\u{1}').next()?.parse().ok()
 }
 
 /// dbt's `adapter`: `adapter.dispatch('name')` is the project's macro
@@ -358,6 +370,10 @@ impl Object for ConfigFn {
         let c = s.recorder.lock().expect("recorder lock").config.clone();
         let got = config_value(&c, &key).or_else(|| config_value(&s.defaults, &key));
         match method {
+            // In a dbt project a config field dbt always has gives its own
+            // default when unset (`config.get('unique_key', 'x')` is None),
+            // as dbt's node config does; other keys give the caller's.
+            "get" if s.dbt && got.is_none() => Ok(dbt_config_default(&key).or(default).unwrap_or(Value::from(()))),
             "get" => Ok(got.or(default).unwrap_or(Value::from(()))),
             "require" => got.ok_or_else(|| {
                 minijinja::Error::new(
@@ -370,6 +386,20 @@ impl Object for ConfigFn {
                 format!("config.{other}() is not supported (config.get() and config.require() are)"),
             )),
         }
+    }
+}
+
+/// What dbt's node config holds for a field nobody set.
+fn dbt_config_default(key: &str) -> Option<Value> {
+    match key {
+        "unique_key" | "alias" | "schema" | "database" | "full_refresh" | "strategy" | "updated_at"
+        | "check_cols" | "incremental_strategy" | "target_schema" | "target_database" => Some(Value::from(())),
+        "tags" | "pre_hook" | "pre-hook" | "post_hook" | "post-hook" | "grants" => {
+            Some(Value::from(Vec::<Value>::new()))
+        }
+        "on_schema_change" => Some(Value::from("ignore")),
+        "enabled" => Some(Value::from(true)),
+        _ => None,
     }
 }
 
@@ -839,7 +869,7 @@ impl Renderer {
             let s = session(state)?;
             let mut r = s.returns.lock().expect("returns lock");
             r.push(value);
-            Ok(format!("{RETURN_MARK}{}\u{1}", r.len() - 1))
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("{RETURN_MARK}{}\u{1}", r.len() - 1)))
         });
         env.add_function("__sluice_macros", |state: &State, kwargs: Kwargs| -> Result<String, minijinja::Error> {
             let s = session(state)?;
@@ -889,6 +919,14 @@ impl Renderer {
         self.target_database = text("database");
         self.env.add_global("target", Value::from(minijinja::value::Serde(target)));
         self.env.add_global("modules", Value::from_object(PyModule::Modules));
+        // dbt's Jinja is Python's: `{{ none }}` renders as `None`.
+        self.env.set_formatter(|out, state, value| {
+            if value.is_none() {
+                out.write_str("None").map_err(minijinja::Error::from)
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         self.env.add_function(
             "env_var",
             move |name: String, default: Option<Value>| -> Result<Value, minijinja::Error> {
@@ -964,6 +1002,7 @@ impl Renderer {
             defaults: call.config.clone(),
             macros: Mutex::default(),
             returns: Mutex::default(),
+            dbt: self.target_schema.is_some(),
         });
         let run = call.resolve.run();
         let mut parts = relation_parts(&call.this);
@@ -988,15 +1027,13 @@ impl Renderer {
         let full = format!("{}{source}", self.header);
         let out = self.env.render_named_str(name, &full, ctx);
         let rec = std::mem::take(&mut *session.recorder.lock().expect("recorder lock"));
-        let sql = out.map_err(|e| unrename(convert_error(&e, Some(name), self.header.len()), &self.renamed))?;
-        if sql.contains(RETURN_MARK) {
-            return Err(TemplateError {
-                file: Some(name.to_string()),
-                line: None,
-                range: None,
-                message: "return() works only inside a macro".into(),
-            });
-        }
+        let sql = out.map_err(|e| {
+            let mut t = unrename(convert_error(&e, Some(name), self.header.len()), &self.renamed);
+            if returned(&e).is_some() {
+                t.message = "return() works only inside a macro".into();
+            }
+            t
+        })?;
         Ok(Rendered { sql, refs: rec.refs, sources: rec.sources, config: rec.config })
     }
 }
@@ -1250,6 +1287,16 @@ mod tests {
         assert_eq!(renderer().render("m.sql", src, &c).unwrap().sql, "True:2:id,name:1a;2b;name=ab:3");
         let e = renderer().render("m.sql", "{{ run_query('select * from nope') }}", &c).unwrap_err();
         assert!(e.message.contains("run_query(): relation \"nope\" does not exist"), "{}", e.message);
+    }
+
+    #[test]
+    fn return_stops_the_macro() {
+        let macros = "{% macro first(xs) %}{% for x in xs %}{% if x > 1 %}{{ return(x) }}{% endif %}{% endfor %}{{ return(0) }}{% endmacro %}\n\
+                      {% macro guarded() %}{% if not execute %}{{ return([]) }}{% endif %}{{ return(nope_not_defined()) }}{% endmacro %}\n";
+        let rd = Renderer::new(&[("macros/m.sql".into(), macros.into())], serde_json::Map::new()).unwrap();
+        let q = quoting();
+        let out = rd.render("m.sql", "{{ first([1, 5, 7]) }}/{{ first([1]) }}/{{ guarded() | length }}", &call(&q)).unwrap();
+        assert_eq!(out.sql, "5/0/0");
     }
 
     #[test]

@@ -184,8 +184,8 @@ fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     assert_eq!(
         db.rows("SELECT order_id, card_amount, cash_amount, methods, kind, config_seen, relation, dated FROM payments_pivot ORDER BY order_id"),
         vec![
-            vec!["1", "10", "5", "2", kind_name, "table/none", relation.as_str(), "True/10"],
-            vec!["2", "7", "0", "2", kind_name, "table/none", relation.as_str(), "True/10"],
+            vec!["1", "10", "5", "2", kind_name, "table/None", relation.as_str(), "True/10"],
+            vec!["2", "7", "0", "2", kind_name, "table/None", relation.as_str(), "True/10"],
         ]
     );
     // Hooks: the project's pre-hook made the log, the model's added to it, then the post-hook.

@@ -16,14 +16,13 @@
   {{ return('pg') }}
 {% endmacro %}
 
-{# The pattern of dbt_utils.get_column_values: a query's first column, read
+{# The pattern of dbt_utils.get_column_values: a query's first column, run
    only when dbt executes (not while the project is parsed). #}
 {% macro column_values(relation, column) %}
-  {% set query %}select distinct {{ column }} from {{ relation }} order by {{ column }}{% endset %}
-  {% set result = run_query(query) %}
-  {% if execute %}
-    {{ return(result.columns[0].values()) }}
-  {% else %}
+  {% if not execute %}
     {{ return([]) }}
   {% endif %}
+  {% set query %}select distinct {{ column }} from {{ relation }} order by {{ column }}{% endset %}
+  {% set result = run_query(query) %}
+  {{ return(result.columns[0].values()) }}
 {% endmacro %}
