@@ -480,7 +480,16 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> DbtProject {
         };
         for it in items {
             match &it.v {
-                V::Str(sql) => into.push(Spanned { v: sql.clone(), loc: cx.loc(&it.span) }),
+                V::Str(sql) => {
+                    // A template that cannot parse is reported now, not when a command runs it.
+                    if let Err(e) = minijinja::Environment::new().template_from_str(sql) {
+                        cx.error(
+                            it.span.clone(),
+                            format!("`{key}` is not a valid template: {}", e.detail().unwrap_or(&e.to_string())),
+                        );
+                    }
+                    into.push(Spanned { v: sql.clone(), loc: cx.loc(&it.span) });
+                }
                 V::Null => {}
                 _ => {
                     cx.error(
@@ -1785,6 +1794,23 @@ sources:
         let fr = s.freshness.get("orders").unwrap();
         assert_eq!(fr.loaded_at_field.as_deref(), Some("_loaded_at"));
         assert_eq!(fr.warn_after.as_ref().map(After::duration), Some(std::time::Duration::from_secs(12 * 3600)));
+    }
+
+    #[test]
+    fn run_hooks_that_cannot_parse_are_placed() {
+        let (p, errs) = cx_run(
+            "dbt_project.yml",
+            "name: x\non-run-start:\n  - \"select 1\"\n  - \"{{ f('a' }}\"\non-run-end: 7\n",
+            decode_project,
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "dbt_project.yml:4:5: `on-run-start` is not a valid template: unexpected `}`, expected `,`",
+                "dbt_project.yml:5:13: wrong type for `on-run-end`: expected a SQL statement or a list of them, found an integer",
+            ]
+        );
+        assert_eq!(p.hooks.start.len(), 2);
     }
 
     #[test]

@@ -279,16 +279,16 @@ impl Object for MacroFn {
         match m.call(state, args) {
             Ok(out) => Ok(out),
             // `return()` stops the macro, as in dbt: what follows it is not run.
-            Err(e) => match returned(&e) {
-                Some(n) => s
-                    .returns
-                    .lock()
-                    .expect("returns lock")
-                    .get(n)
-                    .cloned()
-                    .ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, "return() lost its value")),
-                None => Err(e),
-            },
+            Err(e) => {
+                match returned(&e) {
+                    Some(n) => {
+                        s.returns.lock().expect("returns lock").get(n).cloned().ok_or_else(|| {
+                            minijinja::Error::new(ErrorKind::InvalidOperation, "return() lost its value")
+                        })
+                    }
+                    None => Err(e),
+                }
+            }
         }
     }
 }
@@ -392,8 +392,17 @@ impl Object for ConfigFn {
 /// What dbt's node config holds for a field nobody set.
 fn dbt_config_default(key: &str) -> Option<Value> {
     match key {
-        "unique_key" | "alias" | "schema" | "database" | "full_refresh" | "strategy" | "updated_at"
-        | "check_cols" | "incremental_strategy" | "target_schema" | "target_database" => Some(Value::from(())),
+        "unique_key"
+        | "alias"
+        | "schema"
+        | "database"
+        | "full_refresh"
+        | "strategy"
+        | "updated_at"
+        | "check_cols"
+        | "incremental_strategy"
+        | "target_schema"
+        | "target_database" => Some(Value::from(())),
         "tags" | "pre_hook" | "pre-hook" | "post_hook" | "post-hook" | "grants" => {
             Some(Value::from(Vec::<Value>::new()))
         }
@@ -1295,7 +1304,8 @@ mod tests {
                       {% macro guarded() %}{% if not execute %}{{ return([]) }}{% endif %}{{ return(nope_not_defined()) }}{% endmacro %}\n";
         let rd = Renderer::new(&[("macros/m.sql".into(), macros.into())], serde_json::Map::new()).unwrap();
         let q = quoting();
-        let out = rd.render("m.sql", "{{ first([1, 5, 7]) }}/{{ first([1]) }}/{{ guarded() | length }}", &call(&q)).unwrap();
+        let out =
+            rd.render("m.sql", "{{ first([1, 5, 7]) }}/{{ first([1]) }}/{{ guarded() | length }}", &call(&q)).unwrap();
         assert_eq!(out.sql, "5/0/0");
     }
 
