@@ -100,7 +100,10 @@ fn freshness(a: FreshnessArgs) -> Result<i32> {
             if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(d).map_err(|e| Error::io("create folder", d, e))?;
             }
-            std::fs::write(p, bytes).map_err(|e| Error::io("write", p, e))?
+            // Whole, then renamed, as target/ files are.
+            let tmp = p.with_extension("tmp");
+            std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+            std::fs::rename(&tmp, p).map_err(|e| Error::io("write", p, e))?
         }
         None => super::models::write_target(&project, "sources.json", &bytes)?,
     }
