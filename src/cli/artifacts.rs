@@ -213,6 +213,8 @@ pub fn manifest(project: &Project, plan: &Plan, tests: &[TestCase], invocation: 
                     "source_name": s.name.v,
                     "name": t.v,
                     "identifier": s.identifier(&t.v),
+                    "description": s.table_descriptions.get(&t.v).cloned().unwrap_or_default(),
+                    "source_description": s.description.clone().unwrap_or_default(),
                     "schema": s.schema.clone().unwrap_or_else(|| schema.clone()),
                     "database": database,
                     "original_file_path": project.sources.get(t.loc.file).name,

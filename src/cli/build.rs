@@ -30,6 +30,7 @@ use crate::template::RunVars;
 use crate::warehouse::{Backend, Warehouse};
 
 use super::artifacts::{self, NodeRun};
+use super::hooks::RunHooks;
 use super::models::{Selection, connect, open};
 use super::progress::format_duration;
 
@@ -123,7 +124,8 @@ pub fn run(a: BuildArgs) -> Result<i32> {
             None => loose.push(c),
         }
     }
-    let wh = connect(&project, a.sel.connection.as_deref())?;
+    let mut wh = connect(&project, a.sel.connection.as_deref())?;
+    let mut hooks = RunHooks::start(&project, &plan, a.sel.connection.as_deref(), Some(wh.as_mut()))?;
     let threads = match wh.backend() {
         Backend::Sqlite => 1,
         _ => a.threads.or(project.config.models.threads).unwrap_or(4).max(1),
@@ -144,7 +146,12 @@ pub fn run(a: BuildArgs) -> Result<i32> {
     // the selected nodes it depends on (also through unselected ones), the
     // other nodes its tests read, and nodes whose table it reads as a source.
     // Every wait is on a node earlier in the order, so none is circular.
-    let todo: Vec<usize> = g.order.iter().copied().filter(|i| chosen.contains(i)).collect();
+    // A failed on-run-start hook skips every node, as in dbt.
+    let todo: Vec<usize> = if hooks.start_failed() {
+        Vec::new()
+    } else {
+        g.order.iter().copied().filter(|i| chosen.contains(i)).collect()
+    };
     let at: BTreeMap<usize, usize> = todo.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let mut ancestors: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
     let mut waiters: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -303,7 +310,7 @@ pub fn run(a: BuildArgs) -> Result<i32> {
             None => connect_again(),
         }
     })?;
-    if !loose.is_empty() && !stopped && ctx.cancel.reason().is_none() {
+    if !loose.is_empty() && !stopped && !hooks.start_failed() && ctx.cancel.reason().is_none() {
         let results = data_tests::run(&project, &plan, wh.as_mut(), loose, now(), ctx.run_vars.clone())?;
         let mut r = Report { i: 0, lines: Vec::new(), runs: Vec::new(), tally: Tally::default(), failed: None };
         tests_ended(&project, &results, &mut r, "Thread-1");
@@ -316,6 +323,8 @@ pub fn run(a: BuildArgs) -> Result<i32> {
             fail(&mut code, kind);
         }
     }
+    hooks.end(Some(wh.as_mut()), &runs)?;
+    let (runs, code) = hooks.finish(runs, code);
     let extra = json!({ "threads": threads });
     let extra = extra.as_object().cloned().unwrap_or_default();
     artifacts::write(&project, &plan, "build", &runs, started.elapsed(), extra)?;

@@ -368,6 +368,10 @@ pub fn site(project: &Project, m: &Value) -> Vec<(String, String)> {
 
     // The index: every resource by kind, and the lineage graph.
     let mut body = format!("<h1>{}</h1>\n", esc(&project.name()));
+    // dbt's `{% docs __overview__ %}` block is the site's introduction.
+    if let Some(text) = project.meta.docs.get("__overview__") {
+        let _ = writeln!(body, "<p class=\"description\">{}</p>", esc(text));
+    }
     for (kind, title) in [
         ("model", "Models"),
         ("seed", "Seeds"),

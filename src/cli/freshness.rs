@@ -12,7 +12,8 @@ use crate::project::dbt::{After, Freshness};
 use crate::steps::freshness::{self, Checked, Status};
 use crate::steps::models::outside_run;
 
-use super::artifacts;
+use super::artifacts::{self, NodeRun};
+use super::hooks::RunHooks;
 use super::models::{Selection, connect, open};
 use super::progress::format_duration;
 
@@ -33,7 +34,17 @@ pub enum SourceCommand {
 #[derive(Debug, clap::Args)]
 pub struct FreshnessArgs {
     #[command(flatten)]
-    pub sel: Selection,
+    pub project: super::ProjectArgs,
+    /// The source tables to check: `source:NAME`, `source:NAME.TABLE`,
+    /// `source:*`; several are a union, `a,b` an intersection (else every one).
+    #[arg(long, short = 's', num_args = 1.., value_name = "SELECTOR")]
+    pub select: Vec<String>,
+    /// The source tables to leave out (same syntax as --select).
+    #[arg(long, num_args = 1.., value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
+    /// The connection to use (the project's default one otherwise).
+    #[arg(long, short = 'c', value_name = "NAME")]
+    pub connection: Option<String>,
     /// Where to write the results (else target/sources.json).
     #[arg(long, short = 'o', value_name = "PATH")]
     pub output: Option<PathBuf>,
@@ -50,29 +61,49 @@ pub fn run(a: SourceArgs) -> Result<i32> {
 
 fn freshness(a: FreshnessArgs) -> Result<i32> {
     let started = Instant::now();
-    let (project, plan) = open(&a.sel)?;
-    let selected = freshness::select(&project, &a.sel.select, &a.sel.exclude)?;
+    let output = a.output;
+    let sel = Selection { project: a.project, select: a.select, exclude: a.exclude, connection: a.connection };
+    let (project, plan) = open(&sel)?;
+    let selected = freshness::select(&project, &sel.select, &sel.exclude)?;
     for t in &selected.unchecked {
         errln!("warning: source `{}`.`{}` has a freshness but no loaded_at_field: not checked", t.source, t.table);
     }
     if selected.targets.is_empty() {
         outln!("no source tables with a freshness and a loaded_at_field selected");
     }
-    let mut wh = connect(&project, a.sel.connection.as_deref())?;
+    let mut wh = connect(&project, sel.connection.as_deref())?;
+    // dbt runs the project's hooks around source freshness too (since 1.10).
+    let mut hooks = RunHooks::start(&project, &plan, sel.connection.as_deref(), Some(wh.as_mut()))?;
+    let targets = if hooks.start_failed() { Vec::new() } else { selected.targets };
     let mut print = |c: &Checked| outln!("{}", line(c));
-    let results = freshness::check(&project, &plan, wh.as_mut(), selected.targets, outside_run(&project), &mut print);
+    let results = freshness::check(&project, &plan, wh.as_mut(), targets, outside_run(&project), &mut print);
+    let done: Vec<NodeRun> = results
+        .iter()
+        .map(|c| {
+            let id = artifacts::source_id(&project, &c.target.source, &c.target.table);
+            match &c.outcome {
+                Ok(m) => NodeRun::ended(id, m.status.name(), String::new(), c.duration),
+                Err(e) => NodeRun::ended(id, "runtime error", e.chain(), c.duration),
+            }
+        })
+        .collect();
+    hooks.end(Some(wh.as_mut()), &done)?;
+    let (_, hooks_code) = hooks.finish(Vec::new(), 0);
     let count = |s: Status| results.iter().filter(|r| r.outcome.as_ref().is_ok_and(|m| m.status == s)).count();
     let (pass, warn) = (count(Status::Pass), count(Status::Warn));
     let error = results.len() - pass - warn;
     let invocation = uuid::Uuid::now_v7().to_string();
     let doc = sources_json(&project, &results, started.elapsed(), &invocation);
     let bytes = serde_json::to_vec_pretty(&doc).expect("JSON");
-    match &a.output {
+    match &output {
         Some(p) => {
             if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(d).map_err(|e| Error::io("create folder", d, e))?;
             }
-            std::fs::write(p, bytes).map_err(|e| Error::io("write", p, e))?
+            // Whole, then renamed, as target/ files are.
+            let tmp = p.with_extension("tmp");
+            std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+            std::fs::rename(&tmp, p).map_err(|e| Error::io("write", p, e))?
         }
         None => super::models::write_target(&project, "sources.json", &bytes)?,
     }
@@ -81,7 +112,7 @@ fn freshness(a: FreshnessArgs) -> Result<i32> {
         format_duration(started.elapsed()),
         results.len()
     );
-    Ok(if error > 0 { 1 } else { 0 })
+    Ok(if error > 0 { 1 } else { hooks_code })
 }
 
 fn line(c: &Checked) -> String {

@@ -11,6 +11,7 @@ mod dag;
 mod docs;
 mod export;
 mod freshness;
+mod hooks;
 mod infer;
 mod init;
 mod load;

@@ -19,6 +19,7 @@ use crate::warehouse::{self, Warehouse};
 
 use super::ProjectArgs;
 use super::artifacts::{self, NodeRun};
+use super::hooks::RunHooks;
 use super::progress::format_duration;
 
 /// Which nodes, on which connection.
@@ -108,8 +109,9 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
         connect: &connect,
         on_done: &on_done,
     };
+    let mut hooks = RunHooks::start(&project, &plan, conn.as_deref(), None)?;
     let build_started = Instant::now();
-    let results = build(&req)?;
+    let results = if hooks.start_failed() { Vec::new() } else { build(&req)? };
     let build_wall = build_started.elapsed();
     let took = started.elapsed();
     let db: std::time::Duration = results.iter().map(|r| r.db_time).sum();
@@ -134,11 +136,16 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
             nr
         })
         .collect();
+    let start_failed = hooks.start_failed();
+    hooks.end(None, &runs)?;
+    let (runs, hooks_code) = hooks.finish(runs, 0);
     let extra = json!({ "database_time": db.as_secs_f64(), "sluice_time": own.as_secs_f64(), "threads": req.threads });
     artifacts::write(&project, &plan, "transform", &runs, took, extra.as_object().cloned().unwrap_or_default())?;
     if results.is_empty() {
-        outln!("no models selected");
-        return Ok(0);
+        if !start_failed {
+            outln!("no models selected");
+        }
+        return Ok(hooks_code);
     }
     let mut summary = format!("{built} of {} models built in {}", results.len(), format_duration(took));
     summary.push_str(&format!(" (sluice {}, database {}", format_duration(own), format_duration(db)));
@@ -152,7 +159,7 @@ pub fn transform(a: TransformArgs) -> Result<i32> {
     outln!("{summary}");
     Ok(match results.iter().find_map(|r| if let ModelState::Failed(e) = &r.state { Some(e.kind()) } else { None }) {
         Some(k) => k.exit_code(),
-        None => 0,
+        None => hooks_code,
     })
 }
 
@@ -221,8 +228,13 @@ pub fn seed(a: Selection) -> Result<i32> {
     let started = Instant::now();
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
+    let mut hooks = RunHooks::start(&project, &plan, a.connection.as_deref(), Some(wh.as_mut()))?;
     let run_id = uuid::Uuid::now_v7().to_string();
-    let results = crate::steps::seeds::load_seeds(&project, &plan, wh.as_mut(), &a.select, &a.exclude, &run_id)?;
+    let results = if hooks.start_failed() {
+        Vec::new()
+    } else {
+        crate::steps::seeds::load_seeds(&project, &plan, wh.as_mut(), &a.select, &a.exclude, &run_id)?
+    };
     let mut code = 0;
     for r in &results {
         match &r.result {
@@ -243,6 +255,8 @@ pub fn seed(a: Selection) -> Result<i32> {
             }
         })
         .collect();
+    hooks.end(Some(wh.as_mut()), &runs)?;
+    let (runs, code) = hooks.finish(runs, code);
     artifacts::write(&project, &plan, "seed", &runs, started.elapsed(), Default::default())?;
     outln!("{} of {} seeds loaded", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
     Ok(code)
@@ -252,16 +266,21 @@ pub fn snapshot(a: Selection) -> Result<i32> {
     let started = Instant::now();
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
+    let mut hooks = RunHooks::start(&project, &plan, a.connection.as_deref(), Some(wh.as_mut()))?;
     let now = chrono::Utc::now().timestamp_micros();
-    let results = crate::steps::snapshots::run_snapshots(
-        &project,
-        &plan,
-        wh.as_mut(),
-        &a.select,
-        &a.exclude,
-        now,
-        outside_run(&project),
-    )?;
+    let results = if hooks.start_failed() {
+        Vec::new()
+    } else {
+        crate::steps::snapshots::run_snapshots(
+            &project,
+            &plan,
+            wh.as_mut(),
+            &a.select,
+            &a.exclude,
+            now,
+            outside_run(&project),
+        )?
+    };
     let mut code = 0;
     for r in &results {
         match &r.result {
@@ -282,6 +301,8 @@ pub fn snapshot(a: Selection) -> Result<i32> {
             }
         })
         .collect();
+    hooks.end(Some(wh.as_mut()), &runs)?;
+    let (runs, code) = hooks.finish(runs, code);
     artifacts::write(&project, &plan, "snapshot", &runs, started.elapsed(), Default::default())?;
     outln!("{} of {} snapshots taken", results.iter().filter(|r| r.result.is_ok()).count(), results.len());
     Ok(code)
@@ -292,7 +313,9 @@ pub fn test(a: Selection) -> Result<i32> {
     let (project, plan) = open(&a)?;
     let mut wh = connect(&project, a.connection.as_deref())?;
     let (_, cases) = data_tests::select_nodes_and_tests(&project, &plan, &a.select, &a.exclude)?;
+    let mut hooks = RunHooks::start(&project, &plan, a.connection.as_deref(), Some(wh.as_mut()))?;
     let now = chrono::Utc::now().timestamp_micros();
+    let cases = if hooks.start_failed() { Vec::new() } else { cases };
     let results = data_tests::run(&project, &plan, wh.as_mut(), cases, now, outside_run(&project))?;
     let mut runs = Vec::new();
     for r in &results {
@@ -314,6 +337,8 @@ pub fn test(a: Selection) -> Result<i32> {
         nr.failures = Some(failures);
         runs.push(nr);
     }
+    hooks.end(Some(wh.as_mut()), &runs)?;
+    let (runs, hooks_code) = hooks.finish(runs, 0);
     artifacts::write(&project, &plan, "test", &runs, started.elapsed(), Default::default())?;
     let passed = results.iter().filter(|r| matches!(r.outcome, Outcome::Pass)).count();
     let errors = results.iter().filter(|r| r.is_error()).count();
@@ -321,7 +346,7 @@ pub fn test(a: Selection) -> Result<i32> {
     outln!("tests: {passed} passed, {warned} warned, {errors} failed, in {}", format_duration(started.elapsed()));
     let sql_errors = results.iter().filter(|r| matches!(r.outcome, Outcome::Error(_))).count();
     Ok(if errors == 0 {
-        0
+        hooks_code
     } else if sql_errors == errors {
         Kind::User.exit_code()
     } else {

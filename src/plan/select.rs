@@ -40,12 +40,12 @@ pub fn one(g: &ModelGraph, part: &str) -> Result<BTreeSet<usize>, String> {
     let rest = part.trim_start_matches('@');
     // `2+m`: two levels up; `m+1`: one level down; `+m`/`m+`: all levels.
     let lead = rest.find('+').filter(|&k| rest[..k].chars().all(|c| c.is_ascii_digit()));
-    let (up, rest) = match lead {
+    let (mut up, rest) = match lead {
         Some(k) => (Some(rest[..k].parse::<usize>().unwrap_or(usize::MAX)), &rest[k + 1..]),
         None => (None, rest),
     };
     let trail = rest.rfind('+').filter(|&k| k > 0 && rest[k + 1..].chars().all(|c| c.is_ascii_digit()));
-    let (core, down) = match trail {
+    let (core, mut down) = match trail {
         Some(k) => (&rest[..k], Some(rest[k + 1..].parse::<usize>().unwrap_or(usize::MAX))),
         None => (rest, None),
     };
@@ -68,6 +68,31 @@ pub fn one(g: &ModelGraph, part: &str) -> Result<BTreeSet<usize>, String> {
             .collect()
     } else if let Some(kind) = core.strip_prefix("kind:").or_else(|| core.strip_prefix("resource_type:")) {
         g.nodes.iter().enumerate().filter(|(_, n)| n.kind.name() == kind).map(|(i, _)| i).collect()
+    } else if let Some(what) = core.strip_prefix("source:") {
+        // A source is not a node of the graph: `source:s+` is what reads it
+        // and what depends on that, `source:s.t+1` what reads `s.t`;
+        // `source:s` alone (and `+source:s`) selects no node.
+        let (src, table) = match what.split_once('.') {
+            Some((s, t)) => (s, Some(t)),
+            None => (what, None),
+        };
+        let readers: BTreeSet<usize> = g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.sources.iter().any(|(s, t)| (src == "*" || s == src) && table.is_none_or(|x| x == t)))
+            .map(|(i, _)| i)
+            .collect();
+        if readers.is_empty() {
+            return Err(format!("no model, seed or snapshot reads source `{what}` (in the selector `{part}`)"));
+        }
+        up = None;
+        match down {
+            Some(n) => down = Some(n.saturating_sub(1)),
+            None if at => {}
+            None => return Ok(BTreeSet::new()),
+        }
+        readers
     } else if let Some(m) = core.strip_prefix("config.materialized:") {
         g.nodes
             .iter()
@@ -185,6 +210,18 @@ mod tests {
         assert_eq!(sel(&["@b"], &[]), vec![0, 1, 2]);
         assert_eq!(sel(&["config.materialized:table"], &[]), vec![0, 1, 2, 3]);
         assert_eq!(sel(&["config.materialized:view"], &[]), Vec::<usize>::new());
+        // b reads source raw.orders: `source:raw+` is b and what depends on it.
+        let mut g = graph();
+        g.nodes[1].sources = vec![("raw".into(), "orders".into())];
+        let pick = |s: &str| select(&g, &[s.to_string()], &[]).map(|x| x.into_iter().collect::<Vec<_>>());
+        assert_eq!(pick("source:raw+"), Ok(vec![1, 2]));
+        assert_eq!(pick("source:raw.orders+1"), Ok(vec![1]));
+        assert_eq!(pick("source:raw"), Ok(vec![]));
+        assert_eq!(pick("+source:raw+"), Ok(vec![1, 2]));
+        assert_eq!(
+            pick("source:raw.items+"),
+            Err("no model, seed or snapshot reads source `raw.items` (in the selector `source:raw.items+`)".into())
+        );
         let e = select(&graph(), &["bb".to_string()], &[]).unwrap_err();
         assert_eq!(e, "no model, seed or snapshot named `bb` in the selector `bb`; did you mean `b`?");
     }

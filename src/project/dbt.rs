@@ -89,6 +89,17 @@ pub struct DbtProject {
     pub models: Option<ConfigTree>,
     pub seeds: Option<ConfigTree>,
     pub snapshots: Option<ConfigTree>,
+    /// `on-run-start`/`on-run-end`: SQL templates run before and after the
+    /// nodes of `build`, `transform`, `seed`, `snapshot`, `test` and
+    /// `source freshness`.
+    pub hooks: RunHooks,
+}
+
+/// dbt's `on-run-start` and `on-run-end`, each a statement or a list of them.
+#[derive(Debug, Clone, Default)]
+pub struct RunHooks {
+    pub start: Vec<Spanned<String>>,
+    pub end: Vec<Spanned<String>>,
 }
 
 /// A config tree of `dbt_project.yml` (`models:`, `seeds:`, `snapshots:`):
@@ -460,6 +471,38 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> DbtProject {
     if let Some(n) = f.node("data_tests").or_else(|| f.node("tests")) {
         let _ = decode_tree(n, cx, Resource::Test, &name);
     }
+    for (key, into) in [("on-run-start", &mut p.hooks.start), ("on-run-end", &mut p.hooks.end)] {
+        let Some(n) = f.node(key) else { continue };
+        let items: Vec<&Node> = match &n.v {
+            V::Array(a) => a.iter().collect(),
+            V::Null => Vec::new(),
+            _ => vec![n],
+        };
+        for it in items {
+            match &it.v {
+                V::Str(sql) => {
+                    // A template that cannot parse is reported now, not when a command runs it.
+                    if let Err(e) = minijinja::Environment::new().template_from_str(sql) {
+                        cx.error(
+                            it.span.clone(),
+                            format!("`{key}` is not a valid template: {}", e.detail().unwrap_or(&e.to_string())),
+                        );
+                    }
+                    into.push(Spanned { v: sql.clone(), loc: cx.loc(&it.span) });
+                }
+                V::Null => {}
+                _ => {
+                    cx.error(
+                        it.span.clone(),
+                        format!(
+                            "wrong type for `{key}`: expected a SQL statement or a list of them, found {}",
+                            it.type_name()
+                        ),
+                    );
+                }
+            }
+        }
+    }
     if let Some(n) = f.node("target-path")
         && !matches!(&n.v, V::Str(s) if s == "target")
     {
@@ -480,7 +523,6 @@ pub fn decode_project(root: &Node, cx: &mut Cx) -> DbtProject {
         "sources",
     ]);
     f.finish(cx, |k| match k {
-        "on-run-start" | "on-run-end" => Some("hooks are not supported: run the statements in a `sql` step".into()),
         "dispatch" => Some("dispatching to packages is not supported: sluice runs no dbt packages".into()),
         "quoting" => Some("sluice always quotes identifiers".into()),
         "exposures" | "metrics" | "semantic-models" | "saved-queries" => {
@@ -508,6 +550,9 @@ pub struct YmlMeta {
     pub seeds: Vec<(Spanned<String>, Option<String>, NodeConfig)>,
     pub snapshots: Vec<(Spanned<String>, NodeConfig)>,
     pub sources: Vec<SourceMeta>,
+    /// What the schema files say about seeds and snapshots (description,
+    /// columns, tests), in a model's terms.
+    pub described: Vec<ModelMeta>,
     /// The project's `{% docs %}` blocks by name, for `{{ doc('name') }}`
     /// in descriptions (read before the schema files).
     pub docs: std::collections::BTreeMap<String, String>,
@@ -592,12 +637,20 @@ pub fn decode_yml(root: &Node, cx: &mut Cx, out: &mut YmlMeta) {
                     config,
                 )),
                 Resource::Seed | Resource::Snapshot => {
-                    if !tests.is_empty() || columns.iter().any(|c| !c.tests.is_empty()) {
-                        cx.warn(
-                            item.span.clone(),
-                            format!("tests on a {} are not run yet; test the models that use it", r.name()),
-                        );
-                    }
+                    // Its description, columns and tests, as a model's.
+                    out.described.push(named(ModelMeta {
+                        name: name.clone(),
+                        description: description.clone(),
+                        materialized: None,
+                        unique_key: None,
+                        tags: Vec::new(),
+                        on_schema_change: None,
+                        publish: false,
+                        tests,
+                        columns,
+                        pre_hook: Vec::new(),
+                        post_hook: Vec::new(),
+                    }));
                     if r == Resource::Seed {
                         out.seeds.push((name, description, config));
                     } else {
@@ -894,18 +947,21 @@ fn decode_source(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<SourceMeta> {
     let mut f = Fields::new(node, cx, "a source")?;
     let name: Spanned<String> = f.req(cx, "name")?;
     f.what = format!("source `{}`", name.v);
-    let _ = f.node("description").and_then(|n| describe(n, cx, docs));
+    let description = f.node("description").and_then(|n| describe(n, cx, docs));
     let schema: Option<String> = f.opt(cx, "schema");
     let source_fresh = decode_freshness(&mut f, cx);
     let mut tables = Vec::new();
     let mut identifiers = std::collections::BTreeMap::new();
     let mut freshness = std::collections::BTreeMap::new();
+    let mut table_descriptions = std::collections::BTreeMap::new();
     if let Some(list) = f.node("tables") {
         for t in items(list, cx, "tables") {
             let Some(mut tf) = Fields::new(t, cx, "a source table") else { continue };
             let Some(tname) = tf.req::<Spanned<String>>(cx, "name") else { continue };
             tf.what = format!("table `{}` of source `{}`", tname.v, name.v);
-            let _ = tf.node("description").and_then(|n| describe(n, cx, docs));
+            if let Some(d) = tf.node("description").and_then(|n| describe(n, cx, docs)) {
+                table_descriptions.insert(tname.v.clone(), d);
+            }
             if let Some(id) = tf.opt::<String>(cx, "identifier") {
                 identifiers.insert(tname.v.clone(), id);
             }
@@ -942,7 +998,7 @@ fn decode_source(node: &Node, cx: &mut Cx, docs: &Docs) -> Option<SourceMeta> {
     });
     // dbt's rule: a source without `schema` is in the schema named like it.
     let schema = schema.or_else(|| Some(name.v.clone()));
-    Some(SourceMeta { name, schema, tables, identifiers, freshness })
+    Some(SourceMeta { name, schema, tables, identifiers, freshness, description, table_descriptions })
 }
 
 /// How old a source table's newest row may be (dbt's `freshness:` with
@@ -1639,10 +1695,13 @@ mod tests {
     fn project_file_paths_vars_and_config_trees() {
         let (p, errs) = cx_run(
             "dbt_project.yml",
-            "name: jaffle\nversion: '1.0'\nprofile: jaffle\nmodel-paths: [\"models\"]\nvars:\n  a: 1\n  jaffle:\n    b: x\nmodels:\n  jaffle:\n    +materialized: table\n    staging:\n      materialized: view\n      +tags: [stg]\n      stg_orders:\n        +enabled: false\non-run-end: [\"x\"]\n",
+            "name: jaffle\nversion: '1.0'\nprofile: jaffle\nmodel-paths: [\"models\"]\nvars:\n  a: 1\n  jaffle:\n    b: x\nmodels:\n  jaffle:\n    +materialized: table\n    staging:\n      materialized: view\n      +tags: [stg]\n      stg_orders:\n        +enabled: false\non-run-end: [\"x\", \"y\"]\non-run-start: \"z\"\nquoting: {}\n",
             decode_project,
         );
-        assert_eq!(errs, vec!["dbt_project.yml:17:1: unknown key `on-run-end` in dbt_project.yml"]);
+        assert_eq!(errs, vec!["dbt_project.yml:19:1: unknown key `quoting` in dbt_project.yml"]);
+        let end: Vec<&str> = p.hooks.end.iter().map(|h| h.v.as_str()).collect();
+        assert_eq!(end, vec!["x", "y"]);
+        assert_eq!(p.hooks.start.iter().map(|h| h.v.as_str()).collect::<Vec<_>>(), vec!["z"]);
         assert_eq!(p.vars.get("a"), Some(&serde_json::json!(1)));
         assert_eq!(p.vars.get("b"), Some(&serde_json::json!("x")));
         let t = p.models.unwrap();
@@ -1735,6 +1794,23 @@ sources:
         let fr = s.freshness.get("orders").unwrap();
         assert_eq!(fr.loaded_at_field.as_deref(), Some("_loaded_at"));
         assert_eq!(fr.warn_after.as_ref().map(After::duration), Some(std::time::Duration::from_secs(12 * 3600)));
+    }
+
+    #[test]
+    fn run_hooks_that_cannot_parse_are_placed() {
+        let (p, errs) = cx_run(
+            "dbt_project.yml",
+            "name: x\non-run-start:\n  - \"select 1\"\n  - \"{{ f('a' }}\"\non-run-end: 7\n",
+            decode_project,
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "dbt_project.yml:4:5: `on-run-start` is not a valid template: unexpected `}`, expected `,`",
+                "dbt_project.yml:5:13: wrong type for `on-run-end`: expected a SQL statement or a list of them, found an integer",
+            ]
+        );
+        assert_eq!(p.hooks.start.len(), 2);
     }
 
     #[test]

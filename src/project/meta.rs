@@ -99,6 +99,10 @@ pub struct SourceMeta {
     pub identifiers: std::collections::BTreeMap<String, String>,
     /// How fresh each table must be (dbt's `freshness`), by table name.
     pub freshness: std::collections::BTreeMap<String, super::dbt::Freshness>,
+    /// The source's description (dbt's schema files).
+    pub description: Option<String>,
+    /// Each table's description, by table name.
+    pub table_descriptions: std::collections::BTreeMap<String, String>,
 }
 
 impl SourceMeta {
@@ -210,6 +214,8 @@ pub fn decode_meta(root: &Node, cx: &mut Cx, meta: &mut Meta) {
                 tables,
                 identifiers: Default::default(),
                 freshness: Default::default(),
+                description: None,
+                table_descriptions: Default::default(),
             });
         }
     }

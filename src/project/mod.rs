@@ -59,6 +59,8 @@ pub struct Project {
     pub env: Env,
     /// The profile target, when the folder is a dbt project (`dbt_project.yml`).
     pub dbt: Option<dbt::DbtTarget>,
+    /// A dbt project's `on-run-start`/`on-run-end`.
+    pub run_hooks: dbt::RunHooks,
     /// A dbt project's models, seeds and snapshots by name: the schema and
     /// alias their configs give (validation turns them into relation names).
     pub dbt_naming: std::collections::BTreeMap<String, dbt::NodeNaming>,
@@ -190,6 +192,7 @@ impl Project {
             meta,
             env,
             dbt: None,
+            run_hooks: Default::default(),
             dbt_naming: Default::default(),
             diagnostics,
         })
@@ -659,6 +662,10 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
         }
         let cfg = merge.snapshot(&m.name, &rel, &mut used);
         if cfg.enabled != Some(false) {
+            // Its schema file's columns and tests, run after it as a model's are.
+            if let Some(y) = merge.yml.described.iter().find(|y| y.name.v == m.name) {
+                meta.models.push(dbt::model_meta(&m.name, y.name.loc.clone(), Some(y.clone()), &cfg));
+            }
             dbt_naming.insert(m.name.clone(), dbt::NodeNaming::new(&project_name, &cfg, &rel, &dbtp.snapshot_paths));
             snapshots.push(m);
         }
@@ -708,6 +715,9 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
                 let loc = tree::Loc { file: main_id, start: 0, end: 0 };
                 meta.seeds.push(dbt::seed_meta(&name, loc, &cfg, &mut diagnostics, &sources));
             }
+            if let Some(y) = merge.yml.described.iter().find(|y| y.name.v == name) {
+                meta.models.push(dbt::model_meta(&name, y.name.loc.clone(), Some(y.clone()), &cfg));
+            }
             seeds.push(Seed { name, path: rel });
         }
     }
@@ -728,6 +738,7 @@ fn read_dbt(dir: &Path, opts: &dbt::DbtOptions) -> Result<Project> {
         meta,
         env,
         dbt: target,
+        run_hooks: dbtp.hooks.clone(),
         dbt_naming,
         diagnostics,
     })

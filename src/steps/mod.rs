@@ -9,6 +9,7 @@ pub mod command;
 pub mod data_tests;
 pub mod export;
 pub mod freshness;
+pub mod hooks;
 pub mod ingest;
 pub mod load;
 pub mod models;

@@ -471,6 +471,8 @@ enum PyModule {
     Datetime,
     DatetimeClass,
     DateClass,
+    /// Named so that using it says why it is missing.
+    Timedelta,
 }
 
 impl Object for PyModule {
@@ -479,8 +481,19 @@ impl Object for PyModule {
             (PyModule::Modules, "datetime") => Some(Value::from_object(PyModule::Datetime)),
             (PyModule::Datetime, "datetime") => Some(Value::from_object(PyModule::DatetimeClass)),
             (PyModule::Datetime, "date") => Some(Value::from_object(PyModule::DateClass)),
+            (PyModule::Datetime, "timedelta") => Some(Value::from_object(PyModule::Timedelta)),
             _ => None,
         }
+    }
+
+    fn call(self: &Arc<Self>, _state: &mut State<'_, '_>, _args: &[Value]) -> Result<Value, minijinja::Error> {
+        let what = match self.as_ref() {
+            PyModule::Timedelta => {
+                "modules.datetime.timedelta is not supported: sluice's templates cannot add to or subtract from dates; compute the date in SQL, or pass it with --vars"
+            }
+            _ => "modules.datetime: call datetime.now(), datetime.utcnow() or date.today()",
+        };
+        Err(minijinja::Error::new(ErrorKind::InvalidOperation, what))
     }
 
     fn call_method(
@@ -956,6 +969,12 @@ impl Renderer {
         );
     }
 
+    /// A value every render sees under `name` (dbt's `schemas` and
+    /// `results` in an `on-run-end` hook).
+    pub fn add_global(&mut self, name: &'static str, value: serde_json::Value) {
+        self.env.add_global(name, Value::from(minijinja::value::Serde(value)));
+    }
+
     /// Renders one file. `name` is the file's name for messages.
     pub fn render(&self, name: &str, source: &str, call: &Call) -> Result<Rendered, TemplateError> {
         self.render_with(name, source, call, &[])
@@ -1234,6 +1253,11 @@ mod tests {
         assert!(e.message.contains("no macro postgres__nope or default__nope"), "{}", e.message);
         let e = rd.render("m.sql", "{{ return(1) }}", &c).unwrap_err();
         assert!(e.message.contains("return() works only inside a macro"), "{}", e.message);
+        // No arithmetic on dates in minijinja: timedelta says so instead of being undefined.
+        let e = rd.render("m.sql", "{{ modules.datetime.timedelta(days=1) }}", &c).unwrap_err();
+        assert!(e.message.contains("modules.datetime.timedelta is not supported"), "{}", e.message);
+        rd.add_global("schemas", serde_json::json!(["a", "b"]));
+        assert_eq!(rd.render("m.sql", "{{ schemas | join(',') }}", &c).unwrap().sql, "a,b");
     }
 
     /// A resolver whose queries give a fixed table.

@@ -1,0 +1,1 @@
+select kind, count(*) as events from {{ ref('events') }} group by kind
