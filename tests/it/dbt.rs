@@ -188,14 +188,18 @@ fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
             vec!["2", "7", "0", "2", kind_name, "table/None", relation.as_str(), "True/10"],
         ]
     );
-    // Hooks: the project's pre-hook made the log, the model's added to it, then the post-hook.
+    // Hooks: on-run-start made the log; the project's pre-hook, the model's own and the
+    // project's post-hook each added to it.
     assert_eq!(
         db.rows("SELECT model, step FROM hook_log ORDER BY model, step"),
         vec![
             vec!["payments_pivot", "post"],
             vec!["payments_pivot", "pre"],
+            vec!["payments_pivot", "tree-pre"],
             vec!["queried_pivot", "post"],
-            vec!["tree_config", "post"]
+            vec!["queried_pivot", "tree-pre"],
+            vec!["tree_config", "post"],
+            vec!["tree_config", "tree-pre"]
         ]
     );
     // run_query(): the pivot's columns and figures come from the data, through
