@@ -883,3 +883,36 @@ impl Drop for SqliteLoad<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_are_files_beside_the_database_whatever_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let mut db = Sqlite::open(&url, dir.path()).unwrap();
+        // A name that would reach outside the folder, or SQLite's own temp, is refused.
+        for bad in ["../x", "a/b", ".hidden", "temp"] {
+            let e = db.use_schema(Some(bad)).unwrap_err();
+            assert!(e.to_string().contains("cannot be a SQLite schema"), "{bad}: {e}");
+        }
+        // Quotes in a name are only quoted.
+        let odd = "it's \"odd\"";
+        let build = Build { kind: Materialized::Table, contract: None, unique_key: Some(&["x".to_string()]) };
+        db.use_schema(Some(odd)).unwrap();
+        db.materialize("t", "select 1 as x", &build).unwrap();
+        assert!(dir.path().join(format!("{odd}.db")).exists());
+        assert!(db.table_schema("t").unwrap().is_some());
+        // Back home, `t` is not in main; `main` is the main file.
+        db.use_schema(None).unwrap();
+        assert!(db.table_schema("t").unwrap().is_none());
+        db.use_schema(Some("main")).unwrap();
+        assert_eq!(db.naming().schema, None);
+        // Still attached: read with its schema from home.
+        let mut c = super::super::CountSink::default();
+        db.query(&format!("SELECT COUNT(*) FROM {}.\"t\"", quote(odd)), &mut c).unwrap();
+        assert_eq!(c.0, Some(1));
+    }
+}
