@@ -196,24 +196,29 @@ pub fn free_port() -> u16 {
 
 /// A minimal HTTP/1.1 request: returns the status code and the body.
 pub fn http(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    try_http(method, addr, path, body).unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+/// `http`, with a failed connection or exchange as an error.
+pub fn try_http(method: &str, addr: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes())?;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
+    s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     // Bodies may come chunked.
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
     let body = if chunked { dechunk(rest) } else { rest.to_string() };
-    (code, body)
+    Ok((code, body))
 }
 
 fn dechunk(s: &str) -> String {
@@ -244,8 +249,9 @@ pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 /// listens and its state store answers).
 #[track_caller]
 pub fn wait_ready(addr: &str) {
+    // A connection reset while the service starts is "not yet", not a failure.
     wait_for(60, &format!("the API at {addr} to be ready"), || {
-        std::net::TcpStream::connect(addr).is_ok() && http("GET", addr, "/readyz", None).0 == 200
+        try_http("GET", addr, "/readyz", None).is_ok_and(|(code, _)| code == 200)
     });
 }
 
