@@ -632,6 +632,10 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
     for (i, s) in p.seeds.iter().enumerate() {
         let mut node = blank(&s.name, NodeKind::Seed, i, crate::project::show(&p.dir, &s.path));
         node.materialized = Materialized::Table;
+        if let Some(n) = p.dbt_naming.get(&s.name) {
+            node.pre_hook = n.pre_hook.clone();
+            node.post_hook = n.post_hook.clone();
+        }
         add(d, node, Vec::new(), &mut nodes);
     }
     for (kind, files) in [(NodeKind::Model, &p.models), (NodeKind::Snapshot, &p.snapshots)] {
@@ -701,13 +705,10 @@ fn analyze_models(p: &Project, d: &mut Vec<Diagnostic>, tables: &BTreeSet<String
                         if kind == NodeKind::Snapshot {
                             node.materialized = Materialized::Table;
                             node.snapshot = snapshot_config(file, &c, d);
-                            if !node.pre_hook.is_empty() || !node.post_hook.is_empty() {
-                                d.push(Diagnostic::new(
-                                    file.name.clone(),
-                                    0,
-                                    0,
-                                    "pre_hook/post_hook are not run on snapshots yet (only on models)",
-                                ));
+                            // The config trees' hooks first, then the file's own.
+                            if let Some(n) = p.dbt_naming.get(&m.name) {
+                                node.pre_hook.splice(0..0, n.pre_hook.iter().cloned());
+                                node.post_hook.splice(0..0, n.post_hook.iter().cloned());
                             }
                         } else if c.strategy.is_some() || c.updated_at.is_some() || c.check_cols.is_some() {
                             d.push(

@@ -59,6 +59,10 @@ pub struct NodeNaming {
     pub alias: Option<String>,
     /// dbt's `fqn`: the project's name, the folders under the node path, the name.
     pub fqn: Vec<String>,
+    /// A seed's or snapshot's hooks from the config trees and schema files
+    /// (a model's are in its `ModelMeta`).
+    pub pre_hook: Vec<String>,
+    pub post_hook: Vec<String>,
 }
 
 impl NodeNaming {
@@ -70,6 +74,8 @@ impl NodeNaming {
             target_schema: cfg.target_schema.as_ref().map(|s| s.v.clone()),
             alias: cfg.alias.as_ref().map(|s| s.v.clone()),
             fqn,
+            pre_hook: cfg.pre_hook.clone(),
+            post_hook: cfg.post_hook.clone(),
         }
     }
 }
@@ -188,8 +194,10 @@ const MODEL_CONFIGS: &[&str] = &[
     "pre_hook",
     "post_hook",
 ];
-const SEED_CONFIGS: &[&str] = &["schema", "alias", "tags", "enabled", "column_types"];
-const SNAPSHOT_CONFIGS: &[&str] = &["tags", "enabled", "target_schema", "schema", "alias"];
+const SEED_CONFIGS: &[&str] =
+    &["schema", "alias", "tags", "enabled", "column_types", "pre-hook", "post-hook", "pre_hook", "post_hook"];
+const SNAPSHOT_CONFIGS: &[&str] =
+    &["tags", "enabled", "target_schema", "schema", "alias", "pre-hook", "post-hook", "pre_hook", "post_hook"];
 const TEST_CONFIGS: &[&str] = &["severity", "enabled", "tags"];
 /// Config keys that change nothing Sluice builds (documentation, grants of
 /// the adapter's own features): read and shown as such by `sluice check`.

@@ -455,9 +455,10 @@ fn build_one(
     })
 }
 
-/// dbt's pre- or post-hooks of a model: each rendered (with `this`) and run.
+/// dbt's pre- or post-hooks of a model, seed or snapshot: each rendered
+/// (with `this`) and run.
 #[allow(clippy::too_many_arguments)]
-fn run_hooks(
+pub fn run_hooks(
     project: &Project,
     renderer: &Renderer,
     resolve: &Arc<WarehouseResolve>,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::load::{Input, LoadSpec, load};
+use super::models::{WarehouseResolve, outside_run, run_hooks};
 use super::{Meter, NoMeter};
 use crate::error::{Error, Result};
 use crate::plan::{NodeKind, Plan};
@@ -30,6 +31,15 @@ pub fn load_seeds(
 ) -> Result<Vec<SeedResult>> {
     let g = &plan.models;
     let chosen = crate::plan::select(g, select, exclude).map_err(Error::user)?;
+    // dbt's hooks on seeds render as a model's do (built only when a seed has some).
+    let hooked = g.nodes.iter().any(|n| n.kind == NodeKind::Seed && !(n.pre_hook.is_empty() && n.post_hook.is_empty()));
+    let hooks = if hooked {
+        let renderer = crate::plan::renderer(project).map_err(|(f, e)| Error::user(format!("{f}: {}", e.message)))?;
+        let resolve = Arc::new(WarehouseResolve::new(project, g, wh.naming(), outside_run(project)));
+        Some((renderer, resolve))
+    } else {
+        None
+    };
     let mut out = Vec::new();
     for &i in g.order.iter().filter(|i| chosen.contains(i)) {
         let n = &g.nodes[i];
@@ -84,11 +94,19 @@ pub fn load_seeds(
         };
         let input = Input::file(&path, &label);
         let meter: Arc<dyn Meter> = Arc::new(NoMeter);
-        let result = wh
-            .use_schema(n.schema.as_deref())
-            .and_then(|()| load(wh, &spec, std::slice::from_ref(&input), &meter))
-            .map(|r| r.loaded)
-            .map_err(|e| e.context(format!("seed `{}`", seed.name)));
+        let result = (|| -> Result<u64> {
+            wh.use_schema(n.schema.as_deref())?;
+            let mut db = std::time::Duration::ZERO;
+            if let Some((renderer, resolve)) = &hooks {
+                run_hooks(project, renderer, resolve, wh, n, &n.pre_hook, "pre-hook", &mut db)?;
+            }
+            let loaded = load(wh, &spec, std::slice::from_ref(&input), &meter)?.loaded;
+            if let Some((renderer, resolve)) = &hooks {
+                run_hooks(project, renderer, resolve, wh, n, &n.post_hook, "post-hook", &mut db)?;
+            }
+            Ok(loaded)
+        })()
+        .map_err(|e| e.context(format!("seed `{}`", seed.name)));
         out.push(SeedResult { name: seed.name.clone(), result });
     }
     wh.use_schema(None)?;

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::models::{WarehouseResolve, render_node};
+use super::models::{WarehouseResolve, render_node, run_hooks};
 use crate::error::{Error, Result};
 use crate::plan::{NodeKind, Plan, SnapshotConfig, Strategy};
 use crate::project::Project;
@@ -59,7 +59,7 @@ pub fn run_snapshots(
         if n.kind != NodeKind::Snapshot {
             continue;
         }
-        let result = (|| {
+        let result = (|| -> Result<String> {
             let cfg = n
                 .snapshot
                 .as_ref()
@@ -67,7 +67,11 @@ pub fn run_snapshots(
             let sql = render_node(project, g, &renderer, &resolve, i, false)?;
             resolve.use_schema(wh, n.schema.as_deref())?;
             let history = if project.dbt.is_some() { DBT_HISTORY } else { SLUICE_HISTORY };
-            snapshot(wh, n.identifier(), &sql, cfg, &history, now)
+            let mut db = std::time::Duration::ZERO;
+            run_hooks(project, &renderer, &resolve, wh, n, &n.pre_hook, "pre-hook", &mut db)?;
+            let done = snapshot(wh, n.identifier(), &sql, cfg, &history, now)?;
+            run_hooks(project, &renderer, &resolve, wh, n, &n.post_hook, "post-hook", &mut db)?;
+            Ok(done)
         })()
         .map_err(|e| e.context(format!("snapshot `{}` ({})", n.name, n.path)));
         out.push(SnapshotResult { name: n.name.clone(), result });

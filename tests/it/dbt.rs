@@ -136,14 +136,6 @@ fn dbt_check_reports_what_it_cannot_run() {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
 
-    // Hooks run on models only: on a snapshot they are refused.
-    let h = TestProject::copy_of(CASE);
-    let snap = h.read("snapshots/orders_snapshot.sql").replace("config(", "config(post_hook='select 1', ");
-    h.write("snapshots/orders_snapshot.sql", &snap);
-    let out = h.run(&["check"]);
-    out.expect_code(2);
-    assert!(out.stdout.contains("pre_hook/post_hook are not run on snapshots yet"), "{}", out.stdout);
-
     // An unknown target names the ones there are.
     let q = TestProject::copy_of(CASE);
     let out = q.run(&["check", "--target", "prod"]);
@@ -178,6 +170,7 @@ fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
     features(&p, &db, &["check"]).expect_code(0);
     features(&p, &db, &["seed"]).expect_code(0);
     features(&p, &db, &["transform"]).expect_code(0);
+    features(&p, &db, &["snapshot"]).expect_code(0);
     let schema = if kind == Kind::Sqlite { "main".to_string() } else { db.name.clone() };
     let kind_name = if kind == Kind::Postgres { "pg" } else { "generic" };
     let relation = format!("{schema}.payments_pivot");
@@ -189,13 +182,17 @@ fn dbt_macros_use_return_dispatch_config_get_and_this(kind: Kind) {
         ]
     );
     // Hooks: on-run-start made the log; the project's pre-hook, the model's own and the
-    // project's post-hook each added to it.
+    // project's post-hook each added to it; so did the seed's and the snapshot's (from
+    // the config trees and the snapshot's config()).
     assert_eq!(
         db.rows("SELECT model, step FROM hook_log ORDER BY model, step"),
         vec![
+            vec!["payments", "seed-post"],
             vec!["payments_pivot", "post"],
             vec!["payments_pivot", "pre"],
             vec!["payments_pivot", "tree-pre"],
+            vec!["payments_snapshot", "snap-post"],
+            vec!["payments_snapshot", "snap-pre"],
             vec!["queried_pivot", "post"],
             vec!["queried_pivot", "tree-pre"],
             vec!["tree_config", "post"],
