@@ -181,19 +181,27 @@ impl TestDb {
         }
     }
 
+    /// `exec` of SQL that may name tables in other schemas (attached on
+    /// SQLite, as in `rows_with_schemas`).
+    pub fn exec_with_schemas(&self, schemas: &[&str], sql: &str) -> String {
+        match self.kind {
+            Kind::Sqlite => self.exec(&format!("{}{sql}", self.attach(schemas))),
+            _ => self.exec(sql),
+        }
+    }
+
+    /// `ATTACH` statements for schemas' files beside a SQLite database.
+    fn attach(&self, schemas: &[&str]) -> String {
+        let dir = std::path::Path::new(&self.name).parent().unwrap();
+        schemas.iter().map(|s| format!("ATTACH '{}' AS \"{s}\"; ", dir.join(format!("{s}.db")).display())).collect()
+    }
+
     /// Rows of a query that may name tables in other schemas as `schema.table`
     /// (on SQLite each schema is `<schema>.db` beside the database, attached
     /// here as dbt-sqlite and sluice attach it).
     pub fn rows_with_schemas(&self, schemas: &[&str], sql: &str) -> Vec<Vec<String>> {
         match self.kind {
-            Kind::Sqlite => {
-                let dir = std::path::Path::new(&self.name).parent().unwrap();
-                let attach: String = schemas
-                    .iter()
-                    .map(|s| format!("ATTACH '{}' AS \"{s}\"; ", dir.join(format!("{s}.db")).display()))
-                    .collect();
-                self.rows(&format!("{attach}{sql}"))
-            }
+            Kind::Sqlite => self.rows(&format!("{}{sql}", self.attach(schemas))),
             _ => self.rows(sql),
         }
     }

@@ -289,17 +289,10 @@ fn dbt_nodes_build_in_custom_schemas_under_aliases(kind: Kind) {
     assert!(out.stdout.contains("tests: 3 passed, 0 warned, 0 failed"), "{}", out.stdout);
 
     // An incremental run finds its table in its schema and adds to it.
-    let insert = "INSERT INTO raw_items (id, name, price, qty) VALUES (5, 'jug', 20, 2)";
-    match kind {
-        Kind::Sqlite => {
-            let dir = std::path::Path::new(&db.name).parent().unwrap();
-            let attach = format!("ATTACH '{}' AS {seeds}; ", dir.join(format!("{seeds}.db")).display());
-            db.exec(&format!("{attach}{}", insert.replace("raw_items", &format!("{seeds}.raw_items"))));
-        }
-        _ => {
-            db.exec(&insert.replace("raw_items", &format!("{seeds}.raw_items")));
-        }
-    }
+    db.exec_with_schemas(
+        &[&seeds],
+        &format!("INSERT INTO {seeds}.raw_items (id, name, price, qty) VALUES (5, 'jug', 20, 2)"),
+    );
     let out = schemas_run(&p, &db, &["transform", "--select", "stg_items+"]);
     out.expect_code(0);
     assert!(out.stdout.contains("incremental, merged new rows"), "{}", out.stdout);
@@ -311,17 +304,7 @@ fn dbt_nodes_build_in_custom_schemas_under_aliases(kind: Kind) {
     // The snapshot's target_schema is taken as written; its history
     // columns are dbt's.
     schemas_run(&p, &db, &["snapshot"]).expect_code(0);
-    let price = "UPDATE raw_items SET price = 35 WHERE id = 1";
-    match kind {
-        Kind::Sqlite => {
-            let dir = std::path::Path::new(&db.name).parent().unwrap();
-            let attach = format!("ATTACH '{}' AS {seeds}; ", dir.join(format!("{seeds}.db")).display());
-            db.exec(&format!("{attach}{}", price.replace("raw_items", &format!("{seeds}.raw_items"))));
-        }
-        _ => {
-            db.exec(&price.replace("raw_items", &format!("{seeds}.raw_items")));
-        }
-    }
+    db.exec_with_schemas(&[&seeds], &format!("UPDATE {seeds}.raw_items SET price = 35 WHERE id = 1"));
     schemas_run(&p, &db, &["snapshot"]).expect_code(0);
     assert_eq!(
         db.rows_with_schemas(
